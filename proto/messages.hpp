@@ -1,0 +1,110 @@
+#pragma once
+// The agent protocol (API.md, "Agent API") as plain structs with strict JSON codecs.
+// decode_*() refuse wrong types, missing required fields and out-of-range values with an
+// InvalidArgument error; encode_*() write the exact wire form. All functions are pure and
+// thread-safe.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "proto/error.hpp"
+#include "proto/signing.hpp"
+
+namespace ringfence::proto {
+
+inline constexpr std::string_view kPathEnroll = "/v1/agent/enroll";
+inline constexpr std::string_view kPathDesired = "/v1/agent/desired";
+inline constexpr std::string_view kPathHeartbeat = "/v1/agent/heartbeat";
+inline constexpr std::string_view kPathReports = "/v1/agent/reports";
+inline constexpr std::string_view kPathBlobs = "/v1/blobs";
+inline constexpr std::string_view kPathSigningKey = "/v1/signing-key";
+
+inline constexpr std::size_t kMaxLabels = 32;
+inline constexpr std::size_t kMaxChannels = 64;
+inline constexpr std::size_t kMaxReportsPerBatch = 256;
+inline constexpr std::size_t kMaxDetailBytes = 4096;
+
+using Labels = std::map<std::string, std::string>;
+
+struct EnrollRequest {
+  std::string enrollment_token;
+  std::string host_id;  // canonical lower-case UUID
+  Labels labels;        // keys/values checked with is_label_key/is_label_value
+  std::string agent_version;
+};
+
+struct EnrollResponse {
+  std::string host_id;
+  std::string credential;
+  std::int64_t heartbeat_s = 0;
+  std::int64_t poll_s = 0;
+};
+
+struct DesiredChannel {
+  std::string channel;
+  std::int64_t version = 0;
+  std::string sha256;
+  std::int64_t size = 0;
+  std::string url;  // path on the server, e.g. /v1/blobs/<sha256>
+  Manifest manifest;
+  std::string signature;  // base64 Ed25519 over canonical_bytes(manifest)
+  // Set when the server sends this host *back* to this version (a rollback target): the only
+  // case in which an agent accepts a version lower than the one it runs.
+  bool rollback = false;
+};
+
+struct KnownBad {
+  std::string channel;
+  std::int64_t version = 0;
+};
+
+struct DesiredState {
+  std::string etag;
+  std::vector<DesiredChannel> channels;
+  std::vector<KnownBad> known_bad;
+  std::int64_t heartbeat_s = 0;
+  std::int64_t poll_s = 0;
+};
+
+// Per-channel state an agent reports: "active" (running it), "staged", "failed", "rolled_back".
+struct ChannelStatus {
+  std::int64_t version = 0;
+  std::string state;
+};
+
+struct Heartbeat {
+  std::string boot_id;
+  std::int64_t uptime_s = 0;
+  std::map<std::string, ChannelStatus> channels;
+};
+
+enum class ReportKind { Applied, ApplyFailed, Crash, LocalRollback };
+std::string_view to_string(ReportKind k) noexcept;
+std::optional<ReportKind> report_kind_from(std::string_view s) noexcept;
+
+struct Report {
+  ReportKind kind = ReportKind::Applied;
+  std::int64_t time = 0;  // unix milliseconds, agent's clock
+  std::optional<std::string> channel;
+  std::optional<std::int64_t> version;
+  std::string boot_id;
+  std::string detail_json = "{}";  // a JSON object, at most kMaxDetailBytes when encoded
+};
+
+std::string encode(const EnrollRequest& m);
+std::string encode(const EnrollResponse& m);
+std::string encode(const DesiredState& m);
+std::string encode(const Heartbeat& m);
+std::string encode(const std::vector<Report>& m);
+
+Expected<EnrollRequest> decode_enroll_request(std::string_view body);
+Expected<EnrollResponse> decode_enroll_response(std::string_view body);
+Expected<DesiredState> decode_desired_state(std::string_view body);
+Expected<Heartbeat> decode_heartbeat(std::string_view body);
+Expected<std::vector<Report>> decode_reports(std::string_view body);
+
+}  // namespace ringfence::proto

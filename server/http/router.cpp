@@ -1,0 +1,66 @@
+#include "server/http/router.hpp"
+
+namespace ringfence::server::http {
+namespace {
+std::vector<std::string> split(std::string_view path) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i < path.size()) {
+    if (path[i] == '/') {
+      ++i;
+      continue;
+    }
+    auto j = path.find('/', i);
+    if (j == std::string_view::npos) j = path.size();
+    out.emplace_back(path.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
+}  // namespace
+
+void Router::add(Method method, std::string_view pattern, Handler handler) {
+  routes_.push_back(Route{method, std::string(pattern), split(pattern), std::move(handler)});
+}
+
+void Router::dispatch(Request& req, Reply reply) const {
+  auto segs = split(req.path);
+  bool path_known = false;
+  std::string allow;
+  for (const auto& r : routes_) {
+    if (r.segments.size() != segs.size()) continue;
+    bool match = true;
+    for (size_t i = 0; i < segs.size() && match; ++i) {
+      const auto& p = r.segments[i];
+      bool param = p.size() >= 2 && p.front() == '{' && p.back() == '}';
+      if (!param && p != segs[i]) match = false;
+      if (param && segs[i].empty()) match = false;
+    }
+    if (!match) continue;
+    path_known = true;
+    bool head_as_get = req.method == Method::Head && r.method == Method::Get;
+    if (r.method != req.method && !head_as_get) {
+      if (!allow.empty()) allow += ", ";
+      allow += to_string(r.method);
+      continue;
+    }
+    req.params.clear();
+    for (size_t i = 0; i < segs.size(); ++i) {
+      const auto& p = r.segments[i];
+      if (p.size() >= 2 && p.front() == '{') req.params.push_back(segs[i]);
+    }
+    r.handler(req, std::move(reply));
+    return;
+  }
+  if (path_known) {
+    Response resp = Response::error(
+        Error{Errc::MethodNotAllowed, "method " + std::string(to_string(req.method)) +
+                                          " is not allowed here (allowed: " + allow + ")"});
+    resp.headers.emplace_back("Allow", allow);
+    reply(std::move(resp));
+    return;
+  }
+  reply(Response::error(Error{Errc::NotFound, "no such path"}));
+}
+
+}  // namespace ringfence::server::http

@@ -1,0 +1,32 @@
+#pragma once
+// Maps (method, path pattern) to handlers. Patterns are literal segments and "{name}" segments
+// ("/v1/rings/{name}/hosts"); a matched request gets its parameters in Request::params in order.
+// Unknown path → 404, known path with another method → 405 with an Allow header.
+// Not thread-safe to mutate; add all routes before serving, then dispatch from any thread.
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "server/http/message.hpp"
+
+namespace ringfence::server::http {
+
+class Router {
+ public:
+  void add(Method method, std::string_view pattern, Handler handler);
+  // Dispatches to the matching handler or replies 404/405 itself.
+  void dispatch(Request& req, Reply reply) const;
+  struct Route {
+    Method method;
+    std::string pattern;
+    std::vector<std::string> segments;
+    Handler handler;
+  };
+  const std::vector<Route>& routes() const noexcept { return routes_; }
+
+ private:
+  std::vector<Route> routes_;
+};
+
+}  // namespace ringfence::server::http
