@@ -4,6 +4,7 @@
 
 #include "proto/ids.hpp"
 #include "proto/json_fields.hpp"
+#include "proto/try.hpp"
 
 namespace ringfence::proto {
 namespace {
@@ -12,17 +13,6 @@ using nlohmann::json;
 constexpr std::int64_t kMaxVersion = 1'000'000'000'000LL;
 constexpr std::int64_t kMaxSize = 1LL << 40;
 constexpr std::int64_t kMaxTime = 100'000'000'000'000LL;  // unix ms, year ~5000
-
-#define RF_TRY(var, expr)                              \
-  auto var##_r = (expr);                               \
-  if (!var##_r) return tl::unexpected(var##_r.error()); \
-  auto var = std::move(*var##_r)
-
-#define RF_CHECK(expr)                           \
-  do {                                           \
-    auto _st = (expr);                           \
-    if (!_st) return tl::unexpected(_st.error()); \
-  } while (0)
 
 Expected<Labels> decode_labels(const json& obj) {
   Labels out;
