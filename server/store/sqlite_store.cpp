@@ -1,0 +1,388 @@
+// SQLite implementation of Store. The only file of the server that includes sqlite3.h.
+#include <sqlite3.h>
+
+#include <string>
+#include <variant>
+
+#include "proto/try.hpp"
+#include "server/store/store.hpp"
+
+namespace ringfence::server::store {
+namespace {
+
+using Value = std::variant<std::nullptr_t, std::int64_t, std::string>;
+
+Value opt(const std::optional<std::int64_t>& v) {
+  return v ? Value(*v) : Value(nullptr);
+}
+Value opt(const std::optional<std::string>& v) {
+  return v ? Value(*v) : Value(nullptr);
+}
+
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) : db_(db) {
+    rc_ = sqlite3_prepare_v2(db, sql, -1, &st_, nullptr);
+  }
+  ~Stmt() { sqlite3_finalize(st_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+
+  bool ok() const { return rc_ == SQLITE_OK; }
+  void bind(std::initializer_list<Value> values) {
+    int i = 1;
+    for (const auto& v : values) {
+      if (std::holds_alternative<std::nullptr_t>(v)) {
+        sqlite3_bind_null(st_, i);
+      } else if (auto* n = std::get_if<std::int64_t>(&v)) {
+        sqlite3_bind_int64(st_, i, *n);
+      } else {
+        const auto& s = std::get<std::string>(v);
+        sqlite3_bind_text(st_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+      }
+      ++i;
+    }
+  }
+  void reset() {
+    sqlite3_reset(st_);
+    sqlite3_clear_bindings(st_);
+  }
+  // SQLITE_ROW, SQLITE_DONE or an error code.
+  int step() { return sqlite3_step(st_); }
+  std::int64_t i64(int c) { return sqlite3_column_int64(st_, c); }
+  bool null(int c) { return sqlite3_column_type(st_, c) == SQLITE_NULL; }
+  std::string text(int c) {
+    auto p = reinterpret_cast<const char*>(sqlite3_column_text(st_, c));
+    return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(st_, c))) : std::string();
+  }
+  std::optional<std::int64_t> opt_i64(int c) {
+    return null(c) ? std::nullopt : std::optional<std::int64_t>(i64(c));
+  }
+  std::optional<std::string> opt_text(int c) {
+    return null(c) ? std::nullopt : std::optional<std::string>(text(c));
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* st_ = nullptr;
+  int rc_;
+};
+
+class SqliteStore final : public Store {
+ public:
+  explicit SqliteStore(sqlite3* db) : db_(db) {}
+  ~SqliteStore() override { sqlite3_close_v2(db_); }
+
+  Status exec(const char* sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string m = err ? err : "unknown error";
+      sqlite3_free(err);
+      return fail(Errc::Unavailable, "storage error: " + m, "storage_unavailable");
+    }
+    return {};
+  }
+
+  Status run(const char* sql, std::initializer_list<Value> values) {
+    Stmt st(db_, sql);
+    if (!st.ok()) return error("prepare");
+    st.bind(values);
+    int rc = st.step();
+    if (rc == SQLITE_DONE || rc == SQLITE_ROW) return {};
+    if ((rc & 0xff) == SQLITE_CONSTRAINT) {
+      return fail(Errc::Conflict, "already exists", "conflict");
+    }
+    return error("write");
+  }
+
+  tl::unexpected<Error> error(const char* what) {
+    return fail(Errc::Unavailable, std::string("storage ") + what + " failed: " + sqlite3_errmsg(db_),
+                "storage_unavailable");
+  }
+
+  Status migrate(const std::vector<Migration>& migrations) {
+    Stmt v(db_, "PRAGMA user_version");
+    if (!v.ok() || v.step() != SQLITE_ROW) return error("read user_version");
+    std::int64_t current = v.i64(0);
+    int newest = migrations.empty() ? 0 : migrations.back().version;
+    if (current > newest) {
+      return fail(Errc::Unavailable,
+                  "database schema version " + std::to_string(current) +
+                      " is newer than this binary supports (" + std::to_string(newest) +
+                      "); upgrade ringfence-server",
+                  "schema_too_new");
+    }
+    for (const auto& m : migrations) {
+      if (m.version <= current) continue;
+      RF_CHECK(exec("BEGIN IMMEDIATE"));
+      auto st = exec(m.sql.c_str());
+      if (st) st = exec(("PRAGMA user_version = " + std::to_string(m.version)).c_str());
+      if (!st) {
+        (void)exec("ROLLBACK");
+        return fail(Errc::Unavailable,
+                    "migration " + m.name + " failed: " + st.error().message, "migration_failed");
+      }
+      RF_CHECK(exec("COMMIT"));
+    }
+    return {};
+  }
+
+  Expected<Snapshot> load() override {
+    Snapshot s;
+    {
+      Stmt st(db_, "SELECT name, role, hash, created FROM api_tokens");
+      while (st.step() == SQLITE_ROW) s.tokens.push_back({st.text(0), st.text(1), st.text(2), st.i64(3)});
+    }
+    {
+      Stmt st(db_, "SELECT name, hash, labels, expires, created FROM enrollment_tokens");
+      while (st.step() == SQLITE_ROW) {
+        s.enroll_tokens.push_back({st.text(0), st.text(1), st.text(2), st.opt_i64(3), st.i64(4)});
+      }
+    }
+    {
+      Stmt st(db_,
+              "SELECT host_id, credential_hash, labels, tenant, pinned, agent_version, enrolled, "
+              "last_seen, channels FROM hosts");
+      while (st.step() == SQLITE_ROW) {
+        HostRow h;
+        h.host_id = st.text(0);
+        h.credential_hash = st.text(1);
+        h.labels_json = st.text(2);
+        h.tenant = st.text(3);
+        h.pinned = st.i64(4) != 0;
+        h.agent_version = st.text(5);
+        h.enrolled = st.i64(6);
+        h.last_seen = st.i64(7);
+        h.channels_json = st.text(8);
+        s.hosts.push_back(std::move(h));
+      }
+    }
+    {
+      Stmt st(db_, "SELECT name, rank, selector, description FROM rings");
+      while (st.step() == SQLITE_ROW) s.rings.push_back({st.text(0), st.i64(1), st.text(2), st.text(3)});
+    }
+    {
+      Stmt st(db_, "SELECT name, schema, validator, max_bytes, stable_version, created FROM channels");
+      while (st.step() == SQLITE_ROW) {
+        s.channels.push_back(
+            {st.text(0), st.text(1), st.opt_text(2), st.i64(3), st.opt_i64(4), st.i64(5)});
+      }
+    }
+    {
+      Stmt st(db_,
+              "SELECT channel, version, sha256, size, notes, state, manifest, signature, "
+              "validation, created FROM releases ORDER BY channel, version");
+      while (st.step() == SQLITE_ROW) {
+        s.releases.push_back({st.text(0), st.i64(1), st.text(2), st.i64(3), st.text(4), st.text(5),
+                              st.text(6), st.text(7), st.text(8), st.i64(9)});
+      }
+    }
+    {
+      Stmt st(db_, "SELECT name, stages FROM policies");
+      while (st.step() == SQLITE_ROW) s.policies.push_back({st.text(0), st.text(1)});
+    }
+    {
+      Stmt st(db_,
+              "SELECT id, channel, version, state, stage, body, created, updated FROM rollouts "
+              "ORDER BY id");
+      while (st.step() == SQLITE_ROW) {
+        s.rollouts.push_back({st.i64(0), st.text(1), st.i64(2), st.text(3), st.i64(4), st.text(5),
+                              st.i64(6), st.i64(7)});
+      }
+    }
+    {
+      Stmt st(db_, "SELECT key, value FROM settings");
+      while (st.step() == SQLITE_ROW) s.settings.emplace_back(st.text(0), st.text(1));
+    }
+    {
+      Stmt st(db_, "SELECT COALESCE(MAX(id), 0) FROM events");
+      if (st.step() == SQLITE_ROW) s.last_event_id = st.i64(0);
+    }
+    return s;
+  }
+
+  Status transaction(const std::function<Status()>& fn) override {
+    if (depth_ > 0) {
+      ++depth_;
+      auto st = fn();
+      --depth_;
+      return st;
+    }
+    RF_CHECK(exec("BEGIN IMMEDIATE"));
+    ++depth_;
+    auto st = fn();
+    --depth_;
+    if (!st) {
+      (void)exec("ROLLBACK");
+      return st;
+    }
+    auto c = exec("COMMIT");
+    if (!c) {
+      (void)exec("ROLLBACK");
+      return c;
+    }
+    return {};
+  }
+
+  Status put_token(const TokenRow& r) override {
+    return run("INSERT INTO api_tokens(name, role, hash, created) VALUES(?,?,?,?)",
+               {r.name, r.role, r.hash, r.created});
+  }
+  Status delete_token(const std::string& name) override {
+    return run("DELETE FROM api_tokens WHERE name = ?", {name});
+  }
+  Status put_enroll_token(const EnrollTokenRow& r) override {
+    return run(
+        "INSERT INTO enrollment_tokens(name, hash, labels, expires, created) VALUES(?,?,?,?,?)",
+        {r.name, r.hash, r.labels_json, opt(r.expires), r.created});
+  }
+  Status upsert_hosts(const std::vector<HostRow>& rows) override {
+    return transaction([&]() -> Status {
+      Stmt st(db_,
+              "INSERT INTO hosts(host_id, credential_hash, labels, tenant, pinned, agent_version, "
+              "enrolled, last_seen, channels) VALUES(?,?,?,?,?,?,?,?,?) "
+              "ON CONFLICT(host_id) DO UPDATE SET credential_hash=excluded.credential_hash, "
+              "labels=excluded.labels, tenant=excluded.tenant, pinned=excluded.pinned, "
+              "agent_version=excluded.agent_version, last_seen=excluded.last_seen, "
+              "channels=excluded.channels");
+      if (!st.ok()) return error("prepare");
+      for (const auto& h : rows) {
+        st.bind({h.host_id, h.credential_hash, h.labels_json, h.tenant,
+                 std::int64_t{h.pinned ? 1 : 0}, h.agent_version, h.enrolled, h.last_seen,
+                 h.channels_json});
+        if (st.step() != SQLITE_DONE) return error("host write");
+        st.reset();
+      }
+      return {};
+    });
+  }
+  Status delete_host(const std::string& host_id) override {
+    return run("DELETE FROM hosts WHERE host_id = ?", {host_id});
+  }
+  Status put_ring(const RingRow& r) override {
+    return run(
+        "INSERT INTO rings(name, rank, selector, description) VALUES(?,?,?,?) "
+        "ON CONFLICT(name) DO UPDATE SET rank=excluded.rank, selector=excluded.selector, "
+        "description=excluded.description",
+        {r.name, r.rank, r.selector_json, r.description});
+  }
+  Status delete_ring(const std::string& name) override {
+    return run("DELETE FROM rings WHERE name = ?", {name});
+  }
+  Status put_channel(const ChannelRow& r) override {
+    return run(
+        "INSERT INTO channels(name, schema, validator, max_bytes, stable_version, created) "
+        "VALUES(?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET schema=excluded.schema, "
+        "validator=excluded.validator, max_bytes=excluded.max_bytes, "
+        "stable_version=excluded.stable_version",
+        {r.name, r.schema_json, opt(r.validator_json), r.max_bytes, opt(r.stable_version),
+         r.created});
+  }
+  Status put_release(const ReleaseRow& r) override {
+    return run(
+        "INSERT INTO releases(channel, version, sha256, size, notes, state, manifest, signature, "
+        "validation, created) VALUES(?,?,?,?,?,?,?,?,?,?) ON CONFLICT(channel, version) DO UPDATE "
+        "SET state=excluded.state, manifest=excluded.manifest, signature=excluded.signature, "
+        "notes=excluded.notes",
+        {r.channel, r.version, r.sha256, r.size, r.notes, r.state, r.manifest_json, r.signature,
+         r.validation_json, r.created});
+  }
+  Status put_policy(const PolicyRow& r) override {
+    return run(
+        "INSERT INTO policies(name, stages) VALUES(?,?) ON CONFLICT(name) DO UPDATE SET "
+        "stages=excluded.stages",
+        {r.name, r.stages_json});
+  }
+  Status put_rollout(const RolloutRow& r) override {
+    return run(
+        "INSERT INTO rollouts(id, channel, version, state, stage, body, created, updated) "
+        "VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET state=excluded.state, "
+        "stage=excluded.stage, body=excluded.body, updated=excluded.updated",
+        {r.id, r.channel, r.version, r.state, r.stage, r.body_json, r.created, r.updated});
+  }
+  Expected<std::int64_t> append_event(const EventRow& r) override {
+    RF_CHECK(run("INSERT INTO events(time, actor, kind, rollout, data) VALUES(?,?,?,?,?)",
+                 {r.time, r.actor, r.kind, opt(r.rollout), r.data_json}));
+    return static_cast<std::int64_t>(sqlite3_last_insert_rowid(db_));
+  }
+  Expected<std::vector<EventRow>> list_events(const EventQuery& q) override {
+    std::vector<EventRow> out;
+    const char* sql =
+        q.rollout ? "SELECT id, time, actor, kind, rollout, data FROM events WHERE id > ? AND "
+                    "rollout = ? ORDER BY id LIMIT ?"
+                  : "SELECT id, time, actor, kind, rollout, data FROM events WHERE id > ? AND "
+                    "? IS NULL ORDER BY id LIMIT ?";
+    Stmt st(db_, sql);
+    if (!st.ok()) return error("prepare");
+    st.bind({q.after, opt(q.rollout), q.limit});
+    int rc;
+    while ((rc = st.step()) == SQLITE_ROW) {
+      out.push_back({st.i64(0), st.i64(1), st.text(2), st.text(3), st.opt_i64(4), st.text(5)});
+    }
+    if (rc != SQLITE_DONE) return error("read");
+    return out;
+  }
+  Status insert_reports(const std::vector<ReportRow>& rows) override {
+    return transaction([&]() -> Status {
+      Stmt st(db_,
+              "INSERT OR IGNORE INTO reports(host_id, boot_id, kind, time, channel, version, "
+              "detail, received) VALUES(?,?,?,?,?,?,?,?)");
+      if (!st.ok()) return error("prepare");
+      for (const auto& r : rows) {
+        st.bind({r.host_id, r.boot_id, r.kind, r.time, opt(r.channel), opt(r.version),
+                 r.detail_json, r.received});
+        if (st.step() != SQLITE_DONE) return error("report write");
+        st.reset();
+      }
+      return {};
+    });
+  }
+  Status put_setting(const std::string& key, const std::string& value) override {
+    return run(
+        "INSERT INTO settings(key, value) VALUES(?,?) ON CONFLICT(key) DO UPDATE SET "
+        "value=excluded.value",
+        {key, value});
+  }
+
+ private:
+  sqlite3* db_;
+  int depth_ = 0;
+};
+
+}  // namespace
+
+Expected<std::unique_ptr<Store>> open_sqlite(const std::string& path,
+                                             const std::vector<Migration>& migrations) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    std::string m = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close_v2(db);
+    return fail(Errc::Unavailable, "cannot open database " + path + ": " + m,
+                "storage_unavailable");
+  }
+  auto store = std::make_unique<SqliteStore>(db);
+  sqlite3_busy_timeout(db, 5000);
+  // WAL: readers never block the writer; synchronous=NORMAL is durable across process crashes
+  // in WAL mode (a power loss may drop the last commits, never corrupt).
+  if (path != ":memory:") RF_CHECK(store->exec("PRAGMA journal_mode=WAL"));
+  RF_CHECK(store->exec("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON"));
+  RF_CHECK(store->migrate(migrations));
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+Expected<int> sqlite_user_version(const std::string& path) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+    sqlite3_close_v2(db);
+    return fail(Errc::Unavailable, "cannot open database " + path);
+  }
+  Stmt st(db, "PRAGMA user_version");
+  int v = st.step() == SQLITE_ROW ? static_cast<int>(st.i64(0)) : -1;
+  sqlite3_close_v2(db);
+  return v;
+}
+
+}  // namespace ringfence::server::store

@@ -1,0 +1,142 @@
+#pragma once
+// The storage interface: rows in, rows out. The server keeps its hot state in memory and writes
+// through this interface; only store/ knows SQL. SqliteStore is the embedded default.
+//
+// Threading: a Store is used by one thread at a time (the server serialises access under its
+// state mutex). Every mutating call is durable (committed) when it returns success; errors are
+// Errc::Unavailable (storage failed) or Errc::Conflict (a uniqueness rule).
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "proto/error.hpp"
+#include "server/store/migrations.hpp"
+
+namespace ringfence::server::store {
+
+struct TokenRow {
+  std::string name, role, hash;
+  std::int64_t created = 0;
+};
+struct EnrollTokenRow {
+  std::string name, hash, labels_json = "{}";
+  std::optional<std::int64_t> expires;
+  std::int64_t created = 0;
+};
+struct HostRow {
+  std::string host_id, credential_hash, labels_json = "{}", tenant;
+  bool pinned = false;
+  std::string agent_version;
+  std::int64_t enrolled = 0, last_seen = 0;
+  std::string channels_json = "{}";
+};
+struct RingRow {
+  std::string name;
+  std::int64_t rank = 0;
+  std::string selector_json, description;
+};
+struct ChannelRow {
+  std::string name, schema_json = "{}";
+  std::optional<std::string> validator_json;
+  std::int64_t max_bytes = 0;
+  std::optional<std::int64_t> stable_version;
+  std::int64_t created = 0;
+};
+struct ReleaseRow {
+  std::string channel;
+  std::int64_t version = 0;
+  std::string sha256;
+  std::int64_t size = 0;
+  std::string notes, state, manifest_json, signature, validation_json = "{}";
+  std::int64_t created = 0;
+};
+struct PolicyRow {
+  std::string name, stages_json;
+};
+struct RolloutRow {
+  std::int64_t id = 0;
+  std::string channel;
+  std::int64_t version = 0;
+  std::string state;
+  std::int64_t stage = 0;
+  std::string body_json;
+  std::int64_t created = 0, updated = 0;
+};
+struct EventRow {
+  std::int64_t id = 0;  // assigned by append_event
+  std::int64_t time = 0;
+  std::string actor, kind;
+  std::optional<std::int64_t> rollout;
+  std::string data_json = "{}";
+};
+struct ReportRow {
+  std::string host_id, boot_id, kind;
+  std::int64_t time = 0;
+  std::optional<std::string> channel;
+  std::optional<std::int64_t> version;
+  std::string detail_json = "{}";
+  std::int64_t received = 0;
+};
+
+// Everything the server loads into memory at start.
+struct Snapshot {
+  std::vector<TokenRow> tokens;
+  std::vector<EnrollTokenRow> enroll_tokens;
+  std::vector<HostRow> hosts;
+  std::vector<RingRow> rings;
+  std::vector<ChannelRow> channels;
+  std::vector<ReleaseRow> releases;
+  std::vector<PolicyRow> policies;
+  std::vector<RolloutRow> rollouts;
+  std::vector<std::pair<std::string, std::string>> settings;
+  std::int64_t last_event_id = 0;
+};
+
+struct EventQuery {
+  std::optional<std::int64_t> rollout;
+  std::int64_t after = 0;
+  std::int64_t limit = 100;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  virtual Expected<Snapshot> load() = 0;
+
+  // Runs fn inside one transaction: committed when fn succeeds, rolled back otherwise.
+  // Nested calls join the outer transaction.
+  virtual Status transaction(const std::function<Status()>& fn) = 0;
+
+  virtual Status put_token(const TokenRow& r) = 0;  // insert; Conflict when the name exists
+  virtual Status delete_token(const std::string& name) = 0;
+  virtual Status put_enroll_token(const EnrollTokenRow& r) = 0;
+  virtual Status upsert_hosts(const std::vector<HostRow>& rows) = 0;  // batch, one transaction
+  virtual Status delete_host(const std::string& host_id) = 0;
+  virtual Status put_ring(const RingRow& r) = 0;  // upsert
+  virtual Status delete_ring(const std::string& name) = 0;
+  virtual Status put_channel(const ChannelRow& r) = 0;  // upsert
+  virtual Status put_release(const ReleaseRow& r) = 0;  // upsert
+  virtual Status put_policy(const PolicyRow& r) = 0;    // upsert
+  virtual Status put_rollout(const RolloutRow& r) = 0;  // upsert by id
+  virtual Expected<std::int64_t> append_event(const EventRow& r) = 0;  // returns the new id
+  virtual Expected<std::vector<EventRow>> list_events(const EventQuery& q) = 0;
+  // Inserts reports, ignoring duplicates by (host_id, boot_id, kind, time).
+  virtual Status insert_reports(const std::vector<ReportRow>& rows) = 0;
+  virtual Status put_setting(const std::string& key, const std::string& value) = 0;
+};
+
+// Opens (creating if needed) the SQLite database at path (":memory:" for tests), in WAL mode,
+// and applies the given migrations. A database whose user_version is newer than the newest
+// migration is refused with a clear message (Errc::Unavailable).
+Expected<std::unique_ptr<Store>> open_sqlite(const std::string& path,
+                                             const std::vector<Migration>& migrations);
+
+// The user_version of an open SQLite file (for tests and diagnostics).
+Expected<int> sqlite_user_version(const std::string& path);
+
+}  // namespace ringfence::server::store
