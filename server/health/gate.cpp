@@ -23,7 +23,8 @@ std::string format(const char* fmt, ...) {
   const int n = std::vsnprintf(buf.data(), buf.size(), fmt, args);
   va_end(args);
   if (n < 0) return {};
-  return std::string(buf.data(), std::min<std::size_t>(static_cast<std::size_t>(n), buf.size() - 1));
+  return std::string(buf.data(),
+                     std::min<std::size_t>(static_cast<std::size_t>(n), buf.size() - 1));
 }
 
 bool in_open(double x, double lo, double hi) { return x > lo && x < hi; }  // false for NaN
@@ -71,9 +72,12 @@ double mixture_llr(double p0, double min_ratio, std::int64_t n, std::int64_t f) 
 
 const char* to_string(Verdict v) noexcept {
   switch (v) {
-    case Verdict::Waiting: return "waiting";
-    case Verdict::Pass: return "pass";
-    case Verdict::Fail: return "fail";
+    case Verdict::Waiting:
+      return "waiting";
+    case Verdict::Pass:
+      return "pass";
+    case Verdict::Fail:
+      return "fail";
   }
   return "unknown";
 }
@@ -99,7 +103,8 @@ std::string check_params(const GateParams& p) {
   if (p.min_hosts < 1) {
     return format("min_hosts must be >= 1, got %lld", static_cast<long long>(p.min_hosts));
   }
-  if (p.bake_s < 0) return format("bake_s must be >= 0, got %lld", static_cast<long long>(p.bake_s));
+  if (p.bake_s < 0)
+    return format("bake_s must be >= 0, got %lld", static_cast<long long>(p.bake_s));
   return {};
 }
 
@@ -118,17 +123,17 @@ GateDecision evaluate(const GateParams& p, const StageCounts& counts) {
       (static_cast<double>(c.control_failed) + p.prior_hosts * p.prior_rate) /
       (static_cast<double>(c.control_hosts) + p.prior_hosts);
   // prior_hosts == 0 with no control hosts gives 0/0: fall back to the prior itself.
-  d.baseline = std::max(p.baseline_floor, std::isfinite(control_estimate) ? control_estimate
-                                                                          : p.prior_rate);
+  d.baseline =
+      std::max(p.baseline_floor, std::isfinite(control_estimate) ? control_estimate : p.prior_rate);
   d.failure_rate = c.n > 0 ? static_cast<double>(c.f) / static_cast<double>(c.n) : 0.0;
   d.statistic = mixture_llr(d.baseline, p.min_ratio, c.n, c.f);
 
   const auto evidence = [&] {
-    return format("%lld of %lld applied hosts failed vs baseline %.2f%% from %lld of %lld control "
-                  "hosts",
-                  static_cast<long long>(c.f), static_cast<long long>(c.n), d.baseline * 100,
-                  static_cast<long long>(c.control_failed),
-                  static_cast<long long>(c.control_hosts));
+    return format(
+        "%lld of %lld applied hosts failed vs baseline %.2f%% from %lld of %lld control "
+        "hosts",
+        static_cast<long long>(c.f), static_cast<long long>(c.n), d.baseline * 100,
+        static_cast<long long>(c.control_failed), static_cast<long long>(c.control_hosts));
   };
 
   if (d.statistic >= d.upper) {
@@ -138,17 +143,18 @@ GateDecision evaluate(const GateParams& p, const StageCounts& counts) {
   }
   if (c.n >= p.min_hosts && d.failure_rate > p.max_failure_rate) {
     d.verdict = Verdict::Fail;
-    d.reason = format("fail: failure rate %.1f%% > max %.1f%% (%lld of %lld applied hosts failed, "
-                      "min_hosts %lld)",
-                      d.failure_rate * 100, p.max_failure_rate * 100, static_cast<long long>(c.f),
-                      static_cast<long long>(c.n), static_cast<long long>(p.min_hosts));
+    d.reason = format(
+        "fail: failure rate %.1f%% > max %.1f%% (%lld of %lld applied hosts failed, "
+        "min_hosts %lld)",
+        d.failure_rate * 100, p.max_failure_rate * 100, static_cast<long long>(c.f),
+        static_cast<long long>(c.n), static_cast<long long>(p.min_hosts));
     return d;
   }
   const bool baked = c.elapsed_s >= static_cast<double>(p.bake_s);
   const bool enough = c.healthy >= p.min_hosts;
   const std::string progress =
-      format("%.0f s of %lld s bake, %lld healthy hosts of %lld needed; llr %.2f < %.2f (", c.elapsed_s,
-             static_cast<long long>(p.bake_s), static_cast<long long>(c.healthy),
+      format("%.0f s of %lld s bake, %lld healthy hosts of %lld needed; llr %.2f < %.2f (",
+             c.elapsed_s, static_cast<long long>(p.bake_s), static_cast<long long>(c.healthy),
              static_cast<long long>(p.min_hosts), d.statistic, d.upper) +
       evidence() + ")";
   d.verdict = baked && enough ? Verdict::Pass : Verdict::Waiting;

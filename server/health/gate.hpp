@@ -78,14 +78,14 @@ struct GateParams {
 // trusting them: negatives read as 0, applied is raised to failed (a host that failed to apply
 // did try), healthy is capped at applied - failed, control_failed at control_hosts.
 struct StageCounts {
-  std::int64_t exposed = 0;   // hosts the stage offers the release to
-  std::int64_t applied = 0;   // hosts that acknowledged applying it (ever)
-  std::int64_t healthy = 0;   // applied and heartbeated healthily for the healthy window
-  std::int64_t failed = 0;    // applied, then crashed / failed / rolled back locally / went silent
-  std::int64_t silent = 0;    // subset of failed: no heartbeat for k intervals after applying
-  std::int64_t control_hosts = 0;     // hosts in the same rings NOT on the release
-  std::int64_t control_failed = 0;    // of those, failed within the same window
-  double elapsed_s = 0;               // since the stage started
+  std::int64_t exposed = 0;  // hosts the stage offers the release to
+  std::int64_t applied = 0;  // hosts that acknowledged applying it (ever)
+  std::int64_t healthy = 0;  // applied and heartbeated healthily for the healthy window
+  std::int64_t failed = 0;   // applied, then crashed / failed / rolled back locally / went silent
+  std::int64_t silent = 0;   // subset of failed: no heartbeat for k intervals after applying
+  std::int64_t control_hosts = 0;   // hosts in the same rings NOT on the release
+  std::int64_t control_failed = 0;  // of those, failed within the same window
+  double elapsed_s = 0;             // since the stage started
 };
 
 enum class Verdict { Waiting, Pass, Fail };
@@ -94,12 +94,12 @@ const char* to_string(Verdict v) noexcept;
 
 struct GateDecision {
   Verdict verdict = Verdict::Waiting;
-  double statistic = 0;        // the SPRT log-likelihood ratio (log of the mixture, see above)
-  double upper = 0;            // fail boundary ln((1-beta)/alpha)
-  double lower = 0;            // Wald's accept-H0 boundary ln(beta/(1-alpha)), reported only
-  double baseline = 0;         // p0 used
-  double failure_rate = 0;     // failed / applied (0 when none applied)
-  std::string reason;          // one human sentence: why pass / fail / still waiting
+  double statistic = 0;     // the SPRT log-likelihood ratio (log of the mixture, see above)
+  double upper = 0;         // fail boundary ln((1-beta)/alpha)
+  double lower = 0;         // Wald's accept-H0 boundary ln(beta/(1-alpha)), reported only
+  double baseline = 0;      // p0 used
+  double failure_rate = 0;  // failed / applied (0 when none applied)
+  std::string reason;       // one human sentence: why pass / fail / still waiting
 };
 
 // Validates parameters: alpha, beta in (0, 0.5); min_ratio > 1 and finite; baseline_floor and
