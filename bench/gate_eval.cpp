@@ -1,0 +1,470 @@
+// gate_eval: proof by simulation that the health gate contains bad releases and lets good ones
+// through. Runs the real server::health::evaluate() on many simulated staged rollouts in fake
+// time (no sockets, no clock) and prints one table. Deterministic for a given --seed.
+//
+//   gate_eval [--runs N] [--seed S] [--quick]
+//
+// Exit status: 0 when the containment claims hold, 1 when they do not (an all-fail release not
+// halted in the canary in every run, or a good release halted in more than 5% of runs), 2 on
+// bad flags. The CTest smoke test runs it with --quick.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "server/health/gate.hpp"
+
+namespace {
+
+namespace health = ringfence::server::health;
+
+// ---- the model -------------------------------------------------------------------------------
+
+struct Stage {
+  const char* name;
+  double percent;  // cumulative share of the fleet on the release once this stage has started
+};
+
+struct Model {
+  std::int64_t fleet = 10000;
+  std::vector<Stage> stages = {{"canary", 1}, {"early", 10}, {"broad", 50}};
+  double background = 0.005;     // per-host failure probability in a window, release or not
+  double window_s = 300;         // a failing host fails uniformly within this after its start
+  double apply_mean_s = 60;      // exposed host applies after an exponential delay, this mean
+  double heartbeat_s = 5;        // heartbeat interval while a rollout is live
+  int silent_intervals = 3;      // silence for this many intervals = failure detected
+  double healthy_window_s = 60;  // applied and fine this long = healthy
+  double detect_s() const { return heartbeat_s * silent_intervals; }
+};
+
+// What the program asserts about a scenario (the smoke test's exit status).
+enum class Claim { None, HaltedInCanary, RarelyHalted };
+
+struct Release {
+  const char* name;
+  double fail_prob;     // per-host probability that an applied host fails in the window
+  bool crash_on_apply;  // fails at once on activation (boot loop) instead of within the window
+  Claim claim = Claim::None;
+  bool good = false;        // a good release: report false halts against alpha
+  double alpha = 0;         // gate alpha for this scenario (0 = the default)
+  std::int64_t bake_s = 0;  // every stage's bake (0 = the default)
+};
+
+// ---- deterministic randomness: raw mt-free splitmix/xoshiro, no std distributions (their
+// output is implementation-defined; results must match on every standard library) -------------
+
+std::uint64_t splitmix64(std::uint64_t& x) {
+  std::uint64_t z = (x += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+class Rng {
+ public:
+  explicit Rng(std::uint64_t seed) {
+    for (auto& word : s_) word = splitmix64(seed);
+  }
+  double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }  // [0, 1)
+  double exponential(double mean) { return -mean * std::log1p(-uniform()); }
+
+ private:
+  static std::uint64_t rotl(std::uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+  std::uint64_t next() {  // xoshiro256**
+    const std::uint64_t result = rotl(s_[1] * 5, 7) * 9;
+    const std::uint64_t t = s_[1] << 17;
+    s_[2] ^= s_[0];
+    s_[3] ^= s_[1];
+    s_[1] ^= s_[2];
+    s_[0] ^= s_[3];
+    s_[2] ^= t;
+    s_[3] = rotl(s_[3], 45);
+    return result;
+  }
+  std::uint64_t s_[4];
+};
+
+// ---- one rollout -----------------------------------------------------------------------------
+
+enum class Ev : std::uint8_t {
+  Apply,
+  Healthy,
+  FailDetected,
+  FailDetectedWasHealthy,
+  ControlFail,
+  BakeDone
+};
+
+struct Event {
+  double t;
+  Ev kind;
+};
+
+struct RunResult {
+  int halted_stage = -1;   // index of the stage that failed, -1 = never halted
+  int stuck_stage = -1;    // a stage that ran out of signals without passing (should not happen)
+  double halt_time_s = 0;  // since the rollout started
+  std::int64_t applied_total = 0;    // hosts that applied the release before the halt (all stages)
+  std::int64_t applied_at_halt = 0;  // in the halting stage
+  std::int64_t failed_at_halt = 0;   // detected failures in the halting stage
+  double completed_s = 0;            // when the last stage first passed (good releases)
+  std::string reason;
+};
+
+RunResult run_rollout(const Model& m, const Release& r, const health::GateParams& params,
+                      std::uint64_t seed) {
+  Rng rng(seed);
+  RunResult out;
+  double stage_start = 0;
+  std::int64_t before = 0;  // hosts exposed by earlier stages
+  std::vector<Event> events;
+  for (std::size_t s = 0; s < m.stages.size(); ++s) {
+    const bool last = s + 1 == m.stages.size();
+    const auto cumulative =
+        static_cast<std::int64_t>(std::llround(m.fleet * m.stages[s].percent / 100.0));
+    const std::int64_t hosts = cumulative - before;
+    const std::int64_t control = m.fleet - cumulative;
+    before = cumulative;
+
+    events.clear();
+    for (std::int64_t h = 0; h < hosts; ++h) {
+      const double apply = rng.exponential(m.apply_mean_s);
+      events.push_back({apply, Ev::Apply});
+      const bool fails = rng.uniform() < r.fail_prob;
+      const double fail_at =
+          fails ? apply + (r.crash_on_apply ? 0.0 : rng.uniform() * m.window_s) : 0.0;
+      const bool becomes_healthy = !fails || fail_at > apply + m.healthy_window_s;
+      if (becomes_healthy) events.push_back({apply + m.healthy_window_s, Ev::Healthy});
+      if (fails) {
+        events.push_back({fail_at + m.detect_s(),
+                          becomes_healthy ? Ev::FailDetectedWasHealthy : Ev::FailDetected});
+      }
+    }
+    for (std::int64_t h = 0; h < control; ++h) {
+      if (rng.uniform() < m.background) {
+        events.push_back({rng.uniform() * m.window_s + m.detect_s(), Ev::ControlFail});
+      }
+    }
+    events.push_back({static_cast<double>(params.bake_s), Ev::BakeDone});
+    std::sort(events.begin(), events.end(),
+              [](const Event& a, const Event& b) { return a.t < b.t; });
+
+    health::StageCounts c;
+    c.exposed = hosts;
+    c.control_hosts = control;
+    bool passed = false;
+    for (const Event& e : events) {
+      switch (e.kind) {
+        case Ev::Apply:
+          ++c.applied;
+          break;
+        case Ev::Healthy:
+          ++c.healthy;
+          break;
+        case Ev::FailDetectedWasHealthy:
+          --c.healthy;
+          [[fallthrough]];
+        case Ev::FailDetected:
+          ++c.failed;
+          ++c.silent;
+          break;
+        case Ev::ControlFail:
+          ++c.control_failed;
+          break;
+        case Ev::BakeDone:
+          break;
+      }
+      c.elapsed_s = e.t;
+      const health::GateDecision d = health::evaluate(params, c);  // on every signal
+      if (d.verdict == health::Verdict::Fail) {
+        out.halted_stage = static_cast<int>(s);
+        out.halt_time_s = stage_start + e.t;
+        out.applied_at_halt = c.applied;
+        out.failed_at_halt = c.failed;
+        out.applied_total += c.applied;
+        out.reason = d.reason;
+        return out;
+      }
+      if (d.verdict == health::Verdict::Pass && !passed) {
+        passed = true;
+        if (!last) {
+          stage_start += e.t;
+          out.applied_total += c.applied;
+          break;
+        }
+        out.completed_s = stage_start + e.t;
+        // The last stage stays watched until every host's window has run out.
+      }
+    }
+    if (!passed) {
+      out.stuck_stage = static_cast<int>(s);
+      return out;
+    }
+    if (last) out.applied_total += c.applied;
+  }
+  return out;
+}
+
+// ---- statistics helpers ----------------------------------------------------------------------
+
+struct Interval {
+  double lo, hi;
+};
+
+// Wilson score interval, 95%.
+Interval wilson(std::int64_t k, std::int64_t n) {
+  if (n == 0) return {0, 1};
+  const double z = 1.959963984540054;
+  const double p = static_cast<double>(k) / static_cast<double>(n);
+  const double nn = static_cast<double>(n);
+  const double denom = 1 + z * z / nn;
+  const double centre = (p + z * z / (2 * nn)) / denom;
+  const double half = z * std::sqrt(p * (1 - p) / nn + z * z / (4 * nn * nn)) / denom;
+  return {std::max(0.0, centre - half), std::min(1.0, centre + half)};
+}
+
+double quantile(std::vector<double> v, double q) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  const auto i = static_cast<std::size_t>(std::ceil(q * static_cast<double>(v.size()))) - 1;
+  return v[std::min(i, v.size() - 1)];
+}
+
+struct Summary {
+  const Release* release;
+  std::int64_t runs = 0;
+  std::vector<std::int64_t> halted_by_stage;
+  std::int64_t stuck = 0;
+  std::vector<double> halt_time, applied_total, applied_at_halt, failed_at_halt, completed;
+  std::string example_reason;
+};
+
+Summary simulate(const Model& m, const Release& r, const health::GateParams& base,
+                 std::int64_t runs, std::uint64_t seed, std::uint64_t scenario) {
+  health::GateParams params = base;
+  if (r.alpha > 0) params.alpha = r.alpha;
+  if (r.bake_s > 0) params.bake_s = r.bake_s;
+  Summary sum;
+  sum.release = &r;
+  sum.runs = runs;
+  sum.halted_by_stage.assign(m.stages.size(), 0);
+  const std::int64_t step = std::max<std::int64_t>(runs / 10, 1);
+  for (std::int64_t i = 0; i < runs; ++i) {
+    std::uint64_t mix =
+        seed * 0x100000001b3ULL + scenario * 0x9e3779b97f4a7c15ULL + static_cast<std::uint64_t>(i);
+    const RunResult res = run_rollout(m, r, params, splitmix64(mix));
+    if (res.halted_stage >= 0) {
+      ++sum.halted_by_stage[static_cast<std::size_t>(res.halted_stage)];
+      sum.halt_time.push_back(res.halt_time_s);
+      sum.applied_total.push_back(static_cast<double>(res.applied_total));
+      sum.applied_at_halt.push_back(static_cast<double>(res.applied_at_halt));
+      sum.failed_at_halt.push_back(static_cast<double>(res.failed_at_halt));
+      if (sum.example_reason.empty()) sum.example_reason = res.reason;
+    } else if (res.stuck_stage >= 0) {
+      ++sum.stuck;
+    } else {
+      sum.completed.push_back(res.completed_s);
+    }
+    if (runs >= 200 && (i + 1) % step == 0) {
+      std::fprintf(stderr, "  %-28s %lld/%lld runs\n", r.name, static_cast<long long>(i + 1),
+                   static_cast<long long>(runs));
+    }
+  }
+  return sum;
+}
+
+std::int64_t halted(const Summary& s) {
+  std::int64_t n = 0;
+  for (std::int64_t h : s.halted_by_stage) n += h;
+  return n;
+}
+
+void usage(const char* argv0) {
+  std::fprintf(stderr, "usage: %s [--runs N] [--seed S] [--quick]\n", argv0);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::int64_t runs = 1000;
+  std::uint64_t seed = 1;
+  bool quick = false;
+  bool runs_set = false;
+  for (int i = 1; i < argc; ++i) {
+    const char* a = argv[i];
+    if (std::strcmp(a, "--quick") == 0) {
+      quick = true;
+    } else if ((std::strcmp(a, "--runs") == 0 || std::strcmp(a, "--seed") == 0) && i + 1 < argc) {
+      char* end = nullptr;
+      const unsigned long long v = std::strtoull(argv[++i], &end, 10);
+      if (end == argv[i] || *end != '\0' || argv[i][0] == '-') {
+        usage(argv[0]);
+        return 2;
+      }
+      if (a[2] == 'r') {
+        if (v < 1 || v > 10000000) {
+          usage(argv[0]);
+          return 2;
+        }
+        runs = static_cast<std::int64_t>(v);
+        runs_set = true;
+      } else {
+        seed = v;
+      }
+    } else if (std::strcmp(a, "--help") == 0 || std::strcmp(a, "-h") == 0) {
+      usage(argv[0]);
+      return 0;
+    } else {
+      usage(argv[0]);
+      return 2;
+    }
+  }
+  if (quick && !runs_set) runs = 50;
+
+  const Model m;
+  const health::GateParams params;  // the gate's defaults, as a policy gets them
+  const double b = m.background;
+  const std::vector<Release> releases = {
+      {"(a) crashes every host", 1.0, true, Claim::HaltedInCanary},
+      {"(b) 5x background (2.5%)", 5 * b, false},
+      {"(d) 2x background (1.0%)", 2 * b, false},
+      {"(c) good (0.5% = background)", b, false, Claim::RarelyHalted, true},
+      {"(c') good, alpha 0.05", b, false, Claim::None, true, 0.05},
+      {"(b) 5x, bake 900 s", 5 * b, false, Claim::None, false, 0, 900},
+      {"(d) 2x, bake 900 s", 2 * b, false, Claim::None, false, 0, 900},
+      {"(c) good, bake 900 s", b, false, Claim::None, true, 0, 900},
+  };
+
+  std::printf("# gate_eval: %lld simulated rollouts per release, seed %llu\n",
+              static_cast<long long>(runs), static_cast<unsigned long long>(seed));
+  std::printf("# Model (fake time, the real health::evaluate on every signal):\n");
+  std::printf("#  fleet %lld hosts; stages", static_cast<long long>(m.fleet));
+  for (const Stage& s : m.stages) std::printf(" %s %g%%", s.name, s.percent);
+  std::printf(" (cumulative); each stage gates its own newly exposed hosts;\n");
+  std::printf(
+      "#  the control cohort = hosts not yet exposed, failures counted from stage start.\n");
+  std::printf(
+      "#  A stage exposes its hosts at its start; each applies after an exponential delay"
+      " (mean %.0f s).\n",
+      m.apply_mean_s);
+  std::printf(
+      "#  Every host (on the release or not) fails with the background probability %.1f%%"
+      " per window;\n",
+      m.background * 100);
+  std::printf(
+      "#  a host on a bad release fails with the release's probability instead. A failing"
+      " host fails\n#  uniformly within %.0f s of applying (control: of stage start), or at"
+      " once (crashes every host).\n",
+      m.window_s);
+  std::printf(
+      "#  Failures are detected by silence only: %d heartbeat intervals of %.0f s = %.0f s"
+      " after the failure\n#  (the slow path; crash reports arrive sooner). Healthy = "
+      "applied and fine for %.0f s.\n",
+      m.silent_intervals, m.heartbeat_s, m.detect_s(), m.healthy_window_s);
+  std::printf(
+      "#  Next stage starts the moment the gate says pass; the last stage is watched until"
+      " every window ends.\n");
+  std::printf(
+      "# Gate: alpha %g, beta %g, min_ratio %g, baseline_floor %g, prior %g x %g hosts,"
+      " max_failure_rate %g, min_hosts %lld, bake_s %lld per stage (defaults unless a row says)\n",
+      params.alpha, params.beta, params.min_ratio, params.baseline_floor, params.prior_rate,
+      params.prior_hosts, params.max_failure_rate, static_cast<long long>(params.min_hosts),
+      static_cast<long long>(params.bake_s));
+  std::printf("\n");
+
+  std::vector<Summary> results;
+  for (std::size_t i = 0; i < releases.size(); ++i) {
+    results.push_back(simulate(m, releases[i], params, runs, seed, i + 1));
+  }
+
+  std::printf(
+      "| release | runs | halted in canary | by end of early | by end of broad | "
+      "not halted | hosts applied before halt (median / p95) | time to halt s "
+      "(median / p95) |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (const Summary& s : results) {
+    std::int64_t cum = 0;
+    std::printf("| %s | %lld", s.release->name, static_cast<long long>(s.runs));
+    for (std::int64_t h : s.halted_by_stage) {
+      cum += h;
+      std::printf(" | %.1f%%", 100.0 * static_cast<double>(cum) / static_cast<double>(s.runs));
+    }
+    std::printf(" | %.1f%%",
+                100.0 * static_cast<double>(s.runs - halted(s)) / static_cast<double>(s.runs));
+    if (s.halt_time.empty()) {
+      std::printf(" | - | - |\n");
+    } else {
+      std::printf(" | %.0f / %.0f | %.0f / %.0f |\n", quantile(s.applied_total, 0.5),
+                  quantile(s.applied_total, 0.95), quantile(s.halt_time, 0.5),
+                  quantile(s.halt_time, 0.95));
+    }
+  }
+  std::printf("\n");
+
+  bool ok = true;
+  // (a) detail: the canary, a handful of failures.
+  const Summary& all_fail = *std::find_if(results.begin(), results.end(), [](const Summary& s) {
+    return s.release->claim == Claim::HaltedInCanary;
+  });
+  std::printf(
+      "(a) crashes every host: halted in the canary in %lld of %lld runs; at halt "
+      "median %.0f (max %.0f) hosts applied and %.0f (max %.0f) failures detected, "
+      "%.0f s (max %.0f s) after the canary started.\n",
+      static_cast<long long>(all_fail.halted_by_stage[0]), static_cast<long long>(all_fail.runs),
+      quantile(all_fail.applied_at_halt, 0.5), quantile(all_fail.applied_at_halt, 1.0),
+      quantile(all_fail.failed_at_halt, 0.5), quantile(all_fail.failed_at_halt, 1.0),
+      quantile(all_fail.halt_time, 0.5), quantile(all_fail.halt_time, 1.0));
+  if (!all_fail.example_reason.empty()) {
+    std::printf("    e.g. \"%s\"\n", all_fail.example_reason.c_str());
+  }
+  if (all_fail.halted_by_stage[0] != all_fail.runs) {
+    std::printf("FAIL: a release that crashes every host left the canary in %lld runs\n",
+                static_cast<long long>(all_fail.runs - all_fail.halted_by_stage[0]));
+    ok = false;
+  }
+
+  // (c) false halts against alpha.
+  for (const Summary& s : results) {
+    if (!s.release->good) continue;
+    const double alpha = s.release->alpha > 0 ? s.release->alpha : params.alpha;
+    const double per_stage = alpha / (1 - params.beta);
+    const double stages = static_cast<double>(m.stages.size());
+    const double bound = 1 - std::pow(1 - per_stage, stages);
+    const std::int64_t k = halted(s);
+    const Interval ci = wilson(k, s.runs);
+    std::printf(
+        "%s: halted %lld of %lld (%.2f%%, 95%% CI %.2f%%..%.2f%%); alpha %g per stage, "
+        "bound alpha/(1-beta) = %.3f%% per stage, %.2f%% over %zu stages: %s.",
+        s.release->name, static_cast<long long>(k), static_cast<long long>(s.runs),
+        100.0 * static_cast<double>(k) / static_cast<double>(s.runs), 100 * ci.lo, 100 * ci.hi,
+        alpha, 100 * per_stage, 100 * bound, m.stages.size(),
+        ci.lo <= bound ? "consistent" : "NOT consistent");
+    std::printf(" Per stage:");
+    for (std::size_t st = 0; st < m.stages.size(); ++st) {
+      std::printf(" %s %lld", m.stages[st].name, static_cast<long long>(s.halted_by_stage[st]));
+    }
+    if (!s.completed.empty()) {
+      std::printf("; median time to pass all stages %.0f s", quantile(s.completed, 0.5));
+    }
+    std::printf(".\n");
+    if (s.release->claim == Claim::RarelyHalted &&
+        static_cast<double>(k) > 0.05 * static_cast<double>(s.runs)) {
+      std::printf("FAIL: a good release was halted in more than 5%% of runs\n");
+      ok = false;
+    }
+  }
+  for (const Summary& s : results) {
+    if (s.stuck > 0) {
+      std::printf("FAIL: %s: %lld rollouts stalled in a stage without a verdict\n", s.release->name,
+                  static_cast<long long>(s.stuck));
+      ok = false;
+    }
+  }
+  std::printf("%s\n", ok ? "OK: containment claims hold" : "FAILED: containment claims broken");
+  return ok ? 0 : 1;
+}
