@@ -11,9 +11,9 @@
     return ::tl::unexpected(std::move(RF_CONCAT(var, _result_).error())); \
   auto var = std::move(*RF_CONCAT(var, _result_))
 
-#define RF_CHECK(expr)                                    \
-  do {                                                    \
-    auto rf_check_status_ = (expr);                       \
-    if (!rf_check_status_)                                \
-      return ::tl::unexpected(std::move(rf_check_status_.error())); \
+#define RF_CHECK(expr) RF_CHECK_IMPL(expr, RF_CONCAT(rf_check_status_, __COUNTER__))
+#define RF_CHECK_IMPL(expr, name)                              \
+  do {                                                         \
+    auto name = (expr);                                        \
+    if (!name) return ::tl::unexpected(std::move(name.error())); \
   } while (0)

@@ -1,0 +1,390 @@
+// Service: the agent API (enroll, desired state + long polls, heartbeats, reports) and the
+// periodic work (silence sweep, bake expiry, batched flushes).
+#include <algorithm>
+
+#include "proto/bucket.hpp"
+#include "proto/try.hpp"
+#include "server/core/impl.hpp"
+
+namespace ringfence::server::core {
+using rollout::State;
+
+Expected<proto::EnrollResponse> Service::enroll(const proto::EnrollRequest& req) {
+  auto& m = *impl_;
+  auto hash = proto::sha256_hex(req.enrollment_token);
+  std::lock_guard lock(m.mu);
+  const EnrollToken* tok = nullptr;
+  for (const auto& t : m.enroll_tokens) {
+    if (proto::constant_time_equal(t.hash, hash)) tok = &t;
+  }
+  if (!tok) return fail(Errc::Unauthenticated, "unknown enrollment token");
+  if (tok->expires && *tok->expires < m.now_s()) {
+    return fail(Errc::Unauthenticated, "enrollment token expired");
+  }
+  proto::Labels labels = req.labels;
+  for (const auto& [k, v] : tok->labels) labels[k] = v;  // the token's labels win
+  std::string secret = proto::random_hex(32);
+  fleet::Host h;
+  auto existing = m.fleet.find(req.host_id);
+  if (existing) h = m.fleet.at(*existing);
+  h.id = req.host_id;
+  h.credential_hash = proto::sha256_hex(secret);
+  if (auto t = labels.find("tenant"); t != labels.end()) h.tenant = t->second;
+  h.labels = m.fleet.intern(std::move(labels));
+  h.agent_version = req.agent_version;
+  if (!existing) h.enrolled = m.now_s();
+  h.last_seen_ms = m.clock.now_ms();
+  json chans = json::object();
+  for (const auto& c : h.channels) chans[c.channel] = {{"version", c.version}, {"state", c.state}};
+  // Durable before answering: the credential must survive a restart.
+  RF_CHECK(m.store.upsert_hosts({{h.id, h.credential_hash, json(*h.labels).dump(), h.tenant,
+                                  h.pinned, h.agent_version, h.enrolled, h.last_seen_ms / 1000,
+                                  chans.dump()}}));
+  auto idx = m.fleet.upsert(std::move(h));
+  ++m.enrolls_total;
+  // A re-enrolled host's old parked polls end now (its old credential is gone).
+  m.waiters.erase(idx);
+  return proto::EnrollResponse{req.host_id, req.host_id + "." + secret, m.heartbeat_for(idx),
+                               m.opt.poll_s};
+}
+
+std::int64_t Service::Impl::heartbeat_for(HostIndex i) const {
+  const auto& h = fleet.at(i);
+  bool exposed = false;
+  for (const auto& [id, r] : rollouts) {
+    if (rollout::is_active(r.state) && r.exposed.count(i)) exposed = true;
+  }
+  std::int64_t base = exposed ? opt.exposed_heartbeat_s : opt.heartbeat_s;
+  // Stable per-host jitter (up to +10%) spreads the fleet's heartbeats over time.
+  std::int64_t spread = base / 10;
+  return base + (spread > 0 ? static_cast<std::int64_t>(h.bucket) % (spread + 1) : 0);
+}
+
+DesiredAnswer Service::Impl::compute_desired(HostIndex i, bool want_body) {
+  const auto& h = fleet.at(i);
+  proto::DesiredState ds;
+  std::uint64_t tag = proto::fnv1a64(h.id) ^ (known_bad_generation * 0x9e3779b97f4a7c15ULL);
+  for (auto& [name, ch] : channels) {
+    const Release* chosen = nullptr;
+    Rollout* r = active_rollout(name);
+    if (r && (r->state == State::Baking || r->state == State::AwaitingApproval ||
+              r->state == State::Paused) &&
+        !h.pinned) {
+      auto e = r->exposed.find(i);
+      if (e != r->exposed.end()) {
+        chosen = &ch.releases[r->version];
+      } else if (r->state == State::Baking && !emergency) {
+        for (std::size_t s = 0; s <= r->stage; ++s) {
+          if (stage_covers(*r, s, h)) {
+            if (!budget_allows(h)) break;  // the stage waits: visible in its exposed count
+            budget_take(h);
+            Exposure ex;
+            ex.stage = static_cast<std::uint8_t>(s);
+            r->exposed[i] = ex;
+            ++r->stages[s].counts.exposed;
+            chosen = &ch.releases[r->version];
+            break;
+          }
+        }
+      }
+    }
+    bool rollback = false;
+    if (!chosen && ch.stable_version) {
+      chosen = &ch.releases[*ch.stable_version];
+      // Sent back from a newer, quarantined release: the agent may go down to this version.
+      for (auto it = ch.releases.upper_bound(*ch.stable_version); it != ch.releases.end(); ++it) {
+        if (it->second.state == ReleaseState::Quarantined) rollback = true;
+      }
+    }
+    if (!chosen) continue;
+    tag = (tag ^ proto::fnv1a64(name)) * 0x100000001b3ULL;
+    tag = (tag ^ static_cast<std::uint64_t>(chosen->version) ^ (rollback ? 0x8000000000000000ULL : 0)) *
+          0x100000001b3ULL;
+    if (want_body) {
+      proto::DesiredChannel dc;
+      dc.channel = name;
+      dc.version = chosen->version;
+      dc.sha256 = chosen->sha256;
+      dc.size = chosen->size;
+      dc.url = "/v1/blobs/" + chosen->sha256;
+      dc.manifest = chosen->manifest;
+      dc.signature = chosen->signature;
+      dc.rollback = rollback;
+      ds.channels.push_back(std::move(dc));
+    }
+  }
+  ds.heartbeat_s = heartbeat_for(i);
+  ds.poll_s = opt.poll_s;
+  tag = (tag ^ static_cast<std::uint64_t>(ds.heartbeat_s)) * 0x100000001b3ULL;
+  static const char* kHex = "0123456789abcdef";
+  std::string etag(16, '0');
+  for (int k = 0; k < 16; ++k) etag[static_cast<size_t>(k)] = kHex[(tag >> (60 - 4 * k)) & 15];
+  DesiredAnswer a;
+  a.etag = etag;
+  if (want_body) {
+    ds.etag = etag;
+    ds.known_bad = known_bad;
+    a.body = proto::encode(ds);
+  }
+  return a;
+}
+
+Expected<std::optional<DesiredAnswer>> Service::desired(std::int64_t host,
+                                                        std::string_view if_none_match,
+                                                        std::int64_t wait_s,
+                                                        std::function<void(DesiredAnswer)> reply) {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  auto i = static_cast<HostIndex>(host);
+  if (i >= m.fleet.slots() || m.fleet.at(i).deleted) return fail(Errc::Unauthenticated, "unknown host");
+  ++m.polls_total;
+  auto& h = m.fleet.at(i);
+  h.last_seen_ms = m.clock.now_ms();
+  auto probe = m.compute_desired(i, false);
+  if (!if_none_match.empty() && if_none_match == probe.etag) {
+    if (wait_s > 0) {
+      wait_s = std::min(wait_s, m.opt.max_long_poll_s);
+      if (m.waiters.count(i) >= 2) {
+        return fail(Errc::TooManyRequests, "this host already holds two long polls");
+      }
+      m.waiters.emplace(i, Waiter{i, probe.etag, m.clock.now_ms() + wait_s * 1000, std::move(reply)});
+      return std::optional<DesiredAnswer>{};
+    }
+    probe.not_modified = true;
+    return std::optional<DesiredAnswer>(probe);
+  }
+  return std::optional<DesiredAnswer>(m.compute_desired(i, true));
+}
+
+void Service::Impl::notify_waiters() {
+  if (waiters.empty()) return;
+  for (auto it = waiters.begin(); it != waiters.end();) {
+    auto probe = compute_desired(it->first, false);
+    if (probe.etag != it->second.etag) {
+      auto reply = std::move(it->second.reply);
+      auto host = it->first;
+      it = waiters.erase(it);
+      reply(compute_desired(host, true));
+    } else {
+      ++it;
+    }
+  }
+}
+
+std::size_t Service::long_polls() const {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  return m.waiters.size();
+}
+
+Status Service::heartbeat(std::int64_t host, const proto::Heartbeat& hb) {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  auto i = static_cast<HostIndex>(host);
+  auto& h = m.fleet.at(i);
+  auto now = m.clock.now_ms();
+  ++m.heartbeats_total;
+  // Boot loop signal: a new boot id with a short uptime while exposed.
+  bool rebooted = !h.boot_id.empty() && h.boot_id != hb.boot_id;
+  h.boot_id = hb.boot_id;
+  h.uptime_s = hb.uptime_s;
+  h.last_seen_ms = now;
+  h.channels.clear();
+  for (const auto& [name, st] : hb.channels) h.channels.push_back({name, st.version, st.state});
+  h.dirty = true;
+  for (auto& [id, r] : m.rollouts) {
+    if (!rollout::is_active(r.state)) continue;
+    auto e = r.exposed.find(i);
+    if (e == r.exposed.end()) continue;
+    auto cs = hb.channels.find(r.channel);
+    bool running = cs != hb.channels.end() && cs->second.version == r.version;
+    bool changed = false;
+    if (running && !e->second.applied) {
+      m.mark_applied(r, e->second, now);
+      changed = true;
+    }
+    if (e->second.applied && rebooted && hb.uptime_s < 120 && !e->second.failed) {
+      m.mark_failed(r, e->second, false);
+      (void)m.event("host:" + h.id, "boot_loop_suspected", r.id,
+                    {{"host_id", h.id}, {"uptime_s", hb.uptime_s}});
+      changed = true;
+    }
+    if (running && e->second.applied && !e->second.failed && !e->second.healthy &&
+        now - e->second.applied_ms >= m.opt.healthy_after_s * 1000) {
+      e->second.healthy = true;
+      ++r.stages[e->second.stage].counts.healthy;
+      changed = true;
+    }
+    if (changed) m.evaluate(r);
+  }
+  return {};
+}
+
+void Service::Impl::host_signal(HostIndex i, const std::string& channel, std::int64_t version,
+                                proto::ReportKind kind) {
+  auto now = clock.now_ms();
+  for (auto& [id, r] : rollouts) {
+    if (!rollout::is_active(r.state) || r.channel != channel) continue;
+    auto e = r.exposed.find(i);
+    if (e == r.exposed.end()) {
+      // Control cohort: a crash on a host in a reached ring that is not on the release.
+      if (kind == proto::ReportKind::Crash && version != r.version) {
+        const auto& h = fleet.at(i);
+        for (std::size_t s = 0; s <= r.stage && s < r.plan.size(); ++s) {
+          if (fleet.ring_index(r.plan[s].ring) == h.ring) {
+            ++r.control_failed;
+            evaluate(r);
+            break;
+          }
+        }
+      }
+      continue;
+    }
+    if (version != r.version) continue;
+    switch (kind) {
+      case proto::ReportKind::Applied: mark_applied(r, e->second, now); break;
+      case proto::ReportKind::ApplyFailed:
+      case proto::ReportKind::Crash:
+      case proto::ReportKind::LocalRollback:
+        mark_applied(r, e->second, now);  // it reached the host
+        mark_failed(r, e->second, false);
+        break;
+    }
+    evaluate(r);
+  }
+}
+
+Status Service::reports(std::int64_t host, const std::vector<proto::Report>& reports) {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  auto i = static_cast<HostIndex>(host);
+  auto& h = m.fleet.at(i);
+  auto now = m.clock.now_ms();
+  h.last_seen_ms = now;
+  for (const auto& r : reports) {
+    ++m.reports_total;
+    m.pending_reports.push_back({h.id, r.boot_id, std::string(proto::to_string(r.kind)), r.time,
+                                 r.channel, r.version, r.detail_json, now / 1000});
+    if (r.channel && r.version) {
+      m.host_signal(i, *r.channel, *r.version, r.kind);
+    } else if (r.kind == proto::ReportKind::Crash) {
+      // A crash without a named channel counts against every version the host runs.
+      for (const auto& c : h.channels) m.host_signal(i, c.channel, c.version, r.kind);
+    }
+  }
+  if (m.pending_reports.size() > 5000) RF_CHECK(m.flush_reports());
+  return {};
+}
+
+Status Service::Impl::flush_hosts() {
+  auto dirty = fleet.dirty_hosts();
+  if (dirty.empty()) return {};
+  std::vector<store::HostRow> rows;
+  rows.reserve(dirty.size());
+  for (auto i : dirty) {
+    const auto& h = fleet.at(i);
+    json chans = json::object();
+    for (const auto& c : h.channels) chans[c.channel] = {{"version", c.version}, {"state", c.state}};
+    rows.push_back({h.id, h.credential_hash, json(*h.labels).dump(), h.tenant, h.pinned,
+                    h.agent_version, h.enrolled, h.last_seen_ms / 1000, chans.dump()});
+  }
+  auto st = store.upsert_hosts(rows);
+  if (!st) {
+    for (auto i : dirty) fleet.at(i).dirty = true;  // retry on the next flush
+  }
+  return st;
+}
+
+Status Service::Impl::flush_reports() {
+  if (pending_reports.empty()) return {};
+  auto st = store.insert_reports(pending_reports);
+  if (st) pending_reports.clear();
+  return st;
+}
+
+void Service::tick() {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  auto now = m.clock.now_ms();
+  // Long polls whose time is up get a 304.
+  for (auto it = m.waiters.begin(); it != m.waiters.end();) {
+    if (it->second.deadline_ms <= now) {
+      auto reply = std::move(it->second.reply);
+      DesiredAnswer a{true, it->second.etag, {}};
+      it = m.waiters.erase(it);
+      reply(std::move(a));
+    } else {
+      ++it;
+    }
+  }
+  // Silence: applied, then nothing for k exposed-heartbeat intervals = suspected crash.
+  auto silence_ms = m.opt.silence_intervals * m.opt.exposed_heartbeat_s * 1000 + 1000;
+  for (auto& [id, r] : m.rollouts) {
+    if (r.state != State::Baking && r.state != State::AwaitingApproval && r.state != State::Paused) continue;
+    bool changed = false;
+    for (auto& [hi, e] : r.exposed) {
+      if (!e.applied || e.failed) continue;
+      const auto& h = m.fleet.at(hi);
+      auto last = std::max(h.last_seen_ms, e.applied_ms);
+      if (now - last > silence_ms) {
+        m.mark_failed(r, e, true);
+        changed = true;
+      }
+    }
+    (void)changed;
+    m.evaluate(r);  // also catches bake expiry
+  }
+  (void)m.flush_hosts();
+  (void)m.flush_reports();
+}
+
+void Service::flush() {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  (void)m.flush_hosts();
+  (void)m.flush_reports();
+}
+
+json Service::metrics() const {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  json rings = json::array();
+  for (const auto& r : m.fleet.rings()) rings.push_back({{"ring", r.name}, {"hosts", r.size}});
+  std::map<std::string, std::int64_t> by_state;
+  json active = json::array();
+  for (const auto& [id, r] : m.rollouts) {
+    ++by_state[std::string(rollout::to_string(r.state))];
+    if (rollout::is_active(r.state) && r.stage < r.stages.size()) {
+      const auto& s = r.stages[r.stage];
+      active.push_back({{"id", id}, {"channel", r.channel}, {"stage", r.stage},
+                        {"statistic", std::isfinite(s.decision.statistic) ? s.decision.statistic : 0.0},
+                        {"upper", s.decision.upper}, {"failure_rate", s.decision.failure_rate},
+                        {"exposed", s.counts.exposed}, {"applied", s.counts.applied},
+                        {"healthy", s.counts.healthy}, {"failed", s.counts.failed}});
+    }
+  }
+  std::map<std::string, std::int64_t> versions;
+  for (HostIndex i = 0; i < m.fleet.slots(); ++i) {
+    const auto& h = m.fleet.at(i);
+    if (h.deleted) continue;
+    for (const auto& c : h.channels) ++versions[c.channel + "\x1f" + std::to_string(c.version)];
+  }
+  json ver = json::array();
+  for (const auto& [k, n] : versions) {
+    auto sep = k.find('\x1f');
+    ver.push_back({{"channel", k.substr(0, sep)}, {"version", k.substr(sep + 1)}, {"hosts", n}});
+  }
+  return {{"hosts", m.fleet.live()},
+          {"rings", rings},
+          {"rollouts_by_state", by_state},
+          {"active_stages", active},
+          {"host_versions", ver},
+          {"heartbeats_total", m.heartbeats_total},
+          {"reports_total", m.reports_total},
+          {"polls_total", m.polls_total},
+          {"enrolls_total", m.enrolls_total},
+          {"long_polls", m.waiters.size()},
+          {"emergency_stop", m.emergency}};
+}
+
+}  // namespace ringfence::server::core

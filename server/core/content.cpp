@@ -1,0 +1,430 @@
+// Service: channels, blobs, releases, policies.
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "proto/ids.hpp"
+#include "proto/json_fields.hpp"
+#include "proto/json_schema.hpp"
+#include "proto/try.hpp"
+#include "server/core/impl.hpp"
+#include "server/validation/validator_command.hpp"
+
+namespace ringfence::server::core {
+namespace fs = std::filesystem;
+
+namespace {
+std::string blob_file(const std::string& data_dir, const std::string& sha) {
+  return data_dir + "/blobs/" + sha.substr(0, 2) + "/" + sha;
+}
+
+json channel_json(const Channel& c) {
+  json j = {{"name", c.name},
+            {"schema", c.schema},
+            {"max_bytes", c.max_bytes},
+            {"stable_version", c.stable_version ? json(*c.stable_version) : json(nullptr)},
+            {"releases", c.releases.size()},
+            {"created", c.created}};
+  j["validator"] = c.validator ? *c.validator : json(nullptr);
+  return j;
+}
+}  // namespace
+
+json Service::Impl::release_json(const Release& r) const {
+  return {{"channel", r.channel},
+          {"version", r.version},
+          {"sha256", r.sha256},
+          {"size", r.size},
+          {"notes", r.notes},
+          {"state", to_string(r.state)},
+          {"manifest", json::parse(proto::canonical_bytes(r.manifest))},
+          {"signature", r.signature},
+          {"validation", r.validation},
+          {"created", r.created}};
+}
+
+Status Service::Impl::persist_channel(const Channel& c) {
+  std::optional<std::string> v;
+  if (c.validator) v = c.validator->dump();
+  return store.put_channel({c.name, c.schema.dump(), v, c.max_bytes, c.stable_version, c.created});
+}
+
+Status Service::Impl::persist_release(const Release& r) {
+  return store.put_release({r.channel, r.version, r.sha256, r.size, r.notes,
+                            std::string(to_string(r.state)), proto::canonical_bytes(r.manifest),
+                            r.signature, r.validation.dump(), r.created});
+}
+
+json Service::list_channels() const {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  json out = json::array();
+  for (const auto& [n, c] : m.channels) out.push_back(channel_json(c));
+  return json{{"channels", out}};
+}
+
+Expected<json> Service::get_channel(const std::string& name) const {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  auto it = m.channels.find(name);
+  if (it == m.channels.end()) return fail(Errc::NotFound, "no channel named '" + name + "'");
+  return channel_json(it->second);
+}
+
+Expected<json> Service::put_channel(const Principal& by, const std::string& name,
+                                    const json& body, bool create_only) {
+  RF_CHECK(proto::only_keys(body, {"name", "schema", "validator", "max_bytes"}));
+  if (!proto::is_name(name)) return fail(Errc::InvalidArgument, "channel name must match [a-z0-9][a-z0-9._-]{0,62}");
+  if (auto n = body.find("name"); n != body.end() && (!n->is_string() || *n != name)) {
+    return fail(Errc::InvalidArgument, "field 'name' does not match the path");
+  }
+  json schema = json::object();
+  if (auto s = body.find("schema"); s != body.end() && !s->is_null()) schema = *s;
+  RF_CHECK(proto::compile_schema(schema));
+  if (schema.dump().size() > 64 * 1024) return fail(Errc::InvalidArgument, "schema larger than 64 KiB");
+  std::optional<json> validator;
+  if (auto v = body.find("validator"); v != body.end() && !v->is_null()) {
+    if (by.role < Role::Admin) {
+      return fail(Errc::PermissionDenied, "setting a validator command needs the admin role");
+    }
+    RF_CHECK(validation::parse_command(*v));
+    validator = *v;
+  }
+  RF_TRY(max_bytes, proto::get_opt_int(body, "max_bytes", 1, 256LL << 20));
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  auto it = m.channels.find(name);
+  bool exists = it != m.channels.end();
+  if (create_only && exists) return fail(Errc::Conflict, "channel '" + name + "' exists", "exists");
+  if (exists && !validator && it->second.validator && by.role < Role::Admin) {
+    return fail(Errc::PermissionDenied, "removing a validator command needs the admin role");
+  }
+  Channel c = exists ? it->second : Channel{};
+  c.name = name;
+  c.schema = schema;
+  c.validator = validator;
+  c.max_bytes = max_bytes.value_or(exists ? c.max_bytes : m.opt.default_max_bytes);
+  if (!exists) c.created = m.now_s();
+  RF_CHECK(m.store.transaction([&]() -> Status {
+    RF_CHECK(m.persist_channel(c));
+    RF_CHECK(m.event(by.name, exists ? "channel_updated" : "channel_created", std::nullopt,
+                     {{"name", name}, {"validator", validator ? *validator : json(nullptr)}}));
+    return {};
+  }));
+  auto& slot = m.channels[name];
+  slot = std::move(c);
+  return channel_json(slot);
+}
+
+Expected<json> Service::adopt_blob(const std::string& temp_path) {
+  auto& m = *impl_;
+  std::ifstream in(temp_path, std::ios::binary);
+  if (!in) return fail(Errc::Internal, "upload vanished");
+  proto::Sha256 h;
+  std::vector<char> buf(1 << 16);
+  std::int64_t size = 0;
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    auto n = in.gcount();
+    if (n > 0) {
+      h.update(std::string_view(buf.data(), static_cast<size_t>(n)));
+      size += n;
+    }
+  }
+  auto sha = h.final_hex();
+  auto dest = blob_file(m.opt.data_dir, sha);
+  std::error_code ec;
+  fs::create_directories(fs::path(dest).parent_path(), ec);
+  if (fs::exists(dest, ec)) {
+    fs::remove(temp_path, ec);
+  } else {
+    fs::rename(temp_path, dest, ec);
+    if (ec) return fail(Errc::Unavailable, "cannot store blob: " + ec.message(), "storage_unavailable");
+    ::chmod(dest.c_str(), 0444);
+  }
+  return json{{"sha256", sha}, {"size", size}, {"url", "/v1/blobs/" + sha}};
+}
+
+Expected<std::string> Service::blob_path(const std::string& sha256) const {
+  if (!proto::is_sha256_hex(sha256)) {
+    return fail(Errc::InvalidArgument, "a blob id is 64 lower-case hex digits");
+  }
+  auto p = blob_file(impl_->opt.data_dir, sha256);
+  std::error_code ec;
+  if (!fs::is_regular_file(p, ec)) return fail(Errc::NotFound, "no blob " + sha256);
+  return p;
+}
+
+Expected<json> Service::create_release(const Principal& by, const std::string& channel,
+                                       const json& body) {
+  RF_CHECK(proto::only_keys(body, {"sha256", "notes", "expires_in_s"}));
+  RF_TRY(sha, proto::get_string(body, "sha256", 64));
+  if (!proto::is_sha256_hex(sha)) return fail(Errc::InvalidArgument, "sha256 must be 64 lower-case hex digits");
+  RF_TRY(notes, proto::get_opt_string(body, "notes", 16 * 1024));
+  RF_TRY(ttl, proto::get_opt_int(body, "expires_in_s", 3600, 365LL * 86400));
+  auto& m = *impl_;
+  // Snapshot the channel's checks under the lock, validate without it (a validator command may
+  // take seconds), then assign the version under the lock.
+  json schema;
+  std::optional<json> validator;
+  std::int64_t max_bytes = 0;
+  {
+    std::lock_guard lock(m.mu);
+    auto it = m.channels.find(channel);
+    if (it == m.channels.end()) return fail(Errc::NotFound, "no channel named '" + channel + "'");
+    schema = it->second.schema;
+    validator = it->second.validator;
+    max_bytes = it->second.max_bytes;
+  }
+  RF_TRY(path, blob_path(sha));
+  std::error_code ec;
+  auto size = static_cast<std::int64_t>(fs::file_size(path, ec));
+  json validation = {{"schema", "passed"}};
+  std::vector<proto::Finding> findings;
+  if (size > max_bytes) {
+    findings.push_back({"", "content is " + std::to_string(size) + " bytes; the channel allows " +
+                                std::to_string(max_bytes)});
+  } else {
+    std::ifstream in(path, std::ios::binary);
+    std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    RF_TRY(compiled, proto::compile_schema(schema));
+    bool schema_is_trivial = schema.is_object() && schema.empty();
+    if (!schema_is_trivial) {
+      findings = proto::validate_content(compiled, content, static_cast<size_t>(max_bytes));
+    }
+  }
+  if (!findings.empty()) {
+    Error e{Errc::Unprocessable, "content fails the channel schema", "validation_failed",
+            proto::findings_json(findings)};
+    return tl::unexpected(e);
+  }
+  if (validator) {
+    auto argv_json = (*validator)["argv"];
+    std::vector<std::string> argv;
+    for (const auto& a : argv_json) argv.push_back(a.get<std::string>());
+    auto timeout_s = validator->value("timeout_s", 10);
+    RF_TRY(res, validation::run_validator(argv, path, std::chrono::seconds(timeout_s)));
+    validation["command"] = {{"passed", res.passed}, {"exit_code", res.exit_code},
+                             {"timed_out", res.timed_out}, {"output", res.output}};
+    if (!res.passed) {
+      json details = {{"findings", json::array({{{"path", ""},
+                                                 {"message", "validator command refused the content"}}})},
+                      {"command", validation["command"]}};
+      return tl::unexpected(Error{Errc::Unprocessable, "the channel's validator command refused the content",
+                                  "validation_failed", details.dump()});
+    }
+  }
+  std::lock_guard lock(m.mu);
+  auto it = m.channels.find(channel);
+  if (it == m.channels.end()) return fail(Errc::NotFound, "no channel named '" + channel + "'");
+  auto& ch = it->second;
+  for (const auto& [v, r] : ch.releases) {
+    if (r.sha256 == sha && r.state != ReleaseState::Quarantined &&
+        r.state != ReleaseState::Superseded) {
+      return fail(Errc::Conflict, "this content is already release " + std::to_string(v),
+                  "duplicate_release");
+    }
+  }
+  Release r;
+  r.channel = channel;
+  r.version = ch.releases.empty() ? 1 : ch.releases.rbegin()->first + 1;
+  r.sha256 = sha;
+  r.size = size;
+  r.notes = notes.value_or("");
+  r.created = m.now_s();
+  r.manifest = {channel, r.version, sha, size, r.created, r.created + ttl.value_or(m.opt.manifest_ttl_s)};
+  r.signature = proto::sign(m.key.secret_key, proto::canonical_bytes(r.manifest));
+  r.validation = validation;
+  RF_CHECK(m.store.transaction([&]() -> Status {
+    RF_CHECK(m.persist_release(r));
+    RF_CHECK(m.event(by.name, "release_created", std::nullopt,
+                     {{"channel", channel}, {"version", r.version}, {"sha256", sha}}));
+    return {};
+  }));
+  auto& slot = ch.releases[r.version];
+  slot = std::move(r);
+  return m.release_json(slot);
+}
+
+Expected<json> Service::list_releases(const std::string& channel) const {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  auto it = m.channels.find(channel);
+  if (it == m.channels.end()) return fail(Errc::NotFound, "no channel named '" + channel + "'");
+  json out = json::array();
+  for (const auto& [v, r] : it->second.releases) out.push_back(m.release_json(r));
+  return json{{"releases", out}};
+}
+
+Expected<json> Service::get_release(const std::string& channel, std::int64_t version) const {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  auto it = m.channels.find(channel);
+  if (it == m.channels.end()) return fail(Errc::NotFound, "no channel named '" + channel + "'");
+  auto r = it->second.releases.find(version);
+  if (r == it->second.releases.end()) {
+    return fail(Errc::NotFound, "channel '" + channel + "' has no release " + std::to_string(version));
+  }
+  return m.release_json(r->second);
+}
+
+Expected<json> Service::quarantine_release(const Principal& by, const std::string& channel,
+                                           std::int64_t version, const std::string& reason) {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  auto it = m.channels.find(channel);
+  if (it == m.channels.end()) return fail(Errc::NotFound, "no channel named '" + channel + "'");
+  auto rit = it->second.releases.find(version);
+  if (rit == it->second.releases.end()) {
+    return fail(Errc::NotFound, "channel '" + channel + "' has no release " + std::to_string(version));
+  }
+  auto& rel = rit->second;
+  if (rel.state == ReleaseState::Quarantined) return m.release_json(rel);
+  // An active rollout of this release is aborted (everyone goes back to stable).
+  if (auto* r = m.active_rollout(channel); r && r->version == version) {
+    RF_CHECK(m.halt(*r, by.name, "release quarantined: " + reason, json::object(), true));
+    return m.release_json(rel);
+  }
+  Channel& ch = it->second;
+  auto saved_release = rel;
+  auto saved_stable = ch.stable_version;
+  rel.state = ReleaseState::Quarantined;
+  if (ch.stable_version == version) {
+    // The stable release itself is bad: fall back to the newest earlier non-quarantined one.
+    ch.stable_version.reset();
+    for (auto p = ch.releases.rbegin(); p != ch.releases.rend(); ++p) {
+      if (p->first < version && p->second.state != ReleaseState::Quarantined) {
+        ch.stable_version = p->first;
+        p->second.state = ReleaseState::Stable;
+        break;
+      }
+    }
+  }
+  auto st = m.store.transaction([&]() -> Status {
+    RF_CHECK(m.persist_release(rel));
+    if (ch.stable_version) RF_CHECK(m.persist_release(ch.releases[*ch.stable_version]));
+    RF_CHECK(m.persist_channel(ch));
+    RF_CHECK(m.event(by.name, "release_quarantined", std::nullopt,
+                     {{"channel", channel}, {"version", version}, {"reason", reason}}));
+    return {};
+  });
+  if (!st) {
+    rel = saved_release;
+    ch.stable_version = saved_stable;
+    return tl::unexpected(st.error());
+  }
+  m.rebuild_known_bad();
+  m.notify_waiters();
+  return m.release_json(rel);
+}
+
+// ---------------------------------------------------------------- policies
+
+Expected<std::vector<StagePlan>> parse_stages(const json& stages) {
+  if (!stages.is_array() || stages.empty() || stages.size() > 32) {
+    return fail(Errc::InvalidArgument, "stages must be an array of 1 to 32 stages");
+  }
+  std::vector<StagePlan> out;
+  for (const auto& s : stages) {
+    RF_CHECK(proto::require_object(s, "stage"));
+    RF_CHECK(proto::only_keys(s, {"ring", "percent", "bake_s", "min_hosts", "gate", "approval"}));
+    StagePlan p;
+    RF_TRY(ring, proto::get_string(s, "ring", 63));
+    if (!proto::is_name(ring)) return fail(Errc::InvalidArgument, "stage ring must be a ring name");
+    RF_TRY(percent, proto::get_opt_number(s, "percent", 0.01, 100));
+    RF_TRY(bake, proto::get_opt_int(s, "bake_s", 0, 30 * 86400));
+    RF_TRY(min_hosts, proto::get_opt_int(s, "min_hosts", 1, 10'000'000));
+    RF_TRY(approval, proto::get_opt_string(s, "approval", 16));
+    p.ring = ring;
+    p.percent = percent.value_or(100);
+    p.bake_s = bake.value_or(300);
+    p.min_hosts = min_hosts.value_or(10);
+    if (approval && *approval != "auto" && *approval != "manual") {
+      return fail(Errc::InvalidArgument, "stage approval must be 'auto' or 'manual'");
+    }
+    p.manual = approval && *approval == "manual";
+    if (auto g = s.find("gate"); g != s.end() && !g->is_null()) {
+      RF_CHECK(proto::require_object(*g, "gate"));
+      RF_CHECK(proto::only_keys(*g, {"alpha", "beta", "min_ratio", "baseline_floor",
+                                     "max_failure_rate"}));
+      RF_TRY(alpha, proto::get_opt_number(*g, "alpha", 1e-9, 0.5));
+      RF_TRY(beta, proto::get_opt_number(*g, "beta", 1e-9, 0.5));
+      RF_TRY(ratio, proto::get_opt_number(*g, "min_ratio", 1.01, 1000));
+      RF_TRY(floor, proto::get_opt_number(*g, "baseline_floor", 1e-6, 0.5));
+      RF_TRY(maxr, proto::get_opt_number(*g, "max_failure_rate", 0, 1));
+      if (alpha) p.gate.alpha = *alpha;
+      if (beta) p.gate.beta = *beta;
+      if (ratio) p.gate.min_ratio = *ratio;
+      if (floor) p.gate.baseline_floor = *floor;
+      if (maxr) p.gate.max_failure_rate = *maxr;
+    }
+    p.gate.min_hosts = p.min_hosts;
+    p.gate.bake_s = p.bake_s;
+    auto problem = health::check_params(p.gate);
+    if (!problem.empty()) return fail(Errc::InvalidArgument, "gate: " + problem);
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+json stages_json(const std::vector<StagePlan>& plan) {
+  json out = json::array();
+  for (const auto& p : plan) {
+    out.push_back({{"ring", p.ring},
+                   {"percent", p.percent},
+                   {"bake_s", p.bake_s},
+                   {"min_hosts", p.min_hosts},
+                   {"approval", p.manual ? "manual" : "auto"},
+                   {"gate",
+                    {{"alpha", p.gate.alpha},
+                     {"beta", p.gate.beta},
+                     {"min_ratio", p.gate.min_ratio},
+                     {"baseline_floor", p.gate.baseline_floor},
+                     {"max_failure_rate", p.gate.max_failure_rate}}}});
+  }
+  return out;
+}
+
+json Service::list_policies() const {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  json out = json::array();
+  for (const auto& [n, p] : m.policies) out.push_back({{"name", n}, {"stages", stages_json(p)}});
+  return json{{"policies", out}};
+}
+
+Expected<json> Service::get_policy(const std::string& name) const {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  auto it = m.policies.find(name);
+  if (it == m.policies.end()) return fail(Errc::NotFound, "no policy named '" + name + "'");
+  return json{{"name", name}, {"stages", stages_json(it->second)}};
+}
+
+Expected<json> Service::put_policy(const Principal& by, const std::string& name, const json& body,
+                                   bool create_only) {
+  RF_CHECK(proto::only_keys(body, {"name", "stages", "description"}));
+  if (!proto::is_name(name)) return fail(Errc::InvalidArgument, "policy name must match [a-z0-9][a-z0-9._-]{0,62}");
+  if (auto n = body.find("name"); n != body.end() && (!n->is_string() || *n != name)) {
+    return fail(Errc::InvalidArgument, "field 'name' does not match the path");
+  }
+  auto sit = body.find("stages");
+  if (sit == body.end()) return fail(Errc::InvalidArgument, "field 'stages' is required");
+  RF_TRY(plan, parse_stages(*sit));
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  bool exists = m.policies.count(name) > 0;
+  if (create_only && exists) return fail(Errc::Conflict, "policy '" + name + "' exists", "exists");
+  auto doc = stages_json(plan);
+  RF_CHECK(m.store.transaction([&]() -> Status {
+    RF_CHECK(m.store.put_policy({name, doc.dump()}));
+    RF_CHECK(m.event(by.name, exists ? "policy_updated" : "policy_created", std::nullopt,
+                     {{"name", name}, {"stages", doc}}));
+    return {};
+  }));
+  m.policies[name] = std::move(plan);
+  return json{{"name", name}, {"stages", doc}};
+}
+
+}  // namespace ringfence::server::core

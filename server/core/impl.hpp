@@ -1,0 +1,181 @@
+#pragma once
+// Private to server/core: the in-memory model behind Service. Included only by core/*.cpp.
+
+#include <deque>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <unordered_map>
+
+#include "server/core/service.hpp"
+
+namespace ringfence::server::core {
+
+using nlohmann::json;
+using fleet::HostIndex;
+
+struct ApiToken {
+  std::string name, hash;
+  Role role = Role::Viewer;
+  std::int64_t created = 0;
+};
+
+struct EnrollToken {
+  std::string name, hash;
+  proto::Labels labels;
+  std::optional<std::int64_t> expires;
+  std::int64_t created = 0;
+};
+
+enum class ReleaseState { Validated, Rolling, Stable, Quarantined, Superseded };
+std::string_view to_string(ReleaseState s) noexcept;
+std::optional<ReleaseState> release_state_from(std::string_view s) noexcept;
+
+struct Release {
+  std::string channel;
+  std::int64_t version = 0;
+  std::string sha256;
+  std::int64_t size = 0;
+  std::string notes;
+  ReleaseState state = ReleaseState::Validated;
+  proto::Manifest manifest;
+  std::string signature;
+  json validation = json::object();
+  std::int64_t created = 0;
+};
+
+struct Channel {
+  std::string name;
+  json schema = json::object();
+  std::optional<json> validator;
+  std::int64_t max_bytes = 0;
+  std::optional<std::int64_t> stable_version;
+  std::int64_t created = 0;
+  std::map<std::int64_t, Release> releases;
+};
+
+struct StagePlan {
+  std::string ring;
+  double percent = 100;
+  std::int64_t bake_s = 300;
+  std::int64_t min_hosts = 10;
+  health::GateParams gate;
+  bool manual = false;
+};
+
+struct StageRuntime {
+  std::int64_t started_ms = 0;  // 0 = not started
+  bool approved = false;
+  health::StageCounts counts;   // exposed..silent maintained incrementally
+  health::GateDecision decision;
+  std::string state = "waiting";  // waiting | baking | awaiting_approval | passed | failed | skipped
+};
+
+// Per host per rollout. stage = index of the stage that exposed it.
+struct Exposure {
+  std::uint8_t stage = 0;
+  bool applied = false, healthy = false, failed = false, silent = false;
+  std::int64_t applied_ms = 0;
+};
+
+struct Rollout {
+  std::int64_t id = 0;
+  std::string channel;
+  std::int64_t version = 0;
+  std::string policy;
+  rollout::State state = rollout::State::Pending;
+  std::size_t stage = 0;
+  std::vector<StagePlan> plan;
+  std::vector<StageRuntime> stages;
+  std::optional<std::int64_t> previous_stable;
+  std::int64_t created = 0, updated = 0;
+  std::int64_t first_apply_ms = 0, halted_ms = 0;
+  std::string halt_reason;
+  std::int64_t control_failed = 0;  // crash reports from non-exposed hosts in reached rings
+  std::unordered_map<HostIndex, Exposure> exposed;
+};
+
+struct Waiter {
+  HostIndex host;
+  std::string etag;
+  std::int64_t deadline_ms;
+  std::function<void(DesiredAnswer)> reply;
+};
+
+struct Service::Impl {
+  Impl(store::Store& s, const Clock& c, proto::KeyPair k, Options o)
+      : store(s), clock(c), key(k), opt(std::move(o)) {}
+
+  store::Store& store;
+  const Clock& clock;
+  proto::KeyPair key;
+  Options opt;
+
+  mutable std::mutex mu;
+  std::vector<ApiToken> tokens;
+  std::vector<EnrollToken> enroll_tokens;
+  fleet::Registry fleet;
+  std::map<std::string, Channel> channels;
+  std::map<std::string, std::vector<StagePlan>> policies;
+  std::map<std::string, json> policy_docs;
+  std::map<std::int64_t, Rollout> rollouts;
+  std::int64_t next_rollout_id = 1;
+  bool emergency = false;
+  std::string emergency_reason;
+  std::uint64_t known_bad_generation = 0;
+  std::vector<proto::KnownBad> known_bad;
+
+  std::multimap<HostIndex, Waiter> waiters;
+  std::vector<store::ReportRow> pending_reports;
+  std::vector<std::pair<std::int64_t, std::function<bool(std::string)>>> subscribers;
+
+  // Blast-radius budget: exposures per minute over the last hour, global and per tenant.
+  std::deque<std::pair<std::int64_t, std::int64_t>> budget_minutes;  // (minute, count)
+  std::map<std::string, std::deque<std::pair<std::int64_t, std::int64_t>>> tenant_minutes;
+
+  // metrics
+  std::uint64_t heartbeats_total = 0, reports_total = 0, polls_total = 0, enrolls_total = 0;
+
+  // ---- helpers (called with mu held)
+  std::int64_t now_s() const { return clock.now_ms() / 1000; }
+  Expected<std::int64_t> event(const std::string& actor, const std::string& kind,
+                               std::optional<std::int64_t> rollout, json data);
+  Status persist_rollout(const Rollout& r);
+  Status persist_channel(const Channel& c);
+  Status persist_release(const Release& r);
+  json rollout_json(const Rollout& r) const;
+  json release_json(const Release& r) const;
+  json host_json(HostIndex i) const;
+  Expected<Rollout*> find_rollout(std::int64_t id);
+  Rollout* active_rollout(const std::string& channel);
+  Status transition(Rollout& r, rollout::Event e, const std::string& actor, json data);
+  void start_stage(Rollout& r, std::size_t stage);
+  bool stage_covers(const Rollout& r, std::size_t stage, const fleet::Host& h) const;
+  bool budget_allows(const fleet::Host& h);
+  void budget_take(const fleet::Host& h);
+  std::int64_t budget_used(const std::deque<std::pair<std::int64_t, std::int64_t>>& q);
+  void evaluate(Rollout& r);
+  Status halt(Rollout& r, const std::string& actor, const std::string& reason, json evidence,
+              bool operator_abort);
+  Status finish_rollback(Rollout& r);
+  void rebuild_known_bad();
+  void notify_waiters();
+  DesiredAnswer compute_desired(HostIndex h, bool want_body);
+  void host_signal(HostIndex h, const std::string& channel, std::int64_t version,
+                   proto::ReportKind kind);
+  void mark_failed(Rollout& r, Exposure& e, bool silent);
+  void mark_applied(Rollout& r, Exposure& e, std::int64_t when_ms);
+  std::int64_t heartbeat_for(HostIndex h) const;
+  void publish(const store::EventRow& row);
+  Status flush_hosts();
+  Status flush_reports();
+  Status refresh_rings_from_store_rows(const std::vector<store::RingRow>& rows);
+};
+
+// JSON <-> plan
+Expected<std::vector<StagePlan>> parse_stages(const json& stages);
+json stages_json(const std::vector<StagePlan>& plan);
+std::string sse_frame(const store::EventRow& row);
+json event_json(const store::EventRow& row);
+
+}  // namespace ringfence::server::core

@@ -1,0 +1,632 @@
+// Service: rollouts, the controller (exposure, gates, halt and rollback), emergency stop.
+#include <algorithm>
+#include <cmath>
+
+#include "proto/ids.hpp"
+#include "proto/json_fields.hpp"
+#include "proto/try.hpp"
+#include "server/core/impl.hpp"
+
+namespace ringfence::server::core {
+using rollout::Event;
+using rollout::State;
+
+namespace {
+json counts_json(const health::StageCounts& c) {
+  return {{"exposed", c.exposed}, {"applied", c.applied}, {"healthy", c.healthy},
+          {"failed", c.failed},   {"silent", c.silent}};
+}
+json decision_json(const health::GateDecision& d) {
+  return {{"verdict", health::to_string(d.verdict)},
+          {"statistic", std::isfinite(d.statistic) ? d.statistic : 0.0},
+          {"upper", d.upper},
+          {"lower", d.lower},
+          {"baseline", d.baseline},
+          {"failure_rate", d.failure_rate},
+          {"reason", d.reason}};
+}
+}  // namespace
+
+json Service::Impl::rollout_json(const Rollout& r) const {
+  json stages_out = json::array();
+  for (std::size_t i = 0; i < r.plan.size(); ++i) {
+    const auto& p = r.plan[i];
+    const auto& s = r.stages[i];
+    json st = counts_json(s.counts);
+    st["ring"] = p.ring;
+    st["percent"] = p.percent;
+    st["bake_s"] = p.bake_s;
+    st["min_hosts"] = p.min_hosts;
+    st["approval"] = p.manual ? "manual" : "auto";
+    st["state"] = s.state;
+    st["started"] = s.started_ms ? json(s.started_ms / 1000) : json(nullptr);
+    st["gate"] = decision_json(s.decision);
+    st["gate"]["params"] = {{"alpha", p.gate.alpha},
+                            {"beta", p.gate.beta},
+                            {"min_ratio", p.gate.min_ratio},
+                            {"max_failure_rate", p.gate.max_failure_rate}};
+    stages_out.push_back(std::move(st));
+  }
+  json j = {{"id", r.id},
+            {"channel", r.channel},
+            {"version", r.version},
+            {"policy", r.policy.empty() ? json(nullptr) : json(r.policy)},
+            {"state", rollout::public_state(r.state)},
+            {"phase", rollout::to_string(r.state)},
+            {"stage", r.stage},
+            {"stages", stages_out},
+            {"exposed", r.exposed.size()},
+            {"previous_stable", r.previous_stable ? json(*r.previous_stable) : json(nullptr)},
+            {"created", r.created},
+            {"updated", r.updated}};
+  if (!r.halt_reason.empty()) j["halt_reason"] = r.halt_reason;
+  if (r.first_apply_ms) j["first_apply"] = r.first_apply_ms;
+  if (r.halted_ms) j["halted"] = r.halted_ms;
+  if (emergency && rollout::is_active(r.state)) j["frozen_by_emergency_stop"] = true;
+  return j;
+}
+
+Status Service::Impl::persist_rollout(const Rollout& r) {
+  json st = json::array();
+  for (const auto& s : r.stages) {
+    st.push_back({{"started_ms", s.started_ms},
+                  {"approved", s.approved},
+                  {"state", s.state},
+                  {"counts", counts_json(s.counts)},
+                  {"gate", decision_json(s.decision)}});
+  }
+  json body = {{"plan", stages_json(r.plan)},
+               {"policy", r.policy},
+               {"stages", st},
+               {"previous_stable", r.previous_stable ? json(*r.previous_stable) : json(nullptr)},
+               {"first_apply_ms", r.first_apply_ms},
+               {"halted_ms", r.halted_ms},
+               {"halt_reason", r.halt_reason}};
+  return store.put_rollout({r.id, r.channel, r.version, std::string(rollout::to_string(r.state)),
+                            static_cast<std::int64_t>(r.stage), body.dump(), r.created, r.updated});
+}
+
+Expected<Rollout*> Service::Impl::find_rollout(std::int64_t id) {
+  auto it = rollouts.find(id);
+  if (it == rollouts.end()) return fail(Errc::NotFound, "no rollout " + std::to_string(id));
+  return &it->second;
+}
+
+Rollout* Service::Impl::active_rollout(const std::string& channel) {
+  for (auto& [id, r] : rollouts) {
+    if (r.channel == channel && rollout::is_active(r.state)) return &r;
+  }
+  return nullptr;
+}
+
+// Applies a state-machine event: the new state and its event are persisted (one transaction)
+// before any side effect; on a storage failure memory is left unchanged.
+Status Service::Impl::transition(Rollout& r, Event e, const std::string& actor, json data) {
+  RF_TRY(out, rollout::apply(r.state, e));
+  if (!out.changed && e != Event::Skip) return {};
+  Rollout before = r;
+  r.state = out.next;
+  r.updated = now_s();
+  data["from"] = rollout::to_string(before.state);
+  data["to"] = rollout::to_string(r.state);
+  data["stage"] = r.stage;
+  auto st = store.transaction([&]() -> Status {
+    RF_CHECK(persist_rollout(r));
+    RF_CHECK(event(actor, "rollout_" + std::string(rollout::to_string(e)), r.id, data));
+    return {};
+  });
+  if (!st) {
+    r = std::move(before);
+    return st;
+  }
+  return {};
+}
+
+void Service::Impl::start_stage(Rollout& r, std::size_t stage) {
+  r.stage = stage;
+  auto& s = r.stages[stage];
+  s.started_ms = clock.now_ms();
+  s.state = r.state == State::AwaitingApproval ? "awaiting_approval" : "baking";
+  s.decision = {};
+  s.decision.reason = "stage started";
+}
+
+bool Service::Impl::stage_covers(const Rollout& r, std::size_t stage, const fleet::Host& h) const {
+  const auto& p = r.plan[stage];
+  int ri = fleet.ring_index(p.ring);
+  if (ri < 0 || h.ring != ri) return false;
+  const auto& sel = fleet.rings()[static_cast<size_t>(ri)].selector;
+  // percent of the ring by bucket: relative to a bucket ring's own range, else of all buckets.
+  double lo = 0, hi = 10000;
+  if (sel.kind == fleet::Selector::Kind::Buckets) {
+    lo = sel.lo;
+    hi = sel.hi;
+  }
+  double cut = lo + (hi - lo) * p.percent / 100.0;
+  return h.bucket < cut;
+}
+
+std::int64_t Service::Impl::budget_used(const std::deque<std::pair<std::int64_t, std::int64_t>>& q) {
+  std::int64_t minute = clock.now_ms() / 60000, n = 0;
+  for (const auto& [m, c] : q) {
+    if (m > minute - 60) n += c;
+  }
+  return n;
+}
+
+bool Service::Impl::budget_allows(const fleet::Host& h) {
+  if (opt.budget_per_hour > 0 && budget_used(budget_minutes) >= opt.budget_per_hour) return false;
+  if (opt.tenant_budget_per_hour > 0 && !h.tenant.empty()) {
+    auto it = tenant_minutes.find(h.tenant);
+    if (it != tenant_minutes.end() && budget_used(it->second) >= opt.tenant_budget_per_hour) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void Service::Impl::budget_take(const fleet::Host& h) {
+  std::int64_t minute = clock.now_ms() / 60000;
+  auto bump = [&](std::deque<std::pair<std::int64_t, std::int64_t>>& q) {
+    while (!q.empty() && q.front().first <= minute - 60) q.pop_front();
+    if (q.empty() || q.back().first != minute) q.emplace_back(minute, 0);
+    ++q.back().second;
+  };
+  bump(budget_minutes);
+  if (!h.tenant.empty()) bump(tenant_minutes[h.tenant]);
+}
+
+void Service::Impl::mark_applied(Rollout& r, Exposure& e, std::int64_t when_ms) {
+  if (e.applied) return;
+  e.applied = true;
+  e.applied_ms = when_ms;
+  ++r.stages[e.stage].counts.applied;
+  if (!r.first_apply_ms) r.first_apply_ms = when_ms;
+}
+
+void Service::Impl::mark_failed(Rollout& r, Exposure& e, bool silent) {
+  if (e.failed) return;
+  e.failed = true;
+  auto& c = r.stages[e.stage].counts;
+  ++c.failed;
+  if (silent) {
+    e.silent = true;
+    ++c.silent;
+  }
+  if (e.healthy) {
+    e.healthy = false;
+    --c.healthy;
+  }
+}
+
+// The gate decision for the current stage, on every new signal and on bake expiry.
+void Service::Impl::evaluate(Rollout& r) {
+  if (r.state != State::Baking && r.state != State::Paused && r.state != State::AwaitingApproval) {
+    return;
+  }
+  auto now = clock.now_ms();
+  const auto& plan = r.plan[r.stage];
+  auto& st = r.stages[r.stage];
+  // Control cohort: members of the rings reached so far that are not on the release.
+  std::int64_t reached_ring_hosts = 0;
+  std::set<std::string> seen;
+  for (std::size_t i = 0; i <= r.stage; ++i) {
+    if (!seen.insert(r.plan[i].ring).second) continue;
+    int ri = fleet.ring_index(r.plan[i].ring);
+    if (ri >= 0) reached_ring_hosts += static_cast<std::int64_t>(fleet.rings()[static_cast<size_t>(ri)].size);
+  }
+  health::StageCounts cum;
+  for (std::size_t i = 0; i <= r.stage; ++i) {
+    const auto& c = r.stages[i].counts;
+    cum.exposed += c.exposed;
+    cum.applied += c.applied;
+    cum.healthy += c.healthy;
+    cum.failed += c.failed;
+    cum.silent += c.silent;
+  }
+  cum.control_hosts = std::max<std::int64_t>(0, reached_ring_hosts - cum.exposed);
+  cum.control_failed = r.control_failed;
+  cum.elapsed_s = r.stages[0].started_ms ? (now - r.stages[0].started_ms) / 1000.0 : 0;
+  health::StageCounts cur = st.counts;
+  cur.control_hosts = cum.control_hosts;
+  cur.control_failed = cum.control_failed;
+  cur.elapsed_s = st.started_ms ? (now - st.started_ms) / 1000.0 : 0;
+
+  auto whole = health::evaluate(plan.gate, cum);
+  auto stage = health::evaluate(plan.gate, cur);
+  auto decision = whole.verdict == health::Verdict::Fail ? whole : stage;
+  auto previous = st.decision.verdict;
+  st.decision = decision;
+  if (decision.verdict == health::Verdict::Fail) {
+    json evidence = {{"counts", counts_json(cum)},
+                     {"control_hosts", cum.control_hosts},
+                     {"control_failed", cum.control_failed},
+                     {"gate", decision_json(decision)}};
+    st.state = "failed";
+    (void)halt(r, "gate", decision.reason, evidence, false);
+    return;
+  }
+  if (decision.verdict != previous && decision.verdict == health::Verdict::Waiting) {
+    (void)event("gate", "gate_waiting", r.id,
+                {{"stage", r.stage}, {"counts", counts_json(cur)}, {"gate", decision_json(decision)}});
+  }
+  if (decision.verdict != health::Verdict::Pass || r.state != State::Baking || emergency) return;
+  json ev = {{"stage", r.stage}, {"counts", counts_json(cur)}, {"gate", decision_json(decision)}};
+  std::size_t next = r.stage + 1;
+  if (next >= r.plan.size()) {
+    // Completed: the release becomes stable; the previous stable is superseded.
+    auto& ch = channels[r.channel];
+    auto saved = ch;
+    st.state = "passed";
+    auto old_stable = ch.stable_version;
+    ch.stable_version = r.version;
+    ch.releases[r.version].state = ReleaseState::Stable;
+    if (old_stable && ch.releases.count(*old_stable)) {
+      ch.releases[*old_stable].state = ReleaseState::Superseded;
+    }
+    auto ok = store.transaction([&]() -> Status {
+      RF_CHECK(transition(r, Event::Finish, "gate", ev));
+      RF_CHECK(persist_channel(ch));
+      RF_CHECK(persist_release(ch.releases[r.version]));
+      if (old_stable && ch.releases.count(*old_stable)) RF_CHECK(persist_release(ch.releases[*old_stable]));
+      return {};
+    });
+    if (!ok) {
+      ch = saved;
+      st.state = "baking";
+    }
+    notify_waiters();
+    return;
+  }
+  bool needs_approval = r.plan[next].manual && !r.stages[next].approved;
+  st.state = "passed";
+  Rollout saved = r;
+  r.stage = next;
+  r.stages[next].state = needs_approval ? "awaiting_approval" : "baking";
+  r.stages[next].started_ms = now;
+  auto ok = transition(r, needs_approval ? Event::AdvanceToApproval : Event::Advance, "gate", ev);
+  if (!ok) {
+    r = std::move(saved);
+    return;
+  }
+  notify_waiters();
+}
+
+// Halt (gate) or abort (operator): persisted first, then quarantine and send everyone back.
+Status Service::Impl::halt(Rollout& r, const std::string& actor, const std::string& reason,
+                           json evidence, bool operator_abort) {
+  r.halt_reason = reason;
+  r.halted_ms = clock.now_ms();
+  evidence["reason"] = reason;
+  RF_CHECK(transition(r, operator_abort ? Event::Abort : Event::GateFail, actor, evidence));
+  return finish_rollback(r);
+}
+
+Status Service::Impl::finish_rollback(Rollout& r) {
+  auto& ch = channels[r.channel];
+  auto rit = ch.releases.find(r.version);
+  if (rit != ch.releases.end() && rit->second.state != ReleaseState::Quarantined) {
+    rit->second.state = ReleaseState::Quarantined;
+    RF_CHECK(store.transaction([&]() -> Status {
+      RF_CHECK(persist_release(rit->second));
+      RF_CHECK(event("controller", "release_quarantined", r.id,
+                     {{"channel", r.channel}, {"version", r.version}, {"reason", r.halt_reason}}));
+      return {};
+    }));
+  }
+  rebuild_known_bad();
+  notify_waiters();  // long-polling hosts hear the rollback now
+  if (r.state == State::Halted) {
+    RF_CHECK(transition(r, Event::RollbackDone, "controller",
+                        {{"exposed", r.exposed.size()},
+                         {"rollback_to", ch.stable_version ? json(*ch.stable_version) : json(nullptr)}}));
+  }
+  return {};
+}
+
+void Service::Impl::rebuild_known_bad() {
+  known_bad.clear();
+  for (const auto& [n, c] : channels) {
+    for (const auto& [v, r] : c.releases) {
+      if (r.state == ReleaseState::Quarantined) known_bad.push_back({n, v});
+    }
+  }
+  ++known_bad_generation;
+}
+
+// ---------------------------------------------------------------- API
+
+Expected<json> Service::create_rollout(const Principal& by, const json& body) {
+  RF_CHECK(proto::only_keys(body, {"channel", "version", "policy", "stages"}));
+  RF_TRY(channel, proto::get_string(body, "channel", 63));
+  RF_TRY(version, proto::get_int(body, "version", 1, 1'000'000'000'000LL));
+  RF_TRY(policy, proto::get_opt_string(body, "policy", 63));
+  bool has_stages = body.contains("stages");
+  if (policy.has_value() == has_stages) {
+    return fail(Errc::InvalidArgument, "give exactly one of 'policy' or 'stages'");
+  }
+  auto& m = *impl_;
+  std::vector<StagePlan> plan;
+  if (has_stages) {
+    RF_TRY(p, parse_stages(body["stages"]));
+    plan = std::move(p);
+  }
+  std::lock_guard lock(m.mu);
+  if (policy) {
+    auto it = m.policies.find(*policy);
+    if (it == m.policies.end()) return fail(Errc::NotFound, "no policy named '" + *policy + "'");
+    plan = it->second;
+  }
+  for (const auto& s : plan) {
+    if (m.fleet.ring_index(s.ring) < 0) {
+      return fail(Errc::InvalidArgument, "stage ring '" + s.ring + "' does not exist");
+    }
+  }
+  auto cit = m.channels.find(channel);
+  if (cit == m.channels.end()) return fail(Errc::NotFound, "no channel named '" + channel + "'");
+  auto rit = cit->second.releases.find(version);
+  if (rit == cit->second.releases.end()) {
+    return fail(Errc::NotFound, "channel '" + channel + "' has no release " + std::to_string(version));
+  }
+  if (rit->second.state != ReleaseState::Validated) {
+    return fail(Errc::Conflict,
+                "release " + std::to_string(version) + " is " +
+                    std::string(to_string(rit->second.state)) + "; only a validated release can roll out",
+                "invalid_state");
+  }
+  if (cit->second.stable_version && version <= *cit->second.stable_version) {
+    return fail(Errc::Conflict, "release " + std::to_string(version) +
+                                    " is not newer than the stable release " +
+                                    std::to_string(*cit->second.stable_version),
+                "not_newer");
+  }
+  if (auto* active = m.active_rollout(channel)) {
+    return fail(Errc::Conflict,
+                "channel '" + channel + "' already has active rollout " + std::to_string(active->id) +
+                    " (" + std::string(rollout::public_state(active->state)) + ")",
+                "channel_busy");
+  }
+  Rollout r;
+  r.id = m.next_rollout_id;
+  r.channel = channel;
+  r.version = version;
+  r.policy = policy.value_or("");
+  r.plan = std::move(plan);
+  r.stages.resize(r.plan.size());
+  r.previous_stable = cit->second.stable_version;
+  r.created = r.updated = m.now_s();
+  RF_CHECK(m.store.transaction([&]() -> Status {
+    RF_CHECK(m.persist_rollout(r));
+    RF_CHECK(m.event(by.name, "rollout_created", r.id,
+                     {{"channel", channel}, {"version", version}, {"policy", r.policy},
+                      {"stages", stages_json(r.plan)}}));
+    return {};
+  }));
+  ++m.next_rollout_id;
+  auto& slot = m.rollouts[r.id];
+  slot = std::move(r);
+  return m.rollout_json(slot);
+}
+
+Expected<json> Service::list_rollouts(const std::optional<std::string>& channel,
+                                      const std::optional<std::string>& state) const {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  json out = json::array();
+  for (auto it = m.rollouts.rbegin(); it != m.rollouts.rend(); ++it) {
+    const auto& r = it->second;
+    if (channel && r.channel != *channel) continue;
+    if (state && rollout::public_state(r.state) != *state && rollout::to_string(r.state) != *state) continue;
+    out.push_back(m.rollout_json(r));
+    if (out.size() >= 500) break;
+  }
+  return json{{"rollouts", out}};
+}
+
+Expected<json> Service::get_rollout(std::int64_t id) const {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  auto it = m.rollouts.find(id);
+  if (it == m.rollouts.end()) return fail(Errc::NotFound, "no rollout " + std::to_string(id));
+  return m.rollout_json(it->second);
+}
+
+Expected<json> Service::rollout_action(const Principal& by, std::int64_t id,
+                                       const std::string& action, const json& body) {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  RF_TRY(r, m.find_rollout(id));
+  std::string reason;
+  if (body.is_object()) {
+    RF_TRY(rs, proto::get_opt_string(body, "reason", 1024));
+    reason = rs.value_or("");
+  }
+  json data = {{"reason", reason}};
+  if (action == "start") {
+    if (m.emergency && r->state == State::Pending) {
+      return fail(Errc::Conflict, "emergency stop is in force; nothing may start", "emergency_stop");
+    }
+    bool gated = r->plan[0].manual;
+    RF_TRY(out, rollout::apply(r->state, gated ? Event::StartGated : Event::Start));
+    if (out.changed) {
+      Rollout saved = *r;
+      r->stage = 0;
+      r->stages[0].started_ms = m.clock.now_ms();
+      r->stages[0].state = gated ? "awaiting_approval" : "baking";
+      auto& rel = m.channels[r->channel].releases[r->version];
+      rel.state = ReleaseState::Rolling;
+      auto st = m.store.transaction([&]() -> Status {
+        RF_CHECK(m.transition(*r, gated ? Event::StartGated : Event::Start, by.name, data));
+        RF_CHECK(m.persist_release(rel));
+        return {};
+      });
+      if (!st) {
+        *r = saved;
+        rel.state = ReleaseState::Validated;
+        return tl::unexpected(st.error());
+      }
+      m.notify_waiters();
+    }
+  } else if (action == "pause") {
+    RF_CHECK(m.transition(*r, Event::Pause, by.name, data));
+    if (r->state == State::Paused) r->stages[r->stage].state = "paused";
+  } else if (action == "resume") {
+    RF_TRY(out, rollout::apply(r->state, Event::Resume));
+    if (out.changed) {
+      bool needs = r->plan[r->stage].manual && !r->stages[r->stage].approved;
+      RF_CHECK(m.transition(*r, Event::Resume, by.name, data));
+      r->stages[r->stage].state = "baking";
+      if (needs) RF_CHECK(m.transition(*r, Event::NeedApproval, "controller", json::object()));
+      if (needs) r->stages[r->stage].state = "awaiting_approval";
+      m.notify_waiters();
+    }
+  } else if (action == "approve") {
+    RF_TRY(out, rollout::apply(r->state, Event::Approve));
+    if (out.changed) {
+      Rollout saved = *r;
+      r->stages[r->stage].approved = true;
+      r->stages[r->stage].started_ms = m.clock.now_ms();
+      r->stages[r->stage].state = "baking";
+      auto st = m.transition(*r, Event::Approve, by.name, data);
+      if (!st) {
+        *r = saved;
+        return tl::unexpected(st.error());
+      }
+      m.notify_waiters();
+    }
+  } else if (action == "abort") {
+    RF_TRY(out, rollout::apply(r->state, Event::Abort));
+    if (out.changed) {
+      RF_CHECK(m.halt(*r, by.name, reason.empty() ? "aborted by " + by.name : reason,
+                      json::object(), true));
+    }
+  } else if (action == "skip") {
+    if (by.role < Role::Release) return fail(Errc::PermissionDenied, "skip needs the release role");
+    if (reason.empty()) return fail(Errc::InvalidArgument, "skip needs a 'reason'");
+    RF_TRY(to, proto::get_int(body, "to", 0, 31));
+    RF_CHECK(rollout::apply(r->state, Event::Skip));
+    auto target = static_cast<std::size_t>(to);
+    if (target >= r->plan.size()) {
+      return fail(Errc::InvalidArgument, "stage " + std::to_string(to) + " does not exist");
+    }
+    if (target <= r->stage) {
+      return fail(Errc::Conflict, "rollout is already at stage " + std::to_string(r->stage),
+                  "invalid_state");
+    }
+    // Urgent is not unstaged: the canary stage must have passed its own gate first.
+    if (r->stage == 0 && r->stages[0].decision.verdict != health::Verdict::Pass) {
+      return fail(Errc::Conflict,
+                  "the canary stage has not passed its gate (" + r->stages[0].decision.reason +
+                      "); skip never skips the canary or its minimum sample",
+                  "canary_not_passed");
+    }
+    Rollout saved = *r;
+    for (std::size_t i = r->stage; i < target; ++i) {
+      if (r->stages[i].state != "passed") r->stages[i].state = "skipped";
+    }
+    r->stage = target;
+    r->stages[target].started_ms = m.clock.now_ms();
+    r->stages[target].approved = true;
+    r->stages[target].state = r->state == State::Paused ? "paused" : "baking";
+    data["to_stage"] = to;
+    auto st = m.transition(*r, Event::Skip, by.name, data);
+    if (!st) {
+      *r = saved;
+      return tl::unexpected(st.error());
+    }
+    if (r->state == State::AwaitingApproval) {
+      (void)m.transition(*r, Event::Approve, by.name, json::object());
+    }
+    m.notify_waiters();
+  } else {
+    return fail(Errc::NotFound, "no action '" + action + "'");
+  }
+  m.evaluate(*r);
+  return m.rollout_json(*r);
+}
+
+Expected<json> Service::preview(const json& body) const {
+  RF_CHECK(proto::only_keys(body, {"channel", "policy", "stages"}));
+  RF_TRY(channel, proto::get_opt_string(body, "channel", 63));
+  RF_TRY(policy, proto::get_opt_string(body, "policy", 63));
+  bool has_stages = body.contains("stages");
+  if (policy.has_value() == has_stages) {
+    return fail(Errc::InvalidArgument, "give exactly one of 'policy' or 'stages'");
+  }
+  auto& m = *impl_;
+  std::vector<StagePlan> plan;
+  if (has_stages) {
+    RF_TRY(p, parse_stages(body["stages"]));
+    plan = std::move(p);
+  }
+  std::lock_guard lock(m.mu);
+  if (channel && !m.channels.count(*channel)) return fail(Errc::NotFound, "no channel named '" + *channel + "'");
+  if (policy) {
+    auto it = m.policies.find(*policy);
+    if (it == m.policies.end()) return fail(Errc::NotFound, "no policy named '" + *policy + "'");
+    plan = it->second;
+  }
+  Rollout probe;
+  probe.plan = plan;
+  json stages = json::array();
+  std::int64_t cumulative = 0, earliest_s = 0, total = static_cast<std::int64_t>(m.fleet.live());
+  std::vector<bool> counted(m.fleet.slots(), false);
+  for (std::size_t s = 0; s < plan.size(); ++s) {
+    if (m.fleet.ring_index(plan[s].ring) < 0) {
+      return fail(Errc::InvalidArgument, "stage ring '" + plan[s].ring + "' does not exist");
+    }
+    std::int64_t n = 0, pinned = 0;
+    json sample = json::array();
+    for (HostIndex i = 0; i < m.fleet.slots(); ++i) {
+      const auto& h = m.fleet.at(i);
+      if (h.deleted || counted[i] || !m.stage_covers(probe, s, h)) continue;
+      if (h.pinned) {
+        ++pinned;
+        continue;
+      }
+      counted[i] = true;
+      ++n;
+      if (sample.size() < 20) sample.push_back(h.id);
+    }
+    cumulative += n;
+    stages.push_back({{"stage", s},
+                      {"ring", plan[s].ring},
+                      {"percent", plan[s].percent},
+                      {"new_hosts", n},
+                      {"pinned_hosts_held_back", pinned},
+                      {"cumulative_hosts", cumulative},
+                      {"cumulative_percent", total ? 100.0 * static_cast<double>(cumulative) / static_cast<double>(total) : 0.0},
+                      {"earliest_start_s", earliest_s},
+                      {"approval", plan[s].manual ? "manual" : "auto"},
+                      {"sample_hosts", sample}});
+    earliest_s += plan[s].bake_s;
+  }
+  return json{{"fleet_hosts", total}, {"stages", stages}, {"earliest_completion_s", earliest_s}};
+}
+
+Expected<json> Service::set_emergency_stop(const Principal& by, bool on, const std::string& reason) {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  if (on && reason.empty()) return fail(Errc::InvalidArgument, "an emergency stop needs a 'reason'");
+  if (m.emergency != on) {
+    json v = {{"on", on}, {"reason", reason}, {"by", by.name}, {"time", m.now_s()}};
+    RF_CHECK(m.store.transaction([&]() -> Status {
+      RF_CHECK(m.store.put_setting("emergency_stop", v.dump()));
+      RF_CHECK(m.event(by.name, on ? "emergency_stop" : "emergency_stop_lifted", std::nullopt,
+                       {{"reason", reason}}));
+      return {};
+    }));
+    m.emergency = on;
+    m.emergency_reason = on ? reason : "";
+    m.notify_waiters();
+  }
+  return json{{"emergency_stop", m.emergency}, {"reason", m.emergency_reason}};
+}
+
+json Service::emergency_state() const {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  return json{{"emergency_stop", m.emergency}, {"reason", m.emergency_reason}};
+}
+
+}  // namespace ringfence::server::core

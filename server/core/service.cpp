@@ -1,0 +1,704 @@
+// Service: construction, loading, auth, tokens, rings, hosts, events.
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include "proto/bucket.hpp"
+#include "proto/ids.hpp"
+#include "proto/json_fields.hpp"
+#include "proto/try.hpp"
+#include "server/core/impl.hpp"
+
+namespace ringfence::server::core {
+
+std::string_view to_string(Role r) noexcept {
+  switch (r) {
+    case Role::Viewer: return "viewer";
+    case Role::Operator: return "operator";
+    case Role::Release: return "release";
+    case Role::Admin: return "admin";
+  }
+  return "viewer";
+}
+
+std::optional<Role> role_from(std::string_view s) noexcept {
+  if (s == "viewer") return Role::Viewer;
+  if (s == "operator") return Role::Operator;
+  if (s == "release") return Role::Release;
+  if (s == "admin") return Role::Admin;
+  return std::nullopt;
+}
+
+std::string_view to_string(ReleaseState s) noexcept {
+  switch (s) {
+    case ReleaseState::Validated: return "validated";
+    case ReleaseState::Rolling: return "rolling";
+    case ReleaseState::Stable: return "stable";
+    case ReleaseState::Quarantined: return "quarantined";
+    case ReleaseState::Superseded: return "superseded";
+  }
+  return "validated";
+}
+
+std::optional<ReleaseState> release_state_from(std::string_view s) noexcept {
+  for (auto st : {ReleaseState::Validated, ReleaseState::Rolling, ReleaseState::Stable,
+                  ReleaseState::Quarantined, ReleaseState::Superseded}) {
+    if (to_string(st) == s) return st;
+  }
+  return std::nullopt;
+}
+
+Service::Service(store::Store& store, const Clock& clock, proto::KeyPair signing_key,
+                 Options options)
+    : impl_(std::make_unique<Impl>(store, clock, signing_key, std::move(options))) {}
+
+Service::~Service() = default;
+
+namespace {
+proto::Labels labels_from_json(const std::string& text) {
+  proto::Labels out;
+  auto j = json::parse(text, nullptr, false);
+  if (!j.is_object()) return out;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it->is_string()) out[it.key()] = it->get<std::string>();
+  }
+  return out;
+}
+
+std::string bearer(std::string_view header) {
+  constexpr std::string_view kPrefix = "Bearer ";
+  if (header.size() <= kPrefix.size() || header.substr(0, kPrefix.size()) != kPrefix) return {};
+  auto t = header.substr(kPrefix.size());
+  if (t.size() > 256) return {};
+  return std::string(t);
+}
+
+Expected<std::vector<fleet::Ring>> rings_from_rows(const std::vector<store::RingRow>& rows) {
+  std::vector<fleet::Ring> out;
+  for (const auto& r : rows) {
+    auto sj = json::parse(r.selector_json, nullptr, false);
+    auto sel = fleet::parse_selector(sj);
+    if (!sel) return fail(Errc::Internal, "stored ring " + r.name + " has a bad selector");
+    out.push_back(fleet::Ring{r.name, r.rank, std::move(*sel), r.description, 0});
+  }
+  return out;
+}
+}  // namespace
+
+Status Service::load() {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  RF_TRY(snap, m.store.load());
+  for (const auto& t : snap.tokens) {
+    m.tokens.push_back({t.name, t.hash, role_from(t.role).value_or(Role::Viewer), t.created});
+  }
+  for (const auto& t : snap.enroll_tokens) {
+    m.enroll_tokens.push_back({t.name, t.hash, labels_from_json(t.labels_json), t.expires, t.created});
+  }
+  RF_TRY(rings, rings_from_rows(snap.rings));
+  m.fleet.set_rings(std::move(rings));
+  for (const auto& h : snap.hosts) {
+    fleet::Host host;
+    host.id = h.host_id;
+    host.credential_hash = h.credential_hash;
+    host.labels = m.fleet.intern(labels_from_json(h.labels_json));
+    host.tenant = h.tenant;
+    host.pinned = h.pinned;
+    host.agent_version = h.agent_version;
+    host.enrolled = h.enrolled;
+    host.last_seen_ms = h.last_seen * 1000;
+    auto cj = json::parse(h.channels_json, nullptr, false);
+    if (cj.is_object()) {
+      for (auto it = cj.begin(); it != cj.end(); ++it) {
+        if (!it->is_object()) continue;
+        host.channels.push_back({it.key(), it->value("version", std::int64_t{0}),
+                                 it->value("state", std::string())});
+      }
+    }
+    m.fleet.upsert(std::move(host));
+  }
+  for (const auto& c : snap.channels) {
+    Channel ch;
+    ch.name = c.name;
+    ch.schema = json::parse(c.schema_json, nullptr, false);
+    if (c.validator_json) ch.validator = json::parse(*c.validator_json, nullptr, false);
+    ch.max_bytes = c.max_bytes;
+    ch.stable_version = c.stable_version;
+    ch.created = c.created;
+    m.channels[c.name] = std::move(ch);
+  }
+  for (const auto& r : snap.releases) {
+    auto cit = m.channels.find(r.channel);
+    if (cit == m.channels.end()) continue;
+    Release rel;
+    rel.channel = r.channel;
+    rel.version = r.version;
+    rel.sha256 = r.sha256;
+    rel.size = r.size;
+    rel.notes = r.notes;
+    rel.state = release_state_from(r.state).value_or(ReleaseState::Validated);
+    auto mj = json::parse(r.manifest_json, nullptr, false);
+    rel.manifest = {r.channel, r.version, r.sha256, r.size, mj.value("created", std::int64_t{0}),
+                    mj.value("expires", std::int64_t{0})};
+    rel.signature = r.signature;
+    rel.validation = json::parse(r.validation_json, nullptr, false);
+    rel.created = r.created;
+    cit->second.releases[r.version] = std::move(rel);
+  }
+  for (const auto& p : snap.policies) {
+    auto pj = json::parse(p.stages_json, nullptr, false);
+    auto plan = parse_stages(pj);
+    if (!plan) continue;
+    m.policies[p.name] = std::move(*plan);
+    m.policy_docs[p.name] = pj;
+  }
+  for (const auto& r : snap.rollouts) {
+    auto body = json::parse(r.body_json, nullptr, false);
+    Rollout ro;
+    ro.id = r.id;
+    ro.channel = r.channel;
+    ro.version = r.version;
+    ro.state = rollout::state_from(r.state).value_or(rollout::State::Aborted);
+    ro.stage = static_cast<std::size_t>(r.stage);
+    ro.created = r.created;
+    ro.updated = r.updated;
+    if (body.is_object()) {
+      auto plan = parse_stages(body.value("plan", json::array()));
+      if (plan) ro.plan = std::move(*plan);
+      ro.policy = body.value("policy", std::string());
+      if (body.contains("previous_stable") && body["previous_stable"].is_number_integer()) {
+        ro.previous_stable = body["previous_stable"].get<std::int64_t>();
+      }
+      ro.first_apply_ms = body.value("first_apply_ms", std::int64_t{0});
+      ro.halted_ms = body.value("halted_ms", std::int64_t{0});
+      ro.halt_reason = body.value("halt_reason", std::string());
+      ro.stages.resize(ro.plan.size());
+      auto st = body.value("stages", json::array());
+      for (std::size_t i = 0; i < ro.stages.size() && i < st.size(); ++i) {
+        ro.stages[i].started_ms = st[i].value("started_ms", std::int64_t{0});
+        ro.stages[i].approved = st[i].value("approved", false);
+        ro.stages[i].state = st[i].value("state", std::string("waiting"));
+      }
+    }
+    m.next_rollout_id = std::max(m.next_rollout_id, r.id + 1);
+    m.rollouts[r.id] = std::move(ro);
+  }
+  for (const auto& [k, v] : snap.settings) {
+    if (k == "emergency_stop") {
+      auto j = json::parse(v, nullptr, false);
+      m.emergency = j.value("on", false);
+      m.emergency_reason = j.value("reason", std::string());
+    }
+  }
+  // Re-attach exposure for hosts that report running a rolling release (applied).
+  for (auto& [id, r] : m.rollouts) {
+    if (rollout::is_terminal(r.state)) continue;
+    for (HostIndex i = 0; i < m.fleet.slots(); ++i) {
+      const auto& h = m.fleet.at(i);
+      if (h.deleted) continue;
+      for (const auto& c : h.channels) {
+        if (c.channel == r.channel && c.version == r.version) {
+          Exposure e;
+          e.stage = 0;
+          for (std::size_t s = 0; s <= r.stage && s < r.plan.size(); ++s) {
+            if (m.stage_covers(r, s, h)) {
+              e.stage = static_cast<std::uint8_t>(s);
+              break;
+            }
+          }
+          auto& sc = r.stages[e.stage].counts;
+          ++sc.exposed;
+          r.exposed[i] = e;
+          m.mark_applied(r, r.exposed[i], h.last_seen_ms);
+        }
+      }
+    }
+  }
+  // A halt a killed process left half-done is finished now.
+  for (auto& [id, r] : m.rollouts) {
+    if (r.state == rollout::State::Halted) RF_CHECK(m.finish_rollback(r));
+  }
+  m.rebuild_known_bad();
+  return {};
+}
+
+Expected<std::optional<std::string>> Service::bootstrap_admin(std::optional<std::string> wanted) {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  for (const auto& t : m.tokens) {
+    if (t.role == Role::Admin) return std::optional<std::string>{};
+  }
+  std::string token = wanted && !wanted->empty() ? *wanted : "rf_" + proto::random_hex(24);
+  if (token.size() < 16 || token.size() > 200) {
+    return fail(Errc::InvalidArgument, "RINGFENCE_ADMIN_TOKEN must be 16..200 characters");
+  }
+  ApiToken t{"admin", proto::sha256_hex(token), Role::Admin, m.now_s()};
+  RF_CHECK(m.store.put_token({t.name, "admin", t.hash, t.created}));
+  m.tokens.push_back(t);
+  return std::optional<std::string>(token);
+}
+
+Expected<Principal> Service::authenticate(std::string_view header) const {
+  auto& m = *impl_;
+  auto tok = bearer(header);
+  if (tok.empty()) {
+    return fail(Errc::Unauthenticated, "missing or malformed Authorization: Bearer token");
+  }
+  auto hash = proto::sha256_hex(tok);
+  std::lock_guard lock(m.mu);
+  const ApiToken* found = nullptr;
+  for (const auto& t : m.tokens) {  // compare every hash in constant time, no early exit
+    if (proto::constant_time_equal(t.hash, hash)) found = &t;
+  }
+  if (!found) return fail(Errc::Unauthenticated, "unknown token");
+  return Principal{found->name, found->role};
+}
+
+Expected<std::int64_t> Service::authenticate_host(std::string_view header) const {
+  auto& m = *impl_;
+  auto tok = bearer(header);
+  // Host credentials are "<host_id>.<secret>".
+  auto dot = tok.find('.');
+  if (tok.empty() || dot != 36) {
+    return fail(Errc::Unauthenticated, "missing or malformed host credential");
+  }
+  auto id = tok.substr(0, dot);
+  auto hash = proto::sha256_hex(std::string_view(tok).substr(dot + 1));
+  std::lock_guard lock(m.mu);
+  auto idx = m.fleet.find(id);
+  if (!idx || !proto::constant_time_equal(m.fleet.at(*idx).credential_hash, hash)) {
+    return fail(Errc::Unauthenticated, "unknown host credential");
+  }
+  return static_cast<std::int64_t>(*idx);
+}
+
+// ---------------------------------------------------------------- tokens
+
+Expected<json> Service::create_token(const Principal& by, const json& body) {
+  RF_CHECK(proto::only_keys(body, {"name", "role"}));
+  RF_TRY(name, proto::get_string(body, "name", 63));
+  RF_TRY(role_s, proto::get_string(body, "role", 16));
+  if (!proto::is_name(name)) return fail(Errc::InvalidArgument, "name must match [a-z0-9][a-z0-9._-]{0,62}");
+  auto role = role_from(role_s);
+  if (!role) return fail(Errc::InvalidArgument, "role must be viewer, operator, release or admin");
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  for (const auto& t : m.tokens) {
+    if (t.name == name) return fail(Errc::Conflict, "token '" + name + "' exists", "exists");
+  }
+  std::string token = "rf_" + proto::random_hex(24);
+  ApiToken t{name, proto::sha256_hex(token), *role, m.now_s()};
+  RF_CHECK(m.store.transaction([&]() -> Status {
+    RF_CHECK(m.store.put_token({t.name, std::string(to_string(t.role)), t.hash, t.created}));
+    RF_CHECK(m.event(by.name, "token_created", std::nullopt, {{"name", name}, {"role", role_s}}));
+    return {};
+  }));
+  m.tokens.push_back(t);
+  return json{{"name", name}, {"role", role_s}, {"token", token}, {"created", t.created}};
+}
+
+json Service::list_tokens() const {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  json out = json::array();
+  for (const auto& t : m.tokens) {
+    out.push_back({{"name", t.name}, {"role", to_string(t.role)}, {"created", t.created}});
+  }
+  return json{{"tokens", out}};
+}
+
+Status Service::delete_token(const Principal& by, const std::string& name) {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  auto it = std::find_if(m.tokens.begin(), m.tokens.end(),
+                         [&](const ApiToken& t) { return t.name == name; });
+  if (it == m.tokens.end()) return fail(Errc::NotFound, "no token named '" + name + "'");
+  if (it->role == Role::Admin &&
+      std::count_if(m.tokens.begin(), m.tokens.end(),
+                    [](const ApiToken& t) { return t.role == Role::Admin; }) == 1) {
+    return fail(Errc::Conflict, "cannot delete the last admin token", "last_admin");
+  }
+  RF_CHECK(m.store.transaction([&]() -> Status {
+    RF_CHECK(m.store.delete_token(name));
+    RF_CHECK(m.event(by.name, "token_deleted", std::nullopt, {{"name", name}}));
+    return {};
+  }));
+  m.tokens.erase(it);
+  return {};
+}
+
+Expected<json> Service::create_enrollment_token(const Principal& by, const json& body) {
+  RF_CHECK(proto::only_keys(body, {"name", "labels", "expires_in_s"}));
+  RF_TRY(name, proto::get_string(body, "name", 63));
+  if (!proto::is_name(name)) return fail(Errc::InvalidArgument, "name must match [a-z0-9][a-z0-9._-]{0,62}");
+  RF_TRY(expires_in, proto::get_opt_int(body, "expires_in_s", 60, 10LL * 365 * 86400));
+  proto::Labels labels;
+  if (auto it = body.find("labels"); it != body.end() && !it->is_null()) {
+    if (!it->is_object() || it->size() > proto::kMaxLabels) {
+      return fail(Errc::InvalidArgument, "labels must be an object of at most 32 entries");
+    }
+    for (auto l = it->begin(); l != it->end(); ++l) {
+      if (!proto::is_label_key(l.key()) || !l->is_string() ||
+          !proto::is_label_value(l->get_ref<const std::string&>())) {
+        return fail(Errc::InvalidArgument, "invalid label '" + l.key().substr(0, 40) + "'");
+      }
+      labels[l.key()] = l->get<std::string>();
+    }
+  }
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  for (const auto& t : m.enroll_tokens) {
+    if (t.name == name) return fail(Errc::Conflict, "enrollment token '" + name + "' exists", "exists");
+  }
+  std::string token = "rfe_" + proto::random_hex(24);
+  EnrollToken t{name, proto::sha256_hex(token), labels, std::nullopt, m.now_s()};
+  if (expires_in) t.expires = t.created + *expires_in;
+  RF_CHECK(m.store.transaction([&]() -> Status {
+    RF_CHECK(m.store.put_enroll_token({t.name, t.hash, json(labels).dump(), t.expires, t.created}));
+    RF_CHECK(m.event(by.name, "enrollment_token_created", std::nullopt, {{"name", name}}));
+    return {};
+  }));
+  m.enroll_tokens.push_back(t);
+  json out = {{"name", name}, {"token", token}, {"labels", labels}};
+  if (t.expires) out["expires"] = *t.expires;
+  return out;
+}
+
+// ---------------------------------------------------------------- rings
+
+json Service::list_rings() const {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  json out = json::array();
+  for (const auto& r : m.fleet.rings()) {
+    out.push_back({{"name", r.name},
+                   {"rank", r.rank},
+                   {"selector", json::parse(fleet::selector_json(r.selector))},
+                   {"description", r.description},
+                   {"hosts", r.size}});
+  }
+  return json{{"rings", out}};
+}
+
+Expected<json> Service::get_ring(const std::string& name) const {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  int i = m.fleet.ring_index(name);
+  if (i < 0) return fail(Errc::NotFound, "no ring named '" + name + "'");
+  const auto& r = m.fleet.rings()[static_cast<size_t>(i)];
+  return json{{"name", r.name},
+              {"rank", r.rank},
+              {"selector", json::parse(fleet::selector_json(r.selector))},
+              {"description", r.description},
+              {"hosts", r.size},
+              {"catch_all", static_cast<size_t>(i) + 1 == m.fleet.rings().size()}};
+}
+
+Expected<json> Service::put_ring(const Principal& by, const std::string& name, const json& body,
+                                 bool create_only) {
+  RF_CHECK(proto::only_keys(body, {"name", "rank", "selector", "description"}));
+  if (!proto::is_name(name)) return fail(Errc::InvalidArgument, "ring name must match [a-z0-9][a-z0-9._-]{0,62}");
+  if (auto n = body.find("name"); n != body.end() && (!n->is_string() || *n != name)) {
+    return fail(Errc::InvalidArgument, "field 'name' does not match the path");
+  }
+  RF_TRY(rank, proto::get_int(body, "rank", 0, 1000000));
+  RF_TRY(desc, proto::get_opt_string(body, "description", 1024));
+  auto sit = body.find("selector");
+  if (sit == body.end()) return fail(Errc::InvalidArgument, "field 'selector' is required");
+  RF_TRY(sel, fleet::parse_selector(*sit));
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  bool exists = m.fleet.ring_index(name) >= 0;
+  if (create_only && exists) return fail(Errc::Conflict, "ring '" + name + "' exists", "exists");
+  if (m.fleet.rings().size() >= 256 && !exists) return fail(Errc::Conflict, "at most 256 rings");
+  store::RingRow row{name, rank, fleet::selector_json(sel), desc.value_or("")};
+  RF_CHECK(m.store.transaction([&]() -> Status {
+    RF_CHECK(m.store.put_ring(row));
+    RF_CHECK(m.event(by.name, exists ? "ring_updated" : "ring_created", std::nullopt,
+                     {{"name", name}, {"rank", rank}, {"selector", json::parse(row.selector_json)}}));
+    return {};
+  }));
+  auto rings = m.fleet.rings();
+  fleet::Ring ring{name, rank, std::move(sel), desc.value_or(""), 0};
+  bool replaced = false;
+  for (auto& r : rings) {
+    if (r.name == name) {
+      r = ring;
+      replaced = true;
+    }
+  }
+  if (!replaced) rings.push_back(ring);
+  m.fleet.set_rings(std::move(rings));
+  m.notify_waiters();
+  int i = m.fleet.ring_index(name);
+  const auto& r = m.fleet.rings()[static_cast<size_t>(i)];
+  return json{{"name", r.name},
+              {"rank", r.rank},
+              {"selector", json::parse(fleet::selector_json(r.selector))},
+              {"description", r.description},
+              {"hosts", r.size}};
+}
+
+Status Service::delete_ring(const Principal& by, const std::string& name) {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  if (m.fleet.ring_index(name) < 0) return fail(Errc::NotFound, "no ring named '" + name + "'");
+  for (const auto& [id, r] : m.rollouts) {
+    if (rollout::is_terminal(r.state)) continue;
+    for (const auto& s : r.plan) {
+      if (s.ring == name) {
+        return fail(Errc::Conflict,
+                    "ring '" + name + "' is used by active rollout " + std::to_string(id),
+                    "in_use");
+      }
+    }
+  }
+  RF_CHECK(m.store.transaction([&]() -> Status {
+    RF_CHECK(m.store.delete_ring(name));
+    RF_CHECK(m.event(by.name, "ring_deleted", std::nullopt, {{"name", name}}));
+    return {};
+  }));
+  auto rings = m.fleet.rings();
+  rings.erase(std::remove_if(rings.begin(), rings.end(),
+                             [&](const fleet::Ring& r) { return r.name == name; }),
+              rings.end());
+  m.fleet.set_rings(std::move(rings));
+  m.notify_waiters();
+  return {};
+}
+
+Expected<json> Service::ring_hosts(const std::string& name, std::int64_t limit,
+                                   const std::string& after) const {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  int ri = m.fleet.ring_index(name);
+  if (ri < 0) return fail(Errc::NotFound, "no ring named '" + name + "'");
+  std::vector<const fleet::Host*> members;
+  for (HostIndex i = 0; i < m.fleet.slots(); ++i) {
+    const auto& h = m.fleet.at(i);
+    if (!h.deleted && h.ring == ri && h.id > after) members.push_back(&h);
+  }
+  std::sort(members.begin(), members.end(),
+            [](const fleet::Host* a, const fleet::Host* b) { return a->id < b->id; });
+  json out = json::array();
+  std::string next;
+  for (const auto* h : members) {
+    if (static_cast<std::int64_t>(out.size()) >= limit) {
+      next = out.back()["host_id"];
+      break;
+    }
+    out.push_back(m.host_json(*m.fleet.find(h->id)));
+  }
+  json res = {{"ring", name}, {"hosts", out}, {"total", m.fleet.rings()[static_cast<size_t>(ri)].size}};
+  if (!next.empty()) res["next"] = next;
+  return res;
+}
+
+// ---------------------------------------------------------------- hosts
+
+json Service::Impl::host_json(HostIndex i) const {
+  const auto& h = fleet.at(i);
+  json chans = json::object();
+  for (const auto& c : h.channels) chans[c.channel] = {{"version", c.version}, {"state", c.state}};
+  json exposed = json::array();
+  for (const auto& [id, r] : rollouts) {
+    if (r.exposed.count(i)) exposed.push_back(id);
+  }
+  return {{"host_id", h.id},
+          {"labels", *h.labels},
+          {"ring", h.ring >= 0 ? json(fleet.rings()[static_cast<size_t>(h.ring)].name) : json(nullptr)},
+          {"bucket", h.bucket},
+          {"tenant", h.tenant.empty() ? json(nullptr) : json(h.tenant)},
+          {"pinned", h.pinned},
+          {"last_seen", h.last_seen_ms / 1000},
+          {"agent_version", h.agent_version},
+          {"enrolled", h.enrolled},
+          {"channels", chans},
+          {"exposed_to_rollouts", exposed}};
+}
+
+Expected<json> Service::list_hosts(const HostFilter& f) const {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  int ri = -1;
+  if (f.ring) {
+    ri = m.fleet.ring_index(*f.ring);
+    if (ri < 0) return fail(Errc::NotFound, "no ring named '" + *f.ring + "'");
+  }
+  std::vector<std::pair<std::string, HostIndex>> match;
+  for (HostIndex i = 0; i < m.fleet.slots(); ++i) {
+    const auto& h = m.fleet.at(i);
+    if (h.deleted || h.id <= f.after) continue;
+    if (f.ring && h.ring != ri) continue;
+    if (f.label_key) {
+      auto it = h.labels->find(*f.label_key);
+      if (it == h.labels->end() || (f.label_value && it->second != *f.label_value)) continue;
+    }
+    if (f.channel || f.version) {
+      bool ok = false;
+      for (const auto& c : h.channels) {
+        if ((!f.channel || c.channel == *f.channel) && (!f.version || c.version == *f.version)) ok = true;
+      }
+      if (!ok) continue;
+    }
+    match.emplace_back(h.id, i);
+  }
+  std::sort(match.begin(), match.end());
+  json out = json::array();
+  std::string next;
+  for (const auto& [id, i] : match) {
+    if (static_cast<std::int64_t>(out.size()) >= f.limit) {
+      next = out.back()["host_id"];
+      break;
+    }
+    out.push_back(m.host_json(i));
+  }
+  json res = {{"hosts", out}, {"total", match.size()}};
+  if (!next.empty()) res["next"] = next;
+  return res;
+}
+
+Expected<json> Service::get_host(const std::string& id) const {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  auto i = m.fleet.find(id);
+  if (!i) return fail(Errc::NotFound, "no host " + id);
+  return m.host_json(*i);
+}
+
+Expected<json> Service::patch_host(const Principal& by, const std::string& id, const json& body) {
+  RF_CHECK(proto::only_keys(body, {"labels", "tenant", "pinned"}));
+  RF_TRY(pinned, proto::get_opt_bool(body, "pinned"));
+  std::optional<std::string> tenant;
+  if (auto t = body.find("tenant"); t != body.end()) {
+    if (t->is_null()) {
+      tenant = "";
+    } else if (!t->is_string() || !proto::is_label_value(t->get_ref<const std::string&>())) {
+      return fail(Errc::InvalidArgument, "field 'tenant' must be a label value or null");
+    } else {
+      tenant = t->get<std::string>();
+    }
+  }
+  std::optional<proto::Labels> labels;
+  if (auto l = body.find("labels"); l != body.end()) {
+    if (!l->is_object() || l->size() > proto::kMaxLabels) {
+      return fail(Errc::InvalidArgument, "labels must be an object of at most 32 entries");
+    }
+    labels.emplace();
+    for (auto it = l->begin(); it != l->end(); ++it) {
+      if (!proto::is_label_key(it.key()) || !it->is_string() ||
+          !proto::is_label_value(it->get_ref<const std::string&>())) {
+        return fail(Errc::InvalidArgument, "invalid label '" + it.key().substr(0, 40) + "'");
+      }
+      (*labels)[it.key()] = it->get<std::string>();
+    }
+  }
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  auto i = m.fleet.find(id);
+  if (!i) return fail(Errc::NotFound, "no host " + id);
+  fleet::Host h = m.fleet.at(*i);
+  if (pinned) h.pinned = *pinned;
+  if (tenant) h.tenant = *tenant;
+  if (labels) h.labels = m.fleet.intern(*labels);
+  json chans = json::object();
+  for (const auto& c : h.channels) chans[c.channel] = {{"version", c.version}, {"state", c.state}};
+  store::HostRow row{h.id, h.credential_hash, json(*h.labels).dump(), h.tenant, h.pinned,
+                     h.agent_version, h.enrolled, h.last_seen_ms / 1000, chans.dump()};
+  RF_CHECK(m.store.transaction([&]() -> Status {
+    RF_CHECK(m.store.upsert_hosts({row}));
+    RF_CHECK(m.event(by.name, "host_updated", std::nullopt, {{"host_id", id}, {"change", body}}));
+    return {};
+  }));
+  m.fleet.upsert(std::move(h));
+  m.notify_waiters();
+  return m.host_json(*i);
+}
+
+Status Service::delete_host(const Principal& by, const std::string& id) {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  auto i = m.fleet.find(id);
+  if (!i) return fail(Errc::NotFound, "no host " + id);
+  RF_CHECK(m.store.transaction([&]() -> Status {
+    RF_CHECK(m.store.delete_host(id));
+    RF_CHECK(m.event(by.name, "host_deleted", std::nullopt, {{"host_id", id}}));
+    return {};
+  }));
+  for (auto& [rid, r] : m.rollouts) r.exposed.erase(*i);
+  auto range = m.waiters.equal_range(*i);
+  for (auto it = range.first; it != range.second; ++it) {
+    it->second.reply(DesiredAnswer{true, it->second.etag, {}});
+  }
+  m.waiters.erase(*i);
+  m.fleet.remove(*i);
+  return {};
+}
+
+// ---------------------------------------------------------------- events
+
+json event_json(const store::EventRow& row) {
+  json j = {{"id", row.id}, {"time", row.time}, {"actor", row.actor}, {"kind", row.kind},
+            {"data", json::parse(row.data_json, nullptr, false)}};
+  if (row.rollout) j["rollout"] = *row.rollout;
+  return j;
+}
+
+std::string sse_frame(const store::EventRow& row) {
+  return "id: " + std::to_string(row.id) + "\nevent: " + row.kind + "\ndata: " +
+         event_json(row).dump() + "\n\n";
+}
+
+Expected<std::int64_t> Service::Impl::event(const std::string& actor, const std::string& kind,
+                                            std::optional<std::int64_t> rollout, json data) {
+  store::EventRow row{0, clock.now_ms(), actor, kind, rollout, data.dump()};
+  RF_TRY(id, store.append_event(row));
+  row.id = id;
+  publish(row);
+  return id;
+}
+
+void Service::Impl::publish(const store::EventRow& row) {
+  if (subscribers.empty()) return;
+  auto frame = sse_frame(row);
+  subscribers.erase(std::remove_if(subscribers.begin(), subscribers.end(),
+                                   [&](auto& s) {
+                                     if (s.first >= row.id) return false;
+                                     return !s.second(frame);
+                                   }),
+                    subscribers.end());
+}
+
+Expected<json> Service::list_events(std::optional<std::int64_t> rollout, std::int64_t after,
+                                    std::int64_t limit) const {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  RF_TRY(rows, m.store.list_events({rollout, after, limit}));
+  json out = json::array();
+  for (const auto& r : rows) out.push_back(event_json(r));
+  json res = {{"events", out}};
+  if (!rows.empty()) res["next_after"] = rows.back().id;
+  return res;
+}
+
+Status Service::subscribe_events(std::int64_t after, std::function<bool(std::string)> writer) {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  if (m.subscribers.size() >= 256) {
+    return fail(Errc::TooManyRequests, "too many event stream subscribers");
+  }
+  // Replay what the client missed (bounded), then stream live.
+  std::int64_t last = after;
+  if (after >= 0) {
+    RF_TRY(rows, m.store.list_events({std::nullopt, after, 1000}));
+    for (const auto& r : rows) {
+      if (!writer(sse_frame(r))) return {};
+      last = r.id;
+    }
+  }
+  if (!writer(": connected\n\n")) return {};
+  m.subscribers.emplace_back(last, std::move(writer));
+  return {};
+}
+
+}  // namespace ringfence::server::core

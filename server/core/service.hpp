@@ -1,0 +1,172 @@
+#pragma once
+// The server's domain core: tokens, fleet, channels, releases, policies, rollouts, gates,
+// desired states, long polls and events, over an in-memory model persisted through a Store.
+// HTTP handlers (server/api) validate input shape and call these methods; every method returns
+// a value or an Error (mapped to a status in one place, server/http/message.cpp).
+//
+// Threading: every public method takes the one state mutex; methods may be called from any
+// thread. Reply callbacks (long polls, event streams) are invoked with the mutex held, so they
+// must only queue work (the HTTP transport's do).
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "proto/error.hpp"
+#include "proto/messages.hpp"
+#include "proto/signing.hpp"
+#include "server/core/clock.hpp"
+#include "server/fleet/registry.hpp"
+#include "server/health/gate.hpp"
+#include "server/rollout/state_machine.hpp"
+#include "server/store/store.hpp"
+
+namespace ringfence::server::core {
+
+enum class Role { Viewer = 0, Operator = 1, Release = 2, Admin = 3 };
+std::string_view to_string(Role r) noexcept;
+std::optional<Role> role_from(std::string_view s) noexcept;
+
+struct Principal {
+  std::string name;
+  Role role = Role::Viewer;
+};
+
+struct Options {
+  std::string data_dir;
+  std::int64_t heartbeat_s = 300;          // hosts not exposed to a rolling release
+  std::int64_t exposed_heartbeat_s = 5;    // hosts exposed to a rolling release
+  std::int64_t poll_s = 60;
+  std::int64_t silence_intervals = 3;      // k heartbeat intervals of silence = suspected crash
+  std::int64_t healthy_after_s = 10;       // healthy heartbeats needed after applying
+  std::int64_t manifest_ttl_s = 30 * 86400;
+  std::int64_t default_max_bytes = 16 << 20;
+  std::int64_t budget_per_hour = 0;        // hosts newly exposed per hour, all rollouts; 0 = off
+  std::int64_t tenant_budget_per_hour = 0; // the same per tenant; 0 = off
+  std::int64_t max_long_poll_s = 60;
+};
+
+struct DesiredAnswer {
+  bool not_modified = false;
+  std::string etag;
+  std::string body;  // JSON when !not_modified
+};
+
+class Service {
+ public:
+  Service(store::Store& store, const Clock& clock, proto::KeyPair signing_key, Options options);
+  ~Service();
+  Service(const Service&) = delete;
+  Service& operator=(const Service&) = delete;
+
+  // Loads the snapshot into memory and finishes any halt a previous process left half-done.
+  Status load();
+  // Creates the bootstrap admin token when the store has none; returns it (else nullopt).
+  Expected<std::optional<std::string>> bootstrap_admin(std::optional<std::string> wanted);
+
+  // ---- auth
+  Expected<Principal> authenticate(std::string_view authorization_header) const;
+  Expected<std::int64_t> authenticate_host(std::string_view authorization_header) const;
+
+  // ---- operator API; bodies are validated JSON objects; results are JSON documents.
+  Expected<nlohmann::json> create_token(const Principal& by, const nlohmann::json& body);
+  nlohmann::json list_tokens() const;
+  Status delete_token(const Principal& by, const std::string& name);
+  Expected<nlohmann::json> create_enrollment_token(const Principal& by, const nlohmann::json& body);
+
+  nlohmann::json list_rings() const;
+  Expected<nlohmann::json> get_ring(const std::string& name) const;
+  Expected<nlohmann::json> put_ring(const Principal& by, const std::string& name,
+                                    const nlohmann::json& body, bool create_only);
+  Status delete_ring(const Principal& by, const std::string& name);
+  Expected<nlohmann::json> ring_hosts(const std::string& name, std::int64_t limit,
+                                      const std::string& after) const;
+
+  struct HostFilter {
+    std::optional<std::string> ring, label_key, label_value, channel;
+    std::optional<std::int64_t> version;
+    std::int64_t limit = 100;
+    std::string after;
+  };
+  Expected<nlohmann::json> list_hosts(const HostFilter& f) const;
+  Expected<nlohmann::json> get_host(const std::string& id) const;
+  Expected<nlohmann::json> patch_host(const Principal& by, const std::string& id,
+                                      const nlohmann::json& body);
+  Status delete_host(const Principal& by, const std::string& id);
+
+  nlohmann::json list_channels() const;
+  Expected<nlohmann::json> get_channel(const std::string& name) const;
+  Expected<nlohmann::json> put_channel(const Principal& by, const std::string& name,
+                                       const nlohmann::json& body, bool create_only);
+
+  // Adopts a streamed upload (a temp file) into the content-addressed blob store.
+  Expected<nlohmann::json> adopt_blob(const std::string& temp_path);
+  // Path of a stored blob, or NotFound.
+  Expected<std::string> blob_path(const std::string& sha256) const;
+
+  Expected<nlohmann::json> create_release(const Principal& by, const std::string& channel,
+                                          const nlohmann::json& body);
+  Expected<nlohmann::json> list_releases(const std::string& channel) const;
+  Expected<nlohmann::json> get_release(const std::string& channel, std::int64_t version) const;
+  Expected<nlohmann::json> quarantine_release(const Principal& by, const std::string& channel,
+                                              std::int64_t version, const std::string& reason);
+
+  nlohmann::json list_policies() const;
+  Expected<nlohmann::json> get_policy(const std::string& name) const;
+  Expected<nlohmann::json> put_policy(const Principal& by, const std::string& name,
+                                      const nlohmann::json& body, bool create_only);
+
+  Expected<nlohmann::json> create_rollout(const Principal& by, const nlohmann::json& body);
+  Expected<nlohmann::json> list_rollouts(const std::optional<std::string>& channel,
+                                         const std::optional<std::string>& state) const;
+  Expected<nlohmann::json> get_rollout(std::int64_t id) const;
+  // action: start, pause, resume, approve, abort, skip.
+  Expected<nlohmann::json> rollout_action(const Principal& by, std::int64_t id,
+                                          const std::string& action, const nlohmann::json& body);
+  Expected<nlohmann::json> preview(const nlohmann::json& body) const;
+
+  Expected<nlohmann::json> list_events(std::optional<std::int64_t> rollout, std::int64_t after,
+                                       std::int64_t limit) const;
+  // Subscribes to new events (SSE). The writer gets each event's SSE frame; when it returns
+  // false the subscription is dropped. Events after `after` already in the store are replayed.
+  Status subscribe_events(std::int64_t after, std::function<bool(std::string)> writer);
+
+  Expected<nlohmann::json> set_emergency_stop(const Principal& by, bool on,
+                                              const std::string& reason);
+  nlohmann::json emergency_state() const;
+
+  // ---- agent API
+  Expected<proto::EnrollResponse> enroll(const proto::EnrollRequest& req);
+  // The host's desired state. With wait_s > 0 and an unchanged etag, the request is parked and
+  // `reply` is called later (changed state, or the deadline); the return is then nullopt.
+  Expected<std::optional<DesiredAnswer>> desired(std::int64_t host, std::string_view if_none_match,
+                                                 std::int64_t wait_s,
+                                                 std::function<void(DesiredAnswer)> reply);
+  Status heartbeat(std::int64_t host, const proto::Heartbeat& hb);
+  Status reports(std::int64_t host, const std::vector<proto::Report>& reports);
+
+  // Periodic work (call every ~250 ms): expire long polls, silence sweep, gate evaluation on
+  // bake expiry, flush dirty hosts and reports in one batch each.
+  void tick();
+  // Flushes everything dirty now (shutdown).
+  void flush();
+
+  // Figures for /metrics and /readyz.
+  nlohmann::json metrics() const;
+  std::size_t long_polls() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ringfence::server::core
