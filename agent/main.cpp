@@ -1,0 +1,146 @@
+// ringfence-agent: flags and environment, logging, the composition root (io_context, clock,
+// file system, HTTP client, consumer runner, Agent), signals, run on one thread.
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "agent/agent.hpp"
+#include "agent/net/beast_client.hpp"
+#include "agent/runtime/asio_clock.hpp"
+#include "proto/ids.hpp"
+
+namespace {
+
+[[noreturn]] void die(const std::string& line) {
+  std::fprintf(stderr, "ringfence-agent: %s\n", line.c_str());
+  std::exit(2);
+}
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  while (!s.empty() && s.front() == ' ') s.erase(s.begin());
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace ringfence;
+  using namespace ringfence::agent;
+
+  CLI::App app{"ringfence-agent: applies staged content updates with a local safety net"};
+  std::string server, token, state_dir, content_dir, key_file, consumer, log_level = "info";
+  std::vector<std::string> labels;
+  Config cfg;
+  std::int64_t check_timeout_s = 30;
+  app.add_option("--server", server, "server URL, http://host:port")
+      ->envname("RINGFENCE_SERVER")->required();
+  app.add_option("--enroll-token", token, "enrollment token (needed until enrolled)")
+      ->envname("RINGFENCE_ENROLL_TOKEN");
+  app.add_option("--state-dir", state_dir, "identity, state, spool (kept private, 0700)")
+      ->envname("RINGFENCE_STATE_DIR")->required();
+  app.add_option("--content-dir", content_dir, "content lands in DIR/<channel>/current")
+      ->envname("RINGFENCE_CONTENT_DIR")->required();
+  app.add_option("--public-key", key_file, "file with the base64 Ed25519 content-signing key")
+      ->envname("RINGFENCE_PUBLIC_KEY")->required();
+  app.add_option("--label", labels, "host label k=v (repeatable)")->envname("RINGFENCE_LABELS")
+      ->delimiter(',');
+  app.add_option("--consumer", consumer,
+                 "content consumer command: run as CMD --check FILE and CMD --run FILE")
+      ->envname("RINGFENCE_CONSUMER");
+  app.add_option("--crash-loop-k", cfg.crash_loop_k, "crashes within the window that revert")
+      ->envname("RINGFENCE_CRASH_LOOP_K")->check(CLI::Range(1, 100));
+  app.add_option("--crash-loop-window-s", cfg.crash_loop_window_s,
+                 "crash-loop window after an activation, seconds")
+      ->envname("RINGFENCE_CRASH_LOOP_WINDOW_S")->check(CLI::Range(1, 7 * 86400));
+  app.add_option("--healthy-after-s", cfg.healthy_after_s,
+                 "consumer alive this long after activation = healthy checkpoint")
+      ->envname("RINGFENCE_HEALTHY_AFTER_S")->check(CLI::Range(1, 86400));
+  app.add_option("--poll-wait-s", cfg.poll_wait_s, "long-poll hold asked of the server")
+      ->envname("RINGFENCE_POLL_WAIT_S")->check(CLI::Range(1, 300));
+  app.add_option("--backoff-cap-ms", cfg.backoff_cap_ms, "longest backoff between retries")
+      ->envname("RINGFENCE_BACKOFF_CAP_MS")->check(CLI::Range(100, 3'600'000));
+  app.add_option("--max-content-bytes", cfg.max_content_bytes, "largest content accepted")
+      ->envname("RINGFENCE_MAX_CONTENT_BYTES")->check(CLI::Range(1LL, 1LL << 40));
+  app.add_option("--check-timeout-s", check_timeout_s, "consumer --check time limit")
+      ->envname("RINGFENCE_CHECK_TIMEOUT_S")->check(CLI::Range(1, 3600));
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error")
+      ->envname("RINGFENCE_LOG_LEVEL");
+  app.set_version_flag("--version", std::string(kAgentVersion));
+  CLI11_PARSE(app, argc, argv);
+
+  auto logger = spdlog::create<spdlog::sinks::stderr_sink_st>("agent");
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  spdlog::flush_on(spdlog::level::info);
+
+  auto url = net::parse_server_url(server);
+  if (!url) die(url.error().message);
+  cfg.state_dir = state_dir;
+  cfg.content_dir = content_dir;
+  cfg.enroll_token = token;
+  cfg.check_timeout_ms = check_timeout_s * 1000;
+  {
+    RealFs fs;
+    auto text = fs.read(key_file);
+    if (!text) die("cannot read --public-key: " + text.error().message);
+    auto pk = proto::parse_public_key(trim(*text));
+    if (!pk) die("--public-key " + key_file + ": " + pk.error().message);
+    cfg.public_key = *pk;
+    auto id = state::load_identity(fs, state_dir + "/identity.json");
+    bool enrolled = id && *id && !(*id)->credential.empty();
+    if (!enrolled && token.empty()) die("--enroll-token is required until the host is enrolled");
+  }
+  for (const auto& l : labels) {
+    auto eq = l.find('=');
+    std::string k = l.substr(0, eq), v = eq == std::string::npos ? "" : l.substr(eq + 1);
+    if (eq == std::string::npos || !proto::is_label_key(k) || !proto::is_label_value(v)) {
+      die("--label must be key=value with a valid key and value: " + l);
+    }
+    cfg.labels[k] = v;
+  }
+  std::vector<std::string> consumer_argv = split_command(consumer);
+  if (!consumer.empty() && (consumer_argv.empty() || consumer_argv[0].front() != '/')) {
+    die("--consumer must start with an absolute path (no shell is used): " + consumer);
+  }
+
+  ::signal(SIGPIPE, SIG_IGN);
+  boost::asio::io_context io(1);
+  AsioClock clock(io);
+  RealFs fs;
+  net::BeastClient client(io, *url);
+  std::unique_ptr<ProcessConsumerRunner> runner;
+  if (!consumer_argv.empty()) runner = std::make_unique<ProcessConsumerRunner>(io, consumer_argv);
+  telemetry::ProcSystemInfo system;
+
+  std::string fault_point;
+  if (const char* f = std::getenv("RINGFENCE_AGENT_FAULT")) fault_point = f;
+  FaultHook fault;
+  if (!fault_point.empty()) {
+    fault = [fault_point](std::string_view point) {
+      if (point != fault_point) return;
+      spdlog::warn("fault injection: killing myself at {}", point);
+      ::raise(SIGKILL);
+    };
+  }
+
+  Agent agent(cfg, Deps{clock, fs, client, runner.get(), system, {}, fault});
+  boost::asio::signal_set stop_signals(io, SIGTERM, SIGINT);
+  stop_signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    spdlog::info("signal {}: shutting down", sig);
+    agent.stop();
+    io.stop();
+  });
+  if (auto st = agent.start(); !st) die("cannot start: " + st.error().message);
+  io.run();
+  return 0;
+}

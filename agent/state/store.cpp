@@ -1,0 +1,143 @@
+#include "agent/state/store.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include "proto/ids.hpp"
+
+namespace ringfence::agent::state {
+namespace {
+using nlohmann::json;
+
+json job_json(const proto::DesiredChannel& c) {
+  proto::DesiredState wrap;
+  wrap.etag = "job";
+  wrap.heartbeat_s = 1;
+  wrap.poll_s = 1;
+  wrap.channels.push_back(c);
+  return json::parse(proto::encode(wrap))["channels"][0];
+}
+
+Expected<proto::DesiredChannel> job_from(const json& j) {
+  json wrap = {{"etag", "job"}, {"heartbeat_s", 1}, {"poll_s", 1}, {"channels", json::array({j})}};
+  auto ds = proto::decode_desired_state(wrap.dump());
+  if (!ds) return tl::unexpected(ds.error());
+  return ds->channels.at(0);
+}
+
+}  // namespace
+
+std::string encode(const Identity& id) {
+  return json{{"host_id", id.host_id}, {"credential", id.credential}}.dump();
+}
+
+Expected<Identity> decode_identity(std::string_view text) {
+  try {
+    json j = json::parse(text);
+    Identity id{j.at("host_id").get<std::string>(), j.at("credential").get<std::string>()};
+    if (!proto::is_uuid(id.host_id)) return fail(Errc::InvalidArgument, "host_id is not a UUID");
+    return id;
+  } catch (const std::exception& e) {
+    return fail(Errc::InvalidArgument, std::string("identity file is corrupt: ") + e.what());
+  }
+}
+
+std::string encode(const AgentState& s) {
+  json channels = json::object();
+  for (const auto& [name, c] : s.channels) {
+    channels[name] = {{"active", c.active}, {"active_sha", c.active_sha}, {"lkg", c.lkg},
+                      {"lkg_sha", c.lkg_sha}};
+  }
+  json quarantine = json::array();
+  for (const auto& q : s.quarantine) {
+    quarantine.push_back({{"channel", q.channel}, {"version", q.version}, {"reason", q.reason},
+                          {"time_ms", q.time_ms}});
+  }
+  json known_bad = json::array();
+  for (const auto& k : s.known_bad) known_bad.push_back({{"channel", k.channel}, {"version", k.version}});
+  json guards = json::object();
+  for (const auto& [name, g] : s.guards) {
+    guards[name] = {{"version", g.version}, {"activated_ms", g.activated_ms},
+                    {"failures", g.failures}, {"healthy", g.healthy}};
+  }
+  json out = {{"machine", to_string(s.machine)}, {"channels", channels},
+              {"quarantine", quarantine},        {"known_bad", known_bad},
+              {"refused", s.refused},            {"guards", guards}};
+  out["job"] = s.job ? job_json(*s.job) : json(nullptr);
+  if (s.revert) {
+    const auto& r = *s.revert;
+    out["revert"] = {{"channel", r.channel},       {"version", r.version},
+                     {"reason", r.reason},         {"quarantine", r.quarantine},
+                     {"failures", r.failures},     {"time_ms", r.time_ms}};
+  } else {
+    out["revert"] = nullptr;
+  }
+  return out.dump();
+}
+
+Expected<AgentState> decode_state(std::string_view text) {
+  try {
+    json j = json::parse(text);
+    AgentState s;
+    auto m = state_from(j.at("machine").get<std::string>());
+    if (!m) return fail(Errc::InvalidArgument, "unknown machine state in state file");
+    s.machine = *m;
+    for (const auto& [name, c] : j.at("channels").items()) {
+      if (!proto::is_name(name)) return fail(Errc::InvalidArgument, "bad channel name");
+      s.channels[name] = {c.at("active").get<std::int64_t>(), c.at("active_sha").get<std::string>(),
+                          c.at("lkg").get<std::int64_t>(), c.at("lkg_sha").get<std::string>()};
+    }
+    for (const auto& q : j.at("quarantine")) {
+      s.quarantine.push_back({q.at("channel").get<std::string>(), q.at("version").get<std::int64_t>(),
+                              q.at("reason").get<std::string>(), q.at("time_ms").get<std::int64_t>()});
+    }
+    for (const auto& k : j.at("known_bad")) {
+      s.known_bad.push_back({k.at("channel").get<std::string>(), k.at("version").get<std::int64_t>()});
+    }
+    s.refused = j.at("refused").get<std::vector<std::string>>();
+    for (const auto& [name, g] : j.at("guards").items()) {
+      if (!proto::is_name(name)) return fail(Errc::InvalidArgument, "bad channel name");
+      s.guards[name] = {g.at("version").get<std::int64_t>(), g.at("activated_ms").get<std::int64_t>(),
+                        g.at("failures").get<int>(), g.at("healthy").get<bool>()};
+    }
+    if (!j.at("job").is_null()) {
+      auto job = job_from(j.at("job"));
+      if (!job) return tl::unexpected(job.error());
+      s.job = std::move(*job);
+    }
+    if (!j.at("revert").is_null()) {
+      const auto& r = j.at("revert");
+      RevertJob rj{r.at("channel").get<std::string>(), r.at("version").get<std::int64_t>(),
+                   r.at("reason").get<std::string>(), r.at("quarantine").get<bool>(),
+                   r.at("failures").get<int>(), r.at("time_ms").get<std::int64_t>()};
+      if (!proto::is_name(rj.channel)) return fail(Errc::InvalidArgument, "bad channel name");
+      s.revert = std::move(rj);
+    }
+    return s;
+  } catch (const std::exception& e) {
+    return fail(Errc::InvalidArgument, std::string("state file is corrupt: ") + e.what());
+  }
+}
+
+Expected<std::optional<Identity>> load_identity(Fs& fs, const std::string& path) {
+  auto text = fs.read(path);
+  if (!text) {
+    if (text.error().errc == Errc::NotFound) return std::optional<Identity>{};
+    return tl::unexpected(text.error());
+  }
+  auto id = decode_identity(*text);
+  if (!id) return tl::unexpected(id.error());
+  return std::optional<Identity>(std::move(*id));
+}
+
+Expected<std::optional<AgentState>> load_state(Fs& fs, const std::string& path) {
+  auto text = fs.read(path);
+  if (!text) {
+    if (text.error().errc == Errc::NotFound) return std::optional<AgentState>{};
+    return tl::unexpected(text.error());
+  }
+  auto s = decode_state(*text);
+  if (!s) return tl::unexpected(s.error());
+  return std::optional<AgentState>(std::move(*s));
+}
+
+}  // namespace ringfence::agent::state

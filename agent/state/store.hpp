@@ -1,0 +1,77 @@
+#pragma once
+// What the agent keeps in its state dir, as plain structs with a JSON codec:
+//   identity.json  host_id + credential (mode 0600)
+//   state.json     the state machine's state, the job in progress, per-channel active and
+//                  last-known-good versions, local quarantine, the crash-loop guards (0600)
+// Both are replaced atomically through the Fs seam. Thread-compatible.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agent/content/fs.hpp"
+#include "agent/state/machine.hpp"
+#include "proto/messages.hpp"
+
+namespace ringfence::agent::state {
+
+struct Identity {
+  std::string host_id;     // lower-case UUID v4, chosen once
+  std::string credential;  // empty until enrolled
+};
+
+struct ChannelRecord {
+  std::int64_t active = 0;  // 0 = nothing active
+  std::string active_sha;
+  std::int64_t lkg = 0;     // last-known-good: the version active before `active`; 0 = none
+  std::string lkg_sha;
+};
+
+struct Quarantined {
+  std::string channel;
+  std::int64_t version = 0;
+  std::string reason;
+  std::int64_t time_ms = 0;
+};
+
+// The crash-loop guard of one channel, armed just before new content is activated.
+struct Guard {
+  std::int64_t version = 0;
+  std::int64_t activated_ms = 0;  // wall clock
+  int failures = 0;               // agent/host restarts and consumer crashes since activation
+  bool healthy = false;           // reached the healthy checkpoint: the guard is off
+};
+
+// A revert in progress (state Reverting).
+struct RevertJob {
+  std::string channel;
+  std::int64_t version = 0;  // the version being dropped
+  std::string reason;        // "crash_loop" | "known_bad"
+  bool quarantine = false;   // add it to the local quarantine
+  int failures = 0;
+  std::int64_t time_ms = 0;  // when it was decided: the local_rollback report's time
+};
+
+struct AgentState {
+  State machine = State::Unenrolled;
+  std::optional<proto::DesiredChannel> job;  // Downloading / Verifying / Activating
+  std::optional<RevertJob> revert;           // Reverting
+  std::map<std::string, ChannelRecord> channels;
+  std::vector<Quarantined> quarantine;
+  std::vector<proto::KnownBad> known_bad;    // the server's list, last seen
+  std::vector<std::string> refused;          // "channel|version|sha256" refused for good
+  std::map<std::string, Guard> guards;
+};
+
+std::string encode(const Identity& id);
+Expected<Identity> decode_identity(std::string_view text);
+std::string encode(const AgentState& s);
+Expected<AgentState> decode_state(std::string_view text);
+
+// Loads a document; a missing file is nullopt; a corrupt one is an InvalidArgument error.
+Expected<std::optional<Identity>> load_identity(Fs& fs, const std::string& path);
+Expected<std::optional<AgentState>> load_state(Fs& fs, const std::string& path);
+
+}  // namespace ringfence::agent::state
