@@ -22,7 +22,7 @@
 // Why a mixture rather than one alternative: a single H1 must choose between speed and reach.
 // With H1 = 2x (needed to ever catch a doubling: a test tuned for 5x drifts *towards* H0 when the
 // truth is 2x) a release that crashes every host needs ~10 failures; tuned for 5x it needs ~5 but
-// never catches a doubling. The mixture catches both (an all-fail release after ~4-6 failures,
+// never catches a doubling. The mixture catches both (an all-fail release after ~3-6 failures,
 // a doubling once a few thousand hosts have reported at a 0.5% background) for the price of ln K
 // (~1.1) on the threshold. Its likelihood ratio is still a non-negative martingale under H0, so
 // by Ville's inequality the probability that a good release EVER crosses `upper` during a stage,
