@@ -238,6 +238,11 @@ Expected<std::optional<std::string>> Service::bootstrap_admin(std::optional<std:
   return std::optional<std::string>(token);
 }
 
+std::string Service::signing_public_key() const {
+  const auto& pk = impl_->key.public_key;
+  return proto::base64_encode(std::string_view(reinterpret_cast<const char*>(pk.data()), pk.size()));
+}
+
 Expected<Principal> Service::authenticate(std::string_view header) const {
   auto& m = *impl_;
   auto tok = bearer(header);

@@ -72,6 +72,9 @@ class Service {
   // Creates the bootstrap admin token when the store has none; returns it (else nullopt).
   Expected<std::optional<std::string>> bootstrap_admin(std::optional<std::string> wanted);
 
+  // The content signing public key, base64.
+  std::string signing_public_key() const;
+
   // ---- auth
   Expected<Principal> authenticate(std::string_view authorization_header) const;
   Expected<std::int64_t> authenticate_host(std::string_view authorization_header) const;

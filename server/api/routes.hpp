@@ -1,0 +1,28 @@
+#pragma once
+// Every REST route of ringfence-server, registered in one place (routes.cpp). Handlers turn our
+// Request into a Response by calling the Service; no transport code here.
+
+#include <string>
+
+#include "server/core/service.hpp"
+#include "server/http/router.hpp"
+
+namespace ringfence::server::api {
+
+struct ApiOptions {
+  std::string web_dir;  // dashboard static files; empty = no dashboard
+};
+
+// Registers all routes. svc must outlive the router.
+void register_routes(http::Router& router, core::Service& svc, ApiOptions options);
+
+// The OpenAPI 3 document describing every route (served at /v1/openapi.json).
+std::string openapi_document(const http::Router& router);
+
+// /metrics in Prometheus text exposition format.
+std::string prometheus_text(core::Service& svc, const http::Router& router);
+
+// Request accounting for /metrics, called by the transport wrapper (thread-safe).
+void record_request(std::string_view route, int status, double seconds);
+
+}  // namespace ringfence::server::api

@@ -1,0 +1,167 @@
+#include "server/app.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <spdlog/spdlog.h>
+#include <thread>
+
+#include "proto/signing.hpp"
+#include "proto/try.hpp"
+#include "server/api/routes.hpp"
+#include "server/http/router.hpp"
+#include "server/http/server.hpp"
+#include "server/store/store.hpp"
+
+namespace ringfence::server {
+namespace fs = std::filesystem;
+
+namespace {
+Status write_private_file(const std::string& path, const std::string& content, mode_t mode) {
+  std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return fail(Errc::Unavailable, "cannot write " + path);
+  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size());
+  ok = ok && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    return fail(Errc::Unavailable, "cannot write " + path);
+  }
+  return {};
+}
+
+std::string read_all(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// DIR/signing.key (0600) holds the Ed25519 secret key, created on first start; the public key is
+// written to DIR/signing.pub.
+Expected<proto::KeyPair> load_or_create_key(const std::string& dir) {
+  auto key_path = dir + "/signing.key", pub_path = dir + "/signing.pub";
+  proto::KeyPair kp;
+  if (fs::exists(key_path)) {
+    RF_TRY(sk, proto::parse_secret_key(read_all(key_path)));
+    kp.secret_key = sk;
+    std::copy(sk.begin() + 32, sk.end(), kp.public_key.begin());  // libsodium: sk = seed || pk
+  } else {
+    kp = proto::generate_keypair();
+    RF_CHECK(write_private_file(
+        key_path,
+        proto::base64_encode(std::string_view(reinterpret_cast<const char*>(kp.secret_key.data()), 64)) + "\n",
+        0600));
+  }
+  auto pub = proto::base64_encode(std::string_view(reinterpret_cast<const char*>(kp.public_key.data()), 32));
+  RF_CHECK(write_private_file(pub_path, pub + "\n", 0644));
+  return kp;
+}
+}  // namespace
+
+struct App::Impl {
+  AppConfig cfg;
+  boost::asio::io_context io;
+  SystemClock clock;
+  std::unique_ptr<store::Store> store;
+  std::unique_ptr<core::Service> service;
+  http::Router router;
+  std::unique_ptr<http::HttpServer> http;
+  std::unique_ptr<boost::asio::steady_timer> ticker;
+
+  void schedule_tick() {
+    ticker->expires_after(std::chrono::milliseconds(250));
+    ticker->async_wait([this](boost::system::error_code ec) {
+      if (ec) return;
+      service->tick();
+      schedule_tick();
+    });
+  }
+};
+
+App::App(AppConfig config) : impl_(std::make_unique<Impl>()) { impl_->cfg = std::move(config); }
+App::~App() = default;
+
+Expected<std::uint16_t> App::start() {
+  auto& m = *impl_;
+  std::error_code ec;
+  if (m.cfg.data_dir.empty()) return fail(Errc::InvalidArgument, "--data-dir is required");
+  fs::create_directories(m.cfg.data_dir + "/uploads", ec);
+  fs::create_directories(m.cfg.data_dir + "/blobs", ec);
+  if (ec) return fail(Errc::Unavailable, "cannot create data dir " + m.cfg.data_dir + ": " + ec.message());
+  // Leftover partial uploads from a killed process are dropped.
+  for (const auto& e : fs::directory_iterator(m.cfg.data_dir + "/uploads", ec)) fs::remove(e.path(), ec);
+  RF_TRY(key, load_or_create_key(m.cfg.data_dir));
+  RF_TRY(store, store::open_sqlite(m.cfg.data_dir + "/ringfence.db", store::embedded_migrations()));
+  m.store = std::move(store);
+  m.cfg.core.data_dir = m.cfg.data_dir;
+  m.service = std::make_unique<core::Service>(*m.store, m.clock, key, m.cfg.core);
+  RF_CHECK(m.service->load());
+  const char* env_token = std::getenv("RINGFENCE_ADMIN_TOKEN");
+  RF_TRY(admin, m.service->bootstrap_admin(env_token ? std::optional<std::string>(env_token)
+                                                     : std::nullopt));
+  if (admin) {
+    RF_CHECK(write_private_file(m.cfg.data_dir + "/admin.token", *admin + "\n", 0600));
+    spdlog::info("created the admin token; it is in {}/admin.token", m.cfg.data_dir);
+  }
+  api::register_routes(m.router, *m.service, api::ApiOptions{m.cfg.web_dir});
+  http::ServerOptions opts;
+  opts.upload_limit = m.cfg.upload_limit;
+  opts.upload_dir = m.cfg.data_dir + "/uploads";
+  opts.is_upload = [](http::Method method, std::string_view path) {
+    return method == http::Method::Post && path == "/v1/blobs";
+  };
+  opts.access_log = m.cfg.access_log;
+  auto* router = &m.router;
+  m.http = std::make_unique<http::HttpServer>(m.io, opts, [router](http::Request& req, http::Reply reply) {
+    auto start = std::chrono::steady_clock::now();
+    std::string path = req.path;
+    router->dispatch(req, [reply = std::move(reply), start, path](http::Response resp) mutable {
+      // Route label: the path with ids folded, so /metrics stays bounded.
+      std::string route = path.substr(0, 64);
+      for (std::size_t i = 0, seg = 0; i < route.size(); ++i) {
+        if (route[i] == '/') ++seg;
+        if (seg >= 4 && route.rfind("/v1/agent", 0) != 0) {
+          route = route.substr(0, i) + "/*";
+          break;
+        }
+      }
+      api::record_request(route, resp.status,
+                          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      reply(std::move(resp));
+    });
+  });
+  RF_TRY(port, m.http->listen(m.cfg.listen));
+  m.ticker = std::make_unique<boost::asio::steady_timer>(m.io);
+  m.schedule_tick();
+  return port;
+}
+
+void App::run() {
+  auto& m = *impl_;
+  boost::asio::signal_set signals(m.io, SIGINT, SIGTERM);
+  signals.async_wait([&m](boost::system::error_code ec, int sig) {
+    if (ec) return;
+    spdlog::info("signal {}: shutting down", sig);
+    m.http->stop();
+    m.ticker->cancel();
+    m.service->flush();
+    // Give in-flight requests a moment; then stop the loop.
+    auto t = std::make_shared<boost::asio::steady_timer>(m.io, std::chrono::seconds(2));
+    t->async_wait([&m, t](boost::system::error_code) { m.io.stop(); });
+  });
+  std::vector<std::thread> extra;
+  for (int i = 1; i < m.cfg.threads; ++i) extra.emplace_back([&m] { m.io.run(); });
+  m.io.run();
+  for (auto& t : extra) t.join();
+  m.service->flush();
+  m.store.reset();
+}
+
+}  // namespace ringfence::server

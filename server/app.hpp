@@ -1,0 +1,43 @@
+#pragma once
+// Composition root of ringfence-server: owns the io_context, the store, the service, the router
+// and the HTTP server, and wires them. Nothing else lives here.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "proto/error.hpp"
+#include "server/core/service.hpp"
+
+namespace ringfence::server {
+
+struct AppConfig {
+  std::string data_dir;
+  std::string listen = "127.0.0.1:8080";
+  int threads = 1;
+  std::uint64_t upload_limit = 256ull << 20;
+  bool access_log = true;
+  std::string web_dir;
+  core::Options core;
+};
+
+class App {
+ public:
+  explicit App(AppConfig config);
+  ~App();
+  App(const App&) = delete;
+  App& operator=(const App&) = delete;
+
+  // Prepares the data dir (signing key, admin token), opens + migrates the store, loads state,
+  // binds. Returns the bound port. Errors are fatal start-up problems, one clear line each.
+  Expected<std::uint16_t> start();
+  // Runs until SIGINT/SIGTERM: then stops accepting, lets in-flight requests finish, flushes and
+  // closes the store.
+  void run();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ringfence::server
