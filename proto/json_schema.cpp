@@ -4,11 +4,10 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <unordered_map>
 #include <utility>
-
-#include <nlohmann/json.hpp>
 
 #include "proto/json_fields.hpp"
 
@@ -60,15 +59,22 @@ bool is_integral(const json& n) {
 // The type bits a value satisfies ("integer" values also satisfy "number").
 unsigned type_bits(const json& v) {
   switch (v.type()) {
-    case json::value_t::null: return kNull;
-    case json::value_t::boolean: return kBoolean;
-    case json::value_t::object: return kObject;
-    case json::value_t::array: return kArray;
-    case json::value_t::string: return kString;
+    case json::value_t::null:
+      return kNull;
+    case json::value_t::boolean:
+      return kBoolean;
+    case json::value_t::object:
+      return kObject;
+    case json::value_t::array:
+      return kArray;
+    case json::value_t::string:
+      return kString;
     case json::value_t::number_integer:
     case json::value_t::number_unsigned:
-    case json::value_t::number_float: return is_integral(v) ? (kNumber | kInteger) : kNumber;
-    default: return 0;  // binary / discarded: matches no type
+    case json::value_t::number_float:
+      return is_integral(v) ? (kNumber | kInteger) : kNumber;
+    default:
+      return 0;  // binary / discarded: matches no type
   }
 }
 
@@ -251,9 +257,8 @@ using Node = CompiledSchema::Node;
 
 bool is_annotation(std::string_view k) {
   static constexpr std::string_view kAnnotations[] = {
-      "title",    "description", "$schema", "$id",      "$comment",    "$anchor",
-      "examples", "default",     "deprecated", "readOnly", "writeOnly", "definitions",
-      "$defs",
+      "title",   "description", "$schema",  "$id",       "$comment",    "$anchor", "examples",
+      "default", "deprecated",  "readOnly", "writeOnly", "definitions", "$defs",
   };
   return std::find(std::begin(kAnnotations), std::end(kAnnotations), k) != std::end(kAnnotations);
 }
@@ -265,9 +270,9 @@ tl::unexpected<Error> schema_error(const std::string& path, const std::string& w
 }
 
 // Early return for Status-returning calls inside Compiler (undefined after it).
-#define RF_STATUS(expr)                                            \
-  do {                                                             \
-    auto rf_status_ = (expr);                                      \
+#define RF_STATUS(expr)                                                    \
+  do {                                                                     \
+    auto rf_status_ = (expr);                                              \
     if (!rf_status_) return tl::unexpected(std::move(rf_status_.error())); \
   } while (0)
 
@@ -309,8 +314,8 @@ class Compiler {
   }
 
  private:
-  Status keyword(Node& n, const std::string& k, const json& v, std::string& path,
-                 int depth, bool items_is_array) {
+  Status keyword(Node& n, const std::string& k, const json& v, std::string& path, int depth,
+                 bool items_is_array) {
     if (k == "type") return compile_type(n, v, path);
     if (k == "properties") {
       if (!v.is_object()) return schema_error(path, "must be an object of schemas");
@@ -503,15 +508,15 @@ class Validator {
       add(path, show_number(x) + " is less than the minimum " + show(*n.minimum));
     }
     if (n.exclusive_minimum && x <= to_ld(*n.exclusive_minimum)) {
-      add(path, show_number(x) + " is not greater than exclusiveMinimum " +
-                    show(*n.exclusive_minimum));
+      add(path,
+          show_number(x) + " is not greater than exclusiveMinimum " + show(*n.exclusive_minimum));
     }
     if (n.maximum && x > to_ld(*n.maximum)) {
       add(path, show_number(x) + " is greater than the maximum " + show(*n.maximum));
     }
     if (n.exclusive_maximum && x >= to_ld(*n.exclusive_maximum)) {
-      add(path, show_number(x) + " is not less than exclusiveMaximum " +
-                    show(*n.exclusive_maximum));
+      add(path,
+          show_number(x) + " is not less than exclusiveMaximum " + show(*n.exclusive_maximum));
     }
   }
 

@@ -22,20 +22,19 @@
 
 #include <cstddef>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 #include "proto/error.hpp"
 
 namespace ringfence::proto {
 
 // Limits against hostile schemas and documents.
-inline constexpr int kMaxSchemaDepth = 32;           // nesting of sub-schemas
+inline constexpr int kMaxSchemaDepth = 32;             // nesting of sub-schemas
 inline constexpr std::size_t kMaxSchemaNodes = 10000;  // sub-schemas in one schema
-inline constexpr int kMaxContentDepth = 64;           // nesting accepted by validate_content()
+inline constexpr int kMaxContentDepth = 64;            // nesting accepted by validate_content()
 
 // One reason a document fails its schema.
 struct Finding {

@@ -14,7 +14,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-
 #include <nlohmann/json.hpp>
 
 #include "proto/json_fields.hpp"
@@ -35,8 +34,7 @@ using Clock = std::chrono::steady_clock;
 constexpr std::chrono::milliseconds kDrainAfterExit{500};
 
 // The whole environment of a validator: nothing of the server's (tokens, paths) leaks in.
-const char* const kEnv[] = {"PATH=/usr/local/bin:/usr/bin:/bin", "LC_ALL=C", "HOME=/",
-                            nullptr};
+const char* const kEnv[] = {"PATH=/usr/local/bin:/usr/bin:/bin", "LC_ALL=C", "HOME=/", nullptr};
 
 bool has_nul(const std::string& s) { return s.find('\0') != std::string::npos; }
 
@@ -136,8 +134,8 @@ Expected<ValidatorCommand> parse_command(const json& j) {
   RF_CHECK(proto::only_keys(j, {"argv", "timeout_s"}));
   auto a = j.find("argv");
   if (a == j.end() || !a->is_array() || a->empty() || a->size() > kMaxArgs) {
-    return fail(Errc::InvalidArgument, "field 'argv' must be an array of 1 to " +
-                                           std::to_string(kMaxArgs) + " strings");
+    return fail(Errc::InvalidArgument,
+                "field 'argv' must be an array of 1 to " + std::to_string(kMaxArgs) + " strings");
   }
   ValidatorCommand c;
   for (const auto& arg : *a) {
@@ -165,8 +163,7 @@ json command_json(const ValidatorCommand& c) {
   return json{{"argv", c.argv}, {"timeout_s", secs}};
 }
 
-Expected<CommandResult> run_validator(const std::vector<std::string>& argv,
-                                      const std::string& file,
+Expected<CommandResult> run_validator(const std::vector<std::string>& argv, const std::string& file,
                                       std::chrono::milliseconds timeout) {
   if (argv.empty()) return fail(Errc::InvalidArgument, "validator command is empty");
   if (timeout <= std::chrono::milliseconds::zero()) {
@@ -181,7 +178,8 @@ Expected<CommandResult> run_validator(const std::vector<std::string>& argv,
     return fail(Errc::InvalidArgument, "validator program must be an absolute path");
   }
   if (::stat(prog.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || ::access(prog.c_str(), X_OK) != 0) {
-    return fail(Errc::InvalidArgument, "validator program '" + prog + "' is not an executable file");
+    return fail(Errc::InvalidArgument,
+                "validator program '" + prog + "' is not an executable file");
   }
   if (file.empty() || has_nul(file)) return fail(Errc::InvalidArgument, "invalid content path");
   std::error_code ec;

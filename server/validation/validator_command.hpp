@@ -12,10 +12,9 @@
 
 #include <chrono>
 #include <cstddef>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 #include "proto/error.hpp"
 
@@ -62,8 +61,7 @@ nlohmann::json command_json(const ValidatorCommand& c);
 // anything: InvalidArgument when argv is empty, argv[0] is not an absolute path to an executable
 // regular file, or timeout is not positive; NotFound when `file` does not exist; Unavailable when
 // the process could not be started (pipes, fork limits).
-Expected<CommandResult> run_validator(const std::vector<std::string>& argv,
-                                      const std::string& file,
+Expected<CommandResult> run_validator(const std::vector<std::string>& argv, const std::string& file,
                                       std::chrono::milliseconds timeout = kDefaultTimeout);
 
 inline Expected<CommandResult> run_validator(const ValidatorCommand& c, const std::string& file) {

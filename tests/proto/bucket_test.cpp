@@ -1,11 +1,11 @@
 #include "proto/bucket.hpp"
 
+#include <gtest/gtest.h>
+
 #include <array>
 #include <cstdio>
 #include <random>
 #include <string>
-
-#include <gtest/gtest.h>
 
 namespace ringfence::proto {
 namespace {

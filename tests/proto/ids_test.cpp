@@ -1,8 +1,8 @@
 #include "proto/ids.hpp"
 
-#include <string>
-
 #include <gtest/gtest.h>
+
+#include <string>
 
 namespace ringfence::proto {
 namespace {
@@ -64,7 +64,8 @@ TEST(Ids, Labels) {
   EXPECT_TRUE(is_label_value(std::string(128, 'v')));
   EXPECT_FALSE(is_label_value(std::string(129, 'v')));
   EXPECT_FALSE(is_label_value(""));
-  for (const char* bad : {"a,b", "a(b", "a)b", "a=b", "a!b", "a b", "a\tb", "caf\xc3\xa9", "\x7f"}) {
+  for (const char* bad :
+       {"a,b", "a(b", "a)b", "a=b", "a!b", "a b", "a\tb", "caf\xc3\xa9", "\x7f"}) {
     EXPECT_FALSE(is_label_value(bad)) << bad;
   }
 }
@@ -78,7 +79,8 @@ TEST(Ids, ParseU64) {
   EXPECT_TRUE(parse_u64("999999999999999999", v));  // 18 digits
   EXPECT_EQ(v, 999999999999999999ULL);
   v = 5;
-  for (const char* bad : {"", "1000000000000000000", "-1", "+1", " 1", "1 ", "1.0", "0x10", "1e3"}) {
+  for (const char* bad :
+       {"", "1000000000000000000", "-1", "+1", " 1", "1 ", "1.0", "0x10", "1e3"}) {
     EXPECT_FALSE(parse_u64(bad, v)) << bad;
     EXPECT_EQ(v, 5u) << "output untouched on failure: " << bad;
   }

@@ -1,9 +1,9 @@
 #include "proto/json_fields.hpp"
 
-#include <string>
-
 #include <gtest/gtest.h>
+
 #include <nlohmann/json.hpp>
+#include <string>
 
 namespace ringfence::proto {
 namespace {

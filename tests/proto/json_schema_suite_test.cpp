@@ -3,13 +3,13 @@
 // A group whose schema uses a keyword outside the subset must be refused by compile_schema()
 // (and is counted as unsupported); every case of every other group must get the suite's verdict.
 
+#include <gtest/gtest.h>
+
 #include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "proto/json_schema.hpp"
 
@@ -21,11 +21,26 @@ using nlohmann::json;
 // The keywords of the subset that the suite covers (the suite this Debian package ships has no
 // draft 2020-12 directory, so prefixItems is covered by json_schema_test.cpp instead).
 const std::vector<std::string> kFiles = {
-    "type",           "properties",     "required",         "additionalProperties",
-    "items",          "additionalItems", "minItems",        "maxItems",
-    "enum",           "const",          "minimum",          "maximum",
-    "exclusiveMinimum", "exclusiveMaximum", "minLength",    "maxLength",
-    "uniqueItems",    "minProperties",  "maxProperties",    "boolean_schema",
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "additionalItems",
+    "minItems",
+    "maxItems",
+    "enum",
+    "const",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "uniqueItems",
+    "minProperties",
+    "maxProperties",
+    "boolean_schema",
     "default",
 };
 const std::vector<std::string> kDrafts = {"draft7", "draft6"};
@@ -95,12 +110,13 @@ TEST_P(SuiteFile, RefusalsNameAnUnsupportedKeyword) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    JsonSchemaSuite, SuiteFile,
-    ::testing::Combine(::testing::ValuesIn(kDrafts), ::testing::ValuesIn(kFiles)),
-    [](const auto& param_info) {
-      return std::get<0>(param_info.param) + "_" + std::get<1>(param_info.param);
-    });
+INSTANTIATE_TEST_SUITE_P(JsonSchemaSuite, SuiteFile,
+                         ::testing::Combine(::testing::ValuesIn(kDrafts),
+                                            ::testing::ValuesIn(kFiles)),
+                         [](const auto& param_info) {
+                           return std::get<0>(param_info.param) + "_" +
+                                  std::get<1>(param_info.param);
+                         });
 
 TEST(JsonSchemaSuite, Totals) {
   Counts total;
@@ -112,8 +128,8 @@ TEST(JsonSchemaSuite, Totals) {
       d.passed += c.passed;
       d.unsupported += c.unsupported;
     }
-    std::cout << draft << ": executed " << d.executed << ", passed " << d.passed
-              << ", unsupported " << d.unsupported << "\n";
+    std::cout << draft << ": executed " << d.executed << ", passed " << d.passed << ", unsupported "
+              << d.unsupported << "\n";
     ::testing::Test::RecordProperty(draft + "_executed", d.executed);
     ::testing::Test::RecordProperty(draft + "_unsupported", d.unsupported);
     EXPECT_GT(d.executed, 150) << draft;

@@ -3,10 +3,10 @@
 
 #include "proto/json_schema.hpp"
 
-#include <string>
-
 #include <gtest/gtest.h>
+
 #include <nlohmann/json.hpp>
+#include <string>
 
 namespace ringfence::proto {
 namespace {
@@ -56,8 +56,8 @@ TEST(JsonSchema, PrefixItemsPinTupleShape) {
   EXPECT_EQ(wrong[0].message, "expected integer, got string");
   EXPECT_EQ(wrong[1].path, "/1");
   // items applies after the prefix only
-  EXPECT_TRUE(valid(R"({"prefixItems":[{"type":"string"}],"items":{"type":"integer"}})",
-                    R"(["a", 1, 2])"));
+  EXPECT_TRUE(
+      valid(R"({"prefixItems":[{"type":"string"}],"items":{"type":"integer"}})", R"(["a", 1, 2])"));
   EXPECT_FALSE(valid(R"({"prefixItems":[{"type":"string"}],"items":{"type":"integer"}})",
                      R"(["a", 1, "b"])"));
 }
@@ -102,7 +102,7 @@ TEST(JsonSchema, NumbersCompareExactly) {
 }
 
 TEST(JsonSchema, LengthsCountCodePoints) {
-  EXPECT_TRUE(valid(R"({"maxLength":5})", "\"h\u00e9llo\""));     // 6 bytes, 5 code points
+  EXPECT_TRUE(valid(R"({"maxLength":5})", "\"h\u00e9llo\""));      // 6 bytes, 5 code points
   EXPECT_TRUE(valid(R"({"maxLength":1})", "\"\\ud83d\\ude00\""));  // one emoji, 4 bytes
   EXPECT_FALSE(valid(R"({"minLength":2})", "\"\\ud83d\\ude00\""));
   auto f = check(R"({"maxLength":2})", "\"abc\"");
@@ -260,7 +260,8 @@ TEST(JsonSchema, HostileSchemasAreBounded) {
   EXPECT_NE(deep.error().message.find("nested deeper"), std::string::npos);
 
   json wide = {{"properties", json::object()}};
-  for (std::size_t i = 0; i < kMaxSchemaNodes; ++i) wide["properties"]["p" + std::to_string(i)] = true;
+  for (std::size_t i = 0; i < kMaxSchemaNodes; ++i)
+    wide["properties"]["p" + std::to_string(i)] = true;
   auto too_many = compile_schema(wide);
   ASSERT_FALSE(too_many);
   EXPECT_NE(too_many.error().message.find("sub-schemas"), std::string::npos);

@@ -1,9 +1,9 @@
 #include "proto/messages.hpp"
 
-#include <string>
-
 #include <gtest/gtest.h>
+
 #include <nlohmann/json.hpp>
+#include <string>
 
 namespace ringfence::proto {
 namespace {
@@ -31,7 +31,9 @@ TEST(Messages, EnrollRequestRoundTrip) {
 
 TEST(Messages, EnrollRequestIsStrict) {
   auto with = [](const std::string& key, const json& value) {
-    json j = {{"enrollment_token", "t"}, {"host_id", kHost}, {"labels", {{"os", "linux"}}},
+    json j = {{"enrollment_token", "t"},
+              {"host_id", kHost},
+              {"labels", {{"os", "linux"}}},
               {"agent_version", "1"}};
     if (value.is_discarded()) {
       j.erase(key);
@@ -137,7 +139,8 @@ TEST(Messages, DesiredStateIsStrict) {
   expect_invalid(decode_desired_state(mutate([](json& j) { j["channels"] = json::object(); })),
                  "channels object");
   expect_invalid(decode_desired_state(mutate([](json& j) {
-                   for (std::size_t i = 0; i < kMaxChannels; ++i) j["channels"].push_back(j["channels"][0]);
+                   for (std::size_t i = 0; i < kMaxChannels; ++i)
+                     j["channels"].push_back(j["channels"][0]);
                  })),
                  "too many channels");
   expect_invalid(decode_desired_state(mutate([](json& j) { j["channels"][0]["version"] = "7"; })),
@@ -160,7 +163,9 @@ TEST(Messages, DesiredStateIsStrict) {
   expect_invalid(
       decode_desired_state(mutate([](json& j) { j["channels"][0]["rollback"] = "yes"; })),
       "rollback string");
-  expect_invalid(decode_desired_state(mutate([](json& j) { j["known_bad"] = {{{"channel", 1}}}; })),
+  expect_invalid(decode_desired_state(mutate([](json& j) {
+                   j["known_bad"] = {{{"channel", 1}}};
+                 })),
                  "known_bad entry");
   expect_invalid(decode_desired_state(mutate([](json& j) { j["heartbeat_s"] = 1.5; })),
                  "heartbeat float");
@@ -175,7 +180,8 @@ TEST(Messages, HeartbeatRoundTrip) {
   ASSERT_EQ(back->channels.size(), 2u);
   EXPECT_EQ(back->channels["detections"].version, 7);
   EXPECT_EQ(back->channels["sensor-config"].state, "staged");
-  auto defaulted = decode_heartbeat(R"({"boot_id":"b","uptime_s":1,"channels":{"c":{"version":1}}})");
+  auto defaulted =
+      decode_heartbeat(R"({"boot_id":"b","uptime_s":1,"channels":{"c":{"version":1}}})");
   ASSERT_TRUE(defaulted);
   EXPECT_EQ(defaulted->channels["c"].state, "active");
   EXPECT_TRUE(decode_heartbeat(R"({"boot_id":"b","uptime_s":1,"desired_etag":"x"})"));

@@ -1,9 +1,9 @@
 #include "proto/signing.hpp"
 
+#include <gtest/gtest.h>
+
 #include <set>
 #include <string>
-
-#include <gtest/gtest.h>
 
 namespace ringfence::proto {
 namespace {
@@ -101,8 +101,8 @@ TEST(Signing, Base64Vectors) {  // RFC 4648 section 10
 }
 
 TEST(Signing, Base64InvalidInputIsRefused) {
-  for (const char* bad : {"Zg", "Zg=", "Z===", "Zm9v!", "Zm9v\n", " Zm9v", "Zm-_", "Zm9vYmFy=",
-                          "====", "Zg==Zg=="}) {
+  for (const char* bad :
+       {"Zg", "Zg=", "Z===", "Zm9v!", "Zm9v\n", " Zm9v", "Zm-_", "Zm9vYmFy=", "====", "Zg==Zg=="}) {
     EXPECT_FALSE(base64_decode(bad)) << bad;
   }
 }

@@ -1,6 +1,7 @@
 #include "server/validation/validator_command.hpp"
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -8,11 +9,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "tests/support/process.hpp"
 
@@ -104,13 +103,15 @@ TEST_F(ValidatorCommandTest, TimeoutKillsTheWholeProcessGroup) {
   // The grandchild died with it (it may linger as a zombie of whoever adopted it).
   pid_t grandchild = std::atoi(read_file(pidfile).c_str());
   ASSERT_GT(grandchild, 0);
-  EXPECT_TRUE(testing::eventually([&] {
-    std::ifstream stat("/proc/" + std::to_string(grandchild) + "/stat");
-    if (!stat) return true;
-    std::string pid_s, comm, state;
-    stat >> pid_s >> comm >> state;
-    return state == "Z" || comm != "(sleep)";
-  }, 5s));
+  EXPECT_TRUE(testing::eventually(
+      [&] {
+        std::ifstream stat("/proc/" + std::to_string(grandchild) + "/stat");
+        if (!stat) return true;
+        std::string pid_s, comm, state;
+        stat >> pid_s >> comm >> state;
+        return state == "Z" || comm != "(sleep)";
+      },
+      5s));
 }
 
 TEST_F(ValidatorCommandTest, ExitLeavesNoStragglersHoldingThePipe) {
@@ -132,7 +133,7 @@ TEST_F(ValidatorCommandTest, HugeOutputIsCapped) {
   EXPECT_LT(r->output.size(), kMaxOutputBytes + 200);
   EXPECT_EQ(r->output.substr(0, kMaxOutputBytes), std::string(kMaxOutputBytes, 'x'));
   EXPECT_NE(r->output.find(std::to_string(1000000 - kMaxOutputBytes) + " more bytes of output "
-                           "dropped"),
+                                                                       "dropped"),
             std::string::npos)
       << r->output.substr(kMaxOutputBytes);
 }
@@ -148,8 +149,8 @@ TEST_F(ValidatorCommandTest, FileTokenIsReplacedInEveryArgument) {
 
 TEST_F(ValidatorCommandTest, PathIsAppendedWithoutToken) {
   std::string blob = content();
-  auto r = run_validator({script("args.sh", "for a in \"$@\"; do echo \"[$a]\"; done"), "-q"},
-                         blob, 5s);
+  auto r =
+      run_validator({script("args.sh", "for a in \"$@\"; do echo \"[$a]\"; done"), "-q"}, blob, 5s);
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_EQ(r->output, "[-q]\n[" + blob + "]\n");
 }
@@ -249,7 +250,8 @@ TEST_F(ValidatorCommandTest, BadCommandsAreRefusedWithoutRunning) {
 
 TEST_F(ValidatorCommandTest, ScriptWithoutInterpreterIsRefused) {
   std::string path = dir_.path() + "/garbage";
-  std::ofstream(path) << "\x7f" << "not an executable";
+  std::ofstream(path) << "\x7f"
+                      << "not an executable";
   ::chmod(path.c_str(), 0755);
   auto r = run_validator({path}, content(), 5s);
   ASSERT_FALSE(r);
