@@ -181,6 +181,7 @@ Status Service::heartbeat(std::int64_t host, const proto::Heartbeat& hb) {
   auto& m = *impl_;
   std::lock_guard lock(m.mu);
   auto i = static_cast<HostIndex>(host);
+  if (i >= m.fleet.slots() || m.fleet.at(i).deleted) return fail(Errc::Unauthenticated, "unknown host");
   auto& h = m.fleet.at(i);
   auto now = m.clock.now_ms();
   ++m.heartbeats_total;
@@ -258,6 +259,7 @@ Status Service::reports(std::int64_t host, const std::vector<proto::Report>& rep
   auto& m = *impl_;
   std::lock_guard lock(m.mu);
   auto i = static_cast<HostIndex>(host);
+  if (i >= m.fleet.slots() || m.fleet.at(i).deleted) return fail(Errc::Unauthenticated, "unknown host");
   auto& h = m.fleet.at(i);
   auto now = m.clock.now_ms();
   h.last_seen_ms = now;

@@ -232,9 +232,19 @@ void Service::Impl::evaluate(Rollout& r) {
   cur.control_failed = cum.control_failed;
   cur.elapsed_s = st.started_ms ? (now - st.started_ms) / 1000.0 : 0;
 
+  // Failure is judged on every host the rollout reached so far (one test, one alpha); passing
+  // needs the current stage's own bake time and healthy sample.
   auto whole = health::evaluate(plan.gate, cum);
-  auto stage = health::evaluate(plan.gate, cur);
-  auto decision = whole.verdict == health::Verdict::Fail ? whole : stage;
+  auto decision = whole;
+  if (whole.verdict != health::Verdict::Fail) {
+    auto stage = health::evaluate(plan.gate, cur);
+    decision = stage;
+    if (stage.verdict == health::Verdict::Fail) {
+      decision.verdict = health::Verdict::Waiting;
+      decision.reason = "waiting: " + stage.reason;
+    }
+    decision.statistic = whole.statistic;
+  }
   auto previous = st.decision.verdict;
   st.decision = decision;
   if (decision.verdict == health::Verdict::Fail) {
