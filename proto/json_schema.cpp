@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "proto/json_fields.hpp"
+#include "proto/try.hpp"
 
 namespace ringfence::proto {
 
@@ -269,13 +270,6 @@ tl::unexpected<Error> schema_error(const std::string& path, const std::string& w
               "invalid_schema");
 }
 
-// Early return for Status-returning calls inside Compiler (undefined after it).
-#define RF_STATUS(expr)                                                    \
-  do {                                                                     \
-    auto rf_status_ = (expr);                                              \
-    if (!rf_status_) return tl::unexpected(std::move(rf_status_.error())); \
-  } while (0)
-
 class Compiler {
  public:
   Expected<std::unique_ptr<Node>> compile(const json& s, std::string& path, int depth) {
@@ -355,7 +349,7 @@ class Compiler {
     if (k == "additionalItems") {
       // Draft 7: applies after an array-form `items`; ignored otherwise (still checked).
       std::unique_ptr<Node> sub;
-      RF_STATUS(sub_schema(sub, v, path, depth));
+      RF_CHECK(sub_schema(sub, v, path, depth));
       if (items_is_array) n.items = std::move(sub);
       return {};
     }
@@ -404,7 +398,7 @@ class Compiler {
     };
     if (v.is_array()) {
       if (v.empty()) return schema_error(path, "must not be an empty array");
-      for (const auto& t : v) RF_STATUS(one(t));
+      for (const auto& t : v) RF_CHECK(one(t));
       return {};
     }
     return one(v);
@@ -447,8 +441,6 @@ class Compiler {
     out = v;
     return {};
   }
-
-#undef RF_STATUS
 
   std::size_t nodes_ = 0;
 };

@@ -80,6 +80,39 @@ std::string substitute(std::string arg, const std::string& path, bool& used) {
   return arg;
 }
 
+// The output ends up in JSON answers and logs: replace every byte that is not part of a
+// well-formed UTF-8 sequence (including a sequence cut by the cap) with U+FFFD.
+std::string to_valid_utf8(const std::string& in) {
+  std::string out;
+  out.reserve(in.size());
+  std::size_t i = 0;
+  while (i < in.size()) {
+    auto b = static_cast<unsigned char>(in[i]);
+    std::size_t len = b < 0x80                   ? 1
+                      : (b >= 0xC2 && b <= 0xDF) ? 2
+                      : (b >= 0xE0 && b <= 0xEF) ? 3
+                      : (b >= 0xF0 && b <= 0xF4) ? 4
+                                                 : 0;
+    bool ok = len != 0 && i + len <= in.size();
+    for (std::size_t k = 1; ok && k < len; ++k) {
+      ok = (static_cast<unsigned char>(in[i + k]) & 0xC0) == 0x80;
+    }
+    if (ok && len >= 3) {  // no overlong forms, surrogates or code points above U+10FFFF
+      auto b1 = static_cast<unsigned char>(in[i + 1]);
+      ok = !(b == 0xE0 && b1 < 0xA0) && !(b == 0xED && b1 > 0x9F) && !(b == 0xF0 && b1 < 0x90) &&
+           !(b == 0xF4 && b1 > 0x8F);
+    }
+    if (ok) {
+      out.append(in, i, len);
+      i += len;
+    } else {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    }
+  }
+  return out;
+}
+
 // Collects the child's output, keeping the first kMaxOutputBytes.
 class OutputSink {
  public:
@@ -100,6 +133,7 @@ class OutputSink {
     }
   }
   std::string take() {
+    out_ = to_valid_utf8(out_);
     if (dropped_ > 0) {
       out_ += "\n[ringfence: " + std::to_string(dropped_) + " more bytes of output dropped]\n";
     }

@@ -40,7 +40,9 @@ struct CommandResult {
   bool timed_out = false;  // killed by us at the timeout (then also signaled, SIGKILL)
   bool signaled = false;   // ended by a signal
   int signal = 0;          // that signal
-  std::string output;      // stdout+stderr interleaved, at most kMaxOutputBytes plus a note
+  // stdout+stderr interleaved: the first kMaxOutputBytes, then a note of how much was dropped.
+  // Always valid UTF-8 (invalid bytes become U+FFFD), so it can go into JSON and logs as is.
+  std::string output;
 };
 
 // Parses the channel's "validator" field strictly:

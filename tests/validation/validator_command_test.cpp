@@ -138,6 +138,13 @@ TEST_F(ValidatorCommandTest, HugeOutputIsCapped) {
       << r->output.substr(kMaxOutputBytes);
 }
 
+TEST_F(ValidatorCommandTest, OutputIsMadeValidUtf8) {
+  auto r = run_validator({script("bytes.sh", "printf 'bad \\377 \\300\\200 good \\303\\251\\n'")},
+                         content(), 5s);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->output, "bad \xEF\xBF\xBD \xEF\xBF\xBD\xEF\xBF\xBD good \xC3\xA9\n");
+}
+
 TEST_F(ValidatorCommandTest, FileTokenIsReplacedInEveryArgument) {
   std::string blob = content();
   auto r = run_validator({script("args.sh", "for a in \"$@\"; do echo \"[$a]\"; done"), "--check",
