@@ -3,7 +3,9 @@
 // before any host sees it. The command is an argv vector run directly with posix_spawn — never
 // through a shell — in its own process group, with stdin from /dev/null, stdout and stderr
 // captured together up to kMaxOutputBytes, a minimal fixed environment, the working directory
-// "/", and a timeout after which the whole process group gets SIGKILL.
+// "/", and a timeout after which the whole process group gets SIGKILL. Whatever the command
+// leaves running in its group when it exits is killed too; output is read for at most 0.5 s after
+// the exit (a daemon that escaped the group and holds the pipe is not waited for).
 //
 // Threading: run_validator() blocks the calling thread until the command ends or times out; call
 // it from a worker, never from an io thread. It is safe to call from several threads at once.
