@@ -16,8 +16,7 @@
 namespace ringfence::proto {
 
 // Parses text as JSON; errors are InvalidArgument with code "invalid_json". Nesting deeper than
-// max_depth is refused (hostile input), as is anything but an object/array at the top when
-// require_container is set.
+// max_depth is refused (hostile input).
 Expected<nlohmann::json> parse_json(std::string_view text, int max_depth = 32);
 
 // The body must be a JSON object.
