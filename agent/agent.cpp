@@ -378,7 +378,11 @@ void Agent::schedule_heartbeat(std::int64_t delay_ms) {
 
 void Agent::send_heartbeat() {
   if (stopped_ || !enrolled()) return;
-  if (hb_inflight_) return;
+  if (hb_inflight_) {
+    hb_again_ = true;
+    return;
+  }
+  hb_again_ = false;
   cancel_timer(hb_timer_);
   proto::Heartbeat hb;
   hb.boot_id = boot_id_;
@@ -400,7 +404,7 @@ void Agent::send_heartbeat() {
     }
     hb_backoff_.reset();
     on_server_ok();
-    schedule_heartbeat(heartbeat_s_ * 1000);
+    schedule_heartbeat(hb_again_ ? 0 : heartbeat_s_ * 1000);
   });
 }
 

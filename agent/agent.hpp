@@ -158,6 +158,7 @@ class Agent {
 
   bool polling_ = false;
   bool hb_inflight_ = false;
+  bool hb_again_ = false;  // state changed while a heartbeat was in flight: send another
   bool flushing_ = false;
   bool downloading_ = false;
   bool checking_ = false;

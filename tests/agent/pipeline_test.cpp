@@ -1,0 +1,549 @@
+// The agent's core against a fake server, fake clock and fake consumer: the happy path,
+// every verification refusal, resumable downloads, swaps killed half-way, the report spool,
+// backoff, the crash-loop guard and known-bad handling.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/content/verify.hpp"
+#include "agent/runtime/backoff.hpp"
+#include "proto/ids.hpp"
+#include "tests/agent/fakes.hpp"
+
+namespace ringfence::agent::testing {
+namespace {
+using proto::ReportKind;
+using state::State;
+
+std::string detail_field(const proto::Report& r, const char* key) {
+  auto j = nlohmann::json::parse(r.detail_json);
+  return j.contains(key) ? (j[key].is_string() ? j[key].get<std::string>() : j[key].dump()) : "";
+}
+
+TEST(Agent, EnrollsOnceWithAFreshUuidAndKeepsTheCredentialPrivate) {
+  Harness h;
+  h.cfg.labels = {{"os", "linux"}};
+  h.boot_enrolled();
+  auto id = h.agent->identity();
+  ASSERT_TRUE(id);
+  EXPECT_TRUE(proto::is_uuid(id->host_id));
+  EXPECT_EQ(id->host_id[14], '4') << "UUID v4";
+  EXPECT_EQ(id->credential, "cred-1");
+  struct stat st{};
+  ASSERT_EQ(::stat((h.cfg.state_dir + "/identity.json").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_EQ(h.agent->machine_state(), State::Idle);
+  ASSERT_EQ(h.api.desireds.size(), 1u);
+  EXPECT_EQ(h.api.desireds[0].credential, "cred-1");
+  EXPECT_EQ(h.api.desireds[0].wait_s, 30);
+  h.restart();
+  EXPECT_TRUE(h.api.enrolls.empty()) << "enrolled once";
+  EXPECT_EQ(h.agent->identity()->host_id, id->host_id);
+}
+
+TEST(Agent, EnrollFailureBacksOffAndRetries) {
+  Harness h;
+  h.boot();
+  auto cb = h.api.enrolls[0].cb;
+  h.api.enrolls.clear();
+  cb(tl::unexpected(failure(503, 5000)));
+  EXPECT_EQ(h.agent->machine_state(), State::Unenrolled);
+  h.clock.advance(4900);
+  EXPECT_TRUE(h.api.enrolls.empty()) << "Retry-After is a floor";
+  h.clock.advance(200);
+  EXPECT_EQ(h.api.enrolls.size(), 1u);
+}
+
+TEST(Agent, AppliesVerifiedContentAndReportsIt) {
+  Harness h(true);
+  h.boot_enrolled();
+  auto v1 = h.release("rules", 1, "alpha");
+  h.apply(v1, {}, false);
+  EXPECT_EQ(h.current("rules"), "alpha");
+  EXPECT_EQ(h.agent->machine_state(), State::Idle);
+  EXPECT_EQ(h.consumer.file_of("rules"), h.cfg.content_dir + "/rules/versions/v1");
+  auto applied = h.spooled(ReportKind::Applied);
+  ASSERT_EQ(applied.size(), 1u);
+  EXPECT_EQ(applied[0].version, 1);
+  EXPECT_EQ(applied[0].boot_id, h.sys.boot);
+  // Heartbeat names the version (sent as soon as the one in flight is answered); the next
+  // long poll carries the etag.
+  h.api.ack_beats();
+  h.clock.advance(0);
+  ASSERT_FALSE(h.api.beats.empty());
+  EXPECT_EQ(h.api.beats.back().hb.channels.at("rules").version, 1);
+  h.clock.advance(0);
+  ASSERT_FALSE(h.api.desireds.empty());
+  EXPECT_EQ(h.api.desireds.back().etag, "e1");
+  // Upgrade keeps v1 as last-known-good.
+  auto v2 = h.release("rules", 2, "beta");
+  h.apply(v2);
+  EXPECT_EQ(h.current("rules"), "beta");
+  EXPECT_EQ(h.agent->persisted().channels.at("rules").lkg, 1);
+}
+
+TEST(Agent, HeartbeatFollowsTheServersCadence) {
+  Harness h;
+  h.boot_enrolled();
+  h.api.ack_beats();
+  EXPECT_EQ(h.clock.next_delay(), 60'000);
+  h.deliver(h.desired({}, {}, 5));  // exposed to a rolling release: beat faster
+  EXPECT_EQ(h.agent->heartbeat_interval_s(), 5);
+  h.clock.advance(5000);
+  EXPECT_EQ(h.api.beats.size(), 1u);
+  h.api.ack_beats();
+  h.clock.advance(4999);
+  EXPECT_TRUE(h.api.beats.empty());
+  h.clock.advance(1);
+  EXPECT_EQ(h.api.beats.size(), 1u);
+  EXPECT_EQ(h.api.beats[0].hb.boot_id, h.sys.boot);
+  EXPECT_EQ(h.api.beats[0].hb.uptime_s, h.sys.uptime);
+}
+
+// ---- verification refusals: each an apply_failed report, content untouched ----
+
+struct Refusal {
+  const char* name;
+  const char* check;
+  std::function<void(Harness&, proto::DesiredChannel&, std::vector<proto::KnownBad>&)> spoil;
+};
+
+class Refuses : public ::testing::TestWithParam<Refusal> {};
+
+TEST_P(Refuses, WithAnApplyFailedReport) {
+  Harness h;
+  h.boot_enrolled();
+  h.apply(h.release("rules", 5, "good five"));
+  auto entry = h.release("rules", 6, "six");
+  std::vector<proto::KnownBad> bad;
+  GetParam().spoil(h, entry, bad);
+  h.deliver(h.desired({entry}, bad));
+  if (!h.api.downloads.empty()) h.api.serve_download();
+  EXPECT_EQ(h.agent->machine_state(), State::Idle);
+  EXPECT_EQ(h.current("rules"), "good five");
+  auto failed = h.spooled(ReportKind::ApplyFailed);
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_EQ(detail_field(failed[0], "check"), GetParam().check);
+  EXPECT_FALSE(detail_field(failed[0], "reason").empty());
+  // Not retried on the next identical answer.
+  h.clock.advance(0);
+  h.deliver(h.desired({entry}, bad));
+  EXPECT_TRUE(h.api.downloads.empty());
+  EXPECT_EQ(h.spooled(ReportKind::ApplyFailed).size(), 1u);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Verify, Refuses,
+    ::testing::Values(
+        Refusal{"tampered_blob", "sha256",
+                [](Harness& h, proto::DesiredChannel& e, auto&) { h.api.blobs[e.url] = "sjx"; }},
+        Refusal{"truncated_blob", "size",
+                [](Harness& h, proto::DesiredChannel& e, auto&) { h.api.blobs[e.url] = "si"; }},
+        Refusal{"wrong_key", "signature",
+                [](Harness&, proto::DesiredChannel& e, auto&) {
+                  auto other = proto::generate_keypair();
+                  e.signature = proto::sign(other.secret_key, proto::canonical_bytes(e.manifest));
+                }},
+        Refusal{"expired_manifest", "signature",  // re-signed below with expiry in the past
+                [](Harness& h, proto::DesiredChannel& e, auto&) {
+                  e.manifest.expires = h.clock.wall_ms() / 1000 - 1;
+                }},
+        Refusal{"expired_but_signed", "expired",
+                [](Harness& h, proto::DesiredChannel& e, auto&) {
+                  e.manifest.expires = h.clock.wall_ms() / 1000 - 1;
+                  e.signature = proto::sign(h.keys.secret_key, proto::canonical_bytes(e.manifest));
+                }},
+        Refusal{"manifest_mismatch", "manifest",
+                [](Harness&, proto::DesiredChannel& e, auto&) { e.version = 7; }},
+        Refusal{"known_bad", "known_bad",
+                [](Harness&, proto::DesiredChannel&, std::vector<proto::KnownBad>& bad) {
+                  bad.push_back({"rules", 6});
+                }},
+        Refusal{"downgrade", "downgrade",
+                [](Harness& h, proto::DesiredChannel& e, auto&) { e = h.release("rules", 4, "4"); }}),
+    [](const auto& p) { return std::string(p.param.name); });
+
+TEST(Verify, TooLargeIsRefusedBeforeDownload) {
+  Harness h;
+  h.cfg.max_content_bytes = 3;
+  h.boot_enrolled();
+  h.deliver(h.desired({h.release("rules", 1, "four")}));
+  EXPECT_TRUE(h.api.downloads.empty());
+  ASSERT_EQ(h.spooled(ReportKind::ApplyFailed).size(), 1u);
+  EXPECT_EQ(detail_field(h.spooled(ReportKind::ApplyFailed)[0], "check"), "too_large");
+}
+
+TEST(Verify, RollbackMarkerAllowsTheOnlyDowngrade) {
+  Harness h;
+  h.boot_enrolled();
+  h.apply(h.release("rules", 1, "one"));
+  h.apply(h.release("rules", 2, "two"));
+  auto back = h.release("rules", 1, "one");
+  back.rollback = true;
+  h.apply(back);
+  EXPECT_EQ(h.current("rules"), "one");
+  EXPECT_TRUE(h.spooled(ReportKind::ApplyFailed).empty());
+}
+
+TEST(Verify, ConsumerCheckRefusalIsReported) {
+  Harness h(true);
+  h.boot_enrolled();
+  h.deliver(h.desired({h.release("rules", 1, "x")}));
+  h.api.serve_download();
+  h.consumer.answer_check(fail(Errc::Unprocessable, "check exited with status 3"));
+  EXPECT_FALSE(h.agent->persisted().channels.count("rules") &&
+               h.agent->persisted().channels.at("rules").active != 0);
+  auto failed = h.spooled(ReportKind::ApplyFailed);
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_EQ(detail_field(failed[0], "check"), "consumer_check");
+}
+
+TEST(Verify, PureChecks) {
+  auto keys = proto::generate_keypair();
+  proto::DesiredChannel e;
+  e.channel = "c";
+  e.version = 3;
+  e.sha256 = std::string(64, 'a');
+  e.size = 10;
+  e.manifest = {"c", 3, e.sha256, 10, 100, 200};
+  e.signature = proto::sign(keys.secret_key, proto::canonical_bytes(e.manifest));
+  content::VerifyContext ctx;
+  ctx.public_key = keys.public_key;
+  ctx.now_s = 150;
+  EXPECT_TRUE(content::verify_entry(e, ctx));
+  ctx.now_s = 200;
+  EXPECT_EQ(content::verify_entry(e, ctx).error().code, "expired");
+  ctx.now_s = 150;
+  content::VersionSet q = {{"c", 3}};
+  ctx.quarantined = &q;
+  EXPECT_EQ(content::verify_entry(e, ctx).error().code, "quarantined");
+  ctx.quarantined = nullptr;
+  ctx.active_version = 4;
+  EXPECT_EQ(content::verify_entry(e, ctx).error().code, "downgrade");
+  e.rollback = true;
+  EXPECT_TRUE(content::verify_entry(e, ctx));
+}
+
+// ---- downloads and swaps interrupted by kill -9 ----
+
+TEST(Download, ResumesWithRangeAfterAKill) {
+  Harness h;
+  h.boot_enrolled();
+  std::string big(100'000, 'x');
+  big[99'999] = 'y';
+  auto v1 = h.release("rules", 1, big);
+  h.restart("download_progress");
+  h.deliver(h.desired({v1}));
+  EXPECT_THROW(h.api.serve_download(40'000), Killed);
+  h.restart();
+  EXPECT_EQ(h.agent->machine_state(), State::Downloading);
+  ASSERT_EQ(h.api.downloads.size(), 1u);
+  EXPECT_EQ(h.api.downloads[0].offset, 40'000);
+  h.api.serve_download();
+  EXPECT_EQ(h.current("rules"), big);
+}
+
+TEST(Download, TransientFailureBacksOffThenResumes) {
+  Harness h;
+  h.boot_enrolled();
+  auto v1 = h.release("rules", 1, "content");
+  h.deliver(h.desired({v1}));
+  auto d = h.api.downloads.back();
+  h.api.downloads.clear();
+  d.cb(tl::unexpected(failure(0)));
+  EXPECT_EQ(h.agent->machine_state(), State::Downloading);
+  EXPECT_TRUE(h.api.downloads.empty());
+  h.clock.advance(60'000);
+  ASSERT_EQ(h.api.downloads.size(), 1u);
+  h.api.serve_download();
+  EXPECT_EQ(h.current("rules"), "content");
+}
+
+TEST(Download, ANewerDesiredStateReplacesTheJob) {
+  Harness h;
+  h.boot_enrolled();
+  auto v1 = h.release("rules", 1, "one");
+  auto v2 = h.release("rules", 2, "two");
+  h.deliver(h.desired({v1}));
+  h.clock.advance(0);
+  h.deliver(h.desired({v2}));
+  ASSERT_EQ(h.api.downloads.size(), 2u);
+  h.api.serve_download();  // v2's
+  EXPECT_EQ(h.current("rules"), "two");
+}
+
+class SwapKilledAt : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(SwapKilledAt, LeavesOldOrNewContentNeverTorn) {
+  Harness h;
+  h.boot_enrolled();
+  h.apply(h.release("rules", 1, "old content"));
+  h.restart(GetParam());
+  h.deliver(h.desired({h.release("rules", 2, "new content!")}));
+  EXPECT_THROW(h.api.serve_download(), Killed);
+  auto seen = h.current("rules");
+  EXPECT_TRUE(seen == "old content" || seen == "new content!") << seen;
+  h.restart();
+  EXPECT_EQ(h.agent->machine_state(), State::Idle);
+  EXPECT_EQ(h.current("rules"), "new content!");
+  EXPECT_EQ(h.agent->persisted().channels.at("rules").active, 2);
+  EXPECT_EQ(h.agent->persisted().channels.at("rules").lkg, 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Swap, SwapKilledAt,
+                         ::testing::Values("swap_after_install", "swap_after_flip"));
+
+// ---- the report spool ----
+
+TEST(Spool, DeduplicatesAndSurvivesRestarts) {
+  ringfence::testing::TempDir dir;
+  RealFs fs;
+  telemetry::Spool spool(fs, dir.path() + "/spool.json");
+  ASSERT_TRUE(spool.load());
+  proto::Report r;
+  r.kind = ReportKind::Crash;
+  r.time = 1000;
+  r.boot_id = "b";
+  r.channel = "rules";
+  r.version = 3;
+  EXPECT_TRUE(*spool.add(r));
+  EXPECT_FALSE(*spool.add(r)) << "same key is a duplicate";
+  auto other = r;
+  other.version = 4;  // a different crash in the same millisecond keeps its own time
+  EXPECT_TRUE(*spool.add(other));
+  EXPECT_EQ(spool.size(), 2u);
+  EXPECT_NE(spool.reports()[0].time, spool.reports()[1].time);
+  telemetry::Spool again(fs, dir.path() + "/spool.json");
+  ASSERT_TRUE(again.load());
+  EXPECT_EQ(again.size(), 2u);
+  EXPECT_FALSE(*again.add(r));
+  ASSERT_TRUE(again.ack({r}));
+  EXPECT_EQ(again.size(), 1u);
+}
+
+TEST(Spool, CorruptFileIsSetAside) {
+  ringfence::testing::TempDir dir;
+  RealFs fs;
+  ASSERT_TRUE(fs.write_atomic(dir.path() + "/spool.json", "{not json", 0600));
+  telemetry::Spool spool(fs, dir.path() + "/spool.json");
+  EXPECT_FALSE(spool.load());
+  EXPECT_EQ(spool.size(), 0u);
+  EXPECT_TRUE(fs.exists(dir.path() + "/spool.json.corrupt"));
+}
+
+TEST(Spool, ReportsWaitForTheServerAndAreSentOnce) {
+  Harness h;
+  h.boot_enrolled();
+  h.apply(h.release("rules", 1, "one"));
+  ASSERT_FALSE(h.api.report_calls.empty());
+  h.api.ack_reports(false);  // server down
+  EXPECT_EQ(h.agent->spool().size(), 1u);
+  h.restart();               // the agent dies too: the spool is on disk
+  EXPECT_EQ(h.agent->spool().size(), 2u) << "applied + crash(unclean_shutdown)";
+  // The first flush after the restart fails again; the retry after backoff succeeds.
+  h.api.ack_reports(false);
+  h.clock.advance(60'000);
+  ASSERT_FALSE(h.api.report_calls.empty());
+  h.api.ack_reports(true);
+  EXPECT_EQ(h.agent->spool().size(), 0u);
+  EXPECT_EQ(h.api.acked.size(), 2u);
+  h.restart();
+  h.api.ack_reports(true);
+  EXPECT_EQ(h.api.acked.size(), 3u) << "only the new crash report";
+}
+
+// ---- backoff ----
+
+TEST(Backoff, FullJitterWithinExponentialBoundsAndCap) {
+  double r = 0.999999;
+  Backoff b(500, 60'000, [&] { return r; });
+  std::int64_t expect_ceiling = 500;
+  for (int i = 0; i < 12; ++i) {
+    EXPECT_EQ(b.ceiling_ms(), expect_ceiling);
+    auto d = b.next_delay_ms();
+    EXPECT_LE(d, expect_ceiling);
+    EXPECT_GE(d, expect_ceiling - 1);
+    expect_ceiling = std::min<std::int64_t>(expect_ceiling * 2, 60'000);
+  }
+  r = 0.0;
+  EXPECT_EQ(b.next_delay_ms(), 0) << "full jitter reaches zero";
+  EXPECT_EQ(b.next_delay_ms(7000), 7000) << "Retry-After is a floor";
+  b.reset();
+  EXPECT_EQ(b.ceiling_ms(), 500);
+}
+
+TEST(Backoff, RealJitterSpreadsClients) {
+  Backoff b(1000, 1000);
+  std::set<std::int64_t> seen;
+  for (int i = 0; i < 50; ++i) {
+    auto d = b.next_delay_ms();
+    EXPECT_GE(d, 0);
+    EXPECT_LE(d, 1000);
+    seen.insert(d);
+  }
+  EXPECT_GT(seen.size(), 10u);
+}
+
+TEST(Agent, PollFailuresBackOffAndAnsweringAtOnceDoesNotStorm) {
+  Harness h;
+  h.boot_enrolled();
+  h.api.answer_desired(tl::unexpected(failure(503, 2000)));
+  EXPECT_TRUE(h.api.desireds.empty());
+  h.clock.advance(1999);
+  EXPECT_TRUE(h.api.desireds.empty());
+  h.clock.advance(1);
+  ASSERT_EQ(h.api.desireds.size(), 1u);
+  // A server that answers 304 instantly: after two fast answers the agent waits poll_s.
+  int polls = 0;
+  for (int i = 0; i < 10; ++i) {
+    if (h.api.desireds.empty()) break;
+    h.api.answer_desired(net::DesiredAnswer{true, {}});
+    ++polls;
+    h.clock.advance(0);
+  }
+  EXPECT_LE(polls, 3);
+  h.clock.advance(30'000);
+  EXPECT_EQ(h.api.desireds.size(), 1u);
+}
+
+TEST(Agent, UnauthorizedReEnrollsWithTheSameHostId) {
+  Harness h;
+  h.boot_enrolled();
+  auto host = h.agent->identity()->host_id;
+  h.api.answer_desired(tl::unexpected(failure(401)));
+  EXPECT_EQ(h.agent->machine_state(), State::Unenrolled);
+  h.clock.advance(60'000);
+  ASSERT_EQ(h.api.enrolls.size(), 1u);
+  EXPECT_EQ(h.api.enrolls[0].req.host_id, host);
+}
+
+// ---- crash detection and the crash-loop guard ----
+
+TEST(Crash, UncleanShutdownIsReportedOnceAndCleanStopIsNot) {
+  Harness h;
+  h.boot_enrolled();
+  h.agent->stop();
+  h.agent.reset();
+  h.boot();
+  EXPECT_TRUE(h.spooled(ReportKind::Crash).empty());
+  h.restart();
+  auto crashes = h.spooled(ReportKind::Crash);
+  ASSERT_EQ(crashes.size(), 1u);
+  EXPECT_EQ(detail_field(crashes[0], "kind"), "unclean_shutdown");
+  h.sys.boot = "99999999-2222-4333-8444-555555555555";
+  h.restart();
+  crashes = h.spooled(ReportKind::Crash);
+  ASSERT_EQ(crashes.size(), 2u);
+  EXPECT_EQ(detail_field(crashes[1], "host_rebooted"), "true");
+  EXPECT_EQ(crashes[1].boot_id, h.sys.boot);
+}
+
+TEST(Crash, ConsumerCrashLoopRevertsToLastKnownGoodWithoutTheServer) {
+  Harness h(true);
+  h.boot_enrolled();
+  h.apply(h.release("rules", 1, "good"));
+  h.apply(h.release("rules", 2, "crashes the consumer"), {}, false);
+  ASSERT_EQ(h.current("rules"), "crashes the consumer");
+  h.api.ack_reports(false);  // the network is gone from here on
+  h.consumer.crash("rules");
+  EXPECT_EQ(h.current("rules"), "crashes the consumer") << "one crash is not a loop";
+  h.clock.advance(2000);     // consumer restarted after backoff
+  ASSERT_TRUE(h.consumer.running("rules"));
+  h.consumer.crash("rules", 6);
+  EXPECT_EQ(h.current("rules"), "good");
+  EXPECT_EQ(h.consumer.file_of("rules"), h.cfg.content_dir + "/rules/versions/v1");
+  const auto& st = h.agent->persisted();
+  ASSERT_EQ(st.quarantine.size(), 1u);
+  EXPECT_EQ(st.quarantine[0].version, 2);
+  auto crashes = h.spooled(ReportKind::Crash);
+  ASSERT_EQ(crashes.size(), 2u);
+  EXPECT_EQ(detail_field(crashes[0], "kind"), "consumer_signal");
+  EXPECT_EQ(detail_field(crashes[1], "signal"), "6");
+  auto rb = h.spooled(ReportKind::LocalRollback);
+  ASSERT_EQ(rb.size(), 1u);
+  EXPECT_EQ(rb[0].version, 2);
+  EXPECT_EQ(detail_field(rb[0], "to"), "1");
+  // Quarantine survives a restart and refuses the version if the server offers it again.
+  h.restart();
+  h.deliver(h.desired({h.release("rules", 2, "crashes the consumer")}));
+  EXPECT_EQ(h.current("rules"), "good");
+  auto failed = h.spooled(ReportKind::ApplyFailed);
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_EQ(detail_field(failed[0], "check"), "quarantined");
+  // When the network is back, everything queued is sent.
+  h.clock.advance(120'000);
+  h.api.ack_reports(true);
+  h.clock.advance(120'000);
+  h.api.ack_reports(true);
+  EXPECT_EQ(h.agent->spool().size(), 0u);
+}
+
+TEST(Crash, AgentRestartLoopRevertsOnStart) {
+  Harness h;
+  h.boot_enrolled();
+  h.apply(h.release("rules", 1, "good"));
+  h.apply(h.release("rules", 2, "kills the host"), {}, false);
+  h.sys.boot = "22222222-2222-4333-8444-555555555555";
+  h.restart();  // host died: failure 1
+  EXPECT_EQ(h.current("rules"), "kills the host");
+  h.sys.boot = "33333333-2222-4333-8444-555555555555";
+  h.restart();  // failure 2: revert before anything else
+  EXPECT_EQ(h.current("rules"), "good");
+  auto crashes = h.spooled(ReportKind::Crash);
+  ASSERT_EQ(crashes.size(), 2u);
+  EXPECT_EQ(detail_field(crashes[1], "kind"), "boot_loop");
+  EXPECT_EQ(h.spooled(ReportKind::LocalRollback).size(), 1u);
+}
+
+TEST(Crash, HealthyCheckpointDisarmsTheGuard) {
+  Harness h(true);
+  h.boot_enrolled();
+  h.apply(h.release("rules", 1, "good"));
+  h.apply(h.release("rules", 2, "fine too"));  // settles past healthy_after_s
+  EXPECT_TRUE(h.agent->persisted().guards.at("rules").healthy);
+  h.consumer.crash("rules");
+  h.clock.advance(2000);
+  h.consumer.crash("rules");
+  EXPECT_EQ(h.current("rules"), "fine too");
+  EXPECT_TRUE(h.spooled(ReportKind::LocalRollback).empty());
+}
+
+TEST(Crash, CrashesOutsideTheWindowDoNotCount) {
+  Harness h(true);
+  h.cfg.crash_loop_window_s = 10;
+  h.cfg.healthy_after_s = 100;
+  h.boot_enrolled();
+  h.apply(h.release("rules", 1, "good"));
+  h.apply(h.release("rules", 2, "slow burner"), {}, false);
+  h.clock.advance(11'000);
+  h.consumer.crash("rules");
+  h.clock.advance(2000);
+  h.consumer.crash("rules");
+  EXPECT_EQ(h.current("rules"), "slow burner");
+}
+
+TEST(KnownBad, ActiveKnownBadIsDroppedToLastKnownGood) {
+  Harness h(true);
+  h.boot_enrolled();
+  h.apply(h.release("rules", 1, "good"));
+  h.apply(h.release("rules", 2, "bad"));
+  h.deliver(h.desired({}, {{"rules", 2}}));
+  EXPECT_EQ(h.current("rules"), "good");
+  EXPECT_EQ(h.consumer.file_of("rules"), h.cfg.content_dir + "/rules/versions/v1");
+  auto rb = h.spooled(ReportKind::LocalRollback);
+  ASSERT_EQ(rb.size(), 1u);
+  EXPECT_EQ(detail_field(rb[0], "reason"), "known_bad");
+}
+
+TEST(KnownBad, WithoutLastKnownGoodTheContentIsRemoved) {
+  Harness h;
+  h.boot_enrolled();
+  h.apply(h.release("rules", 1, "bad"));
+  h.deliver(h.desired({}, {{"rules", 1}}));
+  EXPECT_FALSE(h.fs.exists(h.cfg.content_dir + "/rules/current"));
+  EXPECT_EQ(h.agent->persisted().channels.at("rules").active, 0);
+}
+
+}  // namespace
+}  // namespace ringfence::agent::testing
