@@ -1,0 +1,368 @@
+// The real ringfence-server and real ringfence-agent processes on loopback (port 0): enroll,
+// long poll, download, verify, apply, heartbeat; kill -9 during a download and during a swap;
+// a consumer crash loop reverted locally while the server is down; a server outage met with
+// backoff rather than a request storm. No fixed sleeps: every wait is a condition with a
+// deadline. Skipped (not failed) when the server binary has not been built.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "tests/support/process.hpp"
+
+namespace ringfence::agent::testing {
+namespace {
+using nlohmann::json;
+using ringfence::testing::eventually;
+using ringfence::testing::Process;
+using ringfence::testing::TempDir;
+using namespace std::chrono_literals;
+
+constexpr const char* kAdminToken = "integration-admin-token-0123456789";
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool exists(const std::string& path) {
+  struct stat st{};
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+std::size_t count_of(const std::string& text, const std::string& needle) {
+  std::size_t n = 0;
+  for (auto pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1)) ++n;
+  return n;
+}
+
+struct HttpReply {
+  int status = 0;
+  std::string body;
+  json j() const { return json::parse(body, nullptr, false); }
+};
+
+// A minimal blocking HTTP/1.1 client for the operator API (Connection: close).
+HttpReply http(int port, const std::string& method, const std::string& target,
+               const std::string& body = "", const std::string& content_type = "application/json",
+               const std::string& token = kAdminToken) {
+  HttpReply out;
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return out;
+  }
+  std::string req = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
+  if (!token.empty()) req += "Authorization: Bearer " + token + "\r\n";
+  if (!body.empty() || method == "POST") {
+    req += "Content-Type: " + content_type + "\r\nContent-Length: " + std::to_string(body.size()) +
+           "\r\n";
+  }
+  req += "\r\n" + body;
+  std::size_t sent = 0;
+  while (sent < req.size()) {
+    auto n = ::send(fd, req.data() + sent, req.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    sent += static_cast<std::size_t>(n);
+  }
+  std::string resp;
+  char buf[8192];
+  while (true) {
+    auto n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    resp.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  if (resp.size() < 12) return out;
+  out.status = std::stoi(resp.substr(9, 3));
+  auto hdr_end = resp.find("\r\n\r\n");
+  if (hdr_end != std::string::npos) {
+    std::string headers = resp.substr(0, hdr_end);
+    out.body = resp.substr(hdr_end + 4);
+    std::string lower;
+    for (char c : headers) lower.push_back(static_cast<char>(std::tolower(c)));
+    if (lower.find("transfer-encoding: chunked") != std::string::npos) {
+      std::string decoded;
+      std::size_t pos = 0;
+      while (pos < out.body.size()) {
+        auto eol = out.body.find("\r\n", pos);
+        if (eol == std::string::npos) break;
+        std::size_t len = std::stoul(out.body.substr(pos, eol - pos), nullptr, 16);
+        if (len == 0) break;
+        decoded += out.body.substr(eol + 2, len);
+        pos = eol + 2 + len + 2;
+      }
+      out.body = decoded;
+    }
+  }
+  return out;
+}
+
+class Server {
+ public:
+  explicit Server(std::string data_dir) : data_dir_(std::move(data_dir)) {}
+  bool start(int port = 0) {
+    proc_ = Process::start(
+        {ringfence::testing::built_program("server/ringfence-server"), "--data-dir", data_dir_,
+         "--listen", "127.0.0.1:" + std::to_string(port), "--heartbeat-s", "2",
+         "--exposed-heartbeat-s", "1", "--poll-s", "5", "--healthy-after-s", "1",
+         "--no-access-log"},
+        {{"RINGFENCE_ADMIN_TOKEN", kAdminToken}}, data_dir_ + "/../server.log");
+    auto line = proc_.wait_for_line("listening on 127.0.0.1:", 20s);
+    if (!line) return false;
+    port_ = std::stoi(line->substr(line->rfind(':') + 1));
+    return port_ > 0;
+  }
+  void kill() {
+    proc_.signal(SIGKILL);
+    proc_.wait(10s);
+  }
+  int port() const { return port_; }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  std::string public_key_file() const { return data_dir_ + "/signing.pub"; }
+
+ private:
+  std::string data_dir_;
+  Process proc_;
+  int port_ = 0;
+};
+
+class AgentIntegration : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_bin_ = ringfence::testing::built_program("server/ringfence-server");
+    agent_bin_ = ringfence::testing::built_program("agent/ringfence-agent");
+    if (::access(server_bin_.c_str(), X_OK) != 0) {
+      GTEST_SKIP() << "ringfence-server is not built (" << server_bin_ << ")";
+    }
+    ASSERT_EQ(::access(agent_bin_.c_str(), X_OK), 0) << agent_bin_;
+    ::mkdir((dir_.path() + "/data").c_str(), 0700);
+    server_ = std::make_unique<Server>(dir_.path() + "/data");
+    ASSERT_TRUE(server_->start()) << slurp(dir_.path() + "/server.log");
+    // Operator setup: one ring with every host, one channel, an enrollment token.
+    auto ring = http(port(), "POST", "/v1/rings",
+                     R"({"name":"all","rank":0,"selector":{"buckets":[0,10000]},"description":"everyone"})");
+    ASSERT_TRUE(ring.status == 200 || ring.status == 201) << ring.status << " " << ring.body;
+    auto ch = http(port(), "POST", "/v1/channels", R"({"name":"rules","schema":{}})");
+    ASSERT_TRUE(ch.status == 200 || ch.status == 201) << ch.status << " " << ch.body;
+    auto tok = http(port(), "POST", "/v1/enrollment-tokens", R"({"name":"fleet"})");
+    ASSERT_TRUE(tok.status == 200 || tok.status == 201) << tok.status << " " << tok.body;
+    enroll_token_ = tok.j().value("token", "");
+    ASSERT_FALSE(enroll_token_.empty());
+  }
+
+  int port() const { return server_->port(); }
+  std::string content(const std::string& rel = "rules/current") const {
+    return slurp(dir_.path() + "/content/" + rel);
+  }
+  std::string agent_log() const { return slurp(dir_.path() + "/agent.log"); }
+  std::string spool() const { return slurp(dir_.path() + "/state/spool.json"); }
+
+  // Uploads bytes, creates a release and rolls it out to everyone; returns the version.
+  std::int64_t release(const std::string& bytes) {
+    auto blob = http(port(), "POST", "/v1/blobs", bytes, "application/octet-stream");
+    EXPECT_TRUE(blob.status == 200 || blob.status == 201) << blob.status << " " << blob.body;
+    auto sha = blob.j().value("sha256", "");
+    auto rel = http(port(), "POST", "/v1/channels/rules/releases",
+                    json{{"sha256", sha}, {"notes", "integration"}}.dump());
+    EXPECT_TRUE(rel.status == 200 || rel.status == 201) << rel.status << " " << rel.body;
+    std::int64_t version = rel.j().value("version", std::int64_t{0});
+    auto ro = http(port(), "POST", "/v1/rollouts",
+                   json{{"channel", "rules"},
+                        {"version", version},
+                        {"stages", json::array({{{"ring", "all"},
+                                                 {"percent", 100},
+                                                 {"bake_s", 0},
+                                                 {"min_hosts", 1},
+                                                 {"approval", "auto"}}})}}
+                       .dump());
+    EXPECT_TRUE(ro.status == 200 || ro.status == 201) << ro.status << " " << ro.body;
+    rollout_id_ = ro.j().value("id", json()).dump();
+    if (ro.j().contains("id") && ro.j()["id"].is_string()) rollout_id_ = ro.j()["id"].get<std::string>();
+    auto start = http(port(), "POST", "/v1/rollouts/" + rollout_id_ + "/start", "{}");
+    EXPECT_TRUE(start.status == 200 || start.status == 202) << start.status << " " << start.body;
+    return version;
+  }
+
+  Process start_agent(std::vector<std::string> extra = {},
+                      std::map<std::string, std::string> env = {}) {
+    std::vector<std::string> argv = {agent_bin_,
+                                     "--server", server_->url(),
+                                     "--enroll-token", enroll_token_,
+                                     "--state-dir", dir_.path() + "/state",
+                                     "--content-dir", dir_.path() + "/content",
+                                     "--public-key", server_->public_key_file(),
+                                     "--label", "os=linux",
+                                     "--poll-wait-s", "5",
+                                     "--backoff-cap-ms", "4000",
+                                     "--log-level", "debug"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return Process::start(argv, env, dir_.path() + "/agent.log");
+  }
+
+  std::string host_id() const {
+    return json::parse(slurp(dir_.path() + "/state/identity.json"), nullptr, false)
+        .value("host_id", "");
+  }
+
+  TempDir dir_;
+  std::string server_bin_, agent_bin_, enroll_token_, rollout_id_;
+  std::unique_ptr<Server> server_;
+};
+
+TEST_F(AgentIntegration, EnrollsDownloadsVerifiesAppliesAndHeartbeats) {
+  auto agent = start_agent();
+  ASSERT_TRUE(eventually([&] { return exists(dir_.path() + "/state/identity.json") &&
+                                      agent_log().find("enrolled as host") != std::string::npos; },
+                         20s))
+      << agent_log();
+  auto v1 = release("detection rules, version one\n");
+  ASSERT_GT(v1, 0);
+  ASSERT_TRUE(eventually([&] { return content() == "detection rules, version one\n"; }, 30s))
+      << agent_log();
+  // The server learns the version from the heartbeat and the applied report.
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto h = http(port(), "GET", "/v1/hosts/" + host_id());
+        auto j = h.j();
+        return h.status == 200 && j.contains("channels") && j["channels"].contains("rules") &&
+               j["channels"]["rules"].value("version", std::int64_t{0}) == v1;
+      },
+      30s))
+      << http(port(), "GET", "/v1/hosts/" + host_id()).body;
+  EXPECT_TRUE(eventually([&] { return spool().find("applied") == std::string::npos; }, 20s))
+      << "applied report delivered: " << spool();
+  // The credential is private.
+  struct stat st{};
+  ASSERT_EQ(::stat((dir_.path() + "/state/identity.json").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // A clean stop removes the unclean-shutdown marker.
+  agent.signal(SIGTERM);
+  auto status = agent.wait(10s);
+  ASSERT_TRUE(status);
+  EXPECT_TRUE(WIFEXITED(*status));
+  EXPECT_FALSE(exists(dir_.path() + "/state/agent.running"));
+}
+
+TEST_F(AgentIntegration, KillDuringDownloadResumesWithRange) {
+  std::string big(3 << 20, 'r');
+  for (std::size_t i = 0; i < big.size(); i += 4096) big[i] = static_cast<char>('a' + (i / 4096) % 26);
+  auto v = release(big);
+  ASSERT_GT(v, 0);
+  auto dying = start_agent({}, {{"RINGFENCE_AGENT_FAULT", "download_progress"}});
+  auto status = dying.wait(30s);
+  ASSERT_TRUE(status) << agent_log();
+  ASSERT_TRUE(WIFSIGNALED(*status) && WTERMSIG(*status) == SIGKILL) << agent_log();
+  EXPECT_FALSE(exists(dir_.path() + "/content/rules/current"));
+  auto agent = start_agent();
+  ASSERT_TRUE(eventually([&] { return content().size() == big.size(); }, 60s)) << agent_log();
+  EXPECT_EQ(content(), big);
+  EXPECT_NE(agent_log().find("resuming download of rules"), std::string::npos) << agent_log();
+  // The kill is reported as a crash once the agent is back.
+  EXPECT_TRUE(eventually([&] { return agent_log().find("unclean_shutdown") != std::string::npos; }, 5s));
+}
+
+class SwapKill : public AgentIntegration, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(SwapKill, LeavesOldOrNewContentNeverTorn) {
+  auto first = start_agent();
+  release("old content\n");
+  ASSERT_TRUE(eventually([&] { return content() == "old content\n"; }, 30s)) << agent_log();
+  first.signal(SIGTERM);
+  ASSERT_TRUE(first.wait(10s));
+  auto dying = start_agent({}, {{"RINGFENCE_AGENT_FAULT", GetParam()}});
+  release("new content, a little longer\n");
+  auto status = dying.wait(30s);
+  ASSERT_TRUE(status && WIFSIGNALED(*status)) << agent_log();
+  auto seen = content();
+  EXPECT_TRUE(seen == "old content\n" || seen == "new content, a little longer\n") << seen;
+  auto agent = start_agent();
+  ASSERT_TRUE(eventually([&] { return content() == "new content, a little longer\n"; }, 30s))
+      << agent_log();
+  EXPECT_EQ(content("rules/versions/v1"), "old content\n") << "last-known-good kept";
+}
+
+INSTANTIATE_TEST_SUITE_P(Agent, SwapKill,
+                         ::testing::Values("swap_after_install", "swap_after_flip"));
+
+TEST_F(AgentIntegration, ConsumerCrashLoopRevertsLocallyAndReportsWhenTheServerIsBack) {
+  // A consumer that parses nothing but dies on content containing CRASH, a moment after start.
+  std::string consumer = dir_.path() + "/consumer.sh";
+  {
+    std::ofstream out(consumer);
+    out << "#!/bin/sh\n"
+           "if [ \"$1\" = --check ]; then exit 0; fi\n"
+           "if grep -q CRASH \"$2\"; then sleep 1; kill -SEGV $$; fi\n"
+           "exec sleep 100000\n";
+  }
+  ::chmod(consumer.c_str(), 0755);
+  auto agent = start_agent({"--consumer", consumer, "--crash-loop-k", "2", "--healthy-after-s",
+                            "2", "--crash-loop-window-s", "600"});
+  release("good rules\n");
+  ASSERT_TRUE(eventually([&] { return content() == "good rules\n"; }, 30s)) << agent_log();
+  ASSERT_TRUE(eventually(
+      [&] { return agent_log().find("reached the healthy checkpoint") != std::string::npos; }, 20s));
+  auto bad = release("CRASH me\n");
+  ASSERT_TRUE(eventually([&] { return content() == "CRASH me\n"; }, 30s)) << agent_log();
+  int old_port = port();
+  server_->kill();  // the network is gone; the agent is on its own
+  ASSERT_TRUE(eventually([&] { return content() == "good rules\n"; }, 30s)) << agent_log();
+  auto state = json::parse(slurp(dir_.path() + "/state/state.json"), nullptr, false);
+  ASSERT_TRUE(state.is_object());
+  ASSERT_EQ(state["quarantine"].size(), 1u);
+  EXPECT_EQ(state["quarantine"][0]["version"], bad);
+  EXPECT_NE(spool().find("local_rollback"), std::string::npos) << spool();
+  EXPECT_GE(count_of(spool(), "consumer_signal"), 1u) << spool();
+  // The server comes back (same data, same port): the reports are delivered and the spool
+  // drains.
+  ASSERT_TRUE(server_->start(old_port)) << slurp(dir_.path() + "/server.log");
+  ASSERT_TRUE(eventually([&] { return spool().find("local_rollback") == std::string::npos; }, 60s))
+      << spool() << agent_log();
+  EXPECT_EQ(content(), "good rules\n");
+}
+
+TEST_F(AgentIntegration, ServerOutageIsMetWithBackoffNotAStorm) {
+  auto agent = start_agent();
+  release("steady\n");
+  ASSERT_TRUE(eventually([&] { return content() == "steady\n"; }, 30s)) << agent_log();
+  int old_port = port();
+  std::size_t before = count_of(agent_log(), "poll failed");
+  auto t0 = std::chrono::steady_clock::now();
+  server_->kill();
+  // Wait until the agent has failed a few times, then check the rate of attempts.
+  ASSERT_TRUE(eventually([&] { return count_of(agent_log(), "poll failed") >= before + 4; }, 60s))
+      << agent_log();
+  ASSERT_TRUE(eventually([&] { return std::chrono::steady_clock::now() - t0 > 6s; }, 10s));
+  auto elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto polls = count_of(agent_log(), "poll failed") - before;
+  auto beats = count_of(agent_log(), "heartbeat failed");
+  // Full jitter from 0.5 s doubling to a 4 s cap: on average well under 2 attempts a second
+  // per loop; a storm would be hundreds.
+  EXPECT_LE(static_cast<double>(polls), 2.0 * elapsed_s + 4) << polls << " polls in " << elapsed_s;
+  EXPECT_LE(static_cast<double>(beats), 2.0 * elapsed_s + 4) << beats << " beats in " << elapsed_s;
+  ASSERT_TRUE(server_->start(old_port)) << slurp(dir_.path() + "/server.log");
+  // Recovery: a new release reaches the agent after the outage.
+  release("after the outage\n");
+  ASSERT_TRUE(eventually([&] { return content() == "after the outage\n"; }, 60s)) << agent_log();
+}
+
+}  // namespace
+}  // namespace ringfence::agent::testing
