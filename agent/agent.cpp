@@ -254,8 +254,8 @@ void Agent::begin_enroll() {
     if (!*alive || stopped_ || st_.machine != State::Enrolling) return;
     if (r && r->host_id == id_->host_id) {
       id_->credential = r->credential;
-      if (auto st = deps_.fs.write_atomic(join(cfg_.state_dir, kIdentity), state::encode(*id_),
-                                          0600);
+      if (auto st =
+              deps_.fs.write_atomic(join(cfg_.state_dir, kIdentity), state::encode(*id_), 0600);
           !st) {
         spdlog::error("cannot store credential: {}", st.error().message);
       }
@@ -325,27 +325,27 @@ void Agent::poll() {
   if (stopped_ || polling_ || !enrolled()) return;
   polling_ = true;
   std::int64_t t0 = deps_.clock.mono_ms();
-  deps_.api.desired(
-      id_->credential, etag_, cfg_.poll_wait_s,
-      [this, alive = alive_, t0](net::Result<net::DesiredAnswer> r) {
-        if (!*alive || stopped_) return;
-        polling_ = false;
-        if (!r) {
-          if (r.error().http_status == 401) return on_unauthorized();
-          auto delay = poll_backoff_.next_delay_ms(r.error().retry_after_ms);
-          spdlog::warn("desired-state poll failed ({}): {}; retrying in {} ms",
-                       r.error().http_status, r.error().error.message, delay);
-          return schedule_poll(delay);
-        }
-        poll_backoff_.reset();
-        on_server_ok();
-        if (!r->not_modified) on_desired(r->state);
-        // A server that answers at once every time (no long-poll support, or a proxy that cuts
-        // the hold) must not turn the loop into a request storm: fall back to poll_s.
-        bool fast = deps_.clock.mono_ms() - t0 < 1000;
-        fast_polls_ = fast ? fast_polls_ + 1 : 0;
-        schedule_poll(fast_polls_ >= 2 ? poll_s_ * 1000 : 0);
-      });
+  deps_.api.desired(id_->credential, etag_, cfg_.poll_wait_s,
+                    [this, alive = alive_, t0](net::Result<net::DesiredAnswer> r) {
+                      if (!*alive || stopped_) return;
+                      polling_ = false;
+                      if (!r) {
+                        if (r.error().http_status == 401) return on_unauthorized();
+                        auto delay = poll_backoff_.next_delay_ms(r.error().retry_after_ms);
+                        spdlog::warn("desired-state poll failed ({}): {}; retrying in {} ms",
+                                     r.error().http_status, r.error().error.message, delay);
+                        return schedule_poll(delay);
+                      }
+                      poll_backoff_.reset();
+                      on_server_ok();
+                      if (!r->not_modified) on_desired(r->state);
+                      // A server that answers at once every time (no long-poll support, or a proxy
+                      // that cuts the hold) must not turn the loop into a request storm: fall back
+                      // to poll_s.
+                      bool fast = deps_.clock.mono_ms() - t0 < 1000;
+                      fast_polls_ = fast ? fast_polls_ + 1 : 0;
+                      schedule_poll(fast_polls_ >= 2 ? poll_s_ * 1000 : 0);
+                    });
 }
 
 void Agent::on_desired(const proto::DesiredState& ds) {
@@ -421,7 +421,8 @@ void Agent::report(proto::ReportKind kind, const std::optional<std::string>& cha
   r.channel = channel;
   r.version = version;
   r.boot_id = boot_id_;
-  r.detail_json = detail_json.size() > proto::kMaxDetailBytes ? "{\"truncated\":true}" : detail_json;
+  r.detail_json =
+      detail_json.size() > proto::kMaxDetailBytes ? "{\"truncated\":true}" : detail_json;
   auto added = spool_.add(std::move(r));
   if (!added) spdlog::error("cannot spool report: {}", added.error().message);
   if (added && *added) {
@@ -498,10 +499,9 @@ void Agent::maybe_start_job() {
   if (!job) return;
   if (st_.machine == State::Downloading && st_.job) {
     // Replace the job only when the desired state moved on for the job's channel.
-    bool still_wanted = std::any_of(desired_->channels.begin(), desired_->channels.end(),
-                                    [&](const proto::DesiredChannel& e) {
-                                      return refused_key(e) == refused_key(*st_.job);
-                                    });
+    bool still_wanted = std::any_of(
+        desired_->channels.begin(), desired_->channels.end(),
+        [&](const proto::DesiredChannel& e) { return refused_key(e) == refused_key(*st_.job); });
     if (still_wanted) return;
     (void)deps_.fs.remove(staging_path(*st_.job));
   } else if (st_.machine != State::Idle) {
@@ -546,7 +546,8 @@ void Agent::start_download() {
     if (fire(Event::DownloadOk)) verify_staged();
     return;
   }
-  if (have > 0) spdlog::info("resuming download of {} v{} at byte {}", job.channel, job.version, have);
+  if (have > 0)
+    spdlog::info("resuming download of {} v{} at byte {}", job.channel, job.version, have);
   downloading_ = true;
   auto gen = job_gen_;
   bool first_chunk = true;
@@ -577,10 +578,11 @@ void Agent::start_download() {
             return;
           }
           (void)deps_.fs.remove(path);
-          return refuse(Error{Errc::Unprocessable,
-                              "download failed (" + std::to_string(f.http_status) +
-                                  "): " + f.error.message,
-                              "download", {}});
+          return refuse(
+              Error{Errc::Unprocessable,
+                    "download failed (" + std::to_string(f.http_status) + "): " + f.error.message,
+                    "download",
+                    {}});
         }
         download_backoff_.reset();
         if (fire(Event::DownloadOk)) verify_staged();
@@ -612,13 +614,13 @@ void Agent::verify_staged() {
     checking_ = false;
     if (gen != job_gen_ || st_.machine != State::Verifying) return;
     if (!st) {
-      return refuse(Error{Errc::Unprocessable, "consumer check refused the content: " +
-                                                   st.error().message,
-                          "consumer_check", {}});
+      return refuse(Error{Errc::Unprocessable,
+                          "consumer check refused the content: " + st.error().message,
+                          "consumer_check",
+                          {}});
     }
     // Arm the crash-loop guard in the same durable write that enters Activating.
-    st_.guards[st_.job->channel] =
-        state::Guard{st_.job->version, deps_.clock.wall_ms(), 0, false};
+    st_.guards[st_.job->channel] = state::Guard{st_.job->version, deps_.clock.wall_ms(), 0, false};
     if (fire(Event::Verified)) activate();
   });
 }
@@ -639,14 +641,14 @@ void Agent::activate() {
   if (!fs.exists(dst)) {
     std::string staged = staging_path(job);
     if (!fs.exists(staged)) {
-      return refuse(Error{Errc::Unprocessable, "staged content vanished before activation",
-                          "staging", {}});
+      return refuse(
+          Error{Errc::Unprocessable, "staged content vanished before activation", "staging", {}});
     }
     if (auto st = fs.install(staged, dst); !st) return refuse(st.error());
   }
   fault("swap_after_install");
-  if (auto st = fs.symlink_atomic("versions/v" + std::to_string(job.version),
-                                  current_link(job.channel));
+  if (auto st =
+          fs.symlink_atomic("versions/v" + std::to_string(job.version), current_link(job.channel));
       !st) {
     return refuse(st.error());
   }
@@ -763,8 +765,8 @@ void Agent::revert() {
     bool lkg_ok = rec.lkg != 0 && !kb.count({rj.channel, rec.lkg}) &&
                   !q.count({rj.channel, rec.lkg}) && fs.exists(version_path(rj.channel, rec.lkg));
     if (lkg_ok) {
-      if (auto st = fs.symlink_atomic("versions/v" + std::to_string(rec.lkg),
-                                      current_link(rj.channel));
+      if (auto st =
+              fs.symlink_atomic("versions/v" + std::to_string(rec.lkg), current_link(rj.channel));
           !st) {
         spdlog::error("cannot restore last-known-good: {}", st.error().message);
         return;  // stays in Reverting; retried at the next start

@@ -37,10 +37,10 @@ struct Config {
   std::string enroll_token;
   proto::Labels labels;
   proto::PublicKey public_key{};
-  int poll_wait_s = 30;                  // long-poll hold asked of the server
-  int crash_loop_k = 2;                  // restarts/crashes within the window that revert
+  int poll_wait_s = 30;  // long-poll hold asked of the server
+  int crash_loop_k = 2;  // restarts/crashes within the window that revert
   std::int64_t crash_loop_window_s = 600;
-  std::int64_t healthy_after_s = 60;     // consumer alive this long = healthy checkpoint
+  std::int64_t healthy_after_s = 60;  // consumer alive this long = healthy checkpoint
   std::int64_t max_content_bytes = 256LL << 20;
   std::int64_t check_timeout_ms = 30'000;
   std::int64_t backoff_base_ms = 500;
@@ -58,8 +58,8 @@ struct Deps {
   net::ServerApi& api;
   ConsumerRunner* consumer = nullptr;  // null: no --consumer
   telemetry::SystemInfo& system;
-  std::function<double()> rand01;      // jitter source; empty = CSPRNG
-  FaultHook fault;                     // empty = none
+  std::function<double()> rand01;  // jitter source; empty = CSPRNG
+  FaultHook fault;                 // empty = none
 };
 
 class Agent {
@@ -118,8 +118,7 @@ class Agent {
   void activate();
   void refuse(const Error& why);
   void drop_bad_active();
-  void begin_revert(const std::string& channel, std::string reason, bool quarantine,
-                    int failures);
+  void begin_revert(const std::string& channel, std::string reason, bool quarantine, int failures);
   void revert();
   content::VerifyContext verify_context(const std::string& channel) const;
   content::VersionSet known_bad_set() const;

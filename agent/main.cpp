@@ -1,6 +1,8 @@
 // ringfence-agent: flags and environment, logging, the composition root (io_context, clock,
 // file system, HTTP client, consumer runner, Agent), signals, run on one thread.
 #include <signal.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
@@ -8,8 +10,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
-#include <spdlog/sinks/stdout_sinks.h>
-#include <spdlog/spdlog.h>
 
 #include "agent/agent.hpp"
 #include "agent/net/beast_client.hpp"
@@ -41,36 +41,48 @@ int main(int argc, char** argv) {
   Config cfg;
   std::int64_t check_timeout_s = 30;
   app.add_option("--server", server, "server URL, http://host:port")
-      ->envname("RINGFENCE_SERVER")->required();
+      ->envname("RINGFENCE_SERVER")
+      ->required();
   app.add_option("--enroll-token", token, "enrollment token (needed until enrolled)")
       ->envname("RINGFENCE_ENROLL_TOKEN");
   app.add_option("--state-dir", state_dir, "identity, state, spool (kept private, 0700)")
-      ->envname("RINGFENCE_STATE_DIR")->required();
+      ->envname("RINGFENCE_STATE_DIR")
+      ->required();
   app.add_option("--content-dir", content_dir, "content lands in DIR/<channel>/current")
-      ->envname("RINGFENCE_CONTENT_DIR")->required();
+      ->envname("RINGFENCE_CONTENT_DIR")
+      ->required();
   app.add_option("--public-key", key_file, "file with the base64 Ed25519 content-signing key")
-      ->envname("RINGFENCE_PUBLIC_KEY")->required();
-  app.add_option("--label", labels, "host label k=v (repeatable)")->envname("RINGFENCE_LABELS")
+      ->envname("RINGFENCE_PUBLIC_KEY")
+      ->required();
+  app.add_option("--label", labels, "host label k=v (repeatable)")
+      ->envname("RINGFENCE_LABELS")
       ->delimiter(',');
   app.add_option("--consumer", consumer,
                  "content consumer command: run as CMD --check FILE and CMD --run FILE")
       ->envname("RINGFENCE_CONSUMER");
   app.add_option("--crash-loop-k", cfg.crash_loop_k, "crashes within the window that revert")
-      ->envname("RINGFENCE_CRASH_LOOP_K")->check(CLI::Range(1, 100));
+      ->envname("RINGFENCE_CRASH_LOOP_K")
+      ->check(CLI::Range(1, 100));
   app.add_option("--crash-loop-window-s", cfg.crash_loop_window_s,
                  "crash-loop window after an activation, seconds")
-      ->envname("RINGFENCE_CRASH_LOOP_WINDOW_S")->check(CLI::Range(1, 7 * 86400));
+      ->envname("RINGFENCE_CRASH_LOOP_WINDOW_S")
+      ->check(CLI::Range(1, 7 * 86400));
   app.add_option("--healthy-after-s", cfg.healthy_after_s,
                  "consumer alive this long after activation = healthy checkpoint")
-      ->envname("RINGFENCE_HEALTHY_AFTER_S")->check(CLI::Range(1, 86400));
+      ->envname("RINGFENCE_HEALTHY_AFTER_S")
+      ->check(CLI::Range(1, 86400));
   app.add_option("--poll-wait-s", cfg.poll_wait_s, "long-poll hold asked of the server")
-      ->envname("RINGFENCE_POLL_WAIT_S")->check(CLI::Range(1, 300));
+      ->envname("RINGFENCE_POLL_WAIT_S")
+      ->check(CLI::Range(1, 300));
   app.add_option("--backoff-cap-ms", cfg.backoff_cap_ms, "longest backoff between retries")
-      ->envname("RINGFENCE_BACKOFF_CAP_MS")->check(CLI::Range(100, 3'600'000));
+      ->envname("RINGFENCE_BACKOFF_CAP_MS")
+      ->check(CLI::Range(100, 3'600'000));
   app.add_option("--max-content-bytes", cfg.max_content_bytes, "largest content accepted")
-      ->envname("RINGFENCE_MAX_CONTENT_BYTES")->check(CLI::Range(1LL, 1LL << 40));
+      ->envname("RINGFENCE_MAX_CONTENT_BYTES")
+      ->check(CLI::Range(1LL, 1LL << 40));
   app.add_option("--check-timeout-s", check_timeout_s, "consumer --check time limit")
-      ->envname("RINGFENCE_CHECK_TIMEOUT_S")->check(CLI::Range(1, 3600));
+      ->envname("RINGFENCE_CHECK_TIMEOUT_S")
+      ->check(CLI::Range(1, 3600));
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")
       ->envname("RINGFENCE_LOG_LEVEL");
   app.set_version_flag("--version", std::string(kAgentVersion));

@@ -28,9 +28,7 @@ Status write_all(int fd, std::string_view data, const std::string& path) {
   return {};
 }
 
-std::string temp_name(const std::string& path) {
-  return path + ".tmp-" + proto::random_hex(4);
-}
+std::string temp_name(const std::string& path) { return path + ".tmp-" + proto::random_hex(4); }
 
 Status copy_file(const std::string& src, const std::string& dst) {
   int in = ::open(src.c_str(), O_RDONLY | O_CLOEXEC);
@@ -115,13 +113,13 @@ Status RealFs::write_atomic(const std::string& path, std::string_view data, unsi
 }
 
 std::optional<std::int64_t> RealFs::file_size(const std::string& path) {
-  struct stat s{};
+  struct stat s {};
   if (::stat(path.c_str(), &s) != 0 || !S_ISREG(s.st_mode)) return std::nullopt;
   return static_cast<std::int64_t>(s.st_size);
 }
 
 bool RealFs::exists(const std::string& path) {
-  struct stat s{};
+  struct stat s {};
   return ::lstat(path.c_str(), &s) == 0;
 }
 

@@ -28,16 +28,15 @@ Status verify_entry(const proto::DesiredChannel& e, const VerifyContext& ctx) {
                                   std::to_string(e.version) + ")");
   }
   if (!proto::verify(ctx.public_key, proto::canonical_bytes(m), e.signature)) {
-    return refuse("signature",
-                  "manifest signature does not verify with the configured public key");
+    return refuse("signature", "manifest signature does not verify with the configured public key");
   }
   if (m.expires <= ctx.now_s) {
-    return refuse("expired", "manifest expired at " + std::to_string(m.expires) +
-                                 " (now " + std::to_string(ctx.now_s) + ")");
+    return refuse("expired", "manifest expired at " + std::to_string(m.expires) + " (now " +
+                                 std::to_string(ctx.now_s) + ")");
   }
   if (contains(ctx.known_bad, e.channel, e.version)) {
-    return refuse("known_bad", "version " + std::to_string(e.version) +
-                                   " is on the channel's known-bad list");
+    return refuse("known_bad",
+                  "version " + std::to_string(e.version) + " is on the channel's known-bad list");
   }
   if (contains(ctx.quarantined, e.channel, e.version)) {
     return refuse("quarantined", "version " + std::to_string(e.version) +

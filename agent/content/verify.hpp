@@ -22,11 +22,11 @@ using VersionSet = std::set<std::pair<std::string, std::int64_t>>;
 
 struct VerifyContext {
   proto::PublicKey public_key{};
-  std::int64_t now_s = 0;                    // wall clock, unix seconds
-  const VersionSet* known_bad = nullptr;     // from the server (may be null)
-  const VersionSet* quarantined = nullptr;   // this host's own crash-loop verdicts (may be null)
+  std::int64_t now_s = 0;                      // wall clock, unix seconds
+  const VersionSet* known_bad = nullptr;       // from the server (may be null)
+  const VersionSet* quarantined = nullptr;     // this host's own crash-loop verdicts (may be null)
   std::optional<std::int64_t> active_version;  // what runs now on this channel
-  std::int64_t max_size = 0;                 // 0 = no limit
+  std::int64_t max_size = 0;                   // 0 = no limit
 };
 
 // Checks a desired channel entry before download: manifest fields equal the entry's, the

@@ -32,17 +32,28 @@ constexpr auto kChunkTimeout = seconds(30);
 
 Errc errc_for(int status) {
   switch (status) {
-    case 400: return Errc::InvalidArgument;
-    case 401: return Errc::Unauthenticated;
-    case 403: return Errc::PermissionDenied;
-    case 404: return Errc::NotFound;
-    case 405: return Errc::MethodNotAllowed;
-    case 409: return Errc::Conflict;
-    case 413: return Errc::PayloadTooLarge;
-    case 415: return Errc::UnsupportedMedia;
-    case 422: return Errc::Unprocessable;
-    case 429: return Errc::TooManyRequests;
-    default: return status >= 500 ? Errc::Unavailable : Errc::Internal;
+    case 400:
+      return Errc::InvalidArgument;
+    case 401:
+      return Errc::Unauthenticated;
+    case 403:
+      return Errc::PermissionDenied;
+    case 404:
+      return Errc::NotFound;
+    case 405:
+      return Errc::MethodNotAllowed;
+    case 409:
+      return Errc::Conflict;
+    case 413:
+      return Errc::PayloadTooLarge;
+    case 415:
+      return Errc::UnsupportedMedia;
+    case 422:
+      return Errc::Unprocessable;
+    case 429:
+      return Errc::TooManyRequests;
+    default:
+      return status >= 500 ? Errc::Unavailable : Errc::Internal;
   }
 }
 
@@ -69,7 +80,8 @@ Failure http_failure(int status, const Fields& fields, std::string_view body) {
     if (e.contains("message") && e["message"].is_string()) {
       message += ": " + e["message"].get<std::string>().substr(0, 300);
     }
-    if (e.contains("code") && e["code"].is_string()) code = e["code"].get<std::string>().substr(0, 64);
+    if (e.contains("code") && e["code"].is_string())
+      code = e["code"].get<std::string>().substr(0, 64);
   }
   return Failure{Error{errc_for(status), message, code, {}}, status, retry_after_ms(fields)};
 }
@@ -81,7 +93,8 @@ Expected<ServerUrl> parse_server_url(const std::string& url) {
   if (url.starts_with("https://")) {
     return fail(Errc::InvalidArgument, "https:// is not supported by this build; use http://");
   }
-  if (!url.starts_with(kHttp)) return fail(Errc::InvalidArgument, "server URL must start with http://");
+  if (!url.starts_with(kHttp))
+    return fail(Errc::InvalidArgument, "server URL must start with http://");
   std::string rest = url.substr(kHttp.size());
   ServerUrl out;
   auto slash = rest.find('/');
@@ -110,11 +123,13 @@ Expected<ServerUrl> parse_server_url(const std::string& url) {
 struct Exchange : std::enable_shared_from_this<Exchange> {
   using Done = std::function<void(beast::error_code, Exchange&)>;
 
-  Exchange(asio::io_context& io, std::set<Exchange*>& live_set)
-      : resolver(io), stream(io), live(live_set) {
-    live.insert(this);
+  // The live set is shared: handlers still queued in the io_context at shutdown may destroy an
+  // Exchange after the client itself is gone.
+  Exchange(asio::io_context& io, std::shared_ptr<std::set<Exchange*>> live_set)
+      : resolver(io), stream(io), live(std::move(live_set)) {
+    live->insert(this);
   }
-  ~Exchange() { live.erase(this); }
+  ~Exchange() { live->erase(this); }
 
   void cancel() {
     cancelled = true;
@@ -130,19 +145,18 @@ struct Exchange : std::enable_shared_from_this<Exchange> {
     req.set(http::field::user_agent, "ringfence-agent/" + std::string(kAgentVersion));
     req.keep_alive(false);
     req.prepare_payload();
-    resolver.async_resolve(url.host, url.port,
-                           [self = shared_from_this()](beast::error_code ec,
-                                                       tcp::resolver::results_type results) {
-                             if (self->cancelled) return;
-                             if (ec) return self->finish(ec);
-                             self->stream.expires_after(kRequestTimeout);
-                             self->stream.async_connect(
-                                 results, [self](beast::error_code ec2, const tcp::endpoint&) {
-                                   if (self->cancelled) return;
-                                   if (ec2) return self->finish(ec2);
-                                   self->write();
-                                 });
-                           });
+    resolver.async_resolve(
+        url.host, url.port,
+        [self = shared_from_this()](beast::error_code ec, tcp::resolver::results_type results) {
+          if (self->cancelled) return;
+          if (ec) return self->finish(ec);
+          self->stream.expires_after(kRequestTimeout);
+          self->stream.async_connect(results, [self](beast::error_code ec2, const tcp::endpoint&) {
+            if (self->cancelled) return;
+            if (ec2) return self->finish(ec2);
+            self->write();
+          });
+        });
   }
 
   void write() {
@@ -177,7 +191,7 @@ struct Exchange : std::enable_shared_from_this<Exchange> {
   std::chrono::steady_clock::duration timeout = kRequestTimeout;
   Done done;
   std::function<void()> on_written;  // downloads take over after the request is written
-  std::set<Exchange*>& live;
+  std::shared_ptr<std::set<Exchange*>> live;
   bool cancelled = false;
   bool finished = false;
 };
@@ -205,25 +219,25 @@ struct BeastClient::Impl {
       ex->req.body() = std::move(body);
     }
     ex->parser.body_limit(limit);
-    ex->start(url, timeout, [cb = std::move(cb), on_ok, ok_status](beast::error_code ec,
-                                                                  Exchange& e) {
-      if (ec) return cb(tl::unexpected(network_failure("request failed", ec)));
-      const auto& res = e.parser.get();
-      int status = static_cast<int>(res.result_int());
-      if (status != ok_status && !(status == 304 && ok_status == 200)) {
-        if (status == 200 || status == 202 || status == 204) {
-          // Some other 2xx: accept as success for fire-and-forget calls.
-        } else {
-          return cb(tl::unexpected(http_failure(status, res, res.body())));
-        }
-      }
-      cb(on_ok(status, res));
-    });
+    ex->start(url, timeout,
+              [cb = std::move(cb), on_ok, ok_status](beast::error_code ec, Exchange& e) {
+                if (ec) return cb(tl::unexpected(network_failure("request failed", ec)));
+                const auto& res = e.parser.get();
+                int status = static_cast<int>(res.result_int());
+                if (status != ok_status && !(status == 304 && ok_status == 200)) {
+                  if (status == 200 || status == 202 || status == 204) {
+                    // Some other 2xx: accept as success for fire-and-forget calls.
+                  } else {
+                    return cb(tl::unexpected(http_failure(status, res, res.body())));
+                  }
+                }
+                cb(on_ok(status, res));
+              });
   }
 
   asio::io_context& io;
   ServerUrl url;
-  std::set<Exchange*> live;
+  std::shared_ptr<std::set<Exchange*>> live = std::make_shared<std::set<Exchange*>>();
 };
 
 BeastClient::BeastClient(asio::io_context& io, ServerUrl url)
@@ -231,7 +245,7 @@ BeastClient::BeastClient(asio::io_context& io, ServerUrl url)
 BeastClient::~BeastClient() { cancel_all(); }
 
 void BeastClient::cancel_all() {
-  auto live = impl_->live;
+  auto live = *impl_->live;
   for (auto* ex : live) ex->cancel();
 }
 
@@ -248,23 +262,23 @@ void BeastClient::enroll(const proto::EnrollRequest& req, Callback<proto::Enroll
 
 void BeastClient::desired(const std::string& credential, const std::string& etag, int wait_s,
                           Callback<DesiredAnswer> cb) {
-  auto ex = impl_->make(http::verb::get,
-                        std::string(proto::kPathDesired) + "?wait=" + std::to_string(wait_s),
-                        credential);
+  auto ex =
+      impl_->make(http::verb::get,
+                  std::string(proto::kPathDesired) + "?wait=" + std::to_string(wait_s), credential);
   if (!etag.empty()) ex->req.set(http::field::if_none_match, "\"" + etag + "\"");
-  impl_->json_call<DesiredAnswer>(
-      ex, "", kDesiredBody, seconds(wait_s) + kRequestTimeout, 200, std::move(cb),
-      [](int status, const auto& res) -> Result<DesiredAnswer> {
-        DesiredAnswer a;
-        if (status == 304) {
-          a.not_modified = true;
-          return a;
-        }
-        auto ds = proto::decode_desired_state(res.body());
-        if (!ds) return tl::unexpected(Failure{ds.error(), status, 0});
-        a.state = std::move(*ds);
-        return a;
-      });
+  impl_->json_call<DesiredAnswer>(ex, "", kDesiredBody, seconds(wait_s) + kRequestTimeout, 200,
+                                  std::move(cb),
+                                  [](int status, const auto& res) -> Result<DesiredAnswer> {
+                                    DesiredAnswer a;
+                                    if (status == 304) {
+                                      a.not_modified = true;
+                                      return a;
+                                    }
+                                    auto ds = proto::decode_desired_state(res.body());
+                                    if (!ds) return tl::unexpected(Failure{ds.error(), status, 0});
+                                    a.state = std::move(*ds);
+                                    return a;
+                                  });
 }
 
 void BeastClient::heartbeat(const std::string& credential, const proto::Heartbeat& hb,
@@ -277,8 +291,8 @@ void BeastClient::heartbeat(const std::string& credential, const proto::Heartbea
 void BeastClient::reports(const std::string& credential, const std::vector<proto::Report>& batch,
                           Callback<bool> cb) {
   auto ex = impl_->make(http::verb::post, proto::kPathReports, credential);
-  impl_->json_call<bool>(ex, proto::encode(batch), kSmallBody, kRequestTimeout, 202,
-                         std::move(cb), [](int, const auto&) -> Result<bool> { return true; });
+  impl_->json_call<bool>(ex, proto::encode(batch), kSmallBody, kRequestTimeout, 202, std::move(cb),
+                         [](int, const auto&) -> Result<bool> { return true; });
 }
 
 namespace {
@@ -306,8 +320,8 @@ struct Download : std::enable_shared_from_this<Download> {
     done = true;
     if (fd >= 0) {
       if (r && ::fsync(fd) != 0) {
-        r = tl::unexpected(Failure{Error{Errc::Unavailable, "fsync of the download failed",
-                                         "io", {}}, 0, 0});
+        r = tl::unexpected(
+            Failure{Error{Errc::Unavailable, "fsync of the download failed", "io", {}}, 0, 0});
       }
       ::close(fd);
       fd = -1;
@@ -319,15 +333,15 @@ struct Download : std::enable_shared_from_this<Download> {
   void read_header() {
     parser.body_limit(boost::none);
     ex->stream.expires_after(kRequestTimeout);
-    http::async_read_header(ex->stream, ex->buffer, parser,
-                            [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                              if (self->ex->cancelled) return;
-                              if (ec) {
-                                return self->complete(
-                                    tl::unexpected(network_failure("download failed", ec)));
-                              }
-                              self->on_header();
-                            });
+    http::async_read_header(
+        ex->stream, ex->buffer, parser,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) {
+          if (self->ex->cancelled) return;
+          if (ec) {
+            return self->complete(tl::unexpected(network_failure("download failed", ec)));
+          }
+          self->on_header();
+        });
   }
 
   void on_header() {
@@ -352,26 +366,25 @@ struct Download : std::enable_shared_from_this<Download> {
   }
 
   void io_fail() {
-    complete(tl::unexpected(
-        Failure{Error{Errc::Unavailable, std::string("write failed: ") + std::strerror(errno),
-                      "io", {}},
-                0, 0}));
+    complete(tl::unexpected(Failure{
+        Error{Errc::Unavailable, std::string("write failed: ") + std::strerror(errno), "io", {}}, 0,
+        0}));
   }
 
   void read_chunk() {
     parser.get().body().data = chunk;
     parser.get().body().size = sizeof chunk;
     ex->stream.expires_after(kChunkTimeout);
-    http::async_read(ex->stream, ex->buffer, parser,
-                     [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                       if (self->ex->cancelled) return;
-                       if (ec == http::error::need_buffer) ec = {};
-                       if (ec) {
-                         return self->complete(
-                             tl::unexpected(network_failure("download interrupted", ec)));
-                       }
-                       self->on_chunk();
-                     });
+    http::async_read(
+        ex->stream, ex->buffer, parser,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) {
+          if (self->ex->cancelled) return;
+          if (ec == http::error::need_buffer) ec = {};
+          if (ec) {
+            return self->complete(tl::unexpected(network_failure("download interrupted", ec)));
+          }
+          self->on_chunk();
+        });
   }
 
   void on_chunk() {
@@ -402,15 +415,15 @@ void BeastClient::download(const std::string& credential, const std::string& url
                            std::int64_t max_size, std::function<void(std::int64_t)> on_progress,
                            Callback<DownloadDone> cb) {
   auto dl = std::make_shared<Download>();
-  dl->fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  dl->fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (dl->fd < 0) {
-    Failure f{Error{Errc::Unavailable, "cannot open " + path + ": " + std::strerror(errno), "io",
-                    {}},
-              0, 0};
+    Failure f{
+        Error{Errc::Unavailable, "cannot open " + path + ": " + std::strerror(errno), "io", {}}, 0,
+        0};
     asio::post(impl_->io, [cb, f] { cb(tl::unexpected(f)); });
     return;
   }
-  struct stat st{};
+  struct stat st {};
   ::fstat(dl->fd, &st);
   dl->offset = dl->total = static_cast<std::int64_t>(st.st_size);
   dl->max_size = max_size;

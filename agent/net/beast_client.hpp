@@ -41,8 +41,7 @@ class BeastClient final : public ServerApi {
                Callback<bool> cb) override;
   void download(const std::string& credential, const std::string& url, const std::string& path,
                 const std::string& sha256, std::int64_t max_size,
-                std::function<void(std::int64_t)> on_progress,
-                Callback<DownloadDone> cb) override;
+                std::function<void(std::int64_t)> on_progress, Callback<DownloadDone> cb) override;
   void cancel_all() override;
 
  private:

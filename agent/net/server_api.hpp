@@ -7,9 +7,8 @@
 #include <cstdint>
 #include <functional>
 #include <string>
-#include <vector>
-
 #include <tl/expected.hpp>
+#include <vector>
 
 #include "proto/error.hpp"
 #include "proto/messages.hpp"
@@ -33,8 +32,8 @@ template <typename T>
 using Result = tl::expected<T, Failure>;
 
 struct DesiredAnswer {
-  bool not_modified = false;    // 304: the etag we sent is current
-  proto::DesiredState state;    // valid when !not_modified
+  bool not_modified = false;  // 304: the etag we sent is current
+  proto::DesiredState state;  // valid when !not_modified
 };
 
 struct DownloadDone {
@@ -64,8 +63,8 @@ class ServerApi {
   // 206 restarts the file from zero. Never writes more than max_size bytes in total (refused as
   // PayloadTooLarge). on_progress, if set, is called with the file size after each chunk.
   virtual void download(const std::string& credential, const std::string& url,
-                        const std::string& path, const std::string& sha256,
-                        std::int64_t max_size, std::function<void(std::int64_t)> on_progress,
+                        const std::string& path, const std::string& sha256, std::int64_t max_size,
+                        std::function<void(std::int64_t)> on_progress,
                         Callback<DownloadDone> cb) = 0;
   // Aborts every call in flight; their callbacks are not called. Used at shutdown.
   virtual void cancel_all() = 0;

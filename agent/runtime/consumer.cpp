@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <spdlog/spdlog.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,7 +15,6 @@
 #include <chrono>
 #include <map>
 #include <memory>
-#include <spdlog/spdlog.h>
 
 namespace ringfence::agent {
 
@@ -133,9 +133,8 @@ void ProcessConsumerRunner::check(const std::string& file, std::int64_t timeout_
   argv.push_back(file);
   pid_t pid = spawn(argv);
   if (pid < 0) {
-    boost::asio::post(impl_->io, [done] {
-      done(fail(Errc::Unavailable, "cannot start the consumer's check"));
-    });
+    boost::asio::post(
+        impl_->io, [done] { done(fail(Errc::Unavailable, "cannot start the consumer's check")); });
     return;
   }
   Impl::Child child;
@@ -154,12 +153,12 @@ void ProcessConsumerRunner::check(const std::string& file, std::int64_t timeout_
     timer->cancel();
     if (!ex.signaled && ex.code == 0) return done({});
     if (!ex.signaled && ex.code == -1) {
-      return done(fail(Errc::Unprocessable,
-                       "check timed out after " + std::to_string(timeout_ms) + " ms"));
+      return done(
+          fail(Errc::Unprocessable, "check timed out after " + std::to_string(timeout_ms) + " ms"));
     }
-    done(fail(Errc::Unprocessable, ex.signaled ? "check died on signal " + std::to_string(ex.code)
-                                               : "check exited with status " +
-                                                     std::to_string(ex.code)));
+    done(fail(Errc::Unprocessable, ex.signaled
+                                       ? "check died on signal " + std::to_string(ex.code)
+                                       : "check exited with status " + std::to_string(ex.code)));
   };
   impl_->children.emplace(pid, std::move(child));
   boost::asio::post(impl_->io, [this] { impl_->reap(); });  // it may already have exited

@@ -25,28 +25,29 @@ enum class State {
 };
 
 enum class Event {
-  Restart,          // the process started with this state persisted
-  Enroll,           // start enrolling
-  EnrollOk,         // credential received and stored
-  EnrollFailed,     // network or server refused; retry after backoff
-  Unauthorized,     // the server does not know our credential (401): enroll again
-  UpdateNeeded,     // the desired state names content we do not run
-  DownloadOk,       // the staged blob is complete
-  DownloadFailed,   // transient failure; resume after backoff
-  Verified,         // every check passed
-  Refused,          // a check failed for good: apply_failed report, back to Idle
-  Activated,        // the swap is done and persisted
-  RevertNeeded,     // crash loop (K crashes within T, no healthy checkpoint) or active known-bad
-  Reverted,         // last-known-good restored, version quarantined locally
+  Restart,         // the process started with this state persisted
+  Enroll,          // start enrolling
+  EnrollOk,        // credential received and stored
+  EnrollFailed,    // network or server refused; retry after backoff
+  Unauthorized,    // the server does not know our credential (401): enroll again
+  UpdateNeeded,    // the desired state names content we do not run
+  DownloadOk,      // the staged blob is complete
+  DownloadFailed,  // transient failure; resume after backoff
+  Verified,        // every check passed
+  Refused,         // a check failed for good: apply_failed report, back to Idle
+  Activated,       // the swap is done and persisted
+  RevertNeeded,    // crash loop (K crashes within T, no healthy checkpoint) or active known-bad
+  Reverted,        // last-known-good restored, version quarantined locally
 };
 
-inline constexpr std::array kAllStates = {State::Unenrolled, State::Enrolling,  State::Idle,
+inline constexpr std::array kAllStates = {State::Unenrolled,  State::Enrolling, State::Idle,
                                           State::Downloading, State::Verifying, State::Activating,
                                           State::Reverting};
 inline constexpr std::array kAllEvents = {
-    Event::Restart,    Event::Enroll,   Event::EnrollOk,  Event::EnrollFailed, Event::Unauthorized,
-    Event::UpdateNeeded, Event::DownloadOk, Event::DownloadFailed, Event::Verified, Event::Refused,
-    Event::Activated,  Event::RevertNeeded, Event::Reverted};
+    Event::Restart,      Event::Enroll,       Event::EnrollOk,   Event::EnrollFailed,
+    Event::Unauthorized, Event::UpdateNeeded, Event::DownloadOk, Event::DownloadFailed,
+    Event::Verified,     Event::Refused,      Event::Activated,  Event::RevertNeeded,
+    Event::Reverted};
 
 std::string_view to_string(State s) noexcept;
 std::string_view to_string(Event e) noexcept;

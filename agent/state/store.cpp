@@ -44,30 +44,34 @@ Expected<Identity> decode_identity(std::string_view text) {
 std::string encode(const AgentState& s) {
   json channels = json::object();
   for (const auto& [name, c] : s.channels) {
-    channels[name] = {{"active", c.active}, {"active_sha", c.active_sha}, {"lkg", c.lkg},
-                      {"lkg_sha", c.lkg_sha}};
+    channels[name] = {
+        {"active", c.active}, {"active_sha", c.active_sha}, {"lkg", c.lkg}, {"lkg_sha", c.lkg_sha}};
   }
   json quarantine = json::array();
   for (const auto& q : s.quarantine) {
-    quarantine.push_back({{"channel", q.channel}, {"version", q.version}, {"reason", q.reason},
+    quarantine.push_back({{"channel", q.channel},
+                          {"version", q.version},
+                          {"reason", q.reason},
                           {"time_ms", q.time_ms}});
   }
   json known_bad = json::array();
-  for (const auto& k : s.known_bad) known_bad.push_back({{"channel", k.channel}, {"version", k.version}});
+  for (const auto& k : s.known_bad)
+    known_bad.push_back({{"channel", k.channel}, {"version", k.version}});
   json guards = json::object();
   for (const auto& [name, g] : s.guards) {
-    guards[name] = {{"version", g.version}, {"activated_ms", g.activated_ms},
-                    {"failures", g.failures}, {"healthy", g.healthy}};
+    guards[name] = {{"version", g.version},
+                    {"activated_ms", g.activated_ms},
+                    {"failures", g.failures},
+                    {"healthy", g.healthy}};
   }
-  json out = {{"machine", to_string(s.machine)}, {"channels", channels},
-              {"quarantine", quarantine},        {"known_bad", known_bad},
-              {"refused", s.refused},            {"guards", guards}};
+  json out = {{"machine", to_string(s.machine)}, {"channels", channels}, {"quarantine", quarantine},
+              {"known_bad", known_bad},          {"refused", s.refused}, {"guards", guards}};
   out["job"] = s.job ? job_json(*s.job) : json(nullptr);
   if (s.revert) {
     const auto& r = *s.revert;
-    out["revert"] = {{"channel", r.channel},       {"version", r.version},
-                     {"reason", r.reason},         {"quarantine", r.quarantine},
-                     {"failures", r.failures},     {"time_ms", r.time_ms}};
+    out["revert"] = {{"channel", r.channel},   {"version", r.version},
+                     {"reason", r.reason},     {"quarantine", r.quarantine},
+                     {"failures", r.failures}, {"time_ms", r.time_ms}};
   } else {
     out["revert"] = nullptr;
   }
@@ -87,17 +91,20 @@ Expected<AgentState> decode_state(std::string_view text) {
                           c.at("lkg").get<std::int64_t>(), c.at("lkg_sha").get<std::string>()};
     }
     for (const auto& q : j.at("quarantine")) {
-      s.quarantine.push_back({q.at("channel").get<std::string>(), q.at("version").get<std::int64_t>(),
-                              q.at("reason").get<std::string>(), q.at("time_ms").get<std::int64_t>()});
+      s.quarantine.push_back(
+          {q.at("channel").get<std::string>(), q.at("version").get<std::int64_t>(),
+           q.at("reason").get<std::string>(), q.at("time_ms").get<std::int64_t>()});
     }
     for (const auto& k : j.at("known_bad")) {
-      s.known_bad.push_back({k.at("channel").get<std::string>(), k.at("version").get<std::int64_t>()});
+      s.known_bad.push_back(
+          {k.at("channel").get<std::string>(), k.at("version").get<std::int64_t>()});
     }
     s.refused = j.at("refused").get<std::vector<std::string>>();
     for (const auto& [name, g] : j.at("guards").items()) {
       if (!proto::is_name(name)) return fail(Errc::InvalidArgument, "bad channel name");
-      s.guards[name] = {g.at("version").get<std::int64_t>(), g.at("activated_ms").get<std::int64_t>(),
-                        g.at("failures").get<int>(), g.at("healthy").get<bool>()};
+      s.guards[name] = {g.at("version").get<std::int64_t>(),
+                        g.at("activated_ms").get<std::int64_t>(), g.at("failures").get<int>(),
+                        g.at("healthy").get<bool>()};
     }
     if (!j.at("job").is_null()) {
       auto job = job_from(j.at("job"));
@@ -107,8 +114,8 @@ Expected<AgentState> decode_state(std::string_view text) {
     if (!j.at("revert").is_null()) {
       const auto& r = j.at("revert");
       RevertJob rj{r.at("channel").get<std::string>(), r.at("version").get<std::int64_t>(),
-                   r.at("reason").get<std::string>(), r.at("quarantine").get<bool>(),
-                   r.at("failures").get<int>(), r.at("time_ms").get<std::int64_t>()};
+                   r.at("reason").get<std::string>(),  r.at("quarantine").get<bool>(),
+                   r.at("failures").get<int>(),        r.at("time_ms").get<std::int64_t>()};
       if (!proto::is_name(rj.channel)) return fail(Errc::InvalidArgument, "bad channel name");
       s.revert = std::move(rj);
     }

@@ -25,7 +25,7 @@ struct Identity {
 struct ChannelRecord {
   std::int64_t active = 0;  // 0 = nothing active
   std::string active_sha;
-  std::int64_t lkg = 0;     // last-known-good: the version active before `active`; 0 = none
+  std::int64_t lkg = 0;  // last-known-good: the version active before `active`; 0 = none
   std::string lkg_sha;
 };
 
@@ -60,8 +60,8 @@ struct AgentState {
   std::optional<RevertJob> revert;           // Reverting
   std::map<std::string, ChannelRecord> channels;
   std::vector<Quarantined> quarantine;
-  std::vector<proto::KnownBad> known_bad;    // the server's list, last seen
-  std::vector<std::string> refused;          // "channel|version|sha256" refused for good
+  std::vector<proto::KnownBad> known_bad;  // the server's list, last seen
+  std::vector<std::string> refused;        // "channel|version|sha256" refused for good
   std::map<std::string, Guard> guards;
 };
 

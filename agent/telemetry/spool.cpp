@@ -23,8 +23,8 @@ Status Spool::load() {
   auto decoded = proto::decode_reports(*text);
   if (!decoded) {
     (void)fs_.install(path_, path_ + ".corrupt");
-    return fail(Errc::InvalidArgument, "report spool was corrupt and was set aside: " +
-                                           decoded.error().message);
+    return fail(Errc::InvalidArgument,
+                "report spool was corrupt and was set aside: " + decoded.error().message);
   }
   reports_ = std::move(*decoded);
   return {};

@@ -35,7 +35,8 @@ class FakeClock final : public Clock {
     while (true) {
       auto due = timers_.end();
       for (auto it = timers_.begin(); it != timers_.end(); ++it) {
-        if (it->second.first <= end && (due == timers_.end() || it->second.first < due->second.first)) {
+        if (it->second.first <= end &&
+            (due == timers_.end() || it->second.first < due->second.first)) {
           due = it;
         }
       }
@@ -69,16 +70,31 @@ class FakeClock final : public Clock {
 
 inline net::Failure failure(int status, std::int64_t retry_after_ms = 0) {
   return net::Failure{Error{status == 0 ? Errc::Unavailable : Errc::InvalidArgument,
-                            "fake failure " + std::to_string(status), "", {}},
+                            "fake failure " + std::to_string(status),
+                            "",
+                            {}},
                       status, retry_after_ms};
 }
 
 class FakeServer final : public net::ServerApi {
  public:
-  struct Enroll { proto::EnrollRequest req; net::Callback<proto::EnrollResponse> cb; };
-  struct Desired { std::string credential, etag; int wait_s; net::Callback<net::DesiredAnswer> cb; };
-  struct Beat { proto::Heartbeat hb; net::Callback<bool> cb; };
-  struct Reports { std::vector<proto::Report> batch; net::Callback<bool> cb; };
+  struct Enroll {
+    proto::EnrollRequest req;
+    net::Callback<proto::EnrollResponse> cb;
+  };
+  struct Desired {
+    std::string credential, etag;
+    int wait_s;
+    net::Callback<net::DesiredAnswer> cb;
+  };
+  struct Beat {
+    proto::Heartbeat hb;
+    net::Callback<bool> cb;
+  };
+  struct Reports {
+    std::vector<proto::Report> batch;
+    net::Callback<bool> cb;
+  };
   struct Download {
     std::string url, path;
     std::int64_t offset;
@@ -243,9 +259,8 @@ class Harness {
     FaultHook hook = [this](std::string_view p) {
       if (p == kill_at_) throw Killed();
     };
-    agent = std::make_unique<Agent>(
-        cfg, Deps{clock, fs, api, with_consumer_ ? &consumer : nullptr, sys, [] { return 0.5; },
-                  hook});
+    agent = std::make_unique<Agent>(cfg, Deps{clock, fs, api, with_consumer_ ? &consumer : nullptr,
+                                              sys, [] { return 0.5; }, hook});
     auto st = agent->start();
     ASSERT_TRUE(st) << st.error().message;
   }
@@ -279,7 +294,11 @@ class Harness {
     c.sha256 = proto::sha256_hex(bytes);
     c.size = static_cast<std::int64_t>(bytes.size());
     c.url = "/v1/blobs/" + c.sha256;
-    c.manifest = proto::Manifest{channel, version, c.sha256, c.size, clock.wall_ms() / 1000,
+    c.manifest = proto::Manifest{channel,
+                                 version,
+                                 c.sha256,
+                                 c.size,
+                                 clock.wall_ms() / 1000,
                                  clock.wall_ms() / 1000 + expires_in_s};
     c.signature = proto::sign(keys.secret_key, proto::canonical_bytes(c.manifest));
     api.blobs[c.url] = bytes;

@@ -4,14 +4,13 @@
 // backoff rather than a request storm. No fixed sleeps: every wait is a condition with a
 // deadline. Skipped (not failed) when the server binary has not been built.
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <chrono>
 #include <fstream>
@@ -38,13 +37,14 @@ std::string slurp(const std::string& path) {
 }
 
 bool exists(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   return ::lstat(path.c_str(), &st) == 0;
 }
 
 std::size_t count_of(const std::string& text, const std::string& needle) {
   std::size_t n = 0;
-  for (auto pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1)) ++n;
+  for (auto pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1))
+    ++n;
   return n;
 }
 
@@ -120,12 +120,12 @@ class Server {
  public:
   explicit Server(std::string data_dir) : data_dir_(std::move(data_dir)) {}
   bool start(int port = 0) {
-    proc_ = Process::start(
-        {ringfence::testing::built_program("server/ringfence-server"), "--data-dir", data_dir_,
-         "--listen", "127.0.0.1:" + std::to_string(port), "--heartbeat-s", "2",
-         "--exposed-heartbeat-s", "1", "--poll-s", "5", "--healthy-after-s", "1",
-         "--no-access-log"},
-        {{"RINGFENCE_ADMIN_TOKEN", kAdminToken}}, data_dir_ + "/../server.log");
+    proc_ =
+        Process::start({ringfence::testing::built_program("server/ringfence-server"), "--data-dir",
+                        data_dir_, "--listen", "127.0.0.1:" + std::to_string(port), "--heartbeat-s",
+                        "2", "--exposed-heartbeat-s", "1", "--poll-s", "5", "--healthy-after-s",
+                        "1", "--no-access-log"},
+                       {{"RINGFENCE_ADMIN_TOKEN", kAdminToken}}, data_dir_ + "/../server.log");
     auto line = proc_.wait_for_line("listening on 127.0.0.1:", 20s);
     if (!line) return false;
     port_ = std::stoi(line->substr(line->rfind(':') + 1));
@@ -158,8 +158,9 @@ class AgentIntegration : public ::testing::Test {
     server_ = std::make_unique<Server>(dir_.path() + "/data");
     ASSERT_TRUE(server_->start()) << slurp(dir_.path() + "/server.log");
     // Operator setup: one ring with every host, one channel, an enrollment token.
-    auto ring = http(port(), "POST", "/v1/rings",
-                     R"({"name":"all","rank":0,"selector":{"buckets":[0,10000]},"description":"everyone"})");
+    auto ring = http(
+        port(), "POST", "/v1/rings",
+        R"({"name":"all","rank":0,"selector":{"buckets":[0,10000]},"description":"everyone"})");
     ASSERT_TRUE(ring.status == 200 || ring.status == 201) << ring.status << " " << ring.body;
     auto ch = http(port(), "POST", "/v1/channels", R"({"name":"rules","schema":{}})");
     ASSERT_TRUE(ch.status == 200 || ch.status == 201) << ch.status << " " << ch.body;
@@ -196,7 +197,8 @@ class AgentIntegration : public ::testing::Test {
                        .dump());
     EXPECT_TRUE(ro.status == 200 || ro.status == 201) << ro.status << " " << ro.body;
     rollout_id_ = ro.j().value("id", json()).dump();
-    if (ro.j().contains("id") && ro.j()["id"].is_string()) rollout_id_ = ro.j()["id"].get<std::string>();
+    if (ro.j().contains("id") && ro.j()["id"].is_string())
+      rollout_id_ = ro.j()["id"].get<std::string>();
     auto start = http(port(), "POST", "/v1/rollouts/" + rollout_id_ + "/start", "{}");
     EXPECT_TRUE(start.status == 200 || start.status == 202) << start.status << " " << start.body;
     return version;
@@ -205,15 +207,24 @@ class AgentIntegration : public ::testing::Test {
   Process start_agent(std::vector<std::string> extra = {},
                       std::map<std::string, std::string> env = {}) {
     std::vector<std::string> argv = {agent_bin_,
-                                     "--server", server_->url(),
-                                     "--enroll-token", enroll_token_,
-                                     "--state-dir", dir_.path() + "/state",
-                                     "--content-dir", dir_.path() + "/content",
-                                     "--public-key", server_->public_key_file(),
-                                     "--label", "os=linux",
-                                     "--poll-wait-s", "5",
-                                     "--backoff-cap-ms", "4000",
-                                     "--log-level", "debug"};
+                                     "--server",
+                                     server_->url(),
+                                     "--enroll-token",
+                                     enroll_token_,
+                                     "--state-dir",
+                                     dir_.path() + "/state",
+                                     "--content-dir",
+                                     dir_.path() + "/content",
+                                     "--public-key",
+                                     server_->public_key_file(),
+                                     "--label",
+                                     "os=linux",
+                                     "--poll-wait-s",
+                                     "5",
+                                     "--backoff-cap-ms",
+                                     "4000",
+                                     "--log-level",
+                                     "debug"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return Process::start(argv, env, dir_.path() + "/agent.log");
   }
@@ -230,9 +241,12 @@ class AgentIntegration : public ::testing::Test {
 
 TEST_F(AgentIntegration, EnrollsDownloadsVerifiesAppliesAndHeartbeats) {
   auto agent = start_agent();
-  ASSERT_TRUE(eventually([&] { return exists(dir_.path() + "/state/identity.json") &&
-                                      agent_log().find("enrolled as host") != std::string::npos; },
-                         20s))
+  ASSERT_TRUE(eventually(
+      [&] {
+        return exists(dir_.path() + "/state/identity.json") &&
+               agent_log().find("enrolled as host") != std::string::npos;
+      },
+      20s))
       << agent_log();
   auto v1 = release("detection rules, version one\n");
   ASSERT_GT(v1, 0);
@@ -251,7 +265,7 @@ TEST_F(AgentIntegration, EnrollsDownloadsVerifiesAppliesAndHeartbeats) {
   EXPECT_TRUE(eventually([&] { return spool().find("applied") == std::string::npos; }, 20s))
       << "applied report delivered: " << spool();
   // The credential is private.
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::stat((dir_.path() + "/state/identity.json").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   // A clean stop removes the unclean-shutdown marker.
@@ -264,7 +278,8 @@ TEST_F(AgentIntegration, EnrollsDownloadsVerifiesAppliesAndHeartbeats) {
 
 TEST_F(AgentIntegration, KillDuringDownloadResumesWithRange) {
   std::string big(3 << 20, 'r');
-  for (std::size_t i = 0; i < big.size(); i += 4096) big[i] = static_cast<char>('a' + (i / 4096) % 26);
+  for (std::size_t i = 0; i < big.size(); i += 4096)
+    big[i] = static_cast<char>('a' + (i / 4096) % 26);
   auto v = release(big);
   ASSERT_GT(v, 0);
   auto dying = start_agent({}, {{"RINGFENCE_AGENT_FAULT", "download_progress"}});
@@ -277,7 +292,8 @@ TEST_F(AgentIntegration, KillDuringDownloadResumesWithRange) {
   EXPECT_EQ(content(), big);
   EXPECT_NE(agent_log().find("resuming download of rules"), std::string::npos) << agent_log();
   // The kill is reported as a crash once the agent is back.
-  EXPECT_TRUE(eventually([&] { return agent_log().find("unclean_shutdown") != std::string::npos; }, 5s));
+  EXPECT_TRUE(
+      eventually([&] { return agent_log().find("unclean_shutdown") != std::string::npos; }, 5s));
 }
 
 class SwapKill : public AgentIntegration, public ::testing::WithParamInterface<const char*> {};
@@ -314,12 +330,13 @@ TEST_F(AgentIntegration, ConsumerCrashLoopRevertsLocallyAndReportsWhenTheServerI
            "exec sleep 100000\n";
   }
   ::chmod(consumer.c_str(), 0755);
-  auto agent = start_agent({"--consumer", consumer, "--crash-loop-k", "2", "--healthy-after-s",
-                            "2", "--crash-loop-window-s", "600"});
+  auto agent = start_agent({"--consumer", consumer, "--crash-loop-k", "2", "--healthy-after-s", "2",
+                            "--crash-loop-window-s", "600"});
   release("good rules\n");
   ASSERT_TRUE(eventually([&] { return content() == "good rules\n"; }, 30s)) << agent_log();
   ASSERT_TRUE(eventually(
-      [&] { return agent_log().find("reached the healthy checkpoint") != std::string::npos; }, 20s));
+      [&] { return agent_log().find("reached the healthy checkpoint") != std::string::npos; },
+      20s));
   auto bad = release("CRASH me\n");
   ASSERT_TRUE(eventually([&] { return content() == "CRASH me\n"; }, 30s)) << agent_log();
   int old_port = port();

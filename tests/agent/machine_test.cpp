@@ -1,11 +1,12 @@
 // The agent state machine: every (state, event) pair against an independently written
 // expectation, and a restart of a real Agent from every persisted state.
+#include "agent/state/machine.hpp"
+
 #include <gtest/gtest.h>
 
 #include <map>
 #include <set>
 
-#include "agent/state/machine.hpp"
 #include "tests/agent/fakes.hpp"
 
 namespace ringfence::agent::testing {
@@ -74,11 +75,9 @@ std::vector<std::pair<State, Event>> all_pairs() {
   return out;
 }
 
-INSTANTIATE_TEST_SUITE_P(Machine, EveryPair, ::testing::ValuesIn(all_pairs()),
-                         [](const auto& p) {
-                           return std::string(to_string(p.param.first)) + "_" +
-                                  std::string(to_string(p.param.second));
-                         });
+INSTANTIATE_TEST_SUITE_P(Machine, EveryPair, ::testing::ValuesIn(all_pairs()), [](const auto& p) {
+  return std::string(to_string(p.param.first)) + "_" + std::string(to_string(p.param.second));
+});
 
 TEST(Machine, NamesRoundTripAndAreUnique) {
   std::set<std::string_view> names;

@@ -30,7 +30,7 @@ TEST(Agent, EnrollsOnceWithAFreshUuidAndKeepsTheCredentialPrivate) {
   EXPECT_TRUE(proto::is_uuid(id->host_id));
   EXPECT_EQ(id->host_id[14], '4') << "UUID v4";
   EXPECT_EQ(id->credential, "cred-1");
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::stat((h.cfg.state_dir + "/identity.json").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   EXPECT_EQ(h.agent->machine_state(), State::Idle);
@@ -160,8 +160,9 @@ INSTANTIATE_TEST_SUITE_P(
                 [](Harness&, proto::DesiredChannel&, std::vector<proto::KnownBad>& bad) {
                   bad.push_back({"rules", 6});
                 }},
-        Refusal{"downgrade", "downgrade",
-                [](Harness& h, proto::DesiredChannel& e, auto&) { e = h.release("rules", 4, "4"); }}),
+        Refusal{
+            "downgrade", "downgrade",
+            [](Harness& h, proto::DesiredChannel& e, auto&) { e = h.release("rules", 4, "4"); }}),
     [](const auto& p) { return std::string(p.param.name); });
 
 TEST(Verify, TooLargeIsRefusedBeforeDownload) {
@@ -339,7 +340,7 @@ TEST(Spool, ReportsWaitForTheServerAndAreSentOnce) {
   ASSERT_FALSE(h.api.report_calls.empty());
   h.api.ack_reports(false);  // server down
   EXPECT_EQ(h.agent->spool().size(), 1u);
-  h.restart();               // the agent dies too: the spool is on disk
+  h.restart();  // the agent dies too: the spool is on disk
   EXPECT_EQ(h.agent->spool().size(), 2u) << "applied + crash(unclean_shutdown)";
   // The first flush after the restart fails again; the retry after backoff succeeds.
   h.api.ack_reports(false);
@@ -448,7 +449,7 @@ TEST(Crash, ConsumerCrashLoopRevertsToLastKnownGoodWithoutTheServer) {
   h.api.ack_reports(false);  // the network is gone from here on
   h.consumer.crash("rules");
   EXPECT_EQ(h.current("rules"), "crashes the consumer") << "one crash is not a loop";
-  h.clock.advance(2000);     // consumer restarted after backoff
+  h.clock.advance(2000);  // consumer restarted after backoff
   ASSERT_TRUE(h.consumer.running("rules"));
   h.consumer.crash("rules", 6);
   EXPECT_EQ(h.current("rules"), "good");
