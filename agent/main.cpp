@@ -9,6 +9,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 
 #include "agent/agent.hpp"
@@ -96,8 +97,12 @@ int main(int argc, char** argv) {
 
   auto url = net::parse_server_url(server);
   if (!url) die(url.error().message);
-  cfg.state_dir = state_dir;
-  cfg.content_dir = content_dir;
+  // Absolute paths: the consumer is handed content paths, and its working dir is not ours.
+  std::error_code path_ec;
+  cfg.state_dir = std::filesystem::absolute(state_dir, path_ec).lexically_normal().string();
+  cfg.content_dir = std::filesystem::absolute(content_dir, path_ec).lexically_normal().string();
+  while (cfg.state_dir.size() > 1 && cfg.state_dir.back() == '/') cfg.state_dir.pop_back();
+  while (cfg.content_dir.size() > 1 && cfg.content_dir.back() == '/') cfg.content_dir.pop_back();
   cfg.enroll_token = token;
   cfg.check_timeout_ms = check_timeout_s * 1000;
   {
