@@ -1,0 +1,77 @@
+// ringfence: the operators' command-line client. Parses `ringfence [globals] <noun> <verb> ...`,
+// then runs the chosen action against the server. Exit codes: see cli/api.hpp (Exit).
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "cli/api.hpp"
+#include "cli/commands.hpp"
+#include "cli/http_client.hpp"
+
+namespace {
+constexpr const char* kExitCodes =
+    "Exit status: 0 ok; 1 usage error; 2 the server refused (4xx, its message on stderr);\n"
+    "3 server unreachable or failing (no connection, timeout, 5xx);\n"
+    "4 `rollouts watch`: the rollout ended halted, rolled_back or aborted.";
+}
+
+int main(int argc, char** argv) {
+  using namespace ringfence::cli;
+  Context ctx;
+  ctx.out = &std::cout;
+
+  CLI::App app{"ringfence: staged rollouts of content updates, from the command line", "ringfence"};
+  app.footer(kExitCodes);
+  app.require_subcommand(1);
+  app.fallthrough();  // global flags may also follow the noun and verb
+  app.add_option("--server", ctx.server, "server URL, http://host:port")
+      ->envname("RINGFENCE_SERVER")
+      ->capture_default_str();
+  app.add_option("--token", ctx.token, "API token (Bearer)")->envname("RINGFENCE_TOKEN");
+  app.add_flag("--json", ctx.as_json, "print the server's JSON instead of tables");
+  app.add_option("--timeout", ctx.timeout_s, "seconds to wait for each answer")
+      ->capture_default_str();
+  app.set_version_flag("--version", "ringfence 0.1.0");
+
+  add_fleet_commands(app, ctx);
+  add_content_commands(app, ctx);
+  add_rollout_commands(app, ctx);
+  add_admin_commands(app, ctx);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return static_cast<int>(Exit::Usage);
+  }
+  if (!ctx.action) {
+    std::cerr << "ringfence: nothing to do (see --help)\n";
+    return static_cast<int>(Exit::Usage);
+  }
+
+  auto url = parse_server_url(ctx.server);
+  if (!url) {
+    std::cerr << "ringfence: " << url.error().message << "\n";
+    return static_cast<int>(Exit::Usage);
+  }
+  if (!(ctx.timeout_s > 0)) {
+    std::cerr << "ringfence: --timeout must be positive\n";
+    return static_cast<int>(Exit::Usage);
+  }
+  HttpClient http(*url, std::chrono::milliseconds(static_cast<long long>(ctx.timeout_s * 1000)));
+  Api api(http, ctx.token);
+  ctx.api = &api;
+
+  auto result = ctx.action(ctx);
+  std::cout.flush();
+  if (!result) {
+    std::cerr << "ringfence: " << result.error().message << "\n" << result.error().details;
+    return static_cast<int>(result.error().exit);
+  }
+  return static_cast<int>(*result);
+}
