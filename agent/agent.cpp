@@ -29,8 +29,11 @@ std::string new_uuid_v4() {
          "-" + h.substr(20, 12);
 }
 
+// A refusal is remembered per signed manifest: the same content re-signed (a fresh expiry after
+// a refusal for "expired") is a new candidate.
 std::string refused_key(const proto::DesiredChannel& c) {
-  return c.channel + "|" + std::to_string(c.version) + "|" + c.sha256;
+  return c.channel + "|" + std::to_string(c.version) + "|" + c.sha256 + "|" +
+         c.signature.substr(0, 16);
 }
 
 std::string join(const std::string& a, std::string_view b) { return a + "/" + std::string(b); }
@@ -50,7 +53,8 @@ Agent::Agent(Config cfg, Deps deps)
 Agent::~Agent() {
   *alive_ = false;
   if (!stopped_) {
-    for (auto* t : {&enroll_timer_, &poll_timer_, &hb_timer_, &report_timer_, &download_timer_}) {
+    for (auto* t : {&enroll_timer_, &poll_timer_, &hb_timer_, &report_timer_, &download_timer_,
+                    &job_hold_timer_}) {
       cancel_timer(*t);
     }
     for (auto& [ch, slot] : consumers_) {
@@ -165,7 +169,8 @@ Status Agent::start() {
 void Agent::stop() {
   if (stopped_) return;
   stopped_ = true;
-  for (auto* t : {&enroll_timer_, &poll_timer_, &hb_timer_, &report_timer_, &download_timer_}) {
+  for (auto* t : {&enroll_timer_, &poll_timer_, &hb_timer_, &report_timer_, &download_timer_,
+                  &job_hold_timer_}) {
     cancel_timer(*t);
   }
   for (auto& [ch, slot] : consumers_) {
@@ -290,6 +295,7 @@ void Agent::on_enrolled() {
 }
 
 void Agent::on_unauthorized() {
+  if (!enrolled()) return;  // another call already saw the 401
   spdlog::warn("server rejected the host credential; enrolling again");
   if (!fire(Event::Unauthorized)) {
     // Mid-apply (Verifying/Activating/Reverting): finish that first, poll again later.
@@ -494,7 +500,7 @@ std::optional<proto::DesiredChannel> Agent::next_job() const {
 }
 
 void Agent::maybe_start_job() {
-  if (stopped_ || !enrolled()) return;
+  if (stopped_ || !enrolled() || job_hold_timer_ != 0) return;
   auto job = next_job();
   if (!job) return;
   if (st_.machine == State::Downloading && st_.job) {
@@ -701,9 +707,14 @@ void Agent::refuse(const Error& why) {
                  {"sha256", job.sha256}};
   report(proto::ReportKind::ApplyFailed, job.channel, job.version, detail.dump());
   if (why.errc != Errc::Unprocessable && why.errc != Errc::InvalidArgument) {
-    // Local trouble (disk): try again later rather than giving up on the version.
-    schedule_poll(download_backoff_.next_delay_ms());
-    etag_.clear();
+    // Local trouble (a full disk): try the version again after a backoff, not in a tight loop
+    // of downloads.
+    cancel_timer(job_hold_timer_);
+    job_hold_timer_ = deps_.clock.schedule(download_backoff_.next_delay_ms(), [this] {
+      job_hold_timer_ = 0;
+      maybe_start_job();
+    });
+    return;
   }
   maybe_start_job();
 }

@@ -176,6 +176,7 @@ class Agent {
   Clock::TimerId hb_timer_ = 0;
   Clock::TimerId report_timer_ = 0;
   Clock::TimerId download_timer_ = 0;
+  Clock::TimerId job_hold_timer_ = 0;  // local failure: no new job until it fires
 
   struct ConsumerSlot {
     std::uint64_t gen = 0;

@@ -165,6 +165,19 @@ INSTANTIATE_TEST_SUITE_P(
             [](Harness& h, proto::DesiredChannel& e, auto&) { e = h.release("rules", 4, "4"); }}),
     [](const auto& p) { return std::string(p.param.name); });
 
+TEST(Verify, AnExpiredManifestReSignedByTheServerIsTriedAgain) {
+  Harness h;
+  h.boot_enrolled();
+  auto stale = h.release("rules", 1, "content", -10);
+  h.deliver(h.desired({stale}));
+  ASSERT_EQ(h.spooled(ReportKind::ApplyFailed).size(), 1u);
+  h.clock.advance(0);
+  h.deliver(h.desired({h.release("rules", 1, "content", 3600)}));
+  ASSERT_EQ(h.api.downloads.size(), 1u);
+  h.api.serve_download();
+  EXPECT_EQ(h.current("rules"), "content");
+}
+
 TEST(Verify, TooLargeIsRefusedBeforeDownload) {
   Harness h;
   h.cfg.max_content_bytes = 3;
