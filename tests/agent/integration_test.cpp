@@ -186,15 +186,22 @@ class AgentIntegration : public ::testing::Test {
                     json{{"sha256", sha}, {"notes", "integration"}}.dump());
     EXPECT_TRUE(rel.status == 200 || rel.status == 201) << rel.status << " " << rel.body;
     std::int64_t version = rel.j().value("version", std::int64_t{0});
-    auto ro = http(port(), "POST", "/v1/rollouts",
-                   json{{"channel", "rules"},
-                        {"version", version},
-                        {"stages", json::array({{{"ring", "all"},
-                                                 {"percent", 100},
-                                                 {"bake_s", 0},
-                                                 {"min_hosts", 1},
-                                                 {"approval", "auto"}}})}}
-                       .dump());
+    // One active rollout per channel: wait for the previous one to finish (409 until then).
+    HttpReply ro;
+    eventually(
+        [&] {
+          ro = http(port(), "POST", "/v1/rollouts",
+                    json{{"channel", "rules"},
+                         {"version", version},
+                         {"stages", json::array({{{"ring", "all"},
+                                                  {"percent", 100},
+                                                  {"bake_s", 0},
+                                                  {"min_hosts", 1},
+                                                  {"approval", "auto"}}})}}
+                        .dump());
+          return ro.status != 409;
+        },
+        30s);
     EXPECT_TRUE(ro.status == 200 || ro.status == 201) << ro.status << " " << ro.body;
     rollout_id_ = ro.j().value("id", json()).dump();
     if (ro.j().contains("id") && ro.j()["id"].is_string())
