@@ -4,6 +4,7 @@
 // boots, kills (no stop(): the marker stays) and restarts an Agent on the same directories.
 
 #include <gtest/gtest.h>
+#include <spdlog/spdlog.h>
 
 #include <fstream>
 #include <map>
@@ -228,6 +229,34 @@ class FakeSystem final : public telemetry::SystemInfo {
   std::int64_t uptime = 1234;
 };
 
+// The real file system with one switchable failure: install() (moving a verified blob into the
+// content dir) fails as on a full disk.
+class FlakyFs final : public Fs {
+ public:
+  Expected<std::string> read(const std::string& p) override { return real_.read(p); }
+  Status write_atomic(const std::string& p, std::string_view d, unsigned m) override {
+    return real_.write_atomic(p, d, m);
+  }
+  std::optional<std::int64_t> file_size(const std::string& p) override {
+    return real_.file_size(p);
+  }
+  bool exists(const std::string& p) override { return real_.exists(p); }
+  Status make_dirs(const std::string& p, unsigned m) override { return real_.make_dirs(p, m); }
+  Status remove(const std::string& p) override { return real_.remove(p); }
+  Status install(const std::string& src, const std::string& dst) override {
+    if (fail_install) return fail(Errc::Unavailable, "No space left on device");
+    return real_.install(src, dst);
+  }
+  Status symlink_atomic(const std::string& t, const std::string& l) override {
+    return real_.symlink_atomic(t, l);
+  }
+  std::optional<std::string> read_link(const std::string& l) override { return real_.read_link(l); }
+  bool fail_install = false;
+
+ private:
+  RealFs real_;
+};
+
 // Thrown by the fault hook: a simulated kill -9 at a named point.
 struct Killed : std::runtime_error {
   Killed() : std::runtime_error("killed") {}
@@ -243,6 +272,9 @@ inline std::string slurp(const std::string& path) {
 class Harness {
  public:
   explicit Harness(bool with_consumer = false) : with_consumer_(with_consumer) {
+    // Quiet unless asked: RINGFENCE_TEST_LOG=debug shows the agent's log while debugging a test.
+    const char* level = std::getenv("RINGFENCE_TEST_LOG");
+    spdlog::set_level(spdlog::level::from_str(level ? level : "off"));
     cfg.state_dir = dir.path() + "/state";
     cfg.content_dir = dir.path() + "/content";
     cfg.enroll_token = "enroll-token";
@@ -348,7 +380,7 @@ class Harness {
 
   ringfence::testing::TempDir dir;
   FakeClock clock;
-  RealFs fs;
+  FlakyFs fs;
   FakeServer api;
   FakeConsumer consumer;
   FakeSystem sys;

@@ -239,6 +239,22 @@ TEST(Verify, PureChecks) {
   EXPECT_TRUE(content::verify_entry(e, ctx));
 }
 
+TEST(Download, ALocalFailureIsRetriedAfterABackoffNotInALoop) {
+  Harness h;
+  h.boot_enrolled();
+  h.fs.fail_install = true;
+  h.deliver(h.desired({h.release("rules", 1, "content")}));
+  h.api.serve_download();
+  EXPECT_EQ(h.agent->machine_state(), State::Idle);
+  EXPECT_TRUE(h.api.downloads.empty()) << "no immediate second download";
+  ASSERT_EQ(h.spooled(ReportKind::ApplyFailed).size(), 1u);
+  h.fs.fail_install = false;
+  h.clock.advance(60'000);
+  ASSERT_EQ(h.api.downloads.size(), 1u) << "the version was not given up";
+  h.api.serve_download();
+  EXPECT_EQ(h.current("rules"), "content");
+}
+
 // ---- downloads and swaps interrupted by kill -9 ----
 
 TEST(Download, ResumesWithRangeAfterAKill) {
