@@ -135,7 +135,7 @@ Status Agent::start() {
   if (auto st = spool_.load(); !st) spdlog::error("{}", st.error().message);
 
   boot_id_ = deps_.system.boot_id();
-  detect_previous_crash();  // may begin a revert (persisted) before anything else runs
+  detect_previous_crash();  // counts the crash against armed guards; reverts come below
   json marker = {{"boot_id", boot_id_}, {"started_ms", deps_.clock.wall_ms()}};
   if (auto st = fs.write_atomic(join(cfg_.state_dir, kMarker), marker.dump(), 0600); !st) {
     return st;
@@ -158,12 +158,24 @@ Status Agent::start() {
   for (const auto& [ch, rec] : st_.channels) {
     if (rec.active != 0 && st_.machine != State::Reverting) start_consumer(ch);
   }
-  if (st_.machine == State::Unenrolled || st_.machine == State::Enrolling || !enrolled()) {
-    if (st_.machine == State::Unenrolled) begin_enroll();
-  } else {
+  if (enrolled() && st_.machine != State::Unenrolled) {
     on_enrolled();
+  } else if (st_.machine == State::Unenrolled) {
+    begin_enroll();
+  } else {
+    ensure_enrolling();
   }
   return {};
+}
+
+void Agent::ensure_enrolling() {
+  if (enrolled() || stopped_) return;
+  if (st_.machine == State::Idle) (void)fire(Event::Unauthorized);
+  if (st_.machine != State::Unenrolled || enroll_timer_ != 0) return;
+  enroll_timer_ = deps_.clock.schedule(enroll_backoff_.next_delay_ms(), [this] {
+    enroll_timer_ = 0;
+    begin_enroll();
+  });
 }
 
 void Agent::stop() {
@@ -810,10 +822,7 @@ void Agent::revert() {
   report(proto::ReportKind::LocalRollback, rj.channel, rj.version, detail.dump(), rj.time_ms);
   if (restored != 0) start_consumer(rj.channel);
   send_heartbeat();
-  if (!enrolled() && st_.machine == State::Idle) {
-    on_unauthorized();
-    return;
-  }
+  if (!enrolled()) return ensure_enrolling();
   drop_bad_active();
   maybe_start_job();
 }

@@ -96,6 +96,8 @@ class Agent {
   void begin_enroll();
   void on_enrolled();
   void on_unauthorized();
+  // Back to Unenrolled (from Idle) with an enroll attempt scheduled, when there is no credential.
+  void ensure_enrolling();
   bool enrolled() const { return id_ && !id_->credential.empty(); }
 
   // --- long poll / heartbeat / reports ---

@@ -509,6 +509,24 @@ TEST(Crash, ConsumerCrashLoopRevertsToLastKnownGoodWithoutTheServer) {
   EXPECT_EQ(h.agent->spool().size(), 0u);
 }
 
+TEST(Crash, CrashLoopWhileUnenrolledStillRevertsAndEnrollsAfterwards) {
+  Harness h(true);
+  h.boot_enrolled();
+  h.apply(h.release("rules", 1, "good"));
+  h.apply(h.release("rules", 2, "bad"), {}, false);
+  h.clock.advance(0);
+  h.api.answer_desired(tl::unexpected(failure(401)));  // credential revoked
+  ASSERT_EQ(h.agent->machine_state(), State::Unenrolled);
+  h.consumer.crash("rules");
+  h.clock.advance(1000);
+  h.consumer.crash("rules");
+  EXPECT_EQ(h.current("rules"), "good");
+  EXPECT_EQ(h.agent->machine_state(), State::Unenrolled);
+  h.clock.advance(60'000);
+  EXPECT_EQ(h.agent->machine_state(), State::Enrolling);
+  EXPECT_FALSE(h.api.enrolls.empty());
+}
+
 TEST(Crash, AgentRestartLoopRevertsOnStart) {
   Harness h;
   h.boot_enrolled();
