@@ -34,7 +34,8 @@ Response status_result(const Status& s) {
 Expected<json> body_object(const Request& req, bool allow_empty = false) {
   auto ct = req.header("content-type");
   if (!ct.empty() && ct.find("application/json") == std::string_view::npos) {
-    return fail(Errc::UnsupportedMedia, "send the body as application/json");
+    return fail(Errc::UnsupportedMedia,
+                "send the body as application/json (with curl: -H 'Content-Type: application/json')");
   }
   if (req.body.empty()) {
     if (allow_empty) return json::object();

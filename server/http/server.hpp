@@ -50,8 +50,9 @@ class HttpServer {
   // Number of open connections (for /metrics).
   std::size_t connections() const noexcept;
 
+  struct Impl;  // defined in beast_server.cpp
+
  private:
-  struct Impl;
   std::shared_ptr<Impl> impl_;
 };
 
