@@ -167,7 +167,6 @@ Result<Exit> watch_rollout(Api& api, std::int64_t id, const WatchOptions& o, std
     }
     if (changed) draw(current);
   }
-  draw(current);
   std::string state = current.value("state", "");
   out << "rollout " << id << " ended " << state
       << (current.contains("halt_reason") ? ": " + current["halt_reason"].get<std::string>() : "")

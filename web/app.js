@@ -231,19 +231,20 @@ function stateBadge(r) {
   return el('span', { class: `state state-${r.state}`, text });
 }
 
+function rolloutRow(r) {
+  const row = el('tr', { 'data-rollout': String(r.id), class: r.id === state.selected ? 'selected' : '' },
+    el('td', { text: `#${r.id}` }),
+    el('td', { text: `${r.channel} v${r.version}` }),
+    el('td', {}, stateBadge(r)),
+    el('td', { text: `${r.stage + 1}/${r.stages.length} ${r.stages[r.stage]?.ring ?? ''}` }),
+    el('td', {}, hostBar(totals(r))));
+  row.addEventListener('click', () => attempt(() => selectRollout(r.id)));
+  return row;
+}
+
 function renderRollouts(rollouts) {
   const body = $('#rollouts tbody');
-  body.replaceChildren(
-    ...rollouts.map((r) => {
-      const row = el('tr', { 'data-rollout': String(r.id), class: r.id === state.selected ? 'selected' : '' },
-        el('td', { text: `#${r.id}` }),
-        el('td', { text: `${r.channel} v${r.version}` }),
-        el('td', {}, stateBadge(r)),
-        el('td', { text: `${r.stage + 1}/${r.stages.length} ${r.stages[r.stage]?.ring ?? ''}` }),
-        el('td', {}, hostBar(totals(r))));
-      row.addEventListener('click', () => attempt(() => selectRollout(r.id)));
-      return row;
-    }));
+  body.replaceChildren(...rollouts.map(rolloutRow));
   if (rollouts.length === 0) body.append(el('tr', {}, el('td', { colSpan: 5, class: 'empty', text: 'No rollouts yet.' })));
 }
 
@@ -283,6 +284,8 @@ function showRollout(r) {
   reason.hidden = notes.length === 0;
   reason.textContent = notes.join(' ');
   updateActions(r);
+  // Keep the selected rollout's row in the list as fresh as the detail.
+  $(`#rollouts tr[data-rollout="${r.id}"]`)?.replaceWith(rolloutRow(r));
   if (rebuild) buildStageCards(r);
   const now = Date.now() / 1000;
   r.stages.forEach((stage, i) => {
@@ -409,8 +412,9 @@ function makeChart(rollout, stage, container) {
     cursor: { drag: { x: false, y: false } },
     scales: {
       x: { time: true },
-      rate: { range: (u, min, max) => [0, Math.max(0.05, (max || 0) * 1.15)] },
-      llr: { range: (u, min, max) => [Math.min(0, min ?? 0), Math.max(1, (max || 0) * 1.1)] },
+      // Headroom above the limit and the halt bound so that neither sits on the top edge.
+      rate: { range: (u, min, max) => [0, Math.max(0.05, (max || 0) * 1.5)] },
+      llr: { range: (u, min, max) => [Math.min(0, min ?? 0), Math.max(1, (max || 0) * 1.25)] },
     },
     series: [
       {},

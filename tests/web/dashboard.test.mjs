@@ -258,7 +258,7 @@ async function main() {
   check('abort asks for confirmation', question.includes(`Abort rollout #${ids['sensor-config']}`), question);
   // Cancelling changes nothing.
   await page.click('#confirm-cancel');
-  await page.waitForSelector('#confirm:not([open])');
+  await page.waitForSelector('#confirm', { state: 'hidden' });
   const still = await call(base, 'GET', `/v1/rollouts/${ids['sensor-config']}`);
   check('cancel leaves the rollout running', still.state === 'running', still.state);
   await page.click('#action-abort');
