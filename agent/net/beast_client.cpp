@@ -224,13 +224,9 @@ struct BeastClient::Impl {
                 if (ec) return cb(tl::unexpected(network_failure("request failed", ec)));
                 const auto& res = e.parser.get();
                 int status = static_cast<int>(res.result_int());
-                if (status != ok_status && !(status == 304 && ok_status == 200)) {
-                  if (status == 200 || status == 202 || status == 204) {
-                    // Some other 2xx: accept as success for fire-and-forget calls.
-                  } else {
-                    return cb(tl::unexpected(http_failure(status, res, res.body())));
-                  }
-                }
+                // Any 2xx is success (a 200 for a 204 does no harm); 304 only for the poll.
+                bool ok = (status >= 200 && status < 300) || (status == 304 && ok_status == 200);
+                if (!ok) return cb(tl::unexpected(http_failure(status, res, res.body())));
                 cb(on_ok(status, res));
               });
   }

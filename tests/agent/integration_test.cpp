@@ -284,7 +284,7 @@ TEST_F(AgentIntegration, EnrollsDownloadsVerifiesAppliesAndHeartbeats) {
 }
 
 TEST_F(AgentIntegration, KillDuringDownloadResumesWithRange) {
-  std::string big(3 << 20, 'r');
+  std::string big(900'000, 'r');  // ~55 chunks of 16 KiB; under the server's 1 MiB body limit
   for (std::size_t i = 0; i < big.size(); i += 4096)
     big[i] = static_cast<char>('a' + (i / 4096) % 26);
   auto v = release(big);
@@ -348,10 +348,16 @@ TEST_F(AgentIntegration, ConsumerCrashLoopRevertsLocallyAndReportsWhenTheServerI
   ASSERT_TRUE(eventually([&] { return content() == "CRASH me\n"; }, 30s)) << agent_log();
   int old_port = port();
   server_->kill();  // the network is gone; the agent is on its own
-  ASSERT_TRUE(eventually([&] { return content() == "good rules\n"; }, 30s)) << agent_log();
+  // The flip comes first, the local_rollback report is spooled right after it.
+  ASSERT_TRUE(eventually(
+      [&] {
+        return content() == "good rules\n" && spool().find("local_rollback") != std::string::npos;
+      },
+      30s))
+      << agent_log();
   auto state = json::parse(slurp(dir_.path() + "/state/state.json"), nullptr, false);
   ASSERT_TRUE(state.is_object());
-  ASSERT_EQ(state["quarantine"].size(), 1u);
+  ASSERT_EQ(state["quarantine"].size(), 1u) << state.dump() << "\n" << agent_log();
   EXPECT_EQ(state["quarantine"][0]["version"], bad);
   EXPECT_NE(spool().find("local_rollback"), std::string::npos) << spool();
   EXPECT_GE(count_of(spool(), "consumer_signal"), 1u) << spool();
