@@ -5,9 +5,16 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <ostream>
 #include <set>
 
 #include "tests/agent/fakes.hpp"
+
+namespace ringfence::agent::state {
+// Names, not bytes, in test listings ("GetParam() = (idle, enroll)").
+void PrintTo(State s, std::ostream* os) { *os << to_string(s); }
+void PrintTo(Event e, std::ostream* os) { *os << to_string(e); }
+}  // namespace ringfence::agent::state
 
 namespace ringfence::agent::testing {
 namespace {
