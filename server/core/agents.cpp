@@ -336,6 +336,7 @@ void Service::tick() {
     (void)changed;
     m.evaluate(r);  // also catches bake expiry
   }
+  m.refresh_manifests();
   (void)m.flush_hosts();
   (void)m.flush_reports();
 }

@@ -319,6 +319,32 @@ Expected<json> Service::quarantine_release(const Principal& by, const std::strin
   return m.release_json(rel);
 }
 
+void Service::Impl::refresh_manifests() {
+  auto now_ms = clock.now_ms();
+  if (now_ms < next_manifest_check_ms) return;
+  next_manifest_check_ms = now_ms + 60'000;
+  auto now = now_ms / 1000;
+  bool changed = false;
+  for (auto& [name, ch] : channels) {
+    for (auto& [v, r] : ch.releases) {
+      if (r.state == ReleaseState::Quarantined || r.state == ReleaseState::Superseded) continue;
+      if (r.manifest.expires - now > opt.manifest_ttl_s / 2) continue;
+      auto saved = r;
+      r.manifest.expires = now + opt.manifest_ttl_s;
+      r.signature = proto::sign(key.secret_key, proto::canonical_bytes(r.manifest));
+      if (!persist_release(r)) {
+        r = saved;
+        continue;
+      }
+      changed = true;
+    }
+  }
+  if (changed) {
+    ++known_bad_generation;  // part of every ETag: agents fetch the fresh manifests
+    notify_waiters();
+  }
+}
+
 // ---------------------------------------------------------------- policies
 
 Expected<std::vector<StagePlan>> parse_stages(const json& stages) {

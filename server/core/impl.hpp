@@ -169,7 +169,11 @@ struct Service::Impl {
   void publish(const store::EventRow& row);
   Status flush_hosts();
   Status flush_reports();
-  Status refresh_rings_from_store_rows(const std::vector<store::RingRow>& rows);
+  // Re-signs manifests of offered releases (validated, rolling, stable) whose expiry is less
+  // than half a TTL away, so content an agent may still need never looks stale. Cheap when
+  // nothing is due; called from tick().
+  void refresh_manifests();
+  std::int64_t next_manifest_check_ms = 0;
 };
 
 // JSON <-> plan
