@@ -63,7 +63,7 @@ std::int64_t Service::Impl::heartbeat_for(HostIndex i) const {
 DesiredAnswer Service::Impl::compute_desired(HostIndex i, bool want_body) {
   const auto& h = fleet.at(i);
   proto::DesiredState ds;
-  std::uint64_t tag = proto::fnv1a64(h.id) ^ (known_bad_generation * 0x9e3779b97f4a7c15ULL);
+  std::uint64_t tag = proto::fnv1a64(h.id) ^ (desired_generation * 0x9e3779b97f4a7c15ULL);
   for (auto& [name, ch] : channels) {
     const Release* chosen = nullptr;
     Rollout* r = active_rollout(name);

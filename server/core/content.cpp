@@ -340,7 +340,7 @@ void Service::Impl::refresh_manifests() {
     }
   }
   if (changed) {
-    ++known_bad_generation;  // part of every ETag: agents fetch the fresh manifests
+    ++desired_generation;  // part of every ETag: agents fetch the fresh manifests
     notify_waiters();
   }
 }

@@ -122,7 +122,7 @@ struct Service::Impl {
   std::int64_t next_rollout_id = 1;
   bool emergency = false;
   std::string emergency_reason;
-  std::uint64_t known_bad_generation = 0;
+  std::uint64_t desired_generation = 0;
   std::vector<proto::KnownBad> known_bad;
 
   std::multimap<HostIndex, Waiter> waiters;

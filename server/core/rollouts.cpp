@@ -341,7 +341,7 @@ void Service::Impl::rebuild_known_bad() {
       if (r.state == ReleaseState::Quarantined) known_bad.push_back({n, v});
     }
   }
-  ++known_bad_generation;
+  ++desired_generation;
 }
 
 // ---------------------------------------------------------------- API
