@@ -201,7 +201,7 @@ class AgentIntegration : public ::testing::Test {
                         .dump());
           return ro.status != 409;
         },
-        30s);
+        90s);
     EXPECT_TRUE(ro.status == 200 || ro.status == 201) << ro.status << " " << ro.body;
     rollout_id_ = ro.j().value("id", json()).dump();
     if (ro.j().contains("id") && ro.j()["id"].is_string())
@@ -257,7 +257,7 @@ TEST_F(AgentIntegration, EnrollsDownloadsVerifiesAppliesAndHeartbeats) {
       << agent_log();
   auto v1 = release("detection rules, version one\n");
   ASSERT_GT(v1, 0);
-  ASSERT_TRUE(eventually([&] { return content() == "detection rules, version one\n"; }, 30s))
+  ASSERT_TRUE(eventually([&] { return content() == "detection rules, version one\n"; }, 60s))
       << agent_log();
   // The server learns the version from the heartbeat and the applied report.
   ASSERT_TRUE(eventually(
@@ -267,7 +267,7 @@ TEST_F(AgentIntegration, EnrollsDownloadsVerifiesAppliesAndHeartbeats) {
         return h.status == 200 && j.contains("channels") && j["channels"].contains("rules") &&
                j["channels"]["rules"].value("version", std::int64_t{0}) == v1;
       },
-      30s))
+      60s))
       << http(port(), "GET", "/v1/hosts/" + host_id()).body;
   EXPECT_TRUE(eventually([&] { return spool().find("applied") == std::string::npos; }, 20s))
       << "applied report delivered: " << spool();
@@ -290,7 +290,7 @@ TEST_F(AgentIntegration, KillDuringDownloadResumesWithRange) {
   auto v = release(big);
   ASSERT_GT(v, 0);
   auto dying = start_agent({}, {{"RINGFENCE_AGENT_FAULT", "download_progress"}});
-  auto status = dying.wait(30s);
+  auto status = dying.wait(90s);
   ASSERT_TRUE(status) << agent_log();
   ASSERT_TRUE(WIFSIGNALED(*status) && WTERMSIG(*status) == SIGKILL) << agent_log();
   EXPECT_FALSE(exists(dir_.path() + "/content/rules/current"));
@@ -308,17 +308,17 @@ class SwapKill : public AgentIntegration, public ::testing::WithParamInterface<c
 TEST_P(SwapKill, LeavesOldOrNewContentNeverTorn) {
   auto first = start_agent();
   release("old content\n");
-  ASSERT_TRUE(eventually([&] { return content() == "old content\n"; }, 30s)) << agent_log();
+  ASSERT_TRUE(eventually([&] { return content() == "old content\n"; }, 60s)) << agent_log();
   first.signal(SIGTERM);
   ASSERT_TRUE(first.wait(10s));
   auto dying = start_agent({}, {{"RINGFENCE_AGENT_FAULT", GetParam()}});
   release("new content, a little longer\n");
-  auto status = dying.wait(30s);
+  auto status = dying.wait(90s);
   ASSERT_TRUE(status && WIFSIGNALED(*status)) << agent_log();
   auto seen = content();
   EXPECT_TRUE(seen == "old content\n" || seen == "new content, a little longer\n") << seen;
   auto agent = start_agent();
-  ASSERT_TRUE(eventually([&] { return content() == "new content, a little longer\n"; }, 30s))
+  ASSERT_TRUE(eventually([&] { return content() == "new content, a little longer\n"; }, 60s))
       << agent_log();
   EXPECT_EQ(content("rules/versions/v1"), "old content\n") << "last-known-good kept";
 }
@@ -340,12 +340,12 @@ TEST_F(AgentIntegration, ConsumerCrashLoopRevertsLocallyAndReportsWhenTheServerI
   auto agent = start_agent({"--consumer", consumer, "--crash-loop-k", "2", "--healthy-after-s", "2",
                             "--crash-loop-window-s", "600"});
   release("good rules\n");
-  ASSERT_TRUE(eventually([&] { return content() == "good rules\n"; }, 30s)) << agent_log();
+  ASSERT_TRUE(eventually([&] { return content() == "good rules\n"; }, 60s)) << agent_log();
   ASSERT_TRUE(eventually(
       [&] { return agent_log().find("reached the healthy checkpoint") != std::string::npos; },
       20s));
   auto bad = release("CRASH me\n");
-  ASSERT_TRUE(eventually([&] { return content() == "CRASH me\n"; }, 30s)) << agent_log();
+  ASSERT_TRUE(eventually([&] { return content() == "CRASH me\n"; }, 60s)) << agent_log();
   int old_port = port();
   server_->kill();  // the network is gone; the agent is on its own
   // The flip comes first, the local_rollback report is spooled right after it.
@@ -353,7 +353,7 @@ TEST_F(AgentIntegration, ConsumerCrashLoopRevertsLocallyAndReportsWhenTheServerI
       [&] {
         return content() == "good rules\n" && spool().find("local_rollback") != std::string::npos;
       },
-      30s))
+      60s))
       << agent_log();
   auto state = json::parse(slurp(dir_.path() + "/state/state.json"), nullptr, false);
   ASSERT_TRUE(state.is_object());
@@ -372,7 +372,7 @@ TEST_F(AgentIntegration, ConsumerCrashLoopRevertsLocallyAndReportsWhenTheServerI
 TEST_F(AgentIntegration, ServerOutageIsMetWithBackoffNotAStorm) {
   auto agent = start_agent();
   release("steady\n");
-  ASSERT_TRUE(eventually([&] { return content() == "steady\n"; }, 30s)) << agent_log();
+  ASSERT_TRUE(eventually([&] { return content() == "steady\n"; }, 60s)) << agent_log();
   int old_port = port();
   std::size_t before = count_of(agent_log(), "poll failed");
   auto t0 = std::chrono::steady_clock::now();
