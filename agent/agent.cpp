@@ -512,19 +512,26 @@ std::optional<proto::DesiredChannel> Agent::next_job() const {
 }
 
 void Agent::maybe_start_job() {
-  if (stopped_ || !enrolled() || job_hold_timer_ != 0) return;
-  auto job = next_job();
-  if (!job) return;
+  if (stopped_ || !enrolled() || job_hold_timer_ != 0 || !desired_) return;
   if (st_.machine == State::Downloading && st_.job) {
-    // Replace the job only when the desired state moved on for the job's channel.
     bool still_wanted = std::any_of(
         desired_->channels.begin(), desired_->channels.end(),
         [&](const proto::DesiredChannel& e) { return refused_key(e) == refused_key(*st_.job); });
     if (still_wanted) return;
+    // The desired state moved on (a newer version, or a rollback away from this one): drop the
+    // download rather than finish and apply content the server no longer wants here.
+    spdlog::info("desired state no longer names {} v{}: dropping its download", st_.job->channel,
+                 st_.job->version);
     (void)deps_.fs.remove(staging_path(*st_.job));
-  } else if (st_.machine != State::Idle) {
-    return;  // busy: re-evaluated when the pipeline is back in Idle
+    st_.job.reset();
+    ++job_gen_;
+    downloading_ = false;
+    cancel_timer(download_timer_);
+    if (!fire(Event::Refused)) return;
   }
+  if (st_.machine != State::Idle) return;  // busy: re-evaluated when back in Idle
+  auto job = next_job();
+  if (!job) return;
   st_.job = *job;
   ++job_gen_;
   downloading_ = false;

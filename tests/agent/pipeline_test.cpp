@@ -303,6 +303,23 @@ TEST(Download, ANewerDesiredStateReplacesTheJob) {
   EXPECT_EQ(h.current("rules"), "two");
 }
 
+TEST(Download, ARollbackWhileDownloadingDropsTheJob) {
+  Harness h;
+  h.boot_enrolled();
+  auto v1 = h.release("rules", 1, "one");
+  h.apply(v1);
+  h.deliver(h.desired({h.release("rules", 2, "two")}));
+  ASSERT_EQ(h.agent->machine_state(), State::Downloading);
+  h.clock.advance(0);
+  h.deliver(h.desired({v1}, {{"rules", 2}}));  // the server halted v2: back to v1
+  EXPECT_EQ(h.agent->machine_state(), State::Idle);
+  ASSERT_EQ(h.api.downloads.size(), 1u);
+  h.api.serve_download();  // the stale download completes: ignored
+  EXPECT_EQ(h.current("rules"), "one");
+  EXPECT_EQ(h.agent->machine_state(), State::Idle);
+  EXPECT_TRUE(h.spooled(ReportKind::ApplyFailed).empty());
+}
+
 class SwapKilledAt : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(SwapKilledAt, LeavesOldOrNewContentNeverTorn) {
