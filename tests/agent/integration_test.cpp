@@ -178,7 +178,7 @@ class AgentIntegration : public ::testing::Test {
   std::string spool() const { return slurp(dir_.path() + "/state/spool.json"); }
 
   // Uploads bytes, creates a release and rolls it out to everyone; returns the version.
-  std::int64_t release(const std::string& bytes) {
+  std::int64_t release(const std::string& bytes, int bake_s = 0) {
     auto blob = http(port(), "POST", "/v1/blobs", bytes, "application/octet-stream");
     EXPECT_TRUE(blob.status == 200 || blob.status == 201) << blob.status << " " << blob.body;
     auto sha = blob.j().value("sha256", "");
@@ -195,7 +195,7 @@ class AgentIntegration : public ::testing::Test {
                          {"version", version},
                          {"stages", json::array({{{"ring", "all"},
                                                   {"percent", 100},
-                                                  {"bake_s", 0},
+                                                  {"bake_s", bake_s},
                                                   {"min_hosts", 1},
                                                   {"approval", "auto"}}})}}
                         .dump());
@@ -281,6 +281,23 @@ TEST_F(AgentIntegration, EnrollsDownloadsVerifiesAppliesAndHeartbeats) {
   ASSERT_TRUE(status);
   EXPECT_TRUE(WIFEXITED(*status));
   EXPECT_FALSE(exists(dir_.path() + "/state/agent.running"));
+}
+
+TEST_F(AgentIntegration, OperatorAbortSendsTheHostBackToTheLastGoodRelease) {
+  auto agent = start_agent();
+  release("v1, good\n");
+  ASSERT_TRUE(eventually([&] { return content() == "v1, good\n"; }, 60s)) << agent_log();
+  release("v2, about to be aborted\n", 3600);  // stays in its bake
+  ASSERT_TRUE(eventually([&] { return content() == "v2, about to be aborted\n"; }, 60s))
+      << agent_log();
+  auto abort = http(port(), "POST", "/v1/rollouts/" + rollout_id_ + "/abort", "{}");
+  ASSERT_TRUE(abort.status == 200 || abort.status == 202) << abort.status << " " << abort.body;
+  // The server quarantines v2 and sends the host back (a signed rollback target, or v2 on the
+  // known-bad list): either way the host runs v1 again, without a local quarantine.
+  ASSERT_TRUE(eventually([&] { return content() == "v1, good\n"; }, 30s)) << agent_log();
+  auto state = json::parse(slurp(dir_.path() + "/state/state.json"), nullptr, false);
+  EXPECT_TRUE(state["quarantine"].empty()) << state.dump();
+  EXPECT_TRUE(eventually([&] { return spool() == "[]"; }, 30s)) << spool();
 }
 
 TEST_F(AgentIntegration, KillDuringDownloadResumesWithRange) {
