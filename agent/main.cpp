@@ -85,7 +85,8 @@ int main(int argc, char** argv) {
       ->envname("RINGFENCE_CHECK_TIMEOUT_S")
       ->check(CLI::Range(1, 3600));
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")
-      ->envname("RINGFENCE_LOG_LEVEL");
+      ->envname("RINGFENCE_LOG_LEVEL")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   app.set_version_flag("--version", std::string(kAgentVersion));
   CLI11_PARSE(app, argc, argv);
 
