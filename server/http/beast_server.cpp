@@ -113,7 +113,8 @@ class Session : public std::enable_shared_from_this<Session> {
     idle_ = true;
     header_parser_.emplace();
     header_parser_->header_limit(static_cast<std::uint32_t>(srv_->opt.header_limit));
-    header_parser_->body_limit(srv_->opt.body_limit);
+    // The header parser admits up to the upload limit; JSON routes re-check the smaller limit.
+    header_parser_->body_limit(std::max<std::uint64_t>(srv_->opt.body_limit, srv_->opt.upload_limit));
     stream_.expires_after(srv_->opt.read_timeout);
     bhttp::async_read_header(stream_, buffer_, *header_parser_,
                              [self = shared_from_this()](beast::error_code ec, std::size_t) {
@@ -145,6 +146,13 @@ class Session : public std::enable_shared_from_this<Session> {
         return fail_and_close(Error{Errc::Unavailable, "cannot store the upload"});
       }
     } else {
+      auto len = header_parser_->content_length();
+      if (len && *len > srv_->opt.body_limit) {
+        header_parser_.reset();
+        return fail_and_close(Error{Errc::PayloadTooLarge, "request body is larger than " +
+                                                               std::to_string(srv_->opt.body_limit) +
+                                                               " bytes"});
+      }
       string_parser_.emplace(std::move(*header_parser_));
       string_parser_->body_limit(srv_->opt.body_limit);
     }

@@ -150,9 +150,7 @@ class AgentIntegration : public ::testing::Test {
   void SetUp() override {
     server_bin_ = ringfence::testing::built_program("server/ringfence-server");
     agent_bin_ = ringfence::testing::built_program("agent/ringfence-agent");
-    if (::access(server_bin_.c_str(), X_OK) != 0) {
-      GTEST_SKIP() << "ringfence-server is not built (" << server_bin_ << ")";
-    }
+    ASSERT_EQ(::access(server_bin_.c_str(), X_OK), 0) << "ringfence-server is not built: " << server_bin_;
     ASSERT_EQ(::access(agent_bin_.c_str(), X_OK), 0) << agent_bin_;
     ::mkdir((dir_.path() + "/data").c_str(), 0700);
     server_ = std::make_unique<Server>(dir_.path() + "/data");

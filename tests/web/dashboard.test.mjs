@@ -26,7 +26,7 @@ const webDir = process.env.RINGFENCE_WEB_DIR || join(repo, 'web');
 const artifacts = process.env.RINGFENCE_ARTIFACT_DIR || join(binDir || '.', 'test-artifacts', 'web');
 const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 const ADMIN = 'web-test-admin-token-0123456789';
-const SKIP = 77;
+const SKIP = 1; // a missing dependency is a failure, never a skip: scripts/test.sh installs them
 
 const results = [];
 let server;
@@ -175,18 +175,18 @@ async function main() {
     return 2;
   }
   if (!existsSync(chromiumPath)) {
-    console.log(`web: skipped (no ${chromiumPath}; run scripts/install-web-test-deps.sh)`);
+    console.log(`web: FAILED: missing dependency (no ${chromiumPath}; run scripts/install-web-test-deps.sh)`);
     return SKIP;
   }
   let chromium;
   try {
     ({ chromium } = await import('playwright-core'));
   } catch {
-    console.log('web: skipped (playwright-core is not installed; run scripts/install-web-test-deps.sh)');
+    console.log('web: FAILED: missing dependency (playwright-core is not installed; run scripts/install-web-test-deps.sh)');
     return SKIP;
   }
   if (!existsSync(join(webDir, 'vendor', 'uPlot.iife.min.js'))) {
-    console.log('web: skipped (web/vendor is empty; run scripts/vendor-web.sh)');
+    console.log('web: FAILED: missing dependency (web/vendor is empty; run scripts/vendor-web.sh)');
     return SKIP;
   }
   mkdirSync(artifacts, { recursive: true });
@@ -303,7 +303,7 @@ try {
   code = 1;
 }
 await cleanup();
-if (code !== SKIP && code !== 2) {
+if (code !== 2) {
   const passed = results.filter((r) => r.ok).length;
   const failed = results.length - passed;
   console.log(`web: ${passed} passed, ${failed} failed`);
