@@ -147,6 +147,10 @@ struct Service::Impl {
   json release_json(const Release& r) const;
   json host_json(HostIndex i) const;
   Expected<Rollout*> find_rollout(std::int64_t id);
+  // The plan of a create/preview body: exactly one of a policy name or inline stages; every
+  // stage's ring must exist.
+  Expected<std::vector<StagePlan>> plan_from(const json& body,
+                                             const std::optional<std::string>& policy) const;
   Rollout* active_rollout(const std::string& channel);
   Status transition(Rollout& r, rollout::Event e, const std::string& actor, json data);
   void start_stage(Rollout& r, std::size_t stage);

@@ -346,32 +346,37 @@ void Service::Impl::rebuild_known_bad() {
 
 // ---------------------------------------------------------------- API
 
+Expected<std::vector<StagePlan>> Service::Impl::plan_from(const json& body,
+                                                         const std::optional<std::string>& policy) const {
+  bool has_stages = body.contains("stages");
+  if (policy.has_value() == has_stages) {
+    return fail(Errc::InvalidArgument, "give exactly one of 'policy' or 'stages'");
+  }
+  std::vector<StagePlan> plan;
+  if (has_stages) {
+    RF_TRY(p, parse_stages(body["stages"]));
+    plan = std::move(p);
+  } else {
+    auto it = policies.find(*policy);
+    if (it == policies.end()) return fail(Errc::NotFound, "no policy named '" + *policy + "'");
+    plan = it->second;
+  }
+  for (const auto& st : plan) {
+    if (fleet.ring_index(st.ring) < 0) {
+      return fail(Errc::InvalidArgument, "stage ring '" + st.ring + "' does not exist");
+    }
+  }
+  return plan;
+}
+
 Expected<json> Service::create_rollout(const Principal& by, const json& body) {
   RF_CHECK(proto::only_keys(body, {"channel", "version", "policy", "stages"}));
   RF_TRY(channel, proto::get_string(body, "channel", 63));
   RF_TRY(version, proto::get_int(body, "version", 1, 1'000'000'000'000LL));
   RF_TRY(policy, proto::get_opt_string(body, "policy", 63));
-  bool has_stages = body.contains("stages");
-  if (policy.has_value() == has_stages) {
-    return fail(Errc::InvalidArgument, "give exactly one of 'policy' or 'stages'");
-  }
   auto& m = *impl_;
-  std::vector<StagePlan> plan;
-  if (has_stages) {
-    RF_TRY(p, parse_stages(body["stages"]));
-    plan = std::move(p);
-  }
   std::lock_guard lock(m.mu);
-  if (policy) {
-    auto it = m.policies.find(*policy);
-    if (it == m.policies.end()) return fail(Errc::NotFound, "no policy named '" + *policy + "'");
-    plan = it->second;
-  }
-  for (const auto& s : plan) {
-    if (m.fleet.ring_index(s.ring) < 0) {
-      return fail(Errc::InvalidArgument, "stage ring '" + s.ring + "' does not exist");
-    }
-  }
+  RF_TRY(plan, m.plan_from(body, policy));
   auto cit = m.channels.find(channel);
   if (cit == m.channels.end()) return fail(Errc::NotFound, "no channel named '" + channel + "'");
   auto rit = cit->second.releases.find(version);
@@ -559,32 +564,16 @@ Expected<json> Service::preview(const json& body) const {
   RF_CHECK(proto::only_keys(body, {"channel", "policy", "stages"}));
   RF_TRY(channel, proto::get_opt_string(body, "channel", 63));
   RF_TRY(policy, proto::get_opt_string(body, "policy", 63));
-  bool has_stages = body.contains("stages");
-  if (policy.has_value() == has_stages) {
-    return fail(Errc::InvalidArgument, "give exactly one of 'policy' or 'stages'");
-  }
   auto& m = *impl_;
-  std::vector<StagePlan> plan;
-  if (has_stages) {
-    RF_TRY(p, parse_stages(body["stages"]));
-    plan = std::move(p);
-  }
   std::lock_guard lock(m.mu);
   if (channel && !m.channels.count(*channel)) return fail(Errc::NotFound, "no channel named '" + *channel + "'");
-  if (policy) {
-    auto it = m.policies.find(*policy);
-    if (it == m.policies.end()) return fail(Errc::NotFound, "no policy named '" + *policy + "'");
-    plan = it->second;
-  }
+  RF_TRY(plan, m.plan_from(body, policy));
   Rollout probe;
   probe.plan = plan;
   json stages = json::array();
   std::int64_t cumulative = 0, earliest_s = 0, total = static_cast<std::int64_t>(m.fleet.live());
   std::vector<bool> counted(m.fleet.slots(), false);
   for (std::size_t s = 0; s < plan.size(); ++s) {
-    if (m.fleet.ring_index(plan[s].ring) < 0) {
-      return fail(Errc::InvalidArgument, "stage ring '" + plan[s].ring + "' does not exist");
-    }
     std::int64_t n = 0, pinned = 0;
     json sample = json::array();
     for (HostIndex i = 0; i < m.fleet.slots(); ++i) {
