@@ -12,7 +12,7 @@ build_pkgs=(
   libexpected-dev libcli11-dev libssl-dev
 )
 test_pkgs=(
-  libgtest-dev libgmock-dev json-schema-test-suite python3 curl
+  libgtest-dev libgmock-dev json-schema-test-suite python3 curl prometheus
 )
 bench_pkgs=(
   wrk nginx-light libbenchmark-dev linux-perf valgrind
