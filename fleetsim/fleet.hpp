@@ -1,0 +1,59 @@
+#pragma once
+// The simulated fleet: many hosts, each speaking the real agent protocol (proto/messages.hpp)
+// through one HttpClient — enroll, long-poll or poll the desired state, download (once per
+// sha256, cached) and verify signed content, heartbeat, report — and reacting to each content
+// version by its crash model (fleetsim/model.hpp) or by what the sample consumer makes of the
+// content (--model-from-content).
+//
+// Threading: one io_context run by one thread; every member function on that thread. The fleet
+// schedules its own work with one timer (a time-ordered queue of per-host events), so 100 000
+// hosts cost 100 000 small structs, not 100 000 timers.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "fleetsim/http_client.hpp"
+#include "fleetsim/model.hpp"
+
+namespace ringfence::fleetsim {
+
+struct FleetOptions {
+  std::string enroll_token;
+  std::size_t hosts = 100;
+  std::size_t long_poll_hosts = 100;   // the first this many hosts hold a long poll each
+  std::int64_t long_poll_wait_s = 30;  // wait= of every long poll
+  ModelTable models;
+  bool model_from_content = false;
+  double background_crash_rate = 0;  // crashes per host per hour, any version
+  double heartbeat_scale = 1.0;      // multiplies the server's heartbeat/poll intervals
+  std::size_t enroll_concurrency = 64;
+  std::uint64_t seed = 1;
+};
+
+class Fleet {
+ public:
+  Fleet(boost::asio::io_context& io, HttpClient& client, FleetOptions options);
+  ~Fleet();
+  Fleet(const Fleet&) = delete;
+  Fleet& operator=(const Fleet&) = delete;
+
+  // Fetches the signing key (retrying until the server answers), then enrolls every host.
+  void start();
+  // Stops scheduling; requests in flight are abandoned by the caller's HttpClient::shutdown().
+  void stop();
+
+  // One progress line (no newline).
+  std::string status_line() const;
+  // The JSON summary (--report): per channel/version where hosts ended, crashes, silent hosts,
+  // requests sent, errors.
+  std::string summary_json() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ringfence::fleetsim

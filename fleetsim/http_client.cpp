@@ -1,0 +1,282 @@
+// The one Beast translation unit of fleetsim: pooled keep-alive connections and long-poll lanes.
+#include "fleetsim/http_client.hpp"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <deque>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+namespace ringfence::fleetsim {
+namespace {
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+constexpr auto kConnectTimeout = std::chrono::seconds(5);
+constexpr std::size_t kBodyLimit = 64u << 20;
+
+struct Job {
+  HttpRequest req;
+  HttpCallback cb;
+};
+
+struct Queue {
+  std::deque<Job> jobs;
+};
+
+struct Shared {
+  tcp::resolver::results_type endpoints;
+  std::string host_header;
+  std::size_t open = 0;
+};
+
+// One connection working through one queue, one exchange at a time.
+class Conn : public std::enable_shared_from_this<Conn> {
+ public:
+  Conn(asio::io_context& io, Shared& shared, std::shared_ptr<Queue> queue)
+      : stream_(io), shared_(shared), queue_(std::move(queue)) {}
+
+  bool busy() const noexcept { return busy_; }
+
+  // Starts work when idle and the queue has some.
+  void kick() {
+    if (!busy_ && !closed_) next();
+  }
+
+  void close() {
+    closed_ = true;
+    reset_socket();
+  }
+
+ private:
+  void next() {
+    if (closed_ || queue_->jobs.empty()) {
+      busy_ = false;
+      return;
+    }
+    busy_ = true;
+    job_ = std::move(queue_->jobs.front());
+    queue_->jobs.pop_front();
+    retried_ = false;
+    build();
+    if (connected_) {
+      write();
+    } else {
+      connect();
+    }
+  }
+
+  void build() {
+    const auto& r = job_.req;
+    req_ = {};
+    req_.version(11);
+    req_.method(r.method == Method::Get ? http::verb::get : http::verb::post);
+    req_.target(r.target);
+    req_.set(http::field::host, shared_.host_header);
+    req_.set(http::field::user_agent, "fleetsim");
+    if (!r.authorization.empty()) req_.set(http::field::authorization, r.authorization);
+    if (!r.if_none_match.empty()) req_.set(http::field::if_none_match, r.if_none_match);
+    if (!r.body.empty()) req_.set(http::field::content_type, "application/json");
+    req_.body() = r.body;
+    req_.keep_alive(true);
+    if (r.method == Method::Post || !r.body.empty()) req_.prepare_payload();
+  }
+
+  void connect() {
+    stream_.expires_after(kConnectTimeout);
+    stream_.async_connect(shared_.endpoints,
+                          [self = shared_from_this()](beast::error_code ec, const tcp::endpoint&) {
+                            self->on_connect(ec);
+                          });
+  }
+
+  void on_connect(beast::error_code ec) {
+    if (closed_) return;
+    if (ec) return fail(ec);
+    connected_ = true;
+    ++shared_.open;
+    write();
+  }
+
+  void write() {
+    reused_ = exchanges_ > 0;
+    stream_.expires_after(job_.req.timeout);
+    http::async_write(stream_, req_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+      self->on_write(ec);
+    });
+  }
+
+  void on_write(beast::error_code ec) {
+    if (closed_) return;
+    if (ec) return fail(ec);
+    parser_.emplace();
+    parser_->body_limit(kBodyLimit);
+    http::async_read(stream_, buffer_, *parser_,
+                     [self = shared_from_this()](beast::error_code ec2, std::size_t) {
+                       self->on_read(ec2);
+                     });
+  }
+
+  void on_read(beast::error_code ec) {
+    if (closed_) return;
+    if (ec) return fail(ec);
+    auto& res = parser_->get();
+    HttpResponse out;
+    out.status = static_cast<int>(res.result_int());
+    out.body = std::move(res.body());
+    if (auto it = res.find(http::field::etag); it != res.end()) out.etag = std::string(it->value());
+    ++exchanges_;
+    if (!parser_->keep_alive()) reset_socket();
+    parser_.reset();
+    deliver(std::move(out));
+  }
+
+  void fail(beast::error_code ec) {
+    // A keep-alive connection the server closed while it sat idle: reopen and retry once.
+    bool stale = reused_ && !retried_ &&
+                 (ec == http::error::end_of_stream || ec == asio::error::eof ||
+                  ec == asio::error::connection_reset || ec == asio::error::broken_pipe);
+    reset_socket();
+    if (stale) {
+      retried_ = true;
+      reused_ = false;
+      connect();
+      return;
+    }
+    HttpResponse out;
+    out.error = ec == beast::error::timeout ? std::string("timed out") : ec.message();
+    deliver(std::move(out));
+  }
+
+  void reset_socket() {
+    if (connected_ && shared_.open > 0) --shared_.open;
+    connected_ = false;
+    exchanges_ = 0;
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.close();
+    buffer_.clear();
+  }
+
+  void deliver(HttpResponse out) {
+    auto cb = std::move(job_.cb);
+    job_ = {};
+    if (cb) cb(std::move(out));  // may submit more work to this queue, or close this lane
+    next();
+  }
+
+  beast::tcp_stream stream_;
+  Shared& shared_;
+  std::shared_ptr<Queue> queue_;
+  beast::flat_buffer buffer_;
+  http::request<http::string_body> req_;
+  std::optional<http::response_parser<http::string_body>> parser_;
+  Job job_;
+  bool busy_ = false;
+  bool closed_ = false;
+  bool connected_ = false;
+  bool reused_ = false;
+  bool retried_ = false;
+  std::size_t exchanges_ = 0;
+};
+
+class ClientImpl final : public HttpClient {
+ public:
+  ClientImpl(asio::io_context& io, std::size_t pool_size) : io_(io) {
+    pool_queue_ = std::make_shared<Queue>();
+    for (std::size_t i = 0; i < pool_size; ++i) {
+      pool_.push_back(std::make_shared<Conn>(io_, shared_, pool_queue_));
+    }
+  }
+  ~ClientImpl() override { shutdown(); }
+
+  Shared& shared() { return shared_; }
+
+  void submit(HttpRequest req, HttpCallback cb) override {
+    pool_queue_->jobs.push_back({std::move(req), std::move(cb)});
+    // Hand it to an idle connection, if any; busy ones pick it up when they finish.
+    for (auto& c : pool_) {
+      if (!c->busy()) {
+        c->kick();
+        break;
+      }
+    }
+  }
+
+  LaneId open_lane() override {
+    LaneId id = next_lane_++;
+    Lane lane;
+    lane.queue = std::make_shared<Queue>();
+    lane.conn = std::make_shared<Conn>(io_, shared_, lane.queue);
+    lanes_.emplace(id, std::move(lane));
+    return id;
+  }
+
+  void submit_on(LaneId id, HttpRequest req, HttpCallback cb) override {
+    auto it = lanes_.find(id);
+    if (it == lanes_.end()) return;  // closed: dropped, as documented
+    it->second.queue->jobs.push_back({std::move(req), std::move(cb)});
+    it->second.conn->kick();
+  }
+
+  void close_lane(LaneId id) override {
+    auto it = lanes_.find(id);
+    if (it == lanes_.end()) return;
+    it->second.conn->close();
+    it->second.queue->jobs.clear();
+    lanes_.erase(it);
+  }
+
+  std::size_t pool_backlog() const override { return pool_queue_->jobs.size(); }
+  std::size_t open_connections() const override { return shared_.open; }
+
+  void shutdown() override {
+    for (auto& c : pool_) c->close();
+    pool_queue_->jobs.clear();
+    for (auto& [id, lane] : lanes_) {
+      lane.conn->close();
+      lane.queue->jobs.clear();
+    }
+    lanes_.clear();
+  }
+
+ private:
+  struct Lane {
+    std::shared_ptr<Queue> queue;
+    std::shared_ptr<Conn> conn;
+  };
+  asio::io_context& io_;
+  Shared shared_;
+  std::shared_ptr<Queue> pool_queue_;
+  std::vector<std::shared_ptr<Conn>> pool_;
+  std::unordered_map<LaneId, Lane> lanes_;
+  LaneId next_lane_ = 1;
+};
+}  // namespace
+
+std::unique_ptr<HttpClient> HttpClient::create(asio::io_context& io, const std::string& host,
+                                               const std::string& port, std::size_t pool_size,
+                                               std::string& error) {
+  tcp::resolver resolver(io);
+  beast::error_code ec;
+  auto results = resolver.resolve(host, port, ec);
+  if (ec || results.empty()) {
+    error = "cannot resolve " + host + ":" + port + ": " + ec.message();
+    return nullptr;
+  }
+  auto client = std::make_unique<ClientImpl>(io, pool_size);
+  client->shared().endpoints = results;
+  client->shared().host_header = host + ":" + port;
+  return client;
+}
+
+}  // namespace ringfence::fleetsim

@@ -1,0 +1,186 @@
+// fleetsim: many simulated agents in one process over real sockets (API.md, "Processes").
+#include <CLI/CLI.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sys/resource.h>
+
+#include "fleetsim/fleet.hpp"
+#include "fleetsim/http_client.hpp"
+#include "fleetsim/model.hpp"
+
+namespace {
+namespace asio = boost::asio;
+using ringfence::fleetsim::Fleet;
+using ringfence::fleetsim::FleetOptions;
+using ringfence::fleetsim::HttpClient;
+
+// Splits http://host:port into host and port; https and paths are refused.
+bool parse_server(const std::string& url, std::string& host, std::string& port, std::string& error) {
+  const std::string scheme = "http://";
+  if (url.rfind(scheme, 0) != 0) {
+    error = "--server must be an http:// URL (fleetsim speaks plain HTTP; put it next to the server)";
+    return false;
+  }
+  std::string rest = url.substr(scheme.size());
+  while (!rest.empty() && rest.back() == '/') rest.pop_back();
+  if (rest.find('/') != std::string::npos) {
+    error = "--server must be http://HOST:PORT without a path";
+    return false;
+  }
+  auto colon = rest.rfind(':');
+  if (colon == std::string::npos) {
+    host = rest;
+    port = "80";
+  } else {
+    host = rest.substr(0, colon);
+    port = rest.substr(colon + 1);
+  }
+  if (host.empty() || port.empty()) {
+    error = "--server must be http://HOST:PORT";
+    return false;
+  }
+  return true;
+}
+
+// Every long poll is a socket: raise the open-file limit to the hard limit.
+void raise_fd_limit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    (void)setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+bool write_file_atomically(const std::string& path, const std::string& text) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) return false;
+    out << text << "\n";
+    if (!out) return false;
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  return !ec;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App cli{"fleetsim: a simulated fleet of Ringfence agents speaking the real protocol"};
+  std::string server, report, status_file;
+  std::vector<std::string> model_specs;
+  FleetOptions opt;
+  std::size_t long_poll = 0;
+  bool long_poll_given = false;
+  double duration_s = 0, status_every_s = 5;
+  std::size_t connections = 32;
+  std::uint64_t seed = 0;
+  cli.add_option("--server", server, "Server URL, http://HOST:PORT")->required();
+  cli.add_option("--enroll-token", opt.enroll_token, "Enrollment token")->required();
+  cli.add_option("--hosts", opt.hosts, "Number of simulated hosts")->required()->check(CLI::Range(1, 2'000'000));
+  cli.add_option("--model", model_specs,
+                 "CHANNEL@VERSION=healthy|crash:P|silent:P|apply-fail:P|crash-rate:R (repeatable)");
+  cli.add_flag("--model-from-content", opt.model_from_content,
+               "The sample consumer's parser decides: content it would crash on boot-loops silently");
+  cli.add_option("--background-crash-rate", opt.background_crash_rate,
+                 "Crashes per host per hour, every version")->check(CLI::Range(0.0, 1e6));
+  auto* lp = cli.add_option("--long-poll", long_poll,
+                            "Hosts holding a long poll each (default: all, up to 10000)");
+  cli.add_option("--long-poll-wait", opt.long_poll_wait_s, "wait= seconds of every long poll")
+      ->check(CLI::Range(1, 600))->capture_default_str();
+  cli.add_option("--duration", duration_s, "Run this many seconds, then report and exit (0: until SIGINT/SIGTERM)")
+      ->check(CLI::Range(0.0, 1e9));
+  cli.add_option("--report", report, "Write the JSON summary here at the end");
+  cli.add_option("--status-file", status_file, "Rewrite the JSON summary here at every status line");
+  cli.add_option("--status-every", status_every_s, "Seconds between progress lines on stdout (0: none)")
+      ->check(CLI::Range(0.0, 86400.0))->capture_default_str();
+  cli.add_option("--seed", seed, "Random seed (host ids, labels, crash draws); default: random");
+  cli.add_option("--heartbeat-scale", opt.heartbeat_scale,
+                 "Multiply the server's heartbeat and poll intervals by this")
+      ->check(CLI::Range(0.01, 100.0))->capture_default_str();
+  cli.add_option("--connections", connections, "Pooled connections for heartbeats, reports, polls, downloads")
+      ->check(CLI::Range(1, 1024))->capture_default_str();
+  cli.add_option("--enroll-concurrency", opt.enroll_concurrency, "Enrollments in flight at once")
+      ->check(CLI::Range(1, 100000))->capture_default_str();
+  CLI11_PARSE(cli, argc, argv);
+  long_poll_given = lp->count() > 0;
+
+  for (const auto& spec : model_specs) {
+    auto m = ringfence::fleetsim::parse_model_spec(spec);
+    if (!m) {
+      std::fprintf(stderr, "fleetsim: %s\n", m.error().message.c_str());
+      return 2;
+    }
+    opt.models[m->first] = m->second;
+  }
+  opt.long_poll_hosts = long_poll_given ? std::min(long_poll, opt.hosts)
+                                        : std::min<std::size_t>(opt.hosts, 10000);
+  opt.seed = seed ? seed : std::random_device{}();
+  std::string host, port, error;
+  if (!parse_server(server, host, port, error)) {
+    std::fprintf(stderr, "fleetsim: %s\n", error.c_str());
+    return 2;
+  }
+  raise_fd_limit();
+
+  asio::io_context io(1);
+  auto client = HttpClient::create(io, host, port, connections, error);
+  if (!client) {
+    std::fprintf(stderr, "fleetsim: %s\n", error.c_str());
+    return 1;
+  }
+  Fleet fleet(io, *client, opt);
+  std::printf("fleetsim: %zu hosts (%zu long polls) against %s, seed %llu\n", opt.hosts,
+              opt.long_poll_hosts, server.c_str(), static_cast<unsigned long long>(opt.seed));
+  std::fflush(stdout);
+
+  bool ok = true;
+  auto finish = [&]() {
+    fleet.stop();
+    std::printf("%s\n", fleet.status_line().c_str());
+    std::fflush(stdout);
+    if (!report.empty() && !write_file_atomically(report, fleet.summary_json())) {
+      std::fprintf(stderr, "fleetsim: cannot write %s\n", report.c_str());
+      ok = false;
+    }
+    client->shutdown();
+    io.stop();
+  };
+
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code& ec, int) {
+    if (!ec) finish();
+  });
+  asio::steady_timer end_timer(io);
+  if (duration_s > 0) {
+    end_timer.expires_after(std::chrono::milliseconds(static_cast<long long>(duration_s * 1000)));
+    end_timer.async_wait([&](const boost::system::error_code& ec) {
+      if (!ec) finish();
+    });
+  }
+  asio::steady_timer status_timer(io);
+  std::function<void()> status;
+  status = [&]() {
+    std::printf("%s\n", fleet.status_line().c_str());
+    std::fflush(stdout);
+    if (!status_file.empty()) (void)write_file_atomically(status_file, fleet.summary_json());
+    status_timer.expires_after(std::chrono::milliseconds(static_cast<long long>(status_every_s * 1000)));
+    status_timer.async_wait([&](const boost::system::error_code& ec) {
+      if (!ec) status();
+    });
+  };
+  if (status_every_s > 0) {
+    status_timer.expires_after(std::chrono::milliseconds(static_cast<long long>(status_every_s * 1000)));
+    status_timer.async_wait([&](const boost::system::error_code& ec) {
+      if (!ec) status();
+    });
+  }
+  fleet.start();
+  io.run();
+  return ok ? 0 : 1;
+}
