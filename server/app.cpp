@@ -143,6 +143,21 @@ Expected<std::uint16_t> App::start() {
   return port;
 }
 
+// Waits for open connections to close after stop(), then stops the loop.
+struct App::Drain {
+  Drain(boost::asio::io_context& io, std::chrono::steady_clock::time_point d) : timer(io), deadline(d) {}
+  boost::asio::steady_timer timer;
+  std::chrono::steady_clock::time_point deadline;
+  void step(std::shared_ptr<Drain> self, Impl& m) {
+    if (m.http->connections() == 0 || std::chrono::steady_clock::now() >= deadline) {
+      m.io.stop();
+      return;
+    }
+    timer.expires_after(std::chrono::milliseconds(20));
+    timer.async_wait([self, &m](boost::system::error_code) { self->step(self, m); });
+  }
+};
+
 void App::run() {
   auto& m = *impl_;
   boost::asio::signal_set signals(m.io, SIGINT, SIGTERM);
@@ -151,10 +166,11 @@ void App::run() {
     spdlog::info("signal {}: shutting down", sig);
     m.http->stop();
     m.ticker->cancel();
+    m.service->release_long_polls();
     m.service->flush();
-    // Give in-flight requests a moment; then stop the loop.
-    auto t = std::make_shared<boost::asio::steady_timer>(m.io, std::chrono::seconds(2));
-    t->async_wait([&m, t](boost::system::error_code) { m.io.stop(); });
+    // In-flight requests finish; the loop stops when the last connection closes (or after 5 s).
+    auto drain = std::make_shared<Drain>(m.io, std::chrono::steady_clock::now() + std::chrono::seconds(5));
+    drain->step(drain, m);
   });
   std::vector<std::thread> extra;
   for (int i = 1; i < m.cfg.threads; ++i) extra.emplace_back([&m] { m.io.run(); });

@@ -37,6 +37,7 @@ class App {
 
  private:
   struct Impl;
+  struct Drain;
   std::unique_ptr<Impl> impl_;
 };
 

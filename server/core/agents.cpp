@@ -341,6 +341,14 @@ void Service::tick() {
   (void)m.flush_reports();
 }
 
+void Service::release_long_polls() {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  auto waiters = std::move(m.waiters);
+  m.waiters.clear();
+  for (auto& [host, w] : waiters) w.reply(DesiredAnswer{true, w.etag, {}});
+}
+
 void Service::flush() {
   auto& m = *impl_;
   std::lock_guard lock(m.mu);

@@ -161,6 +161,8 @@ class Service {
   void tick();
   // Flushes everything dirty now (shutdown).
   void flush();
+  // Answers every parked long poll now with "not modified" (shutdown: agents re-poll elsewhere).
+  void release_long_polls();
 
   // Figures for /metrics and /readyz.
   nlohmann::json metrics() const;
