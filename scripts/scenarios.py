@@ -1,0 +1,587 @@
+#!/usr/bin/env python3
+"""Ringfence end-to-end scenarios: a real ringfence-server, a real fleetsim, real rollouts.
+
+Each scenario starts a server on a fresh data dir (SQLite, 127.0.0.1:0), creates the rings
+(canary = buckets [0,100) = 1%, early = [100,1100) = 10%, broad = the rest), starts a simulated
+fleet, makes release 1 stable through a quick bootstrap rollout, then plays its release and
+asserts the outcome, printing the timeline (from /v1/events and /v1/rollouts/{id}) as it goes:
+
+  good       a good release goes through every ring to completed
+  silent     a release that silently boot-loops every host that loads it is halted in the first
+             stage; every exposed live host ends on stable
+  crash      a release that crashes hosts (with crash reports) is halted within seconds
+  rate       a 5x crash-rate rise over the background is caught before it leaves the first rings
+  validator  the 21-field release is refused (422) by sample-sensor's check (and by the pinned
+             schema); with the validator off it is caught by the canary
+  demo       (for scripts/demo.sh) one fleet: a good rollout, then the 21-field release
+
+Every scenario ends with a summary line: hosts exposed (count, % of fleet), time from first
+apply to halt, time until all live exposed hosts were back on stable.
+
+python3 standard library only. Exit status 0 when every assertion held.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLES = os.path.join(ROOT, "fleetsim", "samples")
+ADMIN_TOKEN = "rf-scenario-admin-" + os.urandom(8).hex()
+CHANNEL = "detections"
+
+
+class ScenarioFailed(Exception):
+    pass
+
+
+def check(cond, message):
+    if not cond:
+        raise ScenarioFailed(message)
+
+
+def say(msg=""):
+    print(msg, flush=True)
+
+
+# --------------------------------------------------------------------------- HTTP
+class Api:
+    def __init__(self, base, token):
+        self.base = base.rstrip("/")
+        self.token = token
+
+    def call(self, method, path, body=None, raw=None, ok=(200, 201, 202, 204)):
+        data = None
+        headers = {"Authorization": "Bearer " + self.token}
+        if raw is not None:
+            data = raw
+            headers["Content-Type"] = "application/octet-stream"
+        elif body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                status, text = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            status, text = e.code, e.read()
+        parsed = json.loads(text) if text else None
+        if ok is not None and status not in ok:
+            raise ScenarioFailed(f"{method} {path} -> {status}: {text[:400]!r}")
+        return status, parsed
+
+    def get(self, path):
+        return self.call("GET", path)[1]
+
+    def post(self, path, body=None, **kw):
+        return self.call("POST", path, body if body is not None else {}, **kw)[1]
+
+
+# --------------------------------------------------------------------------- processes
+class Server:
+    def __init__(self, binary, workdir, extra_flags):
+        self.data = os.path.join(workdir, "server-data")
+        self.log = open(os.path.join(workdir, "server.log"), "wb")
+        env = dict(os.environ, RINGFENCE_ADMIN_TOKEN=ADMIN_TOKEN)
+        self.proc = subprocess.Popen(
+            [binary, "--data-dir", self.data, "--listen", "127.0.0.1:0", "--no-access-log"] + extra_flags,
+            stdout=subprocess.PIPE, stderr=self.log, env=env)
+        deadline = time.time() + 30
+        line = b""
+        while time.time() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if b"listening on" in line:
+                break
+        check(b"listening on" in line, f"the server did not start (see {self.log.name})")
+        self.url = "http://" + line.decode().strip().split("listening on ", 1)[1]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+class Fleet:
+    def __init__(self, binary, workdir, server_url, token, hosts, models=(), from_content=False,
+                 background=0.0, seed=1, extra=()):
+        self.status_file = os.path.join(workdir, "fleet-status.json")
+        self.report_file = os.path.join(workdir, "fleet-report.json")
+        self.log = open(os.path.join(workdir, "fleetsim.log"), "wb")
+        argv = [binary, "--server", server_url, "--enroll-token", token, "--hosts", str(hosts),
+                "--status-file", self.status_file, "--status-every", "1", "--report", self.report_file,
+                "--seed", str(seed), "--long-poll-wait", "20"]
+        for m in models:
+            argv += ["--model", m]
+        if from_content:
+            argv.append("--model-from-content")
+        if background:
+            argv += ["--background-crash-rate", str(background)]
+        argv += list(extra)
+        self.hosts = hosts
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def status(self):
+        try:
+            with open(self.status_file) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def live_on(self, channel):
+        """{version: live hosts} from the latest status."""
+        s = self.status() or {}
+        return {int(v): c["live"] for v, c in s.get("channels", {}).get(channel, {}).items()}
+
+    def wait_enrolled(self, timeout=120):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            check(self.proc.poll() is None, "fleetsim exited early (see fleetsim.log)")
+            s = self.status()
+            if s and s["enrolled"] >= self.hosts:
+                return s
+            time.sleep(0.5)
+        raise ScenarioFailed("the fleet did not enroll in time")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        try:
+            with open(self.report_file) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+
+# --------------------------------------------------------------------------- setup helpers
+def content(sample, serial):
+    """A sample file made unique (a release is content-addressed), as bytes."""
+    with open(os.path.join(SAMPLES, sample)) as f:
+        doc = json.load(f)
+    doc["serial"] = serial
+    return json.dumps(doc, indent=1).encode()
+
+
+def schema(name):
+    with open(os.path.join(SAMPLES, name)) as f:
+        return json.load(f)
+
+
+def make_rings(api):
+    for name, rank, lo, hi, desc in [
+            ("canary", 0, 0, 100, "1% of the fleet by bucket"),
+            ("early", 1, 100, 1100, "the next 10%"),
+            ("broad", 2, 1100, 10000, "everyone else")]:
+        api.post("/v1/rings", {"name": name, "rank": rank, "selector": {"buckets": [lo, hi]},
+                               "description": desc})
+
+
+def make_policies(api, fleet_hosts, bake=(6, 6, 4)):
+    # min_hosts scaled to the fleet: the canary holds ~1% of it.
+    canary_min = max(2, fleet_hosts // 200)
+    early_min = max(5, fleet_hosts // 40)
+    broad_min = max(10, fleet_hosts // 10)
+    api.post("/v1/policies", {"name": "bootstrap", "stages": [
+        {"ring": r, "percent": 100, "bake_s": 1, "min_hosts": 1} for r in ("canary", "early", "broad")]})
+    api.post("/v1/policies", {"name": "staged", "stages": [
+        {"ring": "canary", "percent": 100, "bake_s": bake[0], "min_hosts": canary_min},
+        {"ring": "early", "percent": 100, "bake_s": bake[1], "min_hosts": early_min},
+        {"ring": "broad", "percent": 100, "bake_s": bake[2], "min_hosts": broad_min}]})
+    # The rate scenario: the early ring in two halves, so part of it is the control cohort.
+    api.post("/v1/policies", {"name": "staged-control", "stages": [
+        {"ring": "canary", "percent": 100, "bake_s": 10, "min_hosts": canary_min},
+        {"ring": "early", "percent": 50, "bake_s": 25, "min_hosts": early_min},
+        {"ring": "early", "percent": 100, "bake_s": 10, "min_hosts": early_min},
+        {"ring": "broad", "percent": 100, "bake_s": 5, "min_hosts": broad_min}]})
+
+
+def release(api, channel, data, notes):
+    blob = api.post("/v1/blobs", raw=data)
+    return api.post(f"/v1/channels/{channel}/releases", {"sha256": blob["sha256"], "notes": notes})
+
+
+class Timeline:
+    """Prints rollout events and exposure changes as they happen."""
+
+    def __init__(self, api, rollout_id, t0):
+        self.api = api
+        self.id = rollout_id
+        self.t0 = t0
+        self.after = 0
+        self.last_counts = None
+        self.boot_loops = 0
+
+    def stamp(self):
+        return f"[{time.time() - self.t0:6.1f}s]"
+
+    def poll(self):
+        while True:
+            events = self.api.get(f"/v1/events?rollout={self.id}&after={self.after}&limit=500")
+            items = events.get("events", events) if isinstance(events, dict) else events
+            if not items:
+                break
+            for e in items:
+                self.after = max(self.after, e["id"])
+                self.show(e)
+            if len(items) < 500:
+                break
+        r = self.api.get(f"/v1/rollouts/{self.id}")
+        counts = [(s["exposed"], s["applied"], s["healthy"], s["failed"], s["silent"]) for s in r["stages"]]
+        if counts != self.last_counts:
+            self.last_counts = counts
+            parts = []
+            for i, s in enumerate(r["stages"]):
+                if s["state"] in ("waiting", "pending") and s["exposed"] == 0:
+                    continue
+                parts.append(f"{s['ring']}@{s['percent']:g}% {s['state']}: exposed {s['exposed']} "
+                             f"applied {s['applied']} healthy {s['healthy']} failed {s['failed']} "
+                             f"(silent {s['silent']})")
+            say(f"  {self.stamp()} {r['state']:<11} stage {r['stage']} | " + " | ".join(parts))
+        return r
+
+    def show(self, e):
+        kind = e["kind"]
+        d = e.get("data") or {}
+        if kind == "boot_loop_suspected":
+            self.boot_loops += 1
+            if self.boot_loops <= 3:
+                say(f"  {self.stamp()} host {d.get('host_id', '?')[:8]} rebooted {d.get('uptime_s')} s ago "
+                    "after applying: boot loop suspected")
+            elif self.boot_loops == 4:
+                say(f"  {self.stamp()} (more boot-loop events not shown)")
+            return
+        gate = d.get("gate") or {}
+        figures = ""
+        if gate:
+            figures = (f" verdict={gate.get('verdict')} statistic={gate.get('statistic', 0):.2f}"
+                       f" upper={gate.get('upper', 0):.2f} baseline={gate.get('baseline', 0):.4f}"
+                       f" failure_rate={gate.get('failure_rate', 0):.3f}")
+        c = d.get("counts") or {}
+        if c:
+            figures += (f" counts: applied {c.get('applied')} healthy {c.get('healthy')}"
+                        f" failed {c.get('failed')} silent {c.get('silent')}")
+        if "control_hosts" in d:
+            figures += f" control {d.get('control_failed')}/{d.get('control_hosts')}"
+        extra = ""
+        if d.get("reason"):
+            extra = f" — {d['reason']}"
+        elif gate.get("reason"):
+            extra = f" — {gate['reason']}"
+        transition = f" {d['from']} -> {d['to']}" if "from" in d and "to" in d else ""
+        say(f"  {self.stamp()} EVENT {kind}{transition} (by {e.get('actor')}){figures}{extra}")
+
+
+def run_rollout(api, fleet, channel, version, policy, until, timeout, label):
+    """Creates and starts a rollout, prints its timeline until `until(r)` holds; returns (r, t0)."""
+    r = api.post("/v1/rollouts", {"channel": channel, "version": version, "policy": policy})
+    t0 = time.time()
+    say(f"--- {label}: rollout {r['id']} of {channel} v{version} with policy '{policy}'")
+    api.post(f"/v1/rollouts/{r['id']}/start")
+    tl = Timeline(api, r["id"], t0)
+    deadline = t0 + timeout
+    last_fleet = 0
+    while True:
+        r = tl.poll()
+        if until(r):
+            return r, t0
+        if time.time() > deadline:
+            raise ScenarioFailed(f"{label}: rollout {r['id']} still {r['state']} after {timeout} s")
+        if time.time() - last_fleet > 5:
+            last_fleet = time.time()
+            s = fleet.status() or {}
+            on = fleet.live_on(channel)
+            say(f"  {tl.stamp()} fleet: {s.get('live', '?')} live, {s.get('silent_hosts', 0)} silent, "
+                f"{s.get('crashes', 0)} crashes; on {channel}: "
+                + ", ".join(f"v{v}={n}" for v, n in sorted(on.items())))
+        time.sleep(0.5)
+
+
+def finished(r):
+    return r["state"] in ("completed", "rolled_back", "aborted", "halted")
+
+
+def halted(r):
+    return r["state"] in ("rolled_back", "aborted")
+
+
+def wait_back_on_stable(fleet, channel, bad_version, timeout=60):
+    """Seconds until no live host runs bad_version (None at the deadline)."""
+    t = time.time()
+    while time.time() - t < timeout:
+        if fleet.live_on(channel).get(bad_version, 0) == 0:
+            return time.time()
+        time.sleep(0.25)
+    return None
+
+
+def summary(name, r, fleet_hosts, back_at, fleet):
+    exposed = r.get("exposed", sum(s["exposed"] for s in r["stages"]))
+    pct = 100.0 * exposed / fleet_hosts
+    first = r.get("first_apply")
+    halt = r.get("halted")
+    s = fleet.status() or {}
+    if first and halt:
+        to_halt = f"{(halt - first) / 1000:.1f} s"
+    else:
+        to_halt = "n/a (not halted)"
+    if first and back_at is not None and halt:
+        back = f"{back_at - first / 1000:.1f} s"
+    else:
+        back = "n/a"
+    line = (f"SUMMARY {name}: state {r['state']} at stage {r['stage']} ({r['stages'][r['stage']]['ring']}); "
+            f"hosts exposed {exposed} ({pct:.2f}% of {fleet_hosts}); first apply -> halt {to_halt}; "
+            f"first apply -> all live exposed hosts back on stable {back}; "
+            f"silent hosts {s.get('silent_hosts', 0)}, crashes {s.get('crashes', 0)}")
+    say(line)
+    return line
+
+
+# --------------------------------------------------------------------------- the scenarios
+class Env:
+    """One server + one fleet + rings, policies and a stable release 1."""
+
+    def __init__(self, args, workdir, models=(), from_content=False, background=0.0,
+                 channels=(CHANNEL,), bake=(6, 6, 4)):
+        self.args = args
+        self.server = Server(args.server_bin, workdir, [
+            "--exposed-heartbeat-s", "2", "--healthy-after-s", "3", "--silence-intervals", "3",
+            "--poll-s", "10", "--heartbeat-s", "30"])
+        say(f"server at {self.server.url} (data in {self.server.data})")
+        self.api = Api(self.server.url, ADMIN_TOKEN)
+        make_rings(self.api)
+        make_policies(self.api, args.hosts, bake)
+        for ch in channels:
+            self.api.post("/v1/channels", {"name": ch, "schema": schema("schema-weak.json")})
+        token = self.api.post("/v1/enrollment-tokens", {"name": "fleetsim"})["token"]
+        self.fleet = Fleet(args.fleetsim_bin, workdir, self.server.url, token, args.hosts, models,
+                           from_content, background, seed=args.seed)
+        t = time.time()
+        s = self.fleet.wait_enrolled()
+        say(f"fleet: {s['enrolled']} hosts enrolled in {time.time() - t:.1f} s")
+        rings = self.api.get("/v1/rings")
+        rings = rings.get("rings", rings) if isinstance(rings, dict) else rings
+        say("rings: " + ", ".join(f"{x['name']}={x.get('hosts', '?')} hosts" for x in rings))
+        for ch in channels:
+            rel = release(self.api, ch, content("v1-good.json", f"{ch}-1"), "baseline")
+            r, _ = run_rollout(self.api, self.fleet, ch, rel["version"], "bootstrap", finished, 120,
+                               f"bootstrap {ch}")
+            check(r["state"] == "completed", f"bootstrap of {ch} ended {r['state']}")
+            self.wait_all_on(ch, rel["version"])
+
+    def wait_all_on(self, channel, version, timeout=60):
+        t = time.time()
+        while time.time() - t < timeout:
+            s = self.fleet.status() or {}
+            if self.fleet.live_on(channel).get(version, 0) >= s.get("live", 1 << 30):
+                return
+            time.sleep(0.25)
+        raise ScenarioFailed(f"not every live host reached {channel} v{version}: {self.fleet.live_on(channel)}")
+
+    def close(self):
+        report = self.fleet.stop()
+        self.server.stop()
+        if report:
+            say("fleetsim report: requests " + json.dumps(report.get("requests", {}))
+                + " errors " + json.dumps(report.get("errors", {})))
+        return report
+
+
+def scenario_good(args, workdir):
+    env = Env(args, workdir)
+    try:
+        rel = release(env.api, CHANNEL, content("v2-good.json", "good-2"), "twelve rules")
+        r, _ = run_rollout(env.api, env.fleet, CHANNEL, rel["version"], "staged", finished, 150, "good release")
+        check(r["state"] == "completed", f"the good release ended {r['state']}, not completed")
+        check(all(s["state"] == "passed" for s in r["stages"]), "not every stage passed")
+        env.wait_all_on(CHANNEL, rel["version"])
+        summary("good", r, args.hosts, None, env.fleet)
+        ch = env.api.get(f"/v1/channels/{CHANNEL}")
+        check(ch.get("stable_version") == rel["version"], "the good release did not become stable")
+    finally:
+        env.close()
+
+
+def halting_scenario(args, workdir, name, model, max_stage, halt_within_s=None, bake=(6, 6, 4),
+                     policy="staged", background=0.0, from_content=False, sample="v2-good.json"):
+    os.makedirs(workdir, exist_ok=True)
+    env = Env(args, workdir, models=[f"{CHANNEL}@2={model}"] if model else [], background=background,
+              from_content=from_content, bake=bake)
+    try:
+        rel = release(env.api, CHANNEL, content(sample, f"{name}-2"), f"the {name} release")
+        check(rel["version"] == 2, "expected release 2")
+        r, _ = run_rollout(env.api, env.fleet, CHANNEL, 2, policy, halted, 150, f"{name} release")
+        back = wait_back_on_stable(env.fleet, CHANNEL, 2)
+        line = summary(name, r, args.hosts, back, env.fleet)
+        check(r["stage"] <= max_stage,
+              f"halted at stage {r['stage']} ({r['stages'][r['stage']]['ring']}), expected <= {max_stage}")
+        check(back is not None, "live exposed hosts did not all return to stable")
+        if halt_within_s is not None:
+            check(r.get("first_apply") and r.get("halted"), "no first_apply/halted times")
+            took = (r["halted"] - r["first_apply"]) / 1000
+            check(took <= halt_within_s, f"halt took {took:.1f} s, expected <= {halt_within_s}")
+        ch = env.api.get(f"/v1/channels/{CHANNEL}")
+        check(ch.get("stable_version") == 1, "stable moved off release 1")
+        rel2 = env.api.get(f"/v1/channels/{CHANNEL}/releases/2")
+        check(rel2["state"] == "quarantined", f"release 2 is {rel2['state']}, not quarantined")
+        return line
+    finally:
+        env.close()
+
+
+def scenario_silent(args, workdir):
+    halting_scenario(args, workdir, "silent", "silent:1", max_stage=0, halt_within_s=30)
+
+
+def scenario_crash(args, workdir):
+    halting_scenario(args, workdir, "crash", "crash:1", max_stage=0, halt_within_s=15)
+
+
+def scenario_rate(args, workdir):
+    # Background: B crashes per host per hour; the release adds 4B (5x in all). Compressed time:
+    # B is high so that a stage of seconds sees what a real stage sees in hours.
+    b = args.background_rate
+    halting_scenario(args, workdir, "rate", f"crash-rate:{4 * b:g}", max_stage=2, background=b,
+                     policy="staged-control")
+
+
+def scenario_validator(args, workdir):
+    bad = content("v3-bad-21-fields.json", "incident")
+    server = Server(args.server_bin, workdir, ["--exposed-heartbeat-s", "2", "--healthy-after-s", "3"])
+    try:
+        api = Api(server.url, ADMIN_TOKEN)
+        sensor = os.path.abspath(args.sensor_bin)
+        say("--- the 21-field release against the consumer's own check")
+        api.post("/v1/channels", {"name": "sensor-checked", "schema": schema("schema-weak.json"),
+                                  "validator": {"argv": [sensor, "--check", "{file}"], "timeout_s": 10}})
+        blob = api.post("/v1/blobs", raw=bad)
+        st, body = api.call("POST", "/v1/channels/sensor-checked/releases",
+                            {"sha256": blob["sha256"], "notes": "template with 21 fields"}, ok=None)
+        say(f"  validator (sample-sensor --check): HTTP {st}")
+        err = (body or {}).get("error", {})
+        out = ((err.get("details") or {}).get("command") or {}).get("output", "")
+        for line in out.strip().splitlines():
+            say(f"    | {line}")
+        check(st == 422, f"the validator did not refuse the 21-field release (HTTP {st})")
+        check("field 21" in out, "the validator's findings do not name field 21")
+        say("--- the same content against the schema that pins the field count")
+        api.post("/v1/channels", {"name": "sensor-pinned", "schema": schema("schema-pinned.json")})
+        st, body = api.call("POST", "/v1/channels/sensor-pinned/releases",
+                            {"sha256": blob["sha256"], "notes": "template with 21 fields"}, ok=None)
+        say(f"  pinned schema: HTTP {st}")
+        for f in ((body or {}).get("error", {}).get("details") or {}).get("findings", [])[:5]:
+            say(f"    | {f.get('path')}: {f.get('message')}")
+        check(st == 422, f"the pinned schema did not refuse the 21-field release (HTTP {st})")
+        good = content("v1-good.json", "pinned-ok")
+        blob_ok = api.post("/v1/blobs", raw=good)
+        api.post("/v1/channels/sensor-checked/releases", {"sha256": blob_ok["sha256"], "notes": "ok"})
+        say("  a consistent release passes both: HTTP 201")
+    finally:
+        server.stop()
+    say("--- validator off (the incident's weak schema only): the canary must catch it")
+    halting_scenario(args, os.path.join(workdir, "canary"), "validator-off", None, max_stage=0,
+                     halt_within_s=30, from_content=True, sample="v3-bad-21-fields.json")
+
+
+def scenario_demo(args, workdir):
+    """One fleet: a good rollout, then the incident's content (fleet models from content)."""
+    env = Env(args, workdir, from_content=True, bake=(8, 8, 5))
+    try:
+        rel = release(env.api, CHANNEL, content("v2-good.json", "demo-good"), "twelve rules")
+        r, _ = run_rollout(env.api, env.fleet, CHANNEL, rel["version"], "staged", finished, 300,
+                           "good release")
+        check(r["state"] == "completed", f"the good release ended {r['state']}")
+        env.wait_all_on(CHANNEL, rel["version"])
+        summary("demo-good", r, args.hosts, None, env.fleet)
+        say("")
+        say("=== now the content of 19 July 2024: a template with 21 fields, a consumer with 20 values")
+        bad = release(env.api, CHANNEL, content("v3-bad-21-fields.json", "demo-bad"),
+                      "new named-pipe template (21 fields)")
+        r, _ = run_rollout(env.api, env.fleet, CHANNEL, bad["version"], "staged", halted, 300, "bad release")
+        back = wait_back_on_stable(env.fleet, CHANNEL, bad["version"])
+        summary("demo-bad", r, args.hosts, back, env.fleet)
+        check(r["stage"] == 0, "the bad release left the canary")
+        if args.keep_running:
+            say("")
+            say(f"server still running at {env.server.url} (admin token {ADMIN_TOKEN}); Ctrl-C to stop")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+    finally:
+        env.close()
+
+
+SCENARIOS = {
+    "good": scenario_good,
+    "silent": scenario_silent,
+    "crash": scenario_crash,
+    "rate": scenario_rate,
+    "validator": scenario_validator,
+    "demo": scenario_demo,
+}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenarios", nargs="*", default=["good", "silent", "crash", "rate", "validator"],
+                   help="which scenarios (" + ", ".join(SCENARIOS) + ")")
+    p.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
+    p.add_argument("--server-bin")
+    p.add_argument("--fleetsim-bin")
+    p.add_argument("--sensor-bin")
+    p.add_argument("--hosts", type=int, default=500)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--background-rate", type=float, default=60.0,
+                   help="rate scenario: background crashes per host per hour (compressed time)")
+    p.add_argument("--keep-running", action="store_true", help="demo: keep the server up at the end")
+    p.add_argument("--keep-dirs", action="store_true", help="keep the temporary data directories")
+    args = p.parse_args()
+    args.server_bin = args.server_bin or os.path.join(args.build_dir, "server", "ringfence-server")
+    args.fleetsim_bin = args.fleetsim_bin or os.path.join(args.build_dir, "fleetsim", "fleetsim")
+    args.sensor_bin = args.sensor_bin or os.path.join(args.build_dir, "fleetsim", "sample-sensor")
+    for b in (args.server_bin, args.fleetsim_bin, args.sensor_bin):
+        if not os.access(b, os.X_OK):
+            sys.exit(f"scenarios: {b} is not built")
+    failed = []
+    for name in args.scenarios:
+        if name not in SCENARIOS:
+            sys.exit(f"scenarios: unknown scenario '{name}' ({', '.join(SCENARIOS)})")
+        workdir = tempfile.mkdtemp(prefix=f"ringfence-{name}-")
+        say(f"===== scenario {name} ({args.hosts} hosts; logs in {workdir})")
+        try:
+            SCENARIOS[name](args, workdir)
+            say(f"===== scenario {name}: PASSED")
+        except ScenarioFailed as e:
+            say(f"===== scenario {name}: FAILED: {e}")
+            failed.append(name)
+            args.keep_dirs = True
+        finally:
+            if not args.keep_dirs:
+                shutil.rmtree(workdir, ignore_errors=True)
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()
