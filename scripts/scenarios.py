@@ -201,8 +201,12 @@ def make_policies(api, fleet_hosts, bake=(6, 6, 4)):
     canary_min = max(2, fleet_hosts // 200)
     early_min = max(5, fleet_hosts // 40)
     broad_min = max(10, fleet_hosts // 10)
+    # Installs the baseline release everywhere; its gate is lenient on purpose (with every stage at
+    # 100% of its ring there is no control cohort, and a simulated background crash rate above
+    # the gate's 1% prior would otherwise halt even the baseline).
     api.post("/v1/policies", {"name": "bootstrap", "stages": [
-        {"ring": r, "percent": 100, "bake_s": 1, "min_hosts": 1} for r in ("canary", "early", "broad")]})
+        {"ring": r, "percent": 100, "bake_s": 1, "min_hosts": 1,
+         "gate": {"alpha": 1e-9, "max_failure_rate": 1.0}} for r in ("canary", "early", "broad")]})
     api.post("/v1/policies", {"name": "staged", "stages": [
         {"ring": "canary", "percent": 100, "bake_s": bake[0], "min_hosts": canary_min},
         {"ring": "early", "percent": 100, "bake_s": bake[1], "min_hosts": early_min},
@@ -552,7 +556,7 @@ def main():
     p.add_argument("--sensor-bin")
     p.add_argument("--hosts", type=int, default=500)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--background-rate", type=float, default=60.0,
+    p.add_argument("--background-rate", type=float, default=3.6,
                    help="rate scenario: background crashes per host per hour (compressed time)")
     p.add_argument("--keep-running", action="store_true", help="demo: keep the server up at the end")
     p.add_argument("--keep-dirs", action="store_true", help="keep the temporary data directories")
