@@ -365,11 +365,13 @@ class Env:
     """One server + one fleet + rings, policies and a stable release 1."""
 
     def __init__(self, args, workdir, models=(), from_content=False, background=0.0,
-                 channels=(CHANNEL,), bake=(6, 6, 4)):
+                 channels=(CHANNEL,), bake=(6, 6, 4), server_flags=()):
         self.args = args
+        # Compressed time: 2 s heartbeats while exposed (silence = 3 missed = ~7 s), healthy 3 s
+        # after applying.
         self.server = Server(args.server_bin, workdir, [
             "--exposed-heartbeat-s", "2", "--healthy-after-s", "3", "--silence-intervals", "3",
-            "--poll-s", "10", "--heartbeat-s", "30"])
+            "--poll-s", "10", "--heartbeat-s", "30"] + list(server_flags))
         say(f"server at {self.server.url} (data in {self.server.data})")
         self.api = Api(self.server.url, ADMIN_TOKEN)
         make_rings(self.api)
@@ -508,7 +510,9 @@ def scenario_validator(args, workdir):
 
 def scenario_demo(args, workdir):
     """One fleet: a good rollout, then the incident's content (fleet models from content)."""
-    env = Env(args, workdir, from_content=True, bake=(8, 8, 5))
+    web = os.path.join(ROOT, "web")
+    flags = ["--web-dir", web] if os.path.isfile(os.path.join(web, "index.html")) else []
+    env = Env(args, workdir, from_content=True, bake=(8, 8, 5), server_flags=flags)
     try:
         rel = release(env.api, CHANNEL, content("v2-good.json", "demo-good"), "twelve rules")
         r, _ = run_rollout(env.api, env.fleet, CHANNEL, rel["version"], "staged", finished, 300,
@@ -524,14 +528,20 @@ def scenario_demo(args, workdir):
         back = wait_back_on_stable(env.fleet, CHANNEL, bad["version"])
         summary("demo-bad", r, args.hosts, back, env.fleet)
         check(r["stage"] == 0, "the bad release left the canary")
+        say("")
+        say(f"API:       {env.server.url}/v1   (Authorization: Bearer {ADMIN_TOKEN})")
+        say(f"OpenAPI:   {env.server.url}/v1/openapi.json")
+        say(f"Dashboard: {env.server.url}/   Metrics: {env.server.url}/metrics")
+        say(f"Events:    curl -H 'Authorization: Bearer {ADMIN_TOKEN}' {env.server.url}/v1/events")
         if args.keep_running:
-            say("")
-            say(f"server still running at {env.server.url} (admin token {ADMIN_TOKEN}); Ctrl-C to stop")
+            say(f"server and fleet keep running (data in {env.server.data}); Ctrl-C to stop")
             try:
                 while True:
                     time.sleep(3600)
             except KeyboardInterrupt:
-                pass
+                say("stopping")
+        else:
+            say("stopping the fleet and the server (--keep-running keeps them up)")
     finally:
         env.close()
 
