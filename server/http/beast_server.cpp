@@ -1,29 +1,56 @@
 // The HTTP/1.1 transport: the server's ONE Beast translation unit. Everything else sees only
 // server/http/message.hpp (our Request/Response) and server.hpp.
 //
-// One session per connection, serialised on its own strand. Requests on a connection are handled
-// one at a time, in order: pipelined requests wait in the read buffer (bounded by the header and
-// body limits), so at most one reply per connection is ever pending. Each request gets one read
-// deadline covering its header and body; the deadline is lifted while the handler works (a long
-// poll may take a minute) and while a response is written under its own write deadline.
+// Shape: one Session per connection, kept alive by the operations it has in flight
+// (shared_from_this) and by pending Replies. With several io threads each session runs on its own
+// strand. Beast parses requests (a fresh parser per message); responses are formatted here into one
+// header string plus the body and written with a gather write, file regions with sendfile(2).
+//
+// Pipelining: a session keeps reading while replies are pending, up to max_pipelined queued
+// requests, and writes the replies in request order (a queue of slots, the front one is written
+// once its reply arrived).
+//
+// Timeouts: no per-read timer. Each session publishes two coarse deadlines (atomics, ms on the
+// steady clock): the read deadline, armed when the connection waits for a request while no reply
+// is pending (idle keep-alive, slow header, slow body), and the write deadline, armed while a write
+// is in flight. One server-wide sweeper timer checks all sessions a few times per timeout period
+// and closes the late ones. Arming is a clock read and an atomic store instead of a timer
+// re-arm/cancel per read. While a reply is pending the read deadline is lifted (a long poll may
+// take a minute); it is re-armed when the last pending reply has been written.
 #include <fcntl.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/file.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/file_body.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/status.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <ctime>
 #include <deque>
 #include <filesystem>
 #include <mutex>
-#include <set>
+#include <random>
+#include <spdlog/fmt/fmt.h>
 #include <spdlog/spdlog.h>
+#include <unordered_set>
 
-#include "proto/signing.hpp"
 #include "server/http/server.hpp"
 
 namespace ringfence::server::http {
@@ -32,9 +59,25 @@ namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
+using error_code = boost::system::error_code;
 
-constexpr std::size_t kSseQueueLimit = 1 << 20;
-constexpr auto kSsePing = std::chrono::seconds(15);
+constexpr std::size_t kSseQueueLimit = 1 << 20;       // per event-stream client
+constexpr auto kSsePing = std::chrono::seconds(15);   // comment line keeping proxies awake
+constexpr std::size_t kFileChunk = 256 * 1024;        // bytes per sendfile call
+constexpr int kFileChunksPerTurn = 8;                 // then yield to other sessions
+constexpr std::uint64_t kUploadProgress = 64 * 1024;  // bytes that buy an upload more time
+constexpr std::int64_t kNever = INT64_MAX;
+constexpr std::int64_t kLingerMs = 2000;              // draining after an error before close
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::int64_t ms(std::chrono::seconds s) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(s).count();
+}
 
 Method to_method(bhttp::verb v) {
   switch (v) {
@@ -49,13 +92,60 @@ Method to_method(bhttp::verb v) {
   }
 }
 
-std::string lower(std::string_view s) {
-  std::string o(s);
-  for (auto& c : o) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return o;
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    auto x = static_cast<unsigned char>(a[i]), y = static_cast<unsigned char>(b[i]);
+    if (std::tolower(x) != std::tolower(y)) return false;
+  }
+  return true;
 }
 
-struct Shared;
+// Header names and values from handlers must not smuggle a line break into the response.
+bool clean_header(std::string_view name, std::string_view value) {
+  if (name.empty()) return false;
+  for (char c : name) {
+    if (c == '\r' || c == '\n' || c == ':' || c == ' ') return false;
+  }
+  for (char c : value) {
+    if (c == '\r' || c == '\n') return false;
+  }
+  return true;
+}
+
+// The framing headers belong to the transport.
+bool transport_header(std::string_view name) {
+  return iequals(name, "content-length") || iequals(name, "transfer-encoding") ||
+         iequals(name, "connection");
+}
+
+// "Date: ...\r\n", formatted at most once per second per thread.
+std::string_view date_line() {
+  thread_local std::time_t cached = -1;
+  thread_local char line[64];
+  thread_local std::size_t len = 0;
+  std::time_t t = std::time(nullptr);
+  if (t != cached) {
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    len = std::strftime(line, sizeof line, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+    cached = t;
+  }
+  return {line, len};
+}
+
+void append_number(std::string& out, std::uint64_t v) {
+  char buf[24];
+  char* p = buf + sizeof buf;
+  do {
+    *--p = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v);
+  out.append(p, static_cast<std::size_t>(buf + sizeof buf - p));
+}
+
+bool bodiless_status(int status) { return status < 200 || status == 204 || status == 304; }
+
 class Session;
 }  // namespace
 
@@ -63,16 +153,35 @@ struct HttpServer::Impl {
   net::io_context& io;
   ServerOptions opt;
   Handler handler;
+  net::any_io_executor control;  // serialises the acceptor, the sweeper and stop()
   std::unique_ptr<tcp::acceptor> acceptor;
+  std::optional<net::steady_timer> sweeper;
+  std::int64_t sweep_every_ms = 1000;
   std::atomic<std::size_t> open{0};
   std::atomic<bool> stopping{false};
   std::atomic<std::uint64_t> upload_seq{0};
+  std::uint64_t upload_salt = 0;
+  std::string upload_dir;
   std::mutex mu;
-  std::set<std::weak_ptr<Session>, std::owner_less<std::weak_ptr<Session>>> sessions;
+  std::unordered_set<Session*> sessions;  // guarded by mu; a Session removes itself when destroyed
   std::weak_ptr<Impl> self;
 
-  Impl(net::io_context& i, ServerOptions o, Handler h) : io(i), opt(std::move(o)), handler(std::move(h)) {}
+  Impl(net::io_context& i, ServerOptions o, Handler h)
+      : io(i),
+        opt(std::move(o)),
+        handler(std::move(h)),
+        control(opt.io_threads == 1 ? net::any_io_executor(io.get_executor())
+                                    : net::any_io_executor(net::make_strand(io))) {
+    std::random_device rd;
+    upload_salt = (std::uint64_t{rd()} << 32) ^ rd();
+    upload_dir = opt.upload_dir.empty() ? std::filesystem::temp_directory_path().string()
+                                        : opt.upload_dir;
+    auto shortest = std::min(opt.read_timeout, opt.write_timeout);
+    sweep_every_ms = std::clamp<std::int64_t>(ms(shortest) / 4, 50, 1000);
+  }
   void accept();
+  void sweep();
+  void schedule_sweep();
 };
 
 namespace {
@@ -80,171 +189,331 @@ namespace {
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket socket, std::shared_ptr<HttpServer::Impl> srv)
-      : stream_(std::move(socket)), srv_(std::move(srv)) {
+      : socket_(std::move(socket)), srv_(std::move(srv)) {
     ++srv_->open;
+    buffer_.max_size(std::max<std::size_t>(srv_->opt.header_limit + 8192, 16384));
   }
+
   ~Session() {
+    {
+      std::lock_guard lock(srv_->mu);
+      srv_->sessions.erase(this);
+    }
     --srv_->open;
-    drop_upload();
+    upload_parser_.reset();  // closes the file before it is removed
+    remove_file(upload_path_);
+    for (auto& s : queue_) remove_file(s.upload_path);
   }
 
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Called once, right after construction, before any other thread can see the session.
   void start() {
-    beast::error_code ec;
-    remote_ = stream_.socket().remote_endpoint(ec).address().to_string();
-    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read_header(); });
-  }
-
-  // Called by stop(): idle connections close now; a request in flight finishes first.
-  void shutdown_idle() {
-    net::post(stream_.get_executor(), [self = shared_from_this()] {
-      self->closing_ = true;
-      if (self->idle_) {
-        beast::error_code ec;
-        self->stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-        self->stream_.socket().close(ec);
-      }
+    error_code ec;
+    remote_ = socket_.remote_endpoint(ec).address().to_string();
+    socket_.set_option(tcp::no_delay(true), ec);
+    socket_.native_non_blocking(true, ec);
+    {
+      std::lock_guard lock(srv_->mu);
+      srv_->sessions.insert(this);
+    }
+    net::dispatch(socket_.get_executor(), [self = shared_from_this()] {
+      if (self->srv_->stopping) return self->begin_shutdown();
+      self->read_next();
     });
   }
 
+  // stop(): from any thread.
+  void shutdown_async() {
+    net::post(socket_.get_executor(), [self = shared_from_this()] { self->begin_shutdown(); });
+  }
+
+  // The sweeper saw a deadline pass; re-check on the strand (it may have moved since).
+  void timeout_async() {
+    net::post(socket_.get_executor(), [self = shared_from_this()] {
+      auto now = now_ms();
+      if (self->read_deadline_.load(std::memory_order_relaxed) > now &&
+          self->write_deadline_.load(std::memory_order_relaxed) > now) {
+        return;
+      }
+      spdlog::debug("{}: connection timed out", self->remote_);
+      self->close();
+    });
+  }
+
+  bool late(std::int64_t now) const {
+    return read_deadline_.load(std::memory_order_relaxed) <= now ||
+           write_deadline_.load(std::memory_order_relaxed) <= now;
+  }
+
  private:
+  // One request's place in the reply order.
+  struct Slot {
+    std::uint64_t id = 0;
+    bool ready = false;
+    bool head = false;
+    bool keep_alive = true;
+    bool linger = false;  // an error reply: drain what the client still sends before closing
+    unsigned version = 11;
+    Response resp;
+    std::string upload_path;  // removed after the reply unless the handler adopted it
+    Method method = Method::Get;
+    std::string log_path;
+    std::chrono::steady_clock::time_point started{};
+  };
+
+  // Shared by all copies of one Reply: exactly once, and a no-op after the connection closed.
+  struct Pending {
+    std::shared_ptr<Session> session;
+    std::uint64_t id;
+    std::atomic<bool> done{false};
+  };
+
+  const ServerOptions& opt() const { return srv_->opt; }
+
+  void arm_read() {
+    read_deadline_.store(queue_.empty() ? now_ms() + ms(opt().read_timeout) : kNever,
+                         std::memory_order_relaxed);
+  }
+  void arm_write() {
+    write_deadline_.store(now_ms() + ms(opt().write_timeout), std::memory_order_relaxed);
+  }
+
   // ---------------------------------------------------------------- reading
-  void read_header() {
-    if (closing_) return close();
-    idle_ = true;
-    header_parser_.emplace();
-    header_parser_->header_limit(static_cast<std::uint32_t>(srv_->opt.header_limit));
-    // The header parser admits up to the upload limit; JSON routes re-check the smaller limit.
-    header_parser_->body_limit(std::max<std::uint64_t>(srv_->opt.body_limit, srv_->opt.upload_limit));
-    stream_.expires_after(srv_->opt.read_timeout);
-    bhttp::async_read_header(stream_, buffer_, *header_parser_,
-                             [self = shared_from_this()](beast::error_code ec, std::size_t) {
+  void read_next() {
+    if (closed_ || reading_ || no_more_reads_ || queue_.size() >= opt().max_pipelined) return;
+    reading_ = true;
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(
+        std::min<std::size_t>(opt().header_limit, UINT32_MAX)));
+    // Admit up to the larger limit here; on_header applies the one for this route.
+    parser_->body_limit(std::max<std::uint64_t>(opt().body_limit, opt().upload_limit));
+    arm_read();
+    bhttp::async_read_header(socket_, buffer_, *parser_,
+                             [self = shared_from_this()](error_code ec, std::size_t) {
                                self->on_header(ec);
                              });
   }
 
-  void on_header(beast::error_code ec) {
-    idle_ = false;
+  void on_header(error_code ec) {
     if (ec) return on_read_error(ec);
-    started_ = std::chrono::steady_clock::now();
-    const auto& h = header_parser_->get();
-    auto target = h.target();
-    auto q = target.find('?');
-    std::string_view path = target.substr(0, q);
+    if (streaming_ || closed_) return abandon_read();
+    auto& h = parser_->get();
     auto method = to_method(h.method());
-    bool upload = srv_->opt.is_upload && srv_->opt.is_upload(method, path);
-    bool expect_continue = beast::iequals(h[bhttp::field::expect], "100-continue");
-    if (upload) {
-      auto n = ++srv_->upload_seq;
-      upload_path_ = srv_->opt.upload_dir + "/upload-" + std::to_string(::getpid()) + "-" +
-                     std::to_string(n) + "-" + proto::random_hex(4);
-      file_parser_.emplace(std::move(*header_parser_));
-      file_parser_->body_limit(srv_->opt.upload_limit);
-      beast::error_code fec;
-      file_parser_->get().body().open(upload_path_.c_str(), beast::file_mode::write, fec);
-      if (fec) {
-        spdlog::error("cannot open upload file: {}", fec.message());
-        return fail_and_close(Error{Errc::Unavailable, "cannot store the upload"});
-      }
-    } else {
-      auto len = header_parser_->content_length();
-      if (len && *len > srv_->opt.body_limit) {
-        header_parser_.reset();
-        return fail_and_close(Error{Errc::PayloadTooLarge, "request body is larger than " +
-                                                               std::to_string(srv_->opt.body_limit) +
-                                                               " bytes"});
-      }
-      string_parser_.emplace(std::move(*header_parser_));
-      string_parser_->body_limit(srv_->opt.body_limit);
+    std::string_view target = h.target();
+    std::string_view path = target.substr(0, target.find('?'));
+    if (opt().access_log) started_ = std::chrono::steady_clock::now();
+    bool upload = opt().is_upload && opt().is_upload(method, path);
+    std::uint64_t limit = upload ? opt().upload_limit : opt().body_limit;
+    auto len = parser_->content_length();
+    if (len && *len > limit) {
+      return read_failed(Error{Errc::PayloadTooLarge,
+                               "request body is larger than " + std::to_string(limit) + " bytes"});
     }
-    header_parser_.reset();
-    if (expect_continue) {
-      auto cont = std::make_shared<bhttp::response<bhttp::empty_body>>(bhttp::status::continue_, 11);
-      bhttp::async_write(stream_, *cont, [self = shared_from_this(), cont](beast::error_code wec, std::size_t) {
-        if (wec) return self->close();
-        self->read_body();
-      });
+    bool expect_continue = iequals(h[bhttp::field::expect], "100-continue");
+    if (upload) {
+      upload_path_ = fmt::format("{}/.upload-{}-{:x}-{}", srv_->upload_dir, ::getpid(),
+                                 srv_->upload_salt, ++srv_->upload_seq);
+      upload_parser_.emplace(std::move(*parser_));
+      parser_.reset();
+      upload_parser_->body_limit(limit);
+      error_code fec;
+      upload_parser_->get().body().open(upload_path_.c_str(), beast::file_mode::write_new, fec);
+      if (fec) {
+        spdlog::error("cannot create upload file {}: {}", upload_path_, fec.message());
+        upload_parser_.reset();
+        upload_path_.clear();
+        return read_failed(Error{Errc::Unavailable, "cannot store the upload"});
+      }
+      upload_credit_ = 0;
+    } else {
+      parser_->body_limit(limit);
+    }
+    bool done = upload ? upload_parser_->is_done() : parser_->is_done();
+    if (done) return on_message();
+    // 100 Continue only when it cannot interleave with replies still owed to earlier requests.
+    if (expect_continue && queue_.empty() && !writing_) {
+      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      writing_ = true;
+      arm_write();
+      net::async_write(socket_, net::buffer(kContinue.data(), kContinue.size()),
+                       [self = shared_from_this()](error_code wec, std::size_t) {
+                         self->writing_ = false;
+                         self->write_deadline_.store(kNever, std::memory_order_relaxed);
+                         if (wec) return self->close();
+                         self->read_body();
+                       });
       return;
     }
     read_body();
   }
 
   void read_body() {
-    auto cb = [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_body(ec); };
-    if (file_parser_) {
-      bhttp::async_read(stream_, buffer_, *file_parser_, std::move(cb));
-    } else {
-      bhttp::async_read(stream_, buffer_, *string_parser_, std::move(cb));
-    }
+    if (closed_) return;
+    if (upload_parser_) return read_upload();
+    bhttp::async_read(socket_, buffer_, *parser_,
+                      [self = shared_from_this()](error_code ec, std::size_t) {
+                        if (ec) return self->on_read_error(ec);
+                        self->on_message();
+                      });
   }
 
-  void on_read_error(beast::error_code ec) {
-    spdlog::debug("read error from {}: {}", remote_, ec.message());
+  // Uploads are read piecewise so that a client still sending at a reasonable rate keeps its
+  // connection: each kUploadProgress bytes push the read deadline out by another read_timeout.
+  void read_upload() {
+    bhttp::async_read_some(socket_, buffer_, *upload_parser_,
+                           [self = shared_from_this()](error_code ec, std::size_t n) {
+                             self->on_upload_some(ec, n);
+                           });
+  }
+
+  void on_upload_some(error_code ec, std::size_t n) {
+    if (ec) return on_read_error(ec);
+    upload_credit_ += n;
+    if (upload_credit_ >= kUploadProgress) {
+      upload_credit_ = 0;
+      arm_read();
+    }
+    if (!upload_parser_->is_done()) return read_upload();
+    on_message();
+  }
+
+  void on_read_error(error_code ec) {
+    reading_ = false;
+    if (upload_parser_) {
+      upload_parser_.reset();
+      remove_file(upload_path_);
+      upload_path_.clear();
+    }
+    parser_.reset();
+    if (closed_) return;
+    if (streaming_) return close();
     if (ec == bhttp::error::end_of_stream || ec == net::error::eof ||
         ec == net::error::connection_reset || ec == net::error::operation_aborted ||
-        ec == net::error::bad_descriptor) {
-      return close();
+        ec == net::error::bad_descriptor || ec == bhttp::error::partial_message) {
+      // The client is gone or half-closed: answer what is queued, then close.
+      no_more_reads_ = true;
+      read_deadline_.store(kNever, std::memory_order_relaxed);
+      if (queue_.empty() && !writing_) close();
+      return;
     }
-    if (ec == beast::error::timeout) return close();  // a slow or silent client
-    if (ec == bhttp::error::header_limit) {
-      Error e{Errc::InvalidArgument, "request headers are larger than " +
-                                         std::to_string(srv_->opt.header_limit) + " bytes",
-              "headers_too_large"};
-      return fail_and_close(e, 431);
+    if (ec == bhttp::error::header_limit || ec == bhttp::error::buffer_overflow) {
+      return read_failed(Error{Errc::InvalidArgument,
+                               "request headers are larger than " +
+                                   std::to_string(opt().header_limit) + " bytes",
+                               "headers_too_large"},
+                         431);
     }
     if (ec == bhttp::error::body_limit) {
-      return fail_and_close(Error{Errc::PayloadTooLarge, "request body is too large"});
+      return read_failed(Error{Errc::PayloadTooLarge, "request body is too large"});
     }
-    fail_and_close(Error{Errc::InvalidArgument, "malformed HTTP request: " + ec.message(), "bad_request"});
+    if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category()) {
+      return read_failed(
+          Error{Errc::InvalidArgument, "malformed HTTP request: " + ec.message(), "bad_request"});
+    }
+    spdlog::debug("{}: read error: {}", remote_, ec.message());
+    no_more_reads_ = true;
+    if (queue_.empty() && !writing_) close();
   }
 
-  void on_body(beast::error_code ec) {
-    if (ec) {
-      drop_upload();
-      file_parser_.reset();
-      string_parser_.reset();
-      return on_read_error(ec);
+  // The request cannot be read: queue an error reply in order, then stop reading and close.
+  void read_failed(const Error& e, int status = 0) {
+    reading_ = false;
+    no_more_reads_ = true;
+    parser_.reset();
+    if (upload_parser_) {
+      upload_parser_.reset();
+      remove_file(upload_path_);
+      upload_path_.clear();
     }
-    stream_.expires_never();  // the handler may take its time (long polls)
+    read_deadline_.store(kNever, std::memory_order_relaxed);
+    Slot s;
+    s.id = next_id_++;
+    s.keep_alive = false;
+    s.linger = true;
+    s.resp = Response::error(e);
+    if (status) s.resp.status = status;
+    s.ready = true;
+    s.log_path = "-";
+    s.method = Method::Other;
+    s.started = started_;
+    queue_.push_back(std::move(s));
+    if (!writing_) write_front();
+  }
+
+  // A read that completes after the connection turned into an event stream (or closed).
+  void abandon_read() {
+    reading_ = false;
+    parser_.reset();
+    if (upload_parser_) {
+      upload_parser_.reset();
+      remove_file(upload_path_);
+      upload_path_.clear();
+    }
+    if (streaming_ && !closed_) discard_reads();
+  }
+
+  void on_message() {
+    if (streaming_ || closed_) return abandon_read();
+    reading_ = false;
+    read_deadline_.store(kNever, std::memory_order_relaxed);
     Request req;
-    bool keep_alive;
-    unsigned version;
-    if (file_parser_) {
-      auto& m = file_parser_->get();
+    Slot slot;
+    if (upload_parser_) {
+      auto& m = upload_parser_->get();
       m.body().close();
       fill(req, m);
+      slot.keep_alive = m.keep_alive();
+      slot.version = m.version();
       req.body_file = upload_path_;
-      keep_alive = m.keep_alive();
-      version = m.version();
-      file_parser_.reset();
+      slot.upload_path = std::move(upload_path_);
+      upload_path_.clear();
+      upload_parser_.reset();
     } else {
-      auto m = string_parser_->release();
+      auto m = parser_->release();
       fill(req, m);
+      slot.keep_alive = m.keep_alive();
+      slot.version = m.version();
       req.body = std::move(m.body());
-      keep_alive = m.keep_alive();
-      version = m.version();
-      string_parser_.reset();
+      parser_.reset();
     }
-    keep_alive_ = keep_alive && !closing_;
-    version_ = version;
-    head_ = req.method == Method::Head;
-    log_method_ = std::string(to_string(req.method));
-    log_path_ = req.path.substr(0, 200);
-    struct Once {
-      std::atomic<bool> done{false};
-    };
-    auto once = std::make_shared<Once>();
-    // The pending reply owns the session: a parked long poll keeps its connection until answered.
-    auto exec = stream_.get_executor();
-    Reply reply = [self = shared_from_this(), once, exec](Response resp) {
-      if (once->done.exchange(true)) return;
-      net::post(exec, [self, resp = std::move(resp)]() mutable { self->send(std::move(resp)); });
+    if (!slot.keep_alive || srv_->stopping) {
+      slot.keep_alive = false;
+      no_more_reads_ = true;
+    }
+    slot.id = next_id_++;
+    slot.head = req.method == Method::Head;
+    slot.method = req.method;
+    if (opt().access_log) {
+      slot.log_path = req.path.substr(0, 200);
+      slot.started = started_;
+    }
+    queue_.push_back(std::move(slot));
+
+    auto pending = std::make_shared<Pending>();
+    pending->session = shared_from_this();
+    pending->id = queue_.back().id;
+    Reply reply = [pending](Response resp) {
+      if (pending->done.exchange(true)) {
+        spdlog::warn("a handler replied twice to one request; the second reply is ignored");
+        return;
+      }
+      auto& s = pending->session;
+      net::dispatch(s->socket_.get_executor(),
+                    [s, id = pending->id, resp = std::move(resp)]() mutable {
+                      s->complete(id, std::move(resp));
+                    });
     };
     try {
       srv_->handler(req, std::move(reply));
     } catch (const std::exception& ex) {
-      spdlog::error("handler threw: {}", ex.what());
-      if (!once->done.exchange(true)) send(Response::error(Error{Errc::Internal, "internal error"}));
+      spdlog::error("handler for {} {} threw: {}", to_string(req.method), req.path, ex.what());
+      if (!pending->done.exchange(true)) {
+        complete(pending->id, Response::error(Error{Errc::Internal, "internal error"}));
+      }
     }
+    read_next();  // read ahead while the reply is pending
   }
 
   template <class Message>
@@ -255,236 +524,374 @@ class Session : public std::enable_shared_from_this<Session> {
     req.path = req.target.substr(0, q);
     if (q != std::string::npos) req.query = req.target.substr(q + 1);
     req.remote = remote_;
-    req.headers.reserve(8);
-    for (const auto& f : m) req.headers.emplace_back(lower(f.name_string()), std::string(f.value()));
+    for (const auto& f : m) {
+      auto name = f.name_string();
+      std::string lower(name.size(), '\0');
+      for (std::size_t i = 0; i < name.size(); ++i) {
+        lower[i] = static_cast<char>(std::tolower(static_cast<unsigned char>(name[i])));
+      }
+      req.headers.emplace_back(std::move(lower), std::string(f.value()));
+    }
   }
 
   // ---------------------------------------------------------------- writing
-  template <class Body>
-  void base_headers(bhttp::response<Body>& r, const Response& resp) {
-    if (!srv_->opt.server_header.empty()) r.set(bhttp::field::server, srv_->opt.server_header);
-    if (!resp.content_type.empty()) r.set(bhttp::field::content_type, resp.content_type);
-    for (const auto& [k, v] : resp.headers) r.insert(k, v);
-    r.keep_alive(keep_alive_);
+  void complete(std::uint64_t id, Response resp) {
+    if (closed_ || queue_.empty() || id < queue_.front().id) return;
+    auto& slot = queue_[static_cast<std::size_t>(id - queue_.front().id)];
+    slot.resp = std::move(resp);
+    slot.ready = true;
+    if (!writing_) write_front();
   }
 
-  void send(Response resp) {
-    drop_upload();  // an upload the handler did not adopt is removed
-    bytes_ = 0;
-    status_ = resp.status;
-    if (resp.stream) return start_stream(std::move(resp));
-    if (resp.file && !head_) return send_file(std::move(resp));
-    stream_.expires_after(srv_->opt.write_timeout);
-    if (head_ || resp.status == 204 || resp.status == 304) {
-      auto r = std::make_shared<bhttp::response<bhttp::empty_body>>(
-          static_cast<bhttp::status>(resp.status), version_);
-      base_headers(*r, resp);
-      if (resp.status != 204 && resp.status != 304) {
-        r->content_length(resp.file ? resp.file->length : resp.body.size());
-      }
-      bhttp::async_write(stream_, *r, [self = shared_from_this(), r](beast::error_code ec, std::size_t) {
-        self->after_write(ec);
-      });
-      return;
+  // Status line and headers, without the final empty line.
+  void format_head(const Slot& s, std::uint64_t content_length, bool framed) {
+    const Response& r = s.resp;
+    std::string& h = head_;
+    h.clear();
+    int status = r.status >= 100 && r.status <= 999 ? r.status : 500;
+    h += "HTTP/1.1 ";
+    append_number(h, static_cast<std::uint64_t>(status));
+    h += ' ';
+    auto reason = bhttp::obsolete_reason(bhttp::int_to_status(static_cast<unsigned>(status)));
+    if (reason != "<unknown-status>") h += reason;
+    h += "\r\n";
+    if (!opt().server_header.empty()) {
+      h += "Server: ";
+      h += opt().server_header;
+      h += "\r\n";
     }
-    auto r = std::make_shared<bhttp::response<bhttp::string_body>>(
-        static_cast<bhttp::status>(resp.status), version_);
-    base_headers(*r, resp);
-    bytes_ = resp.body.size();
-    r->body() = std::move(resp.body);
-    r->prepare_payload();
-    bhttp::async_write(stream_, *r, [self = shared_from_this(), r](beast::error_code ec, std::size_t) {
+    if (opt().date_header) h += date_line();
+    if (!r.content_type.empty()) {
+      h += "Content-Type: ";
+      h += r.content_type;
+      h += "\r\n";
+    }
+    for (const auto& [k, v] : r.headers) {
+      if (transport_header(k)) continue;
+      if (!clean_header(k, v)) {
+        spdlog::warn("dropped a malformed response header '{}'", k);
+        continue;
+      }
+      h += k;
+      h += ": ";
+      h += v;
+      h += "\r\n";
+    }
+    if (framed && !bodiless_status(status)) {
+      h += "Content-Length: ";
+      append_number(h, content_length);
+      h += "\r\n";
+    }
+    if (!s.keep_alive && s.version >= 11) {
+      h += "Connection: close\r\n";
+    } else if (s.keep_alive && s.version < 11) {
+      h += "Connection: keep-alive\r\n";
+    }
+  }
+
+  void write_front() {
+    if (closed_ || writing_ || streaming_ || queue_.empty() || !queue_.front().ready) return;
+    Slot& s = queue_.front();
+    if (closing_) s.keep_alive = false;
+    bytes_ = 0;
+    if (s.resp.stream) return start_stream(s);
+    if (s.resp.file && !s.head) return send_file(s);
+    std::uint64_t length = s.resp.file ? s.resp.file->length : s.resp.body.size();
+    format_head(s, length, true);
+    head_ += "\r\n";
+    body_ = s.head || bodiless_status(s.resp.status) ? std::string() : std::move(s.resp.body);
+    bytes_ = body_.size();
+    writing_ = true;
+    arm_write();
+    std::array<net::const_buffer, 2> bufs{net::buffer(head_), net::buffer(body_)};
+    net::async_write(socket_, bufs, [self = shared_from_this()](error_code ec, std::size_t) {
       self->after_write(ec);
     });
   }
 
+  void after_write(error_code ec) {
+    writing_ = false;
+    write_deadline_.store(kNever, std::memory_order_relaxed);
+    if (queue_.empty()) return close();
+    Slot& s = queue_.front();
+    log_access(s);
+    bool keep_alive = s.keep_alive, linger = s.linger;
+    remove_file(s.upload_path);  // still there: the handler did not adopt it
+    queue_.pop_front();
+    body_ = std::string();
+    if (head_.capacity() > 4096) std::string().swap(head_);
+    if (ec || closed_) return close();
+    if (!keep_alive) return linger ? linger_close() : close();
+    if (closing_ && queue_.empty()) return close();
+    if (reading_) {
+      if (queue_.empty()) arm_read();  // the client owes us the next request again
+    } else {
+      read_next();  // there is room in the queue again
+    }
+    if (no_more_reads_ && queue_.empty() && !reading_) return close();
+    write_front();  // the next reply, if it is ready
+  }
+
+  void log_access(const Slot& s) {
+    if (!opt().access_log) return;
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                  std::chrono::steady_clock::now() - s.started)
+                  .count();
+    spdlog::info("{} {} {} {} {}us", to_string(s.method), s.log_path, s.resp.status, bytes_, us);
+  }
+
+  // ---------------------------------------------------------------- file regions
   struct FileSend {
-    bhttp::response<bhttp::buffer_body> res;
-    std::optional<bhttp::response_serializer<bhttp::buffer_body>> sr;
     int fd = -1;
     std::uint64_t offset = 0, remaining = 0;
-    std::vector<char> buf;
     ~FileSend() {
       if (fd >= 0) ::close(fd);
     }
   };
 
-  void send_file(Response resp) {
+  void send_file(Slot& s) {
     auto fs = std::make_shared<FileSend>();
-    fs->fd = ::open(resp.file->path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fs->fd < 0) {
-      Response e = Response::error(Error{Errc::NotFound, "file not found"});
-      return send(std::move(e));
+    const FileBody& f = *s.resp.file;
+    fs->fd = ::open(f.path.c_str(), O_RDONLY | O_CLOEXEC);
+    struct stat st{};
+    if (fs->fd < 0 || ::fstat(fs->fd, &st) != 0) {
+      spdlog::warn("cannot open {} for a response: {}", f.path, std::strerror(errno));
+      s.resp = Response::error(Error{Errc::NotFound, "file not found"});
+      return write_front();
     }
-    fs->offset = resp.file->offset;
-    fs->remaining = resp.file->length;
-    fs->buf.resize(64 * 1024);
-    fs->res = bhttp::response<bhttp::buffer_body>(static_cast<bhttp::status>(resp.status), version_);
-    base_headers(fs->res, resp);
-    fs->res.content_length(fs->remaining);
-    fs->res.body().data = nullptr;
-    fs->res.body().more = true;
-    bytes_ = fs->remaining;
-    fs->sr.emplace(fs->res);
-    stream_.expires_after(srv_->opt.write_timeout);
-    bhttp::async_write_header(stream_, *fs->sr, [self = shared_from_this(), fs](beast::error_code ec, std::size_t) {
-      if (ec) return self->after_write(ec);
-      self->file_chunk(fs);
-    });
-  }
-
-  void file_chunk(std::shared_ptr<FileSend> fs) {
-    if (fs->remaining == 0) {
-      fs->res.body().data = nullptr;
-      fs->res.body().size = 0;
-      fs->res.body().more = false;
-    } else {
-      auto want = static_cast<std::size_t>(std::min<std::uint64_t>(fs->remaining, fs->buf.size()));
-      auto n = ::pread(fs->fd, fs->buf.data(), want, static_cast<off_t>(fs->offset));
-      if (n <= 0) return close();  // the file shrank under us: cut the connection
-      fs->offset += static_cast<std::uint64_t>(n);
-      fs->remaining -= static_cast<std::uint64_t>(n);
-      fs->res.body().data = fs->buf.data();
-      fs->res.body().size = static_cast<std::size_t>(n);
-      fs->res.body().more = true;
+    if (f.offset > static_cast<std::uint64_t>(st.st_size) ||
+        f.length > static_cast<std::uint64_t>(st.st_size) - f.offset) {
+      spdlog::error("file region {}+{} is outside {} ({} bytes)", f.offset, f.length, f.path,
+                    st.st_size);
+      s.resp = Response::error(Error{Errc::Internal, "file region out of range"});
+      return write_front();
     }
-    stream_.expires_after(srv_->opt.write_timeout);
-    bhttp::async_write(stream_, *fs->sr, [self = shared_from_this(), fs](beast::error_code ec, std::size_t) {
-      if (ec == bhttp::error::need_buffer) ec = {};
-      if (ec) return self->after_write(ec);
-      if (fs->sr->is_done()) return self->after_write(ec);
-      self->file_chunk(fs);
-    });
+    fs->offset = f.offset;
+    fs->remaining = f.length;
+    bytes_ = f.length;
+    format_head(s, f.length, true);
+    head_ += "\r\n";
+    writing_ = true;
+    arm_write();
+    net::async_write(socket_, net::buffer(head_),
+                     [self = shared_from_this(), fs](error_code ec, std::size_t) {
+                       if (ec) return self->after_write(ec);
+                       self->file_step(fs);
+                     });
   }
 
-  void after_write(beast::error_code ec) {
-    log_access();
-    if (ec || !keep_alive_ || closing_) return close();
-    read_header();
-  }
-
-  void log_access() {
-    if (!srv_->opt.access_log) return;
-    auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started_).count();
-    spdlog::info("{} {} {} {} {} {}us", remote_, log_method_, log_path_, status_, bytes_, us);
+  void file_step(const std::shared_ptr<FileSend>& fs) {
+    if (closed_) return after_write(net::error::operation_aborted);
+    for (int turn = 0; fs->remaining > 0; ++turn) {
+      if (turn == kFileChunksPerTurn) {  // let other connections run, then continue
+        net::post(socket_.get_executor(), [self = shared_from_this(), fs] { self->file_step(fs); });
+        return;
+      }
+      auto off = static_cast<off_t>(fs->offset);
+      auto want = static_cast<std::size_t>(std::min<std::uint64_t>(fs->remaining, kFileChunk));
+      ssize_t n = ::sendfile(socket_.native_handle(), fs->fd, &off, want);
+      if (n > 0) {
+        fs->offset += static_cast<std::uint64_t>(n);
+        fs->remaining -= static_cast<std::uint64_t>(n);
+        arm_write();
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        socket_.async_wait(tcp::socket::wait_write,
+                           [self = shared_from_this(), fs](error_code ec) {
+                             if (ec) return self->after_write(ec);
+                             self->file_step(fs);
+                           });
+        return;
+      }
+      // The file shrank under us, or the socket failed: the body cannot be completed.
+      spdlog::warn("{}: file response cut short: {}", remote_,
+                   n == 0 ? "file shrank" : std::strerror(errno));
+      return after_write(net::error::broken_pipe);
+    }
+    after_write({});
   }
 
   // ---------------------------------------------------------------- server-sent events
-  void start_stream(Response resp) {
-    keep_alive_ = false;
+  void start_stream(Slot& s) {
     streaming_ = true;
-    auto r = std::make_shared<bhttp::response<bhttp::empty_body>>(bhttp::status::ok, version_);
-    base_headers(*r, resp);
-    r->keep_alive(false);
-    auto sr = std::make_shared<bhttp::response_serializer<bhttp::empty_body>>(*r);
-    stream_.expires_after(srv_->opt.write_timeout);
-    auto body = resp.stream;
-    bhttp::async_write_header(stream_, *sr, [self = shared_from_this(), r, sr, body](beast::error_code ec, std::size_t) {
-      if (ec) return self->close();
-      self->log_access();
-      std::weak_ptr<Session> weak = self;
-      auto exec = self->stream_.get_executor();
-      auto alive = self->stream_alive_;
-      StreamBody::Writer writer = [weak, exec, alive](std::string chunk) {
-        if (!alive->load()) return false;
-        auto s = weak.lock();
-        if (!s) return false;
-        if (s->queued_.load() + chunk.size() > kSseQueueLimit) {
-          alive->store(false);
-          net::post(exec, [s] { s->close(); });  // a slow reader is dropped, never buffered forever
-          return false;
-        }
-        s->queued_ += chunk.size();
-        net::post(exec, [s, chunk = std::move(chunk)]() mutable { s->queue_chunk(std::move(chunk)); });
-        return true;
-      };
-      if (body->attach) body->attach(writer);
-      self->ping_timer_.emplace(self->stream_.get_executor());
-      self->schedule_ping();
-      // Notice the client going away: a read completes with EOF.
-      self->stream_.expires_never();
-      self->stream_.async_read_some(net::buffer(self->sink_, sizeof self->sink_),
-                                    [self](beast::error_code rec, std::size_t) {
-                                      if (rec) self->close();
-                                    });
-    });
+    no_more_reads_ = true;
+    s.keep_alive = false;  // the stream is delimited by closing the connection
+    bool has_cache_control = false;
+    for (const auto& [k, v] : s.resp.headers) has_cache_control |= iequals(k, "cache-control");
+    if (s.resp.content_type.empty()) s.resp.content_type = "text/event-stream";
+    format_head(s, 0, false);
+    if (!has_cache_control) head_ += "Cache-Control: no-cache\r\n";
+    head_ += "\r\n";
+    writing_ = true;
+    arm_write();
+    auto body = s.resp.stream;
+    bool head_only = s.head;
+    net::async_write(socket_, net::buffer(head_),
+                     [self = shared_from_this(), body, head_only](error_code ec, std::size_t) {
+                       self->writing_ = false;
+                       self->write_deadline_.store(kNever, std::memory_order_relaxed);
+                       if (ec || self->closed_) return self->close();
+                       self->log_access(self->queue_.front());
+                       if (head_only || self->closing_) return self->close();
+                       self->attach_stream(body);
+                     });
+  }
+
+  void attach_stream(const std::shared_ptr<StreamBody>& body) {
+    std::weak_ptr<Session> weak = shared_from_this();
+    auto alive = alive_;
+    StreamBody::Writer writer = [weak, alive](std::string chunk) {
+      if (!alive->load()) return false;
+      auto s = weak.lock();
+      if (!s) return false;
+      if (s->sse_queued_.fetch_add(chunk.size()) + chunk.size() > kSseQueueLimit) {
+        // A reader this far behind is dropped, never buffered without bound.
+        alive->store(false);
+        net::post(s->socket_.get_executor(), [s] { s->close(); });
+        return false;
+      }
+      net::post(s->socket_.get_executor(),
+                [s, chunk = std::move(chunk)]() mutable { s->queue_chunk(std::move(chunk)); });
+      return true;
+    };
+    if (body && body->attach) body->attach(std::move(writer));
+    ping_.emplace(socket_.get_executor());
+    schedule_ping();
+    if (!reading_) discard_reads();  // notice the client leaving (a read completes with EOF)
   }
 
   void schedule_ping() {
-    ping_timer_->expires_after(kSsePing);
-    ping_timer_->async_wait([self = shared_from_this()](beast::error_code ec) {
-      if (ec || !self->stream_alive_->load()) return;
-      self->queued_ += 13;
-      self->queue_chunk(": keepalive\n\n");
+    ping_->expires_after(kSsePing);
+    ping_->async_wait([self = shared_from_this()](error_code ec) {
+      if (ec || self->closed_) return;
+      static const std::string kPing = ": keepalive\n\n";
+      if (self->out_.empty()) {
+        self->sse_queued_ += kPing.size();
+        self->queue_chunk(kPing);
+      }
       self->schedule_ping();
     });
   }
 
   void queue_chunk(std::string chunk) {
-    if (!stream_alive_->load()) return;
+    if (closed_) return;
     out_.push_back(std::move(chunk));
-    if (!writing_) write_next();
+    if (!writing_) write_chunks();
   }
 
-  void write_next() {
-    if (out_.empty()) {
-      writing_ = false;
-      return;
-    }
+  // Writes everything queued so far in one gather write.
+  void write_chunks() {
+    if (out_.empty() || closed_) return;
     writing_ = true;
-    auto chunk = std::make_shared<std::string>(std::move(out_.front()));
-    out_.pop_front();
-    net::async_write(stream_.socket(), net::buffer(*chunk), [self = shared_from_this(), chunk](beast::error_code ec, std::size_t) {
-      self->queued_ -= chunk->size();
+    sending_.clear();
+    std::swap(sending_, out_);
+    bufs_.clear();
+    std::size_t total = 0;
+    for (const auto& c : sending_) {
+      bufs_.push_back(net::buffer(c));
+      total += c.size();
+    }
+    arm_write();
+    net::async_write(socket_, bufs_, [self = shared_from_this(), total](error_code ec, std::size_t) {
+      self->writing_ = false;
+      self->write_deadline_.store(kNever, std::memory_order_relaxed);
+      self->sse_queued_ -= total;
+      self->sending_.clear();
       if (ec) return self->close();
-      self->write_next();
+      self->write_chunks();
     });
   }
 
   // ---------------------------------------------------------------- closing
-  void fail_and_close(const Error& e, int status = 0) {
-    keep_alive_ = false;
-    Response r = Response::error(e);
-    if (status) r.status = status;
-    if (version_ == 0) version_ = 11;
-    send(std::move(r));
+  void discard_reads() {
+    if (closed_) return;
+    if (!sink_) sink_ = std::make_unique<char[]>(kSinkSize);
+    socket_.async_read_some(net::buffer(sink_.get(), kSinkSize),
+                            [self = shared_from_this()](error_code ec, std::size_t) {
+                              if (ec) return self->close();
+                              self->discard_reads();
+                            });
+  }
+
+  // After an error reply the client may still be sending (a body we refused): closing with
+  // unread data would reset the connection and could destroy the reply before it is read. So
+  // send FIN, drain for a short while, then close.
+  void linger_close() {
+    if (closed_) return;
+    if (reading_) return close();  // a parser read is outstanding: no draining
+    error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_send, ec);
+    if (ec) return close();
+    read_deadline_.store(now_ms() + std::min<std::int64_t>(kLingerMs, ms(opt().read_timeout)),
+                         std::memory_order_relaxed);
+    if (!reading_) discard_reads();
+  }
+
+  void begin_shutdown() {
+    closing_ = true;
+    no_more_reads_ = true;
+    if (closed_) return;
+    if (streaming_ || (queue_.empty() && !writing_)) close();
+    // Otherwise after_write closes once the queued replies are out.
   }
 
   void close() {
     if (closed_) return;
     closed_ = true;
-    stream_alive_->store(false);
-    if (ping_timer_) ping_timer_->cancel();
-    beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-    stream_.socket().close(ec);
+    alive_->store(false);
+    read_deadline_.store(kNever, std::memory_order_relaxed);
+    write_deadline_.store(kNever, std::memory_order_relaxed);
+    if (ping_) ping_->cancel();
+    error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_both, ec);
+    socket_.close(ec);
   }
 
-  void drop_upload() {
-    if (upload_path_.empty()) return;
+  static void remove_file(const std::string& path) {
+    if (path.empty()) return;
     std::error_code ec;
-    std::filesystem::remove(upload_path_, ec);
-    upload_path_.clear();
+    std::filesystem::remove(path, ec);
   }
 
-  beast::tcp_stream stream_;
-  beast::flat_buffer buffer_{16 * 1024};
+  static constexpr std::size_t kSinkSize = 4096;
+
+  tcp::socket socket_;
+  beast::flat_buffer buffer_;
   std::shared_ptr<HttpServer::Impl> srv_;
-  std::optional<bhttp::request_parser<bhttp::empty_body>> header_parser_;
-  std::optional<bhttp::request_parser<bhttp::string_body>> string_parser_;
-  std::optional<bhttp::request_parser<bhttp::file_body>> file_parser_;
-  std::string upload_path_, remote_, log_method_, log_path_;
+  std::string remote_;
+
+  // Reading (strand only).
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  std::optional<bhttp::request_parser<bhttp::file_body>> upload_parser_;
+  std::string upload_path_;  // the upload being read
+  std::uint64_t upload_credit_ = 0;
   std::chrono::steady_clock::time_point started_{};
-  unsigned version_ = 11;
-  int status_ = 0;
-  std::size_t bytes_ = 0;
-  bool keep_alive_ = true, head_ = false, idle_ = false, closing_ = false, closed_ = false;
-  bool streaming_ = false, writing_ = false;
-  std::deque<std::string> out_;
-  std::atomic<std::size_t> queued_{0};
-  std::shared_ptr<std::atomic<bool>> stream_alive_ = std::make_shared<std::atomic<bool>>(true);
-  std::optional<net::steady_timer> ping_timer_;
-  char sink_[256];
+  bool reading_ = false;
+  bool no_more_reads_ = false;  // Connection: close, an error, EOF, or stop()
+
+  // Replies (strand only).
+  std::deque<Slot> queue_;
+  std::uint64_t next_id_ = 1;
+  std::string head_, body_;
+  std::uint64_t bytes_ = 0;
+  bool writing_ = false;
+  bool closing_ = false;  // stop(): finish what is queued, then close
+  bool closed_ = false;
+
+  // Event streams.
+  bool streaming_ = false;
+  std::deque<std::string> out_, sending_;
+  std::vector<net::const_buffer> bufs_;
+  std::atomic<std::size_t> sse_queued_{0};
+  std::shared_ptr<std::atomic<bool>> alive_ = std::make_shared<std::atomic<bool>>(true);
+  std::optional<net::steady_timer> ping_;
+  std::unique_ptr<char[]> sink_;
+
+  // Read by the sweeper from any thread.
+  std::atomic<std::int64_t> read_deadline_{kNever};
+  std::atomic<std::int64_t> write_deadline_{kNever};
 };
 
 }  // namespace
@@ -492,24 +899,48 @@ class Session : public std::enable_shared_from_this<Session> {
 void HttpServer::Impl::accept() {
   auto me = self.lock();
   if (!me || !acceptor) return;
-  acceptor->async_accept(net::make_strand(io), [this, me](beast::error_code ec, tcp::socket socket) {
+  auto on_accept = [this, me](error_code ec, tcp::socket socket) {
     if (stopping) return;
     if (!ec) {
-      socket.set_option(tcp::no_delay(true), ec);
-      auto s = std::make_shared<Session>(std::move(socket), me);
-      {
-        std::lock_guard lock(mu);
-        for (auto it = sessions.begin(); it != sessions.end();) {
-          it = it->expired() ? sessions.erase(it) : std::next(it);
-        }
-        sessions.insert(s);
-      }
-      s->start();
-    } else if (ec == net::error::operation_aborted) {
+      std::make_shared<Session>(std::move(socket), me)->start();
+    } else if (ec == net::error::operation_aborted || ec == net::error::bad_descriptor) {
       return;
+    } else {
+      spdlog::warn("accept failed: {}", ec.message());  // e.g. out of file descriptors
     }
     accept();
+  };
+  if (opt.io_threads == 1) {
+    acceptor->async_accept(io.get_executor(), std::move(on_accept));
+  } else {
+    acceptor->async_accept(net::make_strand(io), std::move(on_accept));
+  }
+}
+
+void HttpServer::Impl::schedule_sweep() {
+  // While stopping, look often: the sweeper is what notices that the last session is gone.
+  sweeper->expires_after(std::chrono::milliseconds(stopping ? 20 : sweep_every_ms));
+  sweeper->async_wait([me = self.lock()](error_code ec) {
+    if (!me || (ec && !me->stopping)) return;
+    me->sweep();
   });
+}
+
+void HttpServer::Impl::sweep() {
+  auto now = now_ms();
+  std::vector<std::shared_ptr<Session>> late;
+  bool none_left;
+  {
+    std::lock_guard lock(mu);
+    for (Session* s : sessions) {
+      if (!s->late(now)) continue;
+      if (auto sp = s->weak_from_this().lock()) late.push_back(std::move(sp));
+    }
+    none_left = sessions.empty();
+  }
+  for (auto& s : late) s->timeout_async();
+  if (stopping && none_left) return;  // nothing left to watch: let io_context::run() return
+  schedule_sweep();
 }
 
 HttpServer::HttpServer(net::io_context& io, ServerOptions options, Handler handler)
@@ -526,46 +957,54 @@ Expected<std::uint16_t> HttpServer::listen(std::string_view host_port) {
   }
   std::string host(host_port.substr(0, colon));
   std::string port_s(host_port.substr(colon + 1));
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  unsigned long port = 0;
-  try {
-    std::size_t used = 0;
-    port = std::stoul(port_s, &used);
-    if (used != port_s.size() || port > 65535) throw std::out_of_range("port");
-  } catch (...) {
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (port_s.empty() || port_s.size() > 5 ||
+      port_s.find_first_not_of("0123456789") != std::string::npos || std::stoul(port_s) > 65535) {
     return fail(Errc::InvalidArgument, "listen port must be 0..65535");
   }
-  beast::error_code ec;
+  auto port = static_cast<std::uint16_t>(std::stoul(port_s));
+  error_code ec;
   auto addr = net::ip::make_address(host == "localhost" ? "127.0.0.1" : host, ec);
   if (ec) return fail(Errc::InvalidArgument, "listen address '" + host + "' is not an IP address");
-  tcp::endpoint ep(addr, static_cast<std::uint16_t>(port));
-  auto acc = std::make_unique<tcp::acceptor>(impl_->io);
+  tcp::endpoint ep(addr, port);
+  // The acceptor's completions run on its own strand, which stop() posts to as well.
+  auto acc = std::make_unique<tcp::acceptor>(impl_->control);
   acc->open(ep.protocol(), ec);
   if (!ec) acc->set_option(net::socket_base::reuse_address(true), ec);
   if (!ec) acc->bind(ep, ec);
   if (!ec) acc->listen(net::socket_base::max_listen_connections, ec);
-  if (ec) return fail(Errc::Unavailable, "cannot listen on " + std::string(host_port) + ": " + ec.message());
+  if (ec) {
+    return fail(Errc::Unavailable,
+                "cannot listen on " + std::string(host_port) + ": " + ec.message());
+  }
   auto bound = acc->local_endpoint(ec).port();
   impl_->acceptor = std::move(acc);
   impl_->accept();
+  if (!impl_->sweeper) {
+    impl_->sweeper.emplace(impl_->control);
+    impl_->schedule_sweep();
+  }
   return bound;
 }
 
 void HttpServer::stop() {
   if (!impl_ || impl_->stopping.exchange(true)) return;
   auto impl = impl_;
-  net::post(impl->io, [impl] {
-    beast::error_code ec;
+  net::post(impl->control, [impl] {
+    error_code ec;
     if (impl->acceptor) impl->acceptor->close(ec);
+    if (impl->sweeper) impl->sweeper->cancel();  // re-runs it at the stopping pace
   });
   std::vector<std::shared_ptr<Session>> live;
   {
     std::lock_guard lock(impl->mu);
-    for (auto& w : impl->sessions) {
-      if (auto s = w.lock()) live.push_back(std::move(s));
+    for (Session* s : impl->sessions) {
+      if (auto sp = s->weak_from_this().lock()) live.push_back(std::move(sp));
     }
   }
-  for (auto& s : live) s->shutdown_idle();
+  for (auto& s : live) s->shutdown_async();
 }
 
 std::size_t HttpServer::connections() const noexcept { return impl_ ? impl_->open.load() : 0; }

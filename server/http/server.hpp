@@ -33,7 +33,11 @@ struct ServerOptions {
   std::chrono::seconds write_timeout{30};
   std::size_t max_pipelined = 16;                 // queued responses per connection
   bool access_log = true;                         // one spdlog line per request
-  std::string server_header = "ringfence";
+  std::string server_header = "ringfence";        // empty: no Server header
+  bool date_header = true;                        // a Date header, formatted once per second
+  // How many threads run the io_context. 1 lets sessions skip their strand (cheaper); 0 means
+  // unknown and is treated as "several".
+  unsigned io_threads = 0;
 };
 
 class HttpServer {
@@ -43,9 +47,12 @@ class HttpServer {
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
-  // Binds and listens ("127.0.0.1:8080", "[::1]:0", "0.0.0.0:0"); returns the bound port.
+  // Binds and listens ("127.0.0.1:8080", "[::1]:0", "0.0.0.0:0"); returns the bound port, or
+  // InvalidArgument for a malformed address and Unavailable when the bind fails. Call once.
   Expected<std::uint16_t> listen(std::string_view host_port);
-  // Stops accepting; open sessions finish their in-flight request and close. Idempotent.
+  // Stops accepting; idle connections and event streams close now, connections with requests in
+  // flight (including deferred replies) answer them and then close. Once every connection is gone
+  // the server holds no more work on the io_context, so run() can return. Idempotent; any thread.
   void stop();
   // Number of open connections (for /metrics).
   std::size_t connections() const noexcept;

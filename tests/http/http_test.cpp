@@ -1,0 +1,722 @@
+// The HTTP transport against a real server on port 0 (io_context on a background thread), driven
+// over raw TCP sockets by tests/http/http_client.hpp.
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <gtest/gtest.h>
+
+#include "server/http/server.hpp"
+#include "tests/http/http_client.hpp"
+#include "tests/support/process.hpp"
+
+namespace ringfence::server::http {
+namespace {
+
+namespace net = boost::asio;
+using namespace std::chrono_literals;
+using ringfence::testing::eventually;
+using ringfence::testing::RawClient;
+using ringfence::testing::RawResponse;
+using ringfence::testing::request_once;
+using ringfence::testing::TempDir;
+
+std::string get(const std::string& target, const std::string& extra = "") {
+  return "GET " + target + " HTTP/1.1\r\nHost: t\r\n" + extra + "\r\n";
+}
+
+std::string post(const std::string& target, const std::string& body, const std::string& extra = "") {
+  return "POST " + target + " HTTP/1.1\r\nHost: t\r\nContent-Length: " +
+         std::to_string(body.size()) + "\r\n" + extra + "\r\n" + body;
+}
+
+std::string pattern(std::size_t n) {
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>('a' + (i * 7 + i / 251) % 26);
+  return s;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::size_t files_in(const std::string& dir) {
+  std::size_t n = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator(dir, ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++n;
+  }
+  return n;
+}
+
+bool is_json_error(const RawResponse& r, const std::string& code = "") {
+  return r.header("content-type") == "application/json" &&
+         r.body.rfind("{\"error\":{\"code\":\"" + code, 0) == 0 &&
+         r.body.find("\"message\":") != std::string::npos;
+}
+
+class HttpTest : public ::testing::Test {
+ protected:
+  // Options every test starts from: quiet, short enough timeouts that a bug cannot hang CTest.
+  static ServerOptions base_options() {
+    ServerOptions o;
+    o.access_log = false;
+    o.read_timeout = 10s;
+    o.write_timeout = 10s;
+    return o;
+  }
+
+  void start(ServerOptions opts = base_options()) {
+    server_ = std::make_unique<HttpServer>(io_, std::move(opts), [this](Request& req, Reply reply) {
+      ++requests_;
+      handler_(req, std::move(reply));
+    });
+    auto port = server_->listen("127.0.0.1:0");
+    ASSERT_TRUE(port.has_value()) << port.error().message;
+    ASSERT_NE(*port, 0);
+    port_ = *port;
+    thread_ = std::thread([this] {
+      io_.run();
+      ran_out_ = true;
+    });
+  }
+
+  // stop() and wait for io_context::run() to return by itself; false if it did not.
+  bool stop_and_drain(std::chrono::milliseconds deadline = 10s) {
+    if (!thread_.joinable()) return true;
+    server_->stop();
+    bool drained = eventually([&] { return ran_out_.load(); }, deadline);
+    if (!drained) io_.stop();
+    thread_.join();
+    return drained;
+  }
+
+  void TearDown() override { stop_and_drain(); }
+
+  // Runs fn on the io thread after a delay (handlers use it to reply later).
+  void later(std::chrono::milliseconds delay, std::function<void()> fn) {
+    auto t = std::make_shared<net::steady_timer>(io_, delay);
+    t->async_wait([t, fn = std::move(fn)](boost::system::error_code) { fn(); });
+  }
+
+  // Runs fn on the io thread and waits for it.
+  void on_io(std::function<void()> fn) {
+    std::atomic<bool> done{false};
+    net::post(io_, [&] {
+      fn();
+      done = true;
+    });
+    ASSERT_TRUE(eventually([&] { return done.load(); }));
+  }
+
+  net::io_context io_;
+  std::unique_ptr<HttpServer> server_;
+  std::thread thread_;
+  std::atomic<bool> ran_out_{false};
+  std::atomic<int> requests_{0};
+  std::uint16_t port_ = 0;
+  Handler handler_ = [](Request& req, Reply reply) {
+    reply(Response::json(200, "{\"path\":\"" + req.path + "\",\"body\":" +
+                                  std::to_string(req.body.size()) + "}"));
+  };
+};
+
+TEST_F(HttpTest, KeepAliveServesSeveralRequestsOnOneConnection) {
+  start();
+  RawClient c(port_);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(c.send(get("/a/" + std::to_string(i) + "?x=1")));
+    auto r = c.read_response();
+    ASSERT_TRUE(r) << "request " << i;
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(r->status_line, "HTTP/1.1 200 OK");
+    EXPECT_EQ(r->body, "{\"path\":\"/a/" + std::to_string(i) + "\",\"body\":0}");
+    EXPECT_EQ(r->header("server"), "ringfence");
+    EXPECT_EQ(r->header("content-type"), "application/json");
+    EXPECT_EQ(r->header("content-length"), std::to_string(r->body.size()));
+    EXPECT_TRUE(r->has("date"));
+    EXPECT_FALSE(r->has("connection"));
+  }
+  EXPECT_EQ(server_->connections(), 1u);
+}
+
+TEST_F(HttpTest, SmallHeaderSetWhenServerAndDateAreOff) {
+  auto o = base_options();
+  o.server_header.clear();
+  o.date_header = false;
+  start(o);
+  handler_ = [](Request&, Reply reply) { reply(Response::no_content()); };
+  auto r = request_once(port_, get("/"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 204);
+  EXPECT_TRUE(r->headers.empty()) << r->headers.begin()->first;
+}
+
+TEST_F(HttpTest, RequestHeadersQueryAndBodyReachTheHandler) {
+  Request seen;
+  handler_ = [&](Request& req, Reply reply) {
+    seen = req;
+    reply(Response::json(201, "{}"));
+  };
+  start();
+  auto r = request_once(port_, post("/v1/x?a=b%20c", "{\"k\":1}", "X-Thing: Yes\r\n"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 201);
+  EXPECT_EQ(seen.method, Method::Post);
+  EXPECT_EQ(seen.path, "/v1/x");
+  EXPECT_EQ(seen.query, "a=b%20c");
+  EXPECT_EQ(seen.query_param("a"), "b c");
+  EXPECT_EQ(seen.header("x-thing"), "Yes");
+  EXPECT_EQ(seen.body, "{\"k\":1}");
+  EXPECT_EQ(seen.remote, "127.0.0.1");
+}
+
+TEST_F(HttpTest, PipelinedRepliesComeBackInRequestOrder) {
+  handler_ = [this](Request& req, Reply reply) {
+    std::string body = req.path;
+    if (req.path == "/slow") {  // the first request is answered last
+      later(200ms, [reply, body] { reply(Response::json(200, body)); });
+    } else {
+      reply(Response::json(200, body));
+    }
+  };
+  start();
+  RawClient c(port_);
+  ASSERT_TRUE(c.send(get("/slow") + get("/b") + post("/c", "xyz") + get("/d")));
+  for (const char* want : {"/slow", "/b", "/c", "/d"}) {
+    auto r = c.read_response();
+    ASSERT_TRUE(r) << want;
+    EXPECT_EQ(r->body, want);
+  }
+  EXPECT_EQ(requests_.load(), 4);  // all four were read ahead while /slow was pending
+}
+
+TEST_F(HttpTest, PipelineIsCappedAtMaxPipelined) {
+  auto o = base_options();
+  o.max_pipelined = 2;
+  std::vector<Reply> parked;
+  handler_ = [&](Request&, Reply reply) { parked.push_back(std::move(reply)); };
+  start(o);
+  RawClient c(port_);
+  ASSERT_TRUE(c.send(get("/1") + get("/2") + get("/3") + get("/4")));
+  ASSERT_TRUE(eventually([&] { return requests_.load() == 2; }));
+  // The third request is not read while two replies are owed.
+  on_io([&] { EXPECT_EQ(parked.size(), 2u); });
+  on_io([&] {
+    for (auto& r : parked) r(Response::json(200, "{}"));
+    parked.clear();
+  });
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(c.read_response());
+  ASSERT_TRUE(eventually([&] { return requests_.load() == 4; }));
+  on_io([&] {
+    for (auto& r : parked) r(Response::json(200, "{}"));
+    parked.clear();
+  });
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(c.read_response());
+}
+
+TEST_F(HttpTest, HeaderTooLargeIs431WithJsonErrorThenClose) {
+  start();
+  RawClient c(port_);
+  ASSERT_TRUE(c.send(get("/", "X-Big: " + std::string(10 * 1024, 'x') + "\r\n")));
+  auto r = c.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 431);
+  EXPECT_TRUE(is_json_error(*r, "headers_too_large")) << r->body;
+  EXPECT_EQ(r->header("connection"), "close");
+  EXPECT_TRUE(c.wait_closed());
+  EXPECT_EQ(requests_.load(), 0);
+}
+
+TEST_F(HttpTest, BodyTooLargeIs413WithJsonError) {
+  start();
+  {  // announced by Content-Length: refused before the body is read
+    RawClient c(port_);
+    ASSERT_TRUE(c.send("POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\n" +
+                       std::string(1000, 'a')));
+    auto r = c.read_response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 413);
+    EXPECT_TRUE(is_json_error(*r, "payload_too_large")) << r->body;
+    EXPECT_TRUE(c.wait_closed());
+  }
+  {  // chunked: refused when the limit is crossed
+    RawClient c(port_);
+    std::string chunk(512 * 1024, 'b');
+    std::string req = "POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for (int i = 0; i < 3; ++i) req += "80000\r\n" + chunk + "\r\n";
+    req += "0\r\n\r\n";
+    c.send(req);  // the server may stop reading (and close) before all of it is sent
+    auto r = c.read_response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 413);
+    EXPECT_TRUE(is_json_error(*r, "payload_too_large")) << r->body;
+  }
+  {  // exactly at the limit is fine
+    auto r = request_once(port_, post("/x", std::string(1024 * 1024, 'c')));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(r->body, "{\"path\":\"/x\",\"body\":1048576}");
+  }
+  EXPECT_EQ(requests_.load(), 1);
+}
+
+class UploadTest : public HttpTest {
+ protected:
+  void start_uploads(std::uint64_t limit) {
+    auto o = base_options();
+    o.upload_dir = dir_.path() + "/uploads";
+    std::filesystem::create_directories(o.upload_dir);
+    o.upload_limit = limit;
+    o.is_upload = [](Method m, std::string_view path) {
+      return m == Method::Post && path == "/upload";
+    };
+    start(o);
+  }
+  TempDir dir_;
+};
+
+TEST_F(UploadTest, BodyIsStreamedToAFileTheHandlerSees) {
+  std::string seen_file, seen_bytes, seen_body;
+  handler_ = [&](Request& req, Reply reply) {
+    seen_file = req.body_file;
+    seen_bytes = slurp(req.body_file);
+    seen_body = req.body;
+    reply(Response::json(201, "{}"));
+  };
+  start_uploads(8 << 20);
+  std::string data = pattern(3 * 1024 * 1024 + 17);  // above the 1 MiB JSON limit
+  auto r = request_once(port_, post("/upload", data, "Content-Type: application/octet-stream\r\n"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 201);
+  EXPECT_EQ(std::filesystem::path(seen_file).parent_path(), dir_.path() + "/uploads");
+  EXPECT_TRUE(seen_body.empty());
+  EXPECT_EQ(seen_bytes.size(), data.size());
+  EXPECT_TRUE(seen_bytes == data);
+  // Not adopted: the transport removed it after replying.
+  EXPECT_TRUE(eventually([&] { return !std::filesystem::exists(seen_file); }));
+}
+
+TEST_F(UploadTest, AnAdoptedFileStaysAndChunkedUploadsWork) {
+  std::string adopted = dir_.path() + "/adopted";
+  handler_ = [&](Request& req, Reply reply) {
+    std::filesystem::rename(req.body_file, adopted);
+    reply(Response::json(201, "{}"));
+  };
+  start_uploads(1 << 20);
+  std::string req = "POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+  auto r = request_once(port_, req);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 201);
+  EXPECT_EQ(slurp(adopted), "hello world");
+  EXPECT_EQ(files_in(dir_.path() + "/uploads"), 0u);
+}
+
+TEST_F(UploadTest, OverTheUploadLimitIs413AndNoFileIsLeft) {
+  start_uploads(64 * 1024);
+  {  // announced
+    auto r = request_once(port_, post("/upload", pattern(100 * 1024)));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 413);
+    EXPECT_TRUE(is_json_error(*r, "payload_too_large")) << r->body;
+  }
+  {  // chunked: found out while writing the file
+    std::string req = "POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for (int i = 0; i < 4; ++i) req += "8000\r\n" + std::string(0x8000, 'z') + "\r\n";
+    req += "0\r\n\r\n";
+    auto r = request_once(port_, req);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 413);
+    EXPECT_TRUE(is_json_error(*r, "payload_too_large")) << r->body;
+  }
+  EXPECT_TRUE(eventually([&] { return files_in(dir_.path() + "/uploads") == 0; }));
+  EXPECT_EQ(requests_.load(), 0);
+}
+
+TEST_F(UploadTest, AClientLeavingMidUploadLeavesNoFile) {
+  start_uploads(1 << 20);
+  {
+    RawClient c(port_);
+    ASSERT_TRUE(c.send("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n" +
+                       std::string(5000, 'q')));
+    ASSERT_TRUE(eventually([&] { return files_in(dir_.path() + "/uploads") == 1; }));
+  }
+  EXPECT_TRUE(eventually([&] { return files_in(dir_.path() + "/uploads") == 0; }));
+  EXPECT_TRUE(eventually([&] { return server_->connections() == 0; }));
+}
+
+TEST_F(HttpTest, DeferredReplyFromATimer) {
+  handler_ = [this](Request&, Reply reply) {
+    later(150ms, [reply] { reply(Response::json(202, "{\"later\":true}")); });
+  };
+  start();
+  auto t0 = std::chrono::steady_clock::now();
+  RawClient c(port_);
+  ASSERT_TRUE(c.send(get("/poll")));
+  auto r = c.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 202);
+  EXPECT_EQ(r->body, "{\"later\":true}");
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 140ms);
+  // The connection is still usable afterwards.
+  ASSERT_TRUE(c.send(get("/again")));
+  ASSERT_TRUE(c.read_response());
+}
+
+TEST_F(HttpTest, ReplyAfterTheClientLeftIsANoOpAndRepliesCountOnce) {
+  Reply parked;
+  handler_ = [&](Request& req, Reply reply) {
+    if (req.path == "/poll") return void(parked = std::move(reply));
+    reply(Response::no_content());
+  };
+  start();
+  {
+    RawClient c(port_);
+    ASSERT_TRUE(c.send(get("/poll")));
+    ASSERT_TRUE(eventually([&] { return requests_.load() == 1; }));
+  }
+  // The session notices the close (its read-ahead fails) but the parked reply keeps it alive.
+  on_io([&] {});
+  on_io([&] {
+    parked(Response::json(200, "{}"));
+    parked(Response::json(500, "{}"));  // a second call is ignored
+    parked = nullptr;
+  });
+  EXPECT_TRUE(eventually([&] { return server_->connections() == 0; }));
+  // The server still serves.
+  auto r = request_once(port_, get("/x"));
+  ASSERT_TRUE(r);
+}
+
+TEST_F(HttpTest, HandlerExceptionBecomes500) {
+  handler_ = [](Request&, Reply) { throw std::runtime_error("boom"); };
+  start();
+  auto r = request_once(port_, get("/x"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 500);
+  EXPECT_TRUE(is_json_error(*r, "internal")) << r->body;
+}
+
+class FileTest : public HttpTest {
+ protected:
+  void SetUp() override {
+    path_ = dir_.path() + "/blob";
+    data_ = pattern(2 * 1024 * 1024 + 333);
+    std::ofstream(path_, std::ios::binary) << data_;
+    handler_ = [this](Request&, Reply reply) {
+      Response r;
+      r.status = 206;
+      r.content_type = "application/octet-stream";
+      r.headers.emplace_back("Content-Range", "bytes 1000-1300999/" + std::to_string(data_.size()));
+      r.headers.emplace_back("Content-Length", "12345");  // framing is the transport's: ignored
+      r.file = FileBody{path_, 1000, 1300000};
+      reply(std::move(r));
+    };
+  }
+  TempDir dir_;
+  std::string path_, data_;
+};
+
+TEST_F(FileTest, FileRegionIsSentWithItsLength) {
+  start();
+  RawClient c(port_);
+  ASSERT_TRUE(c.send(get("/blob")));
+  auto r = c.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 206);
+  EXPECT_EQ(r->header("content-length"), "1300000");
+  EXPECT_EQ(r->header("content-range"), "bytes 1000-1300999/" + std::to_string(data_.size()));
+  ASSERT_EQ(r->body.size(), 1300000u);
+  EXPECT_TRUE(r->body == data_.substr(1000, 1300000));
+  // Keep-alive continues after a file body.
+  ASSERT_TRUE(c.send(get("/blob")));
+  auto again = c.read_response();
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->body.size(), 1300000u);
+}
+
+TEST_F(FileTest, HeadSendsHeadersOnlyWithTheRealLength) {
+  start();
+  RawClient c(port_);
+  ASSERT_TRUE(c.send("HEAD /blob HTTP/1.1\r\nHost: t\r\n\r\n"));
+  auto r = c.read_response(/*head=*/true);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 206);
+  EXPECT_EQ(r->header("content-length"), "1300000");
+  // No body bytes followed: the next response parses cleanly.
+  handler_ = [](Request&, Reply reply) { reply(Response::json(200, "{\"n\":2}")); };
+  ASSERT_TRUE(c.send("HEAD /json HTTP/1.1\r\nHost: t\r\n\r\n" + get("/json")));
+  auto h = c.read_response(true);
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->header("content-length"), "7");
+  auto g = c.read_response();
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->body, "{\"n\":2}");
+}
+
+TEST_F(FileTest, MissingFileIs404) {
+  start();
+  handler_ = [](Request&, Reply reply) {
+    Response r;
+    r.file = FileBody{"/nonexistent/blob", 0, 10};
+    reply(std::move(r));
+  };
+  auto r = request_once(port_, get("/blob"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+  EXPECT_TRUE(is_json_error(*r, "not_found"));
+}
+
+TEST_F(HttpTest, ServerSentEventsReachTheClientAndWritersNoticeTheClientLeaving) {
+  StreamBody::Writer writer;
+  handler_ = [&](Request&, Reply reply) {
+    Response r;
+    r.content_type = "text/event-stream";
+    r.stream = std::make_shared<StreamBody>();
+    r.stream->attach = [&](StreamBody::Writer w) {
+      w("data: first\n\n");
+      writer = std::move(w);
+    };
+    reply(std::move(r));
+  };
+  start();
+  {
+    RawClient c(port_);
+    ASSERT_TRUE(c.send(get("/events")));
+    auto head = c.read_until("data: first\n\n");
+    ASSERT_TRUE(head);
+    EXPECT_EQ(head->rfind("HTTP/1.1 200 OK\r\n", 0), 0u);
+    EXPECT_NE(head->find("Content-Type: text/event-stream\r\n"), std::string::npos);
+    EXPECT_NE(head->find("Cache-Control: no-cache\r\n"), std::string::npos);
+    EXPECT_EQ(head->find("Content-Length"), std::string::npos);
+    bool ok = false;
+    on_io([&] { ok = writer("data: second\n\n"); });
+    EXPECT_TRUE(ok);
+    ASSERT_TRUE(c.read_until("data: second\n\n"));
+  }
+  // Once the client is gone the writer says so.
+  EXPECT_TRUE(eventually([&] {
+    bool alive = true;
+    on_io([&] { alive = writer("data: ping\n\n"); });
+    return !alive;
+  }));
+  on_io([&] { writer = nullptr; });
+  EXPECT_TRUE(eventually([&] { return server_->connections() == 0; }));
+}
+
+TEST_F(HttpTest, ASlowEventReaderIsDroppedInsteadOfBuffered) {
+  StreamBody::Writer writer;
+  handler_ = [&](Request&, Reply reply) {
+    Response r;
+    r.content_type = "text/event-stream";
+    r.stream = std::make_shared<StreamBody>();
+    r.stream->attach = [&](StreamBody::Writer w) { writer = std::move(w); };
+    reply(std::move(r));
+  };
+  start();
+  RawClient c(port_);
+  ASSERT_TRUE(c.send(get("/events")));
+  ASSERT_TRUE(eventually([&] {
+    bool attached = false;
+    on_io([&] { attached = static_cast<bool>(writer); });
+    return attached;
+  }));
+  // The client never reads: within a few MiB the writer refuses.
+  bool refused = false;
+  std::string chunk = "data: " + std::string(64 * 1024, 'x') + "\n\n";
+  for (int i = 0; i < 400 && !refused; ++i) {
+    on_io([&] { refused = !writer(chunk); });
+  }
+  EXPECT_TRUE(refused);
+  on_io([&] { writer = nullptr; });
+  c.close();
+  EXPECT_TRUE(eventually([&] { return server_->connections() == 0; }));
+}
+
+TEST_F(HttpTest, SilentAndSlowClientsAreDisconnectedAfterTheReadTimeout) {
+  auto o = base_options();
+  o.read_timeout = 1s;
+  start(o);
+  auto t0 = std::chrono::steady_clock::now();
+  RawClient silent(port_);
+  RawClient slow(port_);
+  ASSERT_TRUE(slow.send("GET / HTTP/1.1\r\nHost: t\r\n"));  // never finishes its header
+  RawClient idle(port_);  // one request, then an idle keep-alive
+  ASSERT_TRUE(idle.send(get("/")));
+  ASSERT_TRUE(idle.read_response());
+  EXPECT_TRUE(silent.wait_closed());
+  EXPECT_TRUE(slow.wait_closed());
+  EXPECT_TRUE(idle.wait_closed());
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(took, 900ms);
+  EXPECT_LT(took, 5s);
+  EXPECT_TRUE(eventually([&] { return server_->connections() == 0; }));
+}
+
+TEST_F(HttpTest, APendingReplyIsNotCutByTheReadTimeout) {
+  auto o = base_options();
+  o.read_timeout = 1s;
+  start(o);
+  handler_ = [this](Request&, Reply reply) {
+    later(1600ms, [reply] { reply(Response::json(200, "{}")); });
+  };
+  RawClient c(port_);
+  ASSERT_TRUE(c.send(get("/long-poll")));
+  auto r = c.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
+TEST_F(HttpTest, MalformedRequestsAre400AndClose) {
+  start();
+  for (std::string bad : {std::string("GARBAGE\r\n\r\n"), std::string("GET / HTTP/9.9\r\n\r\n"),
+                          std::string("GET / HTTP/1.1\r\nContent-Length: abc\r\n\r\n"),
+                          std::string("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                      "zz\r\nhello\r\n0\r\n\r\n"),
+                          std::string("GET / HTTP/1.1\r\nBad Header\r\n\r\n")}) {
+    RawClient c(port_);
+    ASSERT_TRUE(c.send(bad));
+    auto r = c.read_response();
+    ASSERT_TRUE(r) << bad;
+    EXPECT_EQ(r->status, 400) << bad;
+    EXPECT_TRUE(is_json_error(*r, "bad_request")) << r->body;
+    EXPECT_TRUE(c.wait_closed()) << bad;
+  }
+  EXPECT_EQ(requests_.load(), 0);
+  // An error after a good pipelined request is answered in order.
+  RawClient c(port_);
+  ASSERT_TRUE(c.send(get("/ok") + "NONSENSE\r\n\r\n"));
+  auto ok = c.read_response();
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+  auto bad = c.read_response();
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+}
+
+TEST_F(HttpTest, ConnectionCloseAndHttp10) {
+  start();
+  {
+    RawClient c(port_);
+    ASSERT_TRUE(c.send(get("/", "Connection: close\r\n")));
+    auto r = c.read_response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->header("connection"), "close");
+    EXPECT_TRUE(c.wait_closed());
+  }
+  {
+    RawClient c(port_);
+    ASSERT_TRUE(c.send("GET /old HTTP/1.0\r\n\r\n"));
+    auto r = c.read_response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(r->body, "{\"path\":\"/old\",\"body\":0}");
+    EXPECT_TRUE(c.wait_closed());
+  }
+  {
+    RawClient c(port_);
+    ASSERT_TRUE(c.send("GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+    auto r = c.read_response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->header("connection"), "keep-alive");
+    ASSERT_TRUE(c.send("GET /b HTTP/1.0\r\n\r\n"));
+    ASSERT_TRUE(c.read_response());
+    EXPECT_TRUE(c.wait_closed());
+  }
+}
+
+TEST_F(HttpTest, StopFinishesInFlightRequestsClosesIdleOnesAndLetsRunReturn) {
+  Reply parked;
+  handler_ = [&](Request& req, Reply reply) {
+    if (req.path == "/poll") {
+      parked = std::move(reply);
+    } else {
+      reply(Response::json(200, "{}"));
+    }
+  };
+  start();
+  RawClient idle(port_);
+  ASSERT_TRUE(idle.send(get("/x")));
+  ASSERT_TRUE(idle.read_response());
+  RawClient busy(port_);
+  ASSERT_TRUE(busy.send(get("/poll")));
+  ASSERT_TRUE(eventually([&] { return requests_.load() == 2; }));
+  server_->stop();
+  EXPECT_TRUE(idle.wait_closed());
+  // New connections are refused once the acceptor is closed.
+  EXPECT_TRUE(eventually([&] {
+    RawClient probe(port_, "127.0.0.1", 200ms, /*must_connect=*/false);
+    return !probe.connected() || probe.wait_closed();
+  }));
+  on_io([&] {
+    parked(Response::json(200, "{\"done\":true}"));
+    parked = nullptr;
+  });
+  auto r = busy.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->body, "{\"done\":true}");
+  EXPECT_EQ(r->header("connection"), "close");
+  EXPECT_TRUE(busy.wait_closed());
+  EXPECT_TRUE(stop_and_drain());
+}
+
+TEST_F(HttpTest, StopEndsEventStreams) {
+  StreamBody::Writer writer;
+  handler_ = [&](Request&, Reply reply) {
+    Response r;
+    r.content_type = "text/event-stream";
+    r.stream = std::make_shared<StreamBody>();
+    r.stream->attach = [&](StreamBody::Writer w) { writer = std::move(w); };
+    reply(std::move(r));
+  };
+  start();
+  RawClient c(port_);
+  ASSERT_TRUE(c.send(get("/events")));
+  ASSERT_TRUE(c.read_until("\r\n\r\n"));
+  ASSERT_TRUE(eventually([&] {
+    bool attached = false;
+    on_io([&] { attached = static_cast<bool>(writer); });
+    return attached;
+  }));
+  EXPECT_TRUE(stop_and_drain());
+  EXPECT_TRUE(c.wait_closed());
+  EXPECT_FALSE(writer("data: late\n\n"));
+}
+
+TEST(HttpListen, AddressesAndErrors) {
+  net::io_context io;
+  HttpServer s(io, ServerOptions{}, [](Request&, Reply reply) { reply(Response::no_content()); });
+  for (const char* bad : {"nonsense", "127.0.0.1", "127.0.0.1:99999", "127.0.0.1:x", "not-an-ip:80",
+                          "[::1]:"}) {
+    auto r = s.listen(bad);
+    ASSERT_FALSE(r.has_value()) << bad;
+    EXPECT_EQ(r.error().errc, Errc::InvalidArgument) << bad;
+  }
+  HttpServer v6(io, ServerOptions{}, [](Request&, Reply reply) { reply(Response::no_content()); });
+  auto port = v6.listen("[::1]:0");
+  if (!port && port.error().errc == Errc::Unavailable) GTEST_SKIP() << "no IPv6 loopback here";
+  ASSERT_TRUE(port.has_value()) << port.error().message;
+  std::thread t([&] { io.run(); });
+  auto r = [&] {
+    RawClient c(*port, "::1");
+    c.send(get("/"));
+    return c.read_response();
+  }();
+  v6.stop();
+  s.stop();
+  t.join();  // stop() lets run() return on its own
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 204);
+}
+
+}  // namespace
+}  // namespace ringfence::server::http
