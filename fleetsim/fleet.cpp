@@ -35,7 +35,15 @@ std::int64_t unix_ms() {
       .count();
 }
 
-enum class EvKind : std::uint8_t { Heartbeat, Poll, Enroll, RateCrash, CrashOnce, GoSilent, Report };
+enum class EvKind : std::uint8_t {
+  Heartbeat,
+  Poll,
+  Enroll,
+  RateCrash,
+  CrashOnce,
+  GoSilent,
+  Report
+};
 
 struct Ev {
   std::int64_t at_ms;
@@ -48,8 +56,8 @@ struct Ev {
 struct ChannelState {
   std::int64_t version = 0;
   std::string state = "active";
-  std::int64_t target = 0;          // a version being downloaded / applied
-  std::set<std::int64_t> refused;   // versions this host failed to apply: not retried
+  std::int64_t target = 0;         // a version being downloaded / applied
+  std::set<std::int64_t> refused;  // versions this host failed to apply: not retried
 };
 
 struct Host {
@@ -80,11 +88,11 @@ struct Host {
 
 struct VersionStats {
   std::string model = "healthy";
-  std::int64_t exposed = 0;       // hosts that were told to run it and fetched it
+  std::int64_t exposed = 0;  // hosts that were told to run it and fetched it
   std::int64_t applied = 0;
   std::int64_t apply_failed = 0;
-  std::int64_t crashes = 0;       // crashes attributed to this version (model or rate)
-  std::int64_t went_silent = 0;   // hosts that went silent right after applying it
+  std::int64_t crashes = 0;           // crashes attributed to this version (model or rate)
+  std::int64_t went_silent = 0;       // hosts that went silent right after applying it
   std::int64_t rolled_back_from = 0;  // hosts that left it for a lower version
 };
 
@@ -132,8 +140,8 @@ struct Fleet::Impl {
     return std::uniform_int_distribution<std::int64_t>(lo, std::max(lo, hi))(rng);
   }
   std::int64_t scaled_ms(std::int64_t seconds) const {
-    return std::max<std::int64_t>(200, static_cast<std::int64_t>(
-                                           static_cast<double>(seconds) * 1000.0 * opt.heartbeat_scale));
+    return std::max<std::int64_t>(200, static_cast<std::int64_t>(static_cast<double>(seconds) *
+                                                                 1000.0 * opt.heartbeat_scale));
   }
   std::int64_t backoff_ms(Host& h) {
     // Exponential backoff with full jitter, 0.5 s .. 30 s.
@@ -196,7 +204,7 @@ struct Fleet::Impl {
     static const std::vector<std::pair<std::string, double>> mac = {
         {"14.5", 0.6}, {"13.6", 0.3}, {"15.0", 0.1}};
     static const std::vector<std::pair<std::string, double>> sites = {
-        {"fra1", 0.18}, {"ams2", 0.14}, {"iad1", 0.2}, {"sfo3", 0.12}, {"lon1", 0.12},
+        {"fra1", 0.18}, {"ams2", 0.14}, {"iad1", 0.2},  {"sfo3", 0.12}, {"lon1", 0.12},
         {"nyc3", 0.1},  {"sin1", 0.07}, {"syd1", 0.04}, {"gru1", 0.03}};
     // Tenants: a few large customers and a long tail (Zipf, s = 1.1, over 200 tenants).
     std::vector<std::pair<std::string, double>> tenants;
@@ -212,12 +220,16 @@ struct Fleet::Impl {
       const auto& o = pick(os);
       const auto& site = pick(sites);
       std::string version = o == "windows" ? pick(win) : o == "linux" ? pick(lin) : pick(mac);
-      std::string arch = o == "macos" ? (coin(0.7) ? "arm64" : "x86_64") : (coin(0.06) ? "arm64" : "x86_64");
+      std::string arch =
+          o == "macos" ? (coin(0.7) ? "arm64" : "x86_64") : (coin(0.06) ? "arm64" : "x86_64");
       char hostname[64];
       std::snprintf(hostname, sizeof hostname, "%s-%s-%06zu",
-                    o == "windows" ? "win" : o == "linux" ? "lnx" : "mac", site.c_str(), i);
-      h.labels = {{"os", o}, {"os_version", version}, {"arch", arch}, {"site", site},
-                  {"tenant", pick(tenants)}, {"hostname", hostname}};
+                    o == "windows" ? "win"
+                    : o == "linux" ? "lnx"
+                                   : "mac",
+                    site.c_str(), i);
+      h.labels = {{"os", o},      {"os_version", version},   {"arch", arch},
+                  {"site", site}, {"tenant", pick(tenants)}, {"hostname", hostname}};
       h.long_poll = i < opt.long_poll_hosts;
       h.boot_id = uuid();
       h.boot_ms = now_ms() - jitter_ms(60'000, 30LL * 86'400'000);  // booted some time ago
@@ -278,7 +290,9 @@ struct Fleet::Impl {
     auto& h = hosts[e.host];
     if (h.silent) return;
     switch (e.kind) {
-      case EvKind::Enroll: enroll(e.host); break;
+      case EvKind::Enroll:
+        enroll(e.host);
+        break;
       case EvKind::Heartbeat:
         if (e.epoch == h.hb_epoch) heartbeat(e.host);
         break;
@@ -288,9 +302,15 @@ struct Fleet::Impl {
       case EvKind::RateCrash:
         if (e.epoch == h.crash_epoch) rate_crash(e.host);
         break;
-      case EvKind::CrashOnce: crash(e.host, h.crash_channel, h.crash_version, "model"); break;
-      case EvKind::GoSilent: go_silent(e.host); break;
-      case EvKind::Report: flush_reports(e.host); break;
+      case EvKind::CrashOnce:
+        crash(e.host, h.crash_channel, h.crash_version, "model");
+        break;
+      case EvKind::GoSilent:
+        go_silent(e.host);
+        break;
+      case EvKind::Report:
+        flush_reports(e.host);
+        break;
     }
   }
 
@@ -372,7 +392,8 @@ struct Fleet::Impl {
     if (wait) req.target += "?wait=" + std::to_string(opt.long_poll_wait_s);
     req.authorization = h.auth;
     if (!h.etag.empty()) req.if_none_match = "\"" + h.etag + "\"";
-    req.timeout = std::chrono::milliseconds(wait ? (opt.long_poll_wait_s + 15) * 1000 : kOneShotTimeoutMs);
+    req.timeout =
+        std::chrono::milliseconds(wait ? (opt.long_poll_wait_s + 15) * 1000 : kOneShotTimeoutMs);
     ++requests[wait ? "long_poll" : "desired"];
     auto done = [this, i](HttpResponse r) { on_desired(i, std::move(r)); };
     if (h.long_poll) {
@@ -392,7 +413,8 @@ struct Fleet::Impl {
       auto ds = proto::decode_desired_state(r.body);
       if (!ds) {
         ++errors["decode_desired"];
-        std::fprintf(stderr, "fleetsim: undecodable desired state: %s\n", ds.error().message.c_str());
+        std::fprintf(stderr, "fleetsim: undecodable desired state: %s\n",
+                     ds.error().message.c_str());
         ++h.failures;
         schedule(i, EvKind::Poll, backoff_ms(h), h.poll_epoch);
         return;
@@ -421,7 +443,8 @@ struct Fleet::Impl {
   void next_poll(std::uint32_t i, std::int64_t delay_ms) {
     auto& h = hosts[i];
     if (h.long_poll && delay_ms == 0) return poll(i);
-    std::int64_t d = delay_ms > 0 ? delay_ms : scaled_ms(h.poll_s) + jitter_ms(0, scaled_ms(h.poll_s) / 10);
+    std::int64_t d =
+        delay_ms > 0 ? delay_ms : scaled_ms(h.poll_s) + jitter_ms(0, scaled_ms(h.poll_s) / 10);
     schedule(i, EvKind::Poll, d, ++h.poll_epoch);
   }
 
@@ -487,7 +510,8 @@ struct Fleet::Impl {
     }
     if (m.expires * 1000 < unix_ms()) return false;
     if (verified_signatures.count(dc.signature)) return true;
-    if (!public_key || !proto::verify(*public_key, proto::canonical_bytes(m), dc.signature)) return false;
+    if (!public_key || !proto::verify(*public_key, proto::canonical_bytes(m), dc.signature))
+      return false;
     verified_signatures.insert(dc.signature);
     return true;
   }
@@ -497,9 +521,12 @@ struct Fleet::Impl {
     if (it != opt.models.end()) return it->second;
     if (opt.model_from_content && b.consumer) {
       switch (b.consumer->verdict) {
-        case ConsumerVerdict::Loads: return Model{ModelKind::Healthy, 0};
-        case ConsumerVerdict::Crashes: return Model{ModelKind::Silent, 1.0};  // the incident
-        case ConsumerVerdict::Refuses: return Model{ModelKind::ApplyFail, 1.0};
+        case ConsumerVerdict::Loads:
+          return Model{ModelKind::Healthy, 0};
+        case ConsumerVerdict::Crashes:
+          return Model{ModelKind::Silent, 1.0};  // the incident
+        case ConsumerVerdict::Refuses:
+          return Model{ModelKind::ApplyFail, 1.0};
       }
     }
     return Model{};
@@ -608,7 +635,8 @@ struct Fleet::Impl {
     auto& h = hosts[i];
     if (h.report_in_flight || h.outbox.empty() || !h.enrolled || h.silent) return;
     std::size_t n = std::min(h.outbox.size(), proto::kMaxReportsPerBatch);
-    std::vector<proto::Report> batch(h.outbox.begin(), h.outbox.begin() + static_cast<std::ptrdiff_t>(n));
+    std::vector<proto::Report> batch(h.outbox.begin(),
+                                     h.outbox.begin() + static_cast<std::ptrdiff_t>(n));
     h.report_in_flight = true;
     HttpRequest req;
     req.method = Method::Post;
@@ -623,13 +651,15 @@ struct Fleet::Impl {
       host.report_in_flight = false;
       if (host.silent || stopped) return;
       if (r.status >= 200 && r.status < 300) {
-        host.outbox.erase(host.outbox.begin(), host.outbox.begin() + static_cast<std::ptrdiff_t>(n));
+        host.outbox.erase(host.outbox.begin(),
+                          host.outbox.begin() + static_cast<std::ptrdiff_t>(n));
         if (!host.outbox.empty()) flush_reports(i);
         return;
       }
       if (r.status == 400) {  // the server will never take this batch: drop it, say so
         ++errors["reports_dropped"];
-        host.outbox.erase(host.outbox.begin(), host.outbox.begin() + static_cast<std::ptrdiff_t>(n));
+        host.outbox.erase(host.outbox.begin(),
+                          host.outbox.begin() + static_cast<std::ptrdiff_t>(n));
         return;
       }
       if (r.status == 401) reenroll(i);
@@ -643,7 +673,8 @@ struct Fleet::Impl {
     double rate = opt.background_crash_rate;
     for (const auto& [name, ch] : h.channels) {
       auto it = opt.models.find({name, ch.version});
-      if (it != opt.models.end() && it->second.kind == ModelKind::CrashRate) rate += it->second.value;
+      if (it != opt.models.end() && it->second.kind == ModelKind::CrashRate)
+        rate += it->second.value;
     }
     return rate;
   }
@@ -697,8 +728,9 @@ struct Fleet::Impl {
     json versions_json = json::object();
     for (const auto& [name, ch] : h.channels) versions_json[name] = ch.version;
     char stack[17];
-    std::snprintf(stack, sizeof stack, "%016llx",
-                  static_cast<unsigned long long>(proto::fnv1a64(channel + std::to_string(version))));
+    std::snprintf(
+        stack, sizeof stack, "%016llx",
+        static_cast<unsigned long long>(proto::fnv1a64(channel + std::to_string(version))));
     add_report(i, proto::ReportKind::Crash, channel, version,
                json{{"cause", cause},
                     {"faulting_module", channel.empty() ? "kernel" : "sensor.sys"},
@@ -765,13 +797,14 @@ void Fleet::stop() {
 std::string Fleet::status_line() const {
   const auto& m = *impl_;
   char head[256];
-  std::snprintf(head, sizeof head,
-                "fleetsim t=%llds enrolled=%zu/%zu live=%zu silent=%zu crashes=%lld req=%lld err=%lld "
-                "conns=%zu backlog=%zu",
-                static_cast<long long>(m.now_ms() / 1000), m.enrolled, m.hosts.size(),
-                m.enrolled - m.silent, m.silent, static_cast<long long>(m.crashes),
-                static_cast<long long>(m.total_requests()), static_cast<long long>(m.total_errors()),
-                m.client.open_connections(), m.client.pool_backlog());
+  std::snprintf(
+      head, sizeof head,
+      "fleetsim t=%llds enrolled=%zu/%zu live=%zu silent=%zu crashes=%lld req=%lld err=%lld "
+      "conns=%zu backlog=%zu",
+      static_cast<long long>(m.now_ms() / 1000), m.enrolled, m.hosts.size(), m.enrolled - m.silent,
+      m.silent, static_cast<long long>(m.crashes), static_cast<long long>(m.total_requests()),
+      static_cast<long long>(m.total_errors()), m.client.open_connections(),
+      m.client.pool_backlog());
   std::string out = head;
   std::string last_channel;
   for (const auto& [key, counts] : m.ended_on()) {
@@ -790,7 +823,8 @@ std::string Fleet::summary_json() const {
   json channels = json::object();
   auto ended = m.ended_on();
   for (const auto& [key, counts] : ended) {
-    channels[key.first][std::to_string(key.second)] = {{"live", counts.first}, {"silent", counts.second}};
+    channels[key.first][std::to_string(key.second)] = {{"live", counts.first},
+                                                       {"silent", counts.second}};
   }
   json versions = json::array();
   std::set<ModelKey> keys;

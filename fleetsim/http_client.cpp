@@ -110,9 +110,9 @@ class Conn : public std::enable_shared_from_this<Conn> {
   void write() {
     reused_ = exchanges_ > 0;
     stream_.expires_after(job_.req.timeout);
-    http::async_write(stream_, req_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
-      self->on_write(ec);
-    });
+    http::async_write(
+        stream_, req_,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_write(ec); });
   }
 
   void on_write(beast::error_code ec) {
@@ -120,10 +120,9 @@ class Conn : public std::enable_shared_from_this<Conn> {
     if (ec) return fail(ec);
     parser_.emplace();
     parser_->body_limit(kBodyLimit);
-    http::async_read(stream_, buffer_, *parser_,
-                     [self = shared_from_this()](beast::error_code ec2, std::size_t) {
-                       self->on_read(ec2);
-                     });
+    http::async_read(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec2, std::size_t) { self->on_read(ec2); });
   }
 
   void on_read(beast::error_code ec) {

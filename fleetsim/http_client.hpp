@@ -35,7 +35,7 @@ struct HttpRequest {
 };
 
 struct HttpResponse {
-  int status = 0;     // 0: a transport error (see error)
+  int status = 0;  // 0: a transport error (see error)
   std::string body;
   std::string etag;   // the ETag header, as sent
   std::string error;  // transport error text when status == 0

@@ -1,4 +1,6 @@
 // fleetsim: many simulated agents in one process over real sockets (API.md, "Processes").
+#include <sys/resource.h>
+
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -7,7 +9,6 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
-#include <sys/resource.h>
 
 #include "fleetsim/fleet.hpp"
 #include "fleetsim/http_client.hpp"
@@ -20,10 +21,12 @@ using ringfence::fleetsim::FleetOptions;
 using ringfence::fleetsim::HttpClient;
 
 // Splits http://host:port into host and port; https and paths are refused.
-bool parse_server(const std::string& url, std::string& host, std::string& port, std::string& error) {
+bool parse_server(const std::string& url, std::string& host, std::string& port,
+                  std::string& error) {
   const std::string scheme = "http://";
   if (url.rfind(scheme, 0) != 0) {
-    error = "--server must be an http:// URL (fleetsim speaks plain HTTP; put it next to the server)";
+    error =
+        "--server must be an http:// URL (fleetsim speaks plain HTTP; put it next to the server)";
     return false;
   }
   std::string rest = url.substr(scheme.size());
@@ -82,31 +85,44 @@ int main(int argc, char** argv) {
   std::uint64_t seed = 0;
   cli.add_option("--server", server, "Server URL, http://HOST:PORT")->required();
   cli.add_option("--enroll-token", opt.enroll_token, "Enrollment token")->required();
-  cli.add_option("--hosts", opt.hosts, "Number of simulated hosts")->required()->check(CLI::Range(1, 2'000'000));
+  cli.add_option("--hosts", opt.hosts, "Number of simulated hosts")
+      ->required()
+      ->check(CLI::Range(1, 2'000'000));
   cli.add_option("--model", model_specs,
                  "CHANNEL@VERSION=healthy|crash:P|silent:P|apply-fail:P|crash-rate:R (repeatable)");
-  cli.add_flag("--model-from-content", opt.model_from_content,
-               "The sample consumer's parser decides: content it would crash on boot-loops silently");
+  cli.add_flag(
+      "--model-from-content", opt.model_from_content,
+      "The sample consumer's parser decides: content it would crash on boot-loops silently");
   cli.add_option("--background-crash-rate", opt.background_crash_rate,
-                 "Crashes per host per hour, every version")->check(CLI::Range(0.0, 1e6));
+                 "Crashes per host per hour, every version")
+      ->check(CLI::Range(0.0, 1e6));
   auto* lp = cli.add_option("--long-poll", long_poll,
                             "Hosts holding a long poll each (default: all, up to 10000)");
   cli.add_option("--long-poll-wait", opt.long_poll_wait_s, "wait= seconds of every long poll")
-      ->check(CLI::Range(1, 600))->capture_default_str();
-  cli.add_option("--duration", duration_s, "Run this many seconds, then report and exit (0: until SIGINT/SIGTERM)")
+      ->check(CLI::Range(1, 600))
+      ->capture_default_str();
+  cli.add_option("--duration", duration_s,
+                 "Run this many seconds, then report and exit (0: until SIGINT/SIGTERM)")
       ->check(CLI::Range(0.0, 1e9));
   cli.add_option("--report", report, "Write the JSON summary here at the end");
-  cli.add_option("--status-file", status_file, "Rewrite the JSON summary here at every status line");
-  cli.add_option("--status-every", status_every_s, "Seconds between progress lines on stdout (0: none)")
-      ->check(CLI::Range(0.0, 86400.0))->capture_default_str();
+  cli.add_option("--status-file", status_file,
+                 "Rewrite the JSON summary here at every status line");
+  cli.add_option("--status-every", status_every_s,
+                 "Seconds between progress lines on stdout (0: none)")
+      ->check(CLI::Range(0.0, 86400.0))
+      ->capture_default_str();
   cli.add_option("--seed", seed, "Random seed (host ids, labels, crash draws); default: random");
   cli.add_option("--heartbeat-scale", opt.heartbeat_scale,
                  "Multiply the server's heartbeat and poll intervals by this")
-      ->check(CLI::Range(0.01, 100.0))->capture_default_str();
-  cli.add_option("--connections", connections, "Pooled connections for heartbeats, reports, polls, downloads")
-      ->check(CLI::Range(1, 1024))->capture_default_str();
+      ->check(CLI::Range(0.01, 100.0))
+      ->capture_default_str();
+  cli.add_option("--connections", connections,
+                 "Pooled connections for heartbeats, reports, polls, downloads")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
   cli.add_option("--enroll-concurrency", opt.enroll_concurrency, "Enrollments in flight at once")
-      ->check(CLI::Range(1, 100000))->capture_default_str();
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
   CLI11_PARSE(cli, argc, argv);
   long_poll_given = lp->count() > 0;
 
@@ -118,8 +134,8 @@ int main(int argc, char** argv) {
     }
     opt.models[m->first] = m->second;
   }
-  opt.long_poll_hosts = long_poll_given ? std::min(long_poll, opt.hosts)
-                                        : std::min<std::size_t>(opt.hosts, 10000);
+  opt.long_poll_hosts =
+      long_poll_given ? std::min(long_poll, opt.hosts) : std::min<std::size_t>(opt.hosts, 10000);
   opt.seed = seed ? seed : std::random_device{}();
   std::string host, port, error;
   if (!parse_server(server, host, port, error)) {
@@ -169,13 +185,15 @@ int main(int argc, char** argv) {
     std::printf("%s\n", fleet.status_line().c_str());
     std::fflush(stdout);
     if (!status_file.empty()) (void)write_file_atomically(status_file, fleet.summary_json());
-    status_timer.expires_after(std::chrono::milliseconds(static_cast<long long>(status_every_s * 1000)));
+    status_timer.expires_after(
+        std::chrono::milliseconds(static_cast<long long>(status_every_s * 1000)));
     status_timer.async_wait([&](const boost::system::error_code& ec) {
       if (!ec) status();
     });
   };
   if (status_every_s > 0) {
-    status_timer.expires_after(std::chrono::milliseconds(static_cast<long long>(status_every_s * 1000)));
+    status_timer.expires_after(
+        std::chrono::milliseconds(static_cast<long long>(status_every_s * 1000)));
     status_timer.async_wait([&](const boost::system::error_code& ec) {
       if (!ec) status();
     });

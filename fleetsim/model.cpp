@@ -18,9 +18,10 @@ bool parse_double(std::string_view s, double& out) {
 
 Expected<std::pair<ModelKey, Model>> parse_model_spec(std::string_view spec) {
   auto bad = [&](const std::string& why) {
-    return fail(Errc::InvalidArgument,
-                "--model '" + std::string(spec.substr(0, 80)) + "': " + why +
-                    " (expected CHANNEL@VERSION=healthy|crash:P|silent:P|apply-fail:P|crash-rate:R)");
+    return fail(
+        Errc::InvalidArgument,
+        "--model '" + std::string(spec.substr(0, 80)) + "': " + why +
+            " (expected CHANNEL@VERSION=healthy|crash:P|silent:P|apply-fail:P|crash-rate:R)");
   };
   auto at = spec.find('@');
   auto eq = spec.find('=');
@@ -43,7 +44,8 @@ Expected<std::pair<ModelKey, Model>> parse_model_spec(std::string_view spec) {
   } else {
     if (colon == std::string_view::npos) return bad("'" + std::string(kind) + "' needs a value");
     double v = 0;
-    if (!parse_double(what.substr(colon + 1), v) || v < 0) return bad("the value must be a number >= 0");
+    if (!parse_double(what.substr(colon + 1), v) || v < 0)
+      return bad("the value must be a number >= 0");
     m.value = v;
     if (kind == "crash") {
       m.kind = ModelKind::Crash;
@@ -64,11 +66,20 @@ Expected<std::pair<ModelKey, Model>> parse_model_spec(std::string_view spec) {
 std::string to_string(const Model& m) {
   char buf[64];
   switch (m.kind) {
-    case ModelKind::Healthy: return "healthy";
-    case ModelKind::Crash: std::snprintf(buf, sizeof buf, "crash:%g", m.value); break;
-    case ModelKind::Silent: std::snprintf(buf, sizeof buf, "silent:%g", m.value); break;
-    case ModelKind::ApplyFail: std::snprintf(buf, sizeof buf, "apply-fail:%g", m.value); break;
-    case ModelKind::CrashRate: std::snprintf(buf, sizeof buf, "crash-rate:%g", m.value); break;
+    case ModelKind::Healthy:
+      return "healthy";
+    case ModelKind::Crash:
+      std::snprintf(buf, sizeof buf, "crash:%g", m.value);
+      break;
+    case ModelKind::Silent:
+      std::snprintf(buf, sizeof buf, "silent:%g", m.value);
+      break;
+    case ModelKind::ApplyFail:
+      std::snprintf(buf, sizeof buf, "apply-fail:%g", m.value);
+      break;
+    case ModelKind::CrashRate:
+      std::snprintf(buf, sizeof buf, "crash-rate:%g", m.value);
+      break;
   }
   return buf;
 }

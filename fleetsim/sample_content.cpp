@@ -21,9 +21,12 @@ ConsumerResult refuse(ConsumerResult r, std::string why) {
 
 std::string_view to_string(ConsumerVerdict v) noexcept {
   switch (v) {
-    case ConsumerVerdict::Loads: return "loads";
-    case ConsumerVerdict::Refuses: return "refuses";
-    case ConsumerVerdict::Crashes: return "crashes";
+    case ConsumerVerdict::Loads:
+      return "loads";
+    case ConsumerVerdict::Refuses:
+      return "refuses";
+    case ConsumerVerdict::Crashes:
+      return "crashes";
   }
   return "refuses";
 }
@@ -38,10 +41,12 @@ ConsumerResult evaluate_consumer(std::string_view text) {
     return refuse(std::move(r), "format must be \"" + std::string(kSampleFormat) + "\"");
   }
   auto tpl = doc.find("template");
-  if (tpl == doc.end() || !tpl->is_object()) return refuse(std::move(r), "template must be an object");
+  if (tpl == doc.end() || !tpl->is_object())
+    return refuse(std::move(r), "template must be an object");
   auto name = tpl->find("name");
   auto fields = tpl->find("fields");
-  if (name == tpl->end() || !name->is_string()) return refuse(std::move(r), "template.name must be a string");
+  if (name == tpl->end() || !name->is_string())
+    return refuse(std::move(r), "template.name must be a string");
   if (fields == tpl->end() || !fields->is_number_integer() || fields->get<long long>() < 1 ||
       fields->get<long long>() > static_cast<long long>(kMaxSampleValues)) {
     return refuse(std::move(r), "template.fields must be an integer in [1, 1024]");
@@ -49,7 +54,8 @@ ConsumerResult evaluate_consumer(std::string_view text) {
   r.content.template_name = name->get<std::string>();
   r.content.fields = fields->get<long long>();
   auto inst = doc.find("instances");
-  if (inst == doc.end() || !inst->is_array()) return refuse(std::move(r), "instances must be an array");
+  if (inst == doc.end() || !inst->is_array())
+    return refuse(std::move(r), "instances must be an array");
   if (inst->size() > kMaxSampleInstances) return refuse(std::move(r), "too many instances");
   std::size_t index = 0;
   for (const auto& i : *inst) {
@@ -59,7 +65,8 @@ ConsumerResult evaluate_consumer(std::string_view text) {
     auto id = i.find("id");
     auto values = i.find("values");
     auto uses = i.find("uses_field");
-    if (id == i.end() || !id->is_string()) return refuse(std::move(r), where + ".id must be a string");
+    if (id == i.end() || !id->is_string())
+      return refuse(std::move(r), where + ".id must be a string");
     si.id = id->get<std::string>();
     if (values == i.end() || !values->is_array() || values->size() > kMaxSampleValues) {
       return refuse(std::move(r), where + ".values must be an array of at most 1024 strings");

@@ -4,6 +4,8 @@
 //   sample-sensor --run FILE     load FILE like the real sensor: abort() (a crash) on content that
 //                                reads past its values, exit 2 on content it refuses, otherwise
 //                                run until killed (a consumer for ringfence-agent --consumer)
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -11,7 +13,6 @@
 #include <fstream>
 #include <iterator>
 #include <string>
-#include <unistd.h>
 
 #include "fleetsim/sample_content.hpp"
 

@@ -24,6 +24,8 @@ done
 bash scripts/install-deps.sh build
 if ! command -v python3 >/dev/null 2>&1; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends python3
 fi
 

@@ -46,11 +46,12 @@ TEST(SampleConsumer, FieldCountIsWhatTheInstanceSuppliesNotWhatTheTemplateSays) 
 }
 
 TEST(SampleConsumer, MalformedContentIsRefusedNotCrashedOn) {
-  for (const char* text :
-       {"", "not json", "[]", R"({"format":"other"})",
-        R"({"format":"ringfence-sample/1","template":{"name":"t","fields":0},"instances":[]})",
-        R"({"format":"ringfence-sample/1","template":{"name":"t","fields":2},"instances":[{"id":"a","values":[1],"uses_field":1}]})",
-        R"({"format":"ringfence-sample/1","template":{"name":"t","fields":2},"instances":[{"id":"a","values":["x"],"uses_field":0}]})"}) {
+  for (
+      const char* text :
+      {"", "not json", "[]", R"({"format":"other"})",
+       R"({"format":"ringfence-sample/1","template":{"name":"t","fields":0},"instances":[]})",
+       R"({"format":"ringfence-sample/1","template":{"name":"t","fields":2},"instances":[{"id":"a","values":[1],"uses_field":1}]})",
+       R"({"format":"ringfence-sample/1","template":{"name":"t","fields":2},"instances":[{"id":"a","values":["x"],"uses_field":0}]})"}) {
     auto r = evaluate_consumer(text);
     EXPECT_EQ(r.verdict, ConsumerVerdict::Refuses) << text;
     EXPECT_FALSE(r.findings.empty()) << text;
