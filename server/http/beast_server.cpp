@@ -66,6 +66,7 @@ constexpr auto kSsePing = std::chrono::seconds(15);   // comment line keeping pr
 constexpr std::size_t kFileChunk = 256 * 1024;        // bytes per sendfile call
 constexpr int kFileChunksPerTurn = 8;                 // then yield to other sessions
 constexpr std::uint64_t kUploadProgress = 64 * 1024;  // bytes that buy an upload more time
+constexpr std::size_t kUploadReadSize = 64 * 1024;    // read buffer while streaming an upload
 constexpr std::int64_t kNever = INT64_MAX;
 constexpr std::int64_t kLingerMs = 2000;              // draining after an error before close
 
@@ -191,7 +192,7 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(tcp::socket socket, std::shared_ptr<HttpServer::Impl> srv)
       : socket_(std::move(socket)), srv_(std::move(srv)) {
     ++srv_->open;
-    buffer_.max_size(std::max<std::size_t>(srv_->opt.header_limit + 8192, 16384));
+    buffer_.max_size(read_buffer_size());
   }
 
   ~Session() {
@@ -272,6 +273,12 @@ class Session : public std::enable_shared_from_this<Session> {
 
   const ServerOptions& opt() const { return srv_->opt; }
 
+  // The read buffer holds one header at most (the parser limits it), so this also caps the bytes
+  // each read asks for; uploads read in bigger pieces.
+  std::size_t read_buffer_size() const {
+    return std::max<std::size_t>(opt().header_limit + 8192, 16384);
+  }
+
   void arm_read() {
     read_deadline_.store(queue_.empty() ? now_ms() + ms(opt().read_timeout) : kNever,
                          std::memory_order_relaxed);
@@ -327,6 +334,7 @@ class Session : public std::enable_shared_from_this<Session> {
         return read_failed(Error{Errc::Unavailable, "cannot store the upload"});
       }
       upload_credit_ = 0;
+      buffer_.max_size(std::max<std::size_t>(read_buffer_size(), kUploadReadSize));
     } else {
       parser_->body_limit(limit);
     }
@@ -369,7 +377,10 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void on_upload_some(error_code ec, std::size_t n) {
-    if (ec) return on_read_error(ec);
+    if (ec) {
+      end_upload_buffer();
+      return on_read_error(ec);
+    }
     upload_credit_ += n;
     if (upload_credit_ >= kUploadProgress) {
       upload_credit_ = 0;
@@ -377,6 +388,11 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (!upload_parser_->is_done()) return read_upload();
     on_message();
+  }
+
+  void end_upload_buffer() {
+    buffer_.max_size(std::max(read_buffer_size(), buffer_.size()));
+    buffer_.shrink_to_fit();
   }
 
   void on_read_error(error_code ec) {
@@ -461,6 +477,7 @@ class Session : public std::enable_shared_from_this<Session> {
     Request req;
     Slot slot;
     if (upload_parser_) {
+      end_upload_buffer();
       auto& m = upload_parser_->get();
       m.body().close();
       fill(req, m);

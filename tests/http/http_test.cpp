@@ -74,7 +74,7 @@ class HttpTest : public ::testing::Test {
     return o;
   }
 
-  void start(ServerOptions opts = base_options()) {
+  void start(ServerOptions opts = base_options(), int threads = 1) {
     server_ = std::make_unique<HttpServer>(io_, std::move(opts), [this](Request& req, Reply reply) {
       ++requests_;
       handler_(req, std::move(reply));
@@ -83,8 +83,11 @@ class HttpTest : public ::testing::Test {
     ASSERT_TRUE(port.has_value()) << port.error().message;
     ASSERT_NE(*port, 0);
     port_ = *port;
-    thread_ = std::thread([this] {
+    thread_ = std::thread([this, threads] {
+      std::vector<std::thread> more;
+      for (int i = 1; i < threads; ++i) more.emplace_back([this] { io_.run(); });
       io_.run();
+      for (auto& t : more) t.join();
       ran_out_ = true;
     });
   }
@@ -574,6 +577,50 @@ TEST_F(HttpTest, APendingReplyIsNotCutByTheReadTimeout) {
   auto r = c.read_response();
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
+}
+
+TEST_F(HttpTest, AClientThatStopsReadingIsDisconnectedAfterTheWriteTimeout) {
+  auto o = base_options();
+  o.write_timeout = 1s;
+  start(o);
+  handler_ = [](Request&, Reply reply) { reply(Response::json(200, std::string(64 << 20, 'x'))); };
+  RawClient c(port_);
+  ASSERT_TRUE(c.send(get("/huge")));  // and never read the reply
+  ASSERT_TRUE(eventually([&] { return requests_.load() == 1; }));
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(eventually([&] { return server_->connections() == 0; }, 10s));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+}
+
+TEST_F(HttpTest, SeveralIoThreadsServeConcurrentPipelinedClients) {
+  handler_ = [this](Request& req, Reply reply) {
+    std::string body = req.path;
+    if (req.path.back() == '0') {  // every tenth reply from a timer, on whichever thread
+      later(5ms, [reply, body] { reply(Response::json(200, body)); });
+    } else {
+      reply(Response::json(200, body));
+    }
+  };
+  start(base_options(), 2);
+  std::vector<std::thread> clients;
+  std::atomic<int> good{0};
+  for (int k = 0; k < 4; ++k) {
+    clients.emplace_back([&, k] {
+      RawClient c(port_);
+      for (int round = 0; round < 10; ++round) {
+        std::string batch;
+        for (int i = 0; i < 5; ++i) batch += get("/" + std::to_string(k) + "/" + std::to_string(round * 5 + i));
+        if (!c.send(batch)) return;
+        for (int i = 0; i < 5; ++i) {
+          auto r = c.read_response();
+          if (!r || r->body != "/" + std::to_string(k) + "/" + std::to_string(round * 5 + i)) return;
+          ++good;
+        }
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(good.load(), 200);
 }
 
 TEST_F(HttpTest, MalformedRequestsAre400AndClose) {
