@@ -228,16 +228,17 @@ void Service::Impl::host_signal(HostIndex i, const std::string& channel, std::in
     if (!rollout::is_active(r.state) || r.channel != channel) continue;
     auto e = r.exposed.find(i);
     if (e == r.exposed.end()) {
-      // Control cohort: a crash on a host in a reached ring that is not on the release.
+      // Control cohort: a crash on a host that is not on the release (each host counts once).
       if (kind == proto::ReportKind::Crash && version != r.version) {
         const auto& h = fleet.at(i);
+        r.control_failed_fleet.insert(i);
         for (std::size_t s = 0; s <= r.stage && s < r.plan.size(); ++s) {
           if (fleet.ring_index(r.plan[s].ring) == h.ring) {
-            ++r.control_failed;
-            evaluate(r);
+            r.control_failed_ring.insert(i);
             break;
           }
         }
+        evaluate(r);
       }
       continue;
     }

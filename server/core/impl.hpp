@@ -6,6 +6,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "server/core/service.hpp"
 
@@ -78,6 +79,8 @@ struct Exposure {
   std::int64_t applied_ms = 0;
 };
 
+inline constexpr std::int64_t kMinControlHosts = 100;
+
 struct Rollout {
   std::int64_t id = 0;
   std::string channel;
@@ -91,7 +94,10 @@ struct Rollout {
   std::int64_t created = 0, updated = 0;
   std::int64_t first_apply_ms = 0, halted_ms = 0;
   std::string halt_reason;
-  std::int64_t control_failed = 0;  // crash reports from non-exposed hosts in reached rings
+  // Control cohort: distinct hosts NOT on the release that crashed since the rollout started,
+  // in the rings reached so far, and anywhere in the fleet (the fallback when the reached rings
+  // leave fewer than kMinControlHosts unexposed hosts, e.g. stages at 100 % of their ring).
+  std::unordered_set<HostIndex> control_failed_ring, control_failed_fleet;
   std::unordered_map<HostIndex, Exposure> exposed;
 };
 

@@ -224,8 +224,15 @@ void Service::Impl::evaluate(Rollout& r) {
     cum.failed += c.failed;
     cum.silent += c.silent;
   }
-  cum.control_hosts = std::max<std::int64_t>(0, reached_ring_hosts - cum.exposed);
-  cum.control_failed = r.control_failed;
+  // Control cohort: unexposed hosts of the reached rings; when those are too few to estimate a
+  // baseline (stages at 100 % of their ring), every unexposed host of the fleet.
+  auto total_exposed = static_cast<std::int64_t>(r.exposed.size());
+  cum.control_hosts = std::max<std::int64_t>(0, reached_ring_hosts - total_exposed);
+  cum.control_failed = static_cast<std::int64_t>(r.control_failed_ring.size());
+  if (cum.control_hosts < kMinControlHosts) {
+    cum.control_hosts = std::max<std::int64_t>(0, static_cast<std::int64_t>(fleet.live()) - total_exposed);
+    cum.control_failed = static_cast<std::int64_t>(r.control_failed_fleet.size());
+  }
   cum.elapsed_s = r.stages[0].started_ms ? (now - r.stages[0].started_ms) / 1000.0 : 0;
   health::StageCounts cur = st.counts;
   cur.control_hosts = cum.control_hosts;
