@@ -18,6 +18,8 @@
 // re-arm/cancel per read. While a reply is pending the read deadline is lifted (a long poll may
 // take a minute); it is re-armed when the last pending reply has been written.
 #include <fcntl.h>
+#include <spdlog/fmt/fmt.h>
+#include <spdlog/spdlog.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -47,8 +49,6 @@
 #include <filesystem>
 #include <mutex>
 #include <random>
-#include <spdlog/fmt/fmt.h>
-#include <spdlog/spdlog.h>
 #include <unordered_set>
 
 #include "server/http/server.hpp"
@@ -68,7 +68,7 @@ constexpr int kFileChunksPerTurn = 8;                 // then yield to other ses
 constexpr std::uint64_t kUploadProgress = 64 * 1024;  // bytes that buy an upload more time
 constexpr std::size_t kUploadReadSize = 64 * 1024;    // read buffer while streaming an upload
 constexpr std::int64_t kNever = INT64_MAX;
-constexpr std::int64_t kLingerMs = 2000;              // draining after an error before close
+constexpr std::int64_t kLingerMs = 2000;  // draining after an error before close
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -82,14 +82,22 @@ std::int64_t ms(std::chrono::seconds s) {
 
 Method to_method(bhttp::verb v) {
   switch (v) {
-    case bhttp::verb::get: return Method::Get;
-    case bhttp::verb::head: return Method::Head;
-    case bhttp::verb::post: return Method::Post;
-    case bhttp::verb::put: return Method::Put;
-    case bhttp::verb::patch: return Method::Patch;
-    case bhttp::verb::delete_: return Method::Delete;
-    case bhttp::verb::options: return Method::Options;
-    default: return Method::Other;
+    case bhttp::verb::get:
+      return Method::Get;
+    case bhttp::verb::head:
+      return Method::Head;
+    case bhttp::verb::post:
+      return Method::Post;
+    case bhttp::verb::put:
+      return Method::Put;
+    case bhttp::verb::patch:
+      return Method::Patch;
+    case bhttp::verb::delete_:
+      return Method::Delete;
+    case bhttp::verb::options:
+      return Method::Options;
+    default:
+      return Method::Other;
   }
 }
 
@@ -175,8 +183,8 @@ struct HttpServer::Impl {
                                     : net::any_io_executor(net::make_strand(io))) {
     std::random_device rd;
     upload_salt = (std::uint64_t{rd()} << 32) ^ rd();
-    upload_dir = opt.upload_dir.empty() ? std::filesystem::temp_directory_path().string()
-                                        : opt.upload_dir;
+    upload_dir =
+        opt.upload_dir.empty() ? std::filesystem::temp_directory_path().string() : opt.upload_dir;
     auto shortest = std::min(opt.read_timeout, opt.write_timeout);
     sweep_every_ms = std::clamp<std::int64_t>(ms(shortest) / 4, 50, 1000);
   }
@@ -292,15 +300,14 @@ class Session : public std::enable_shared_from_this<Session> {
     if (closed_ || reading_ || no_more_reads_ || queue_.size() >= opt().max_pipelined) return;
     reading_ = true;
     parser_.emplace();
-    parser_->header_limit(static_cast<std::uint32_t>(
-        std::min<std::size_t>(opt().header_limit, UINT32_MAX)));
+    parser_->header_limit(
+        static_cast<std::uint32_t>(std::min<std::size_t>(opt().header_limit, UINT32_MAX)));
     // Admit up to the larger limit here; on_header applies the one for this route.
     parser_->body_limit(std::max<std::uint64_t>(opt().body_limit, opt().upload_limit));
     arm_read();
-    bhttp::async_read_header(socket_, buffer_, *parser_,
-                             [self = shared_from_this()](error_code ec, std::size_t) {
-                               self->on_header(ec);
-                             });
+    bhttp::async_read_header(
+        socket_, buffer_, *parser_,
+        [self = shared_from_this()](error_code ec, std::size_t) { self->on_header(ec); });
   }
 
   void on_header(error_code ec) {
@@ -370,10 +377,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // Uploads are read piecewise so that a client still sending at a reasonable rate keeps its
   // connection: each kUploadProgress bytes push the read deadline out by another read_timeout.
   void read_upload() {
-    bhttp::async_read_some(socket_, buffer_, *upload_parser_,
-                           [self = shared_from_this()](error_code ec, std::size_t n) {
-                             self->on_upload_some(ec, n);
-                           });
+    bhttp::async_read_some(
+        socket_, buffer_, *upload_parser_,
+        [self = shared_from_this()](error_code ec, std::size_t n) { self->on_upload_some(ec, n); });
   }
 
   void on_upload_some(error_code ec, std::size_t n) {
@@ -415,11 +421,11 @@ class Session : public std::enable_shared_from_this<Session> {
       return;
     }
     if (ec == bhttp::error::header_limit || ec == bhttp::error::buffer_overflow) {
-      return read_failed(Error{Errc::InvalidArgument,
-                               "request headers are larger than " +
-                                   std::to_string(opt().header_limit) + " bytes",
-                               "headers_too_large"},
-                         431);
+      return read_failed(
+          Error{Errc::InvalidArgument,
+                "request headers are larger than " + std::to_string(opt().header_limit) + " bytes",
+                "headers_too_large"},
+          431);
     }
     if (ec == bhttp::error::body_limit) {
       return read_failed(Error{Errc::PayloadTooLarge, "request body is too large"});
@@ -670,7 +676,7 @@ class Session : public std::enable_shared_from_this<Session> {
     auto fs = std::make_shared<FileSend>();
     const FileBody& f = *s.resp.file;
     fs->fd = ::open(f.path.c_str(), O_RDONLY | O_CLOEXEC);
-    struct stat st{};
+    struct stat st {};
     if (fs->fd < 0 || ::fstat(fs->fd, &st) != 0) {
       spdlog::warn("cannot open {} for a response: {}", f.path, std::strerror(errno));
       s.resp = Response::error(Error{Errc::NotFound, "file not found"});
@@ -715,11 +721,10 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        socket_.async_wait(tcp::socket::wait_write,
-                           [self = shared_from_this(), fs](error_code ec) {
-                             if (ec) return self->after_write(ec);
-                             self->file_step(fs);
-                           });
+        socket_.async_wait(tcp::socket::wait_write, [self = shared_from_this(), fs](error_code ec) {
+          if (ec) return self->after_write(ec);
+          self->file_step(fs);
+        });
         return;
       }
       // The file shrank under us, or the socket failed: the body cannot be completed.
@@ -811,14 +816,15 @@ class Session : public std::enable_shared_from_this<Session> {
       total += c.size();
     }
     arm_write();
-    net::async_write(socket_, bufs_, [self = shared_from_this(), total](error_code ec, std::size_t) {
-      self->writing_ = false;
-      self->write_deadline_.store(kNever, std::memory_order_relaxed);
-      self->sse_queued_ -= total;
-      self->sending_.clear();
-      if (ec) return self->close();
-      self->write_chunks();
-    });
+    net::async_write(socket_, bufs_,
+                     [self = shared_from_this(), total](error_code ec, std::size_t) {
+                       self->writing_ = false;
+                       self->write_deadline_.store(kNever, std::memory_order_relaxed);
+                       self->sse_queued_ -= total;
+                       self->sending_.clear();
+                       if (ec) return self->close();
+                       self->write_chunks();
+                     });
   }
 
   // ---------------------------------------------------------------- closing

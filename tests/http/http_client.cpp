@@ -1,14 +1,13 @@
 #include "tests/http/http_client.hpp"
 
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-
-#include <gtest/gtest.h>
 
 namespace ringfence::testing {
 
@@ -40,7 +39,8 @@ RawClient::RawClient(std::uint16_t port, const std::string& host,
     rc = ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
   }
   if (rc != 0) {
-    if (must_connect) ADD_FAILURE() << "connect to " << host << ":" << port << ": " << std::strerror(errno);
+    if (must_connect)
+      ADD_FAILURE() << "connect to " << host << ":" << port << ": " << std::strerror(errno);
     close();
   }
 }
@@ -102,8 +102,10 @@ std::optional<RawResponse> RawClient::read_response(bool head) {
       for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
       std::string value = line.substr(colon + 1);
       while (!value.empty() && value.front() == ' ') value.erase(0, 1);
-      if (r.headers.count(name)) r.headers[name] += ", " + value;
-      else r.headers[name] = value;
+      if (r.headers.count(name))
+        r.headers[name] += ", " + value;
+      else
+        r.headers[name] = value;
     }
     pos = e + 2;
   }

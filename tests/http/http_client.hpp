@@ -56,6 +56,7 @@ class RawClient {
 };
 
 // One request, one response, on a fresh connection.
-std::optional<RawResponse> request_once(std::uint16_t port, const std::string& raw, bool head = false);
+std::optional<RawResponse> request_once(std::uint16_t port, const std::string& raw,
+                                        bool head = false);
 
 }  // namespace ringfence::testing

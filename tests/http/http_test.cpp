@@ -1,14 +1,14 @@
 // The HTTP transport against a real server on port 0 (io_context on a background thread), driven
 // over raw TCP sockets by tests/http/http_client.hpp.
-#include <filesystem>
-#include <fstream>
-#include <sstream>
-#include <thread>
+#include <gtest/gtest.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <gtest/gtest.h>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
 
 #include "server/http/server.hpp"
 #include "tests/http/http_client.hpp"
@@ -29,9 +29,11 @@ std::string get(const std::string& target, const std::string& extra = "") {
   return "GET " + target + " HTTP/1.1\r\nHost: t\r\n" + extra + "\r\n";
 }
 
-std::string post(const std::string& target, const std::string& body, const std::string& extra = "") {
-  return "POST " + target + " HTTP/1.1\r\nHost: t\r\nContent-Length: " +
-         std::to_string(body.size()) + "\r\n" + extra + "\r\n" + body;
+std::string post(const std::string& target, const std::string& body,
+                 const std::string& extra = "") {
+  return "POST " + target +
+         " HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" + extra +
+         "\r\n" + body;
 }
 
 std::string pattern(std::size_t n) {
@@ -127,8 +129,8 @@ class HttpTest : public ::testing::Test {
   std::atomic<int> requests_{0};
   std::uint16_t port_ = 0;
   Handler handler_ = [](Request& req, Reply reply) {
-    reply(Response::json(200, "{\"path\":\"" + req.path + "\",\"body\":" +
-                                  std::to_string(req.body.size()) + "}"));
+    reply(Response::json(
+        200, "{\"path\":\"" + req.path + "\",\"body\":" + std::to_string(req.body.size()) + "}"));
   };
 };
 
@@ -315,13 +317,34 @@ TEST_F(UploadTest, AnAdoptedFileStaysAndChunkedUploadsWork) {
     reply(Response::json(201, "{}"));
   };
   start_uploads(1 << 20);
-  std::string req = "POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-                    "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+  std::string req =
+      "POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
   auto r = request_once(port_, req);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 201);
   EXPECT_EQ(slurp(adopted), "hello world");
   EXPECT_EQ(files_in(dir_.path() + "/uploads"), 0u);
+}
+
+TEST_F(UploadTest, ExpectContinueIsAnsweredBeforeTheBodyIsSent) {
+  std::string seen;
+  handler_ = [&](Request& req, Reply reply) {
+    seen = slurp(req.body_file);
+    reply(Response::json(201, "{}"));
+  };
+  start_uploads(1 << 20);
+  RawClient c(port_);
+  ASSERT_TRUE(c.send("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                     "Expect: 100-continue\r\n\r\n"));
+  auto interim = c.read_response();
+  ASSERT_TRUE(interim);
+  EXPECT_EQ(interim->status, 100);
+  ASSERT_TRUE(c.send("abcde"));
+  auto r = c.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 201);
+  EXPECT_EQ(seen, "abcde");
 }
 
 TEST_F(UploadTest, OverTheUploadLimitIs413AndNoFileIsLeft) {
@@ -553,7 +576,7 @@ TEST_F(HttpTest, SilentAndSlowClientsAreDisconnectedAfterTheReadTimeout) {
   RawClient silent(port_);
   RawClient slow(port_);
   ASSERT_TRUE(slow.send("GET / HTTP/1.1\r\nHost: t\r\n"));  // never finishes its header
-  RawClient idle(port_);  // one request, then an idle keep-alive
+  RawClient idle(port_);                                    // one request, then an idle keep-alive
   ASSERT_TRUE(idle.send(get("/")));
   ASSERT_TRUE(idle.read_response());
   EXPECT_TRUE(silent.wait_closed());
@@ -609,11 +632,13 @@ TEST_F(HttpTest, SeveralIoThreadsServeConcurrentPipelinedClients) {
       RawClient c(port_);
       for (int round = 0; round < 10; ++round) {
         std::string batch;
-        for (int i = 0; i < 5; ++i) batch += get("/" + std::to_string(k) + "/" + std::to_string(round * 5 + i));
+        for (int i = 0; i < 5; ++i)
+          batch += get("/" + std::to_string(k) + "/" + std::to_string(round * 5 + i));
         if (!c.send(batch)) return;
         for (int i = 0; i < 5; ++i) {
           auto r = c.read_response();
-          if (!r || r->body != "/" + std::to_string(k) + "/" + std::to_string(round * 5 + i)) return;
+          if (!r || r->body != "/" + std::to_string(k) + "/" + std::to_string(round * 5 + i))
+            return;
           ++good;
         }
       }
@@ -742,8 +767,8 @@ TEST_F(HttpTest, StopEndsEventStreams) {
 TEST(HttpListen, AddressesAndErrors) {
   net::io_context io;
   HttpServer s(io, ServerOptions{}, [](Request&, Reply reply) { reply(Response::no_content()); });
-  for (const char* bad : {"nonsense", "127.0.0.1", "127.0.0.1:99999", "127.0.0.1:x", "not-an-ip:80",
-                          "[::1]:"}) {
+  for (const char* bad :
+       {"nonsense", "127.0.0.1", "127.0.0.1:99999", "127.0.0.1:x", "not-an-ip:80", "[::1]:"}) {
     auto r = s.listen(bad);
     ASSERT_FALSE(r.has_value()) << bad;
     EXPECT_EQ(r.error().errc, Errc::InvalidArgument) << bad;
