@@ -118,6 +118,7 @@ Expected<std::uint16_t> App::start() {
     return method == http::Method::Post && path == "/v1/blobs";
   };
   opts.access_log = m.cfg.access_log;
+  opts.io_threads = static_cast<unsigned>(m.cfg.threads);  // 1: sessions need no strand
   auto* router = &m.router;
   m.http = std::make_unique<http::HttpServer>(m.io, opts, [router](http::Request& req, http::Reply reply) {
     auto start = std::chrono::steady_clock::now();
