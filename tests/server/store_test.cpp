@@ -1,0 +1,93 @@
+// The migrator and the SQLite store on real files in a temp dir.
+#include <gtest/gtest.h>
+
+#include "server/store/store.hpp"
+#include "tests/support/process.hpp"
+
+namespace ringfence::server::store {
+namespace {
+
+TEST(Migrator, WalksAnEmptyDatabaseThroughEveryStep) {
+  testing::TempDir dir;
+  auto path = dir.path() + "/r.db";
+  const auto& all = embedded_migrations();
+  ASSERT_FALSE(all.empty());
+  for (std::size_t i = 1; i < all.size(); ++i) EXPECT_LT(all[i - 1].version, all[i].version);
+  {
+    auto s = open_sqlite(path, all);
+    ASSERT_TRUE(s) << s.error().message;
+    auto snap = (*s)->load();
+    ASSERT_TRUE(snap);
+    EXPECT_TRUE(snap->tokens.empty());
+  }
+  EXPECT_EQ(*sqlite_user_version(path), all.back().version);
+  // Opening again applies nothing and keeps the version.
+  ASSERT_TRUE(open_sqlite(path, all));
+  EXPECT_EQ(*sqlite_user_version(path), all.back().version);
+}
+
+TEST(Migrator, RefusesADatabaseNewerThanTheBinary) {
+  testing::TempDir dir;
+  auto path = dir.path() + "/r.db";
+  auto all = embedded_migrations();
+  auto newer = all;
+  newer.push_back({all.back().version + 1, "9999_future", "CREATE TABLE future(x INTEGER);"});
+  ASSERT_TRUE(open_sqlite(path, newer));
+  auto old = open_sqlite(path, all);
+  ASSERT_FALSE(old);
+  EXPECT_EQ(old.error().code, "schema_too_new");
+  EXPECT_NE(old.error().message.find("newer than this binary"), std::string::npos);
+}
+
+TEST(Migrator, AFailedStepLeavesNothingHalfApplied) {
+  testing::TempDir dir;
+  auto path = dir.path() + "/r.db";
+  std::vector<Migration> steps = {
+      {1, "0001_a", "CREATE TABLE a(x INTEGER);"},
+      {2, "0002_b", "CREATE TABLE b(x INTEGER); INSERT INTO nowhere VALUES(1);"},
+  };
+  auto s = open_sqlite(path, steps);
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().code, "migration_failed");
+  EXPECT_EQ(*sqlite_user_version(path), 1);
+  // Step 2's first statement was rolled back with it: applying a fixed step 2 succeeds.
+  steps[1].sql = "CREATE TABLE b(x INTEGER);";
+  ASSERT_TRUE(open_sqlite(path, steps));
+  EXPECT_EQ(*sqlite_user_version(path), 2);
+}
+
+TEST(Store, EventsAreAppendOnlyAndReportsIdempotent) {
+  auto s = open_sqlite(":memory:", embedded_migrations());
+  ASSERT_TRUE(s);
+  auto& st = **s;
+  auto id1 = st.append_event({0, 1, "admin", "a", std::nullopt, "{}"});
+  auto id2 = st.append_event({0, 2, "admin", "b", 7, "{}"});
+  ASSERT_TRUE(id1 && id2);
+  EXPECT_LT(*id1, *id2);
+  auto only7 = st.list_events({7, 0, 10});
+  ASSERT_TRUE(only7);
+  ASSERT_EQ(only7->size(), 1u);
+  EXPECT_EQ((*only7)[0].kind, "b");
+  ReportRow r{"h", "boot", "crash", 5, std::nullopt, std::nullopt, "{}", 1};
+  ASSERT_TRUE(st.insert_reports({r, r}));
+  ASSERT_TRUE(st.insert_reports({r}));
+  EXPECT_FALSE(st.put_token({"x", "viewer", "h1", 1}) && st.put_token({"x", "viewer", "h2", 1}));
+}
+
+TEST(Store, TransactionRollsBackOnError) {
+  auto s = open_sqlite(":memory:", embedded_migrations());
+  ASSERT_TRUE(s);
+  auto& st = **s;
+  auto res = st.transaction([&]() -> Status {
+    auto a = st.put_ring({"r1", 0, R"({"buckets":[0,1]})", ""});
+    if (!a) return a;
+    return fail(Errc::Conflict, "later step failed");
+  });
+  EXPECT_FALSE(res);
+  auto snap = st.load();
+  ASSERT_TRUE(snap);
+  EXPECT_TRUE(snap->rings.empty());
+}
+
+}  // namespace
+}  // namespace ringfence::server::store
