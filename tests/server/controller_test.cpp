@@ -211,7 +211,8 @@ TEST_F(Controller, CrashesInTheCanaryHaltQuarantineAndSendEveryoneBack) {
       halted = true;
       EXPECT_EQ(e["actor"], "gate");
       EXPECT_GE(e["data"]["counts"]["failed"].get<int>(), 2);  // a handful, not the whole canary
-      EXPECT_GT(e["data"]["gate"]["statistic"].get<double>(), e["data"]["gate"]["upper"].get<double>() - 1e-9);
+      EXPECT_EQ(e["data"]["gate"]["verdict"], "fail");  // SPRT or the absolute floor, with its reason
+      EXPECT_FALSE(e["data"]["reason"].get<std::string>().empty());
     }
   }
   EXPECT_TRUE(halted);
