@@ -63,6 +63,12 @@ std::int64_t Service::Impl::heartbeat_for(HostIndex i) const {
 DesiredAnswer Service::Impl::compute_desired(HostIndex i, bool want_body) {
   const auto& h = fleet.at(i);
   proto::DesiredState ds;
+  struct Pick {
+    const std::string* channel;
+    const Release* release;
+    bool rollback;
+  };
+  std::vector<Pick> picked;
   std::uint64_t tag = proto::fnv1a64(h.id) ^ (desired_generation * 0x9e3779b97f4a7c15ULL);
   for (auto& [name, ch] : channels) {
     const Release* chosen = nullptr;
@@ -100,18 +106,7 @@ DesiredAnswer Service::Impl::compute_desired(HostIndex i, bool want_body) {
     tag = (tag ^ proto::fnv1a64(name)) * 0x100000001b3ULL;
     tag = (tag ^ static_cast<std::uint64_t>(chosen->version) ^ (rollback ? 0x8000000000000000ULL : 0)) *
           0x100000001b3ULL;
-    if (want_body) {
-      proto::DesiredChannel dc;
-      dc.channel = name;
-      dc.version = chosen->version;
-      dc.sha256 = chosen->sha256;
-      dc.size = chosen->size;
-      dc.url = "/v1/blobs/" + chosen->sha256;
-      dc.manifest = chosen->manifest;
-      dc.signature = chosen->signature;
-      dc.rollback = rollback;
-      ds.channels.push_back(std::move(dc));
-    }
+    if (want_body) picked.push_back({&name, chosen, rollback});
   }
   ds.heartbeat_s = heartbeat_for(i);
   ds.poll_s = opt.poll_s;
@@ -122,9 +117,46 @@ DesiredAnswer Service::Impl::compute_desired(HostIndex i, bool want_body) {
   DesiredAnswer a;
   a.etag = etag;
   if (want_body) {
-    ds.etag = etag;
-    ds.known_bad = known_bad;
-    a.body = proto::encode(ds);
+    // Hosts offered the same releases get the same body but for the etag: the encoded body is
+    // cached per (releases, intervals) and the etag spliced in. desired_generation (manifests
+    // re-signed, known-bad changed) invalidates the cache.
+    std::string key = std::to_string(ds.heartbeat_s);
+    for (const auto& p : picked) {
+      key += '|';
+      key += *p.channel;
+      key += ':';
+      key += std::to_string(p.release->version);
+      key += p.rollback ? "r" : "";
+    }
+    if (body_cache_generation != desired_generation || body_cache.size() > 4096) {
+      body_cache.clear();
+      body_cache_generation = desired_generation;
+    }
+    auto it = body_cache.find(key);
+    if (it == body_cache.end()) {
+      for (const auto& p : picked) {
+        proto::DesiredChannel dc;
+        dc.channel = *p.channel;
+        dc.version = p.release->version;
+        dc.sha256 = p.release->sha256;
+        dc.size = p.release->size;
+        dc.url = "/v1/blobs/" + p.release->sha256;
+        dc.manifest = p.release->manifest;
+        dc.signature = p.release->signature;
+        dc.rollback = p.rollback;
+        ds.channels.push_back(std::move(dc));
+      }
+      static const std::string kMarker = "@@rf-etag@@";
+      ds.etag = kMarker;
+      ds.known_bad = known_bad;
+      auto full = proto::encode(ds);
+      auto at = full.find(kMarker);
+      it = body_cache.emplace(key, std::make_pair(full.substr(0, at), full.substr(at + kMarker.size()))).first;
+    }
+    a.body.reserve(it->second.first.size() + etag.size() + it->second.second.size());
+    a.body = it->second.first;
+    a.body += etag;
+    a.body += it->second.second;
   }
   return a;
 }

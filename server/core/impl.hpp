@@ -129,6 +129,9 @@ struct Service::Impl {
   bool emergency = false;
   std::string emergency_reason;
   std::uint64_t desired_generation = 0;
+  // Encoded desired-state bodies around the etag, by offered releases (see compute_desired).
+  std::unordered_map<std::string, std::pair<std::string, std::string>> body_cache;
+  std::uint64_t body_cache_generation = ~0ull;
   std::vector<proto::KnownBad> known_bad;
 
   std::multimap<HostIndex, Waiter> waiters;
