@@ -29,10 +29,15 @@ if ! command -v python3 >/dev/null 2>&1; then
   $sudo apt-get install -y -qq --no-install-recommends python3
 fi
 
-build=build
+build=build-demo  # its own dir: scripts/test.sh keeps build/ for the test configuration
 echo "demo: configuring and building (Release, Ninja, $build/)"
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DRINGFENCE_TESTS=OFF >/dev/null
 cmake --build "$build" --target ringfence-server fleetsim sample-sensor
+
+# The dashboard's chart library (npm); the demo runs without charts if it cannot be had.
+if command -v npm >/dev/null 2>&1; then
+  bash scripts/vendor-web.sh || echo "demo: dashboard charts unavailable (uPlot could not be vendored)"
+fi
 
 echo
 echo "demo: a fleet of $hosts simulated hosts; rings canary 1% / early 10% / broad the rest"
