@@ -166,7 +166,7 @@ struct Service::Impl {
   bool stage_covers(const Rollout& r, std::size_t stage, const fleet::Host& h) const;
   bool budget_allows(const fleet::Host& h);
   void budget_take(const fleet::Host& h);
-  std::int64_t budget_used(const std::deque<std::pair<std::int64_t, std::int64_t>>& q);
+  std::int64_t budget_used(const std::deque<std::pair<std::int64_t, std::int64_t>>& q) const;
   void evaluate(Rollout& r);
   Status halt(Rollout& r, const std::string& actor, const std::string& reason, json evidence,
               bool operator_abort);

@@ -63,6 +63,13 @@ json Service::Impl::rollout_json(const Rollout& r) const {
   if (r.first_apply_ms) j["first_apply"] = r.first_apply_ms;
   if (r.halted_ms) j["halted"] = r.halted_ms;
   if (emergency && rollout::is_active(r.state)) j["frozen_by_emergency_stop"] = true;
+  if (opt.budget_per_hour > 0) {
+    // The blast-radius budget, shared by every rollout: when it is used up, stages wait.
+    auto used = budget_used(budget_minutes);
+    j["budget"] = {{"per_hour", opt.budget_per_hour},
+                   {"used_last_hour", used},
+                   {"waiting_for_budget", rollout::is_active(r.state) && used >= opt.budget_per_hour}};
+  }
   return j;
 }
 
@@ -146,7 +153,7 @@ bool Service::Impl::stage_covers(const Rollout& r, std::size_t stage, const flee
   return h.bucket < cut;
 }
 
-std::int64_t Service::Impl::budget_used(const std::deque<std::pair<std::int64_t, std::int64_t>>& q) {
+std::int64_t Service::Impl::budget_used(const std::deque<std::pair<std::int64_t, std::int64_t>>& q) const {
   std::int64_t minute = clock.now_ms() / 60000, n = 0;
   for (const auto& [m, c] : q) {
     if (m > minute - 60) n += c;

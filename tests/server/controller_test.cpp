@@ -285,6 +285,7 @@ TEST_F(Controller, TheBlastRadiusBudgetCapsNewExposure) {
   for (int h = 0; h < 5; ++h) got += offered(h) == version_ ? 1 : 0;
   EXPECT_EQ(got, 2);
   EXPECT_EQ(get(id)["stages"][0]["exposed"], 2);
+  EXPECT_EQ(get(id)["budget"]["waiting_for_budget"], true);  // the wait is visible
   clock_.advance_ms(3601 * 1000LL);
   got = 0;
   for (int h = 0; h < 5; ++h) got += offered(h) == version_ ? 1 : 0;
