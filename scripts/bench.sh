@@ -1,136 +1,279 @@
 #!/usr/bin/env bash
-# Benchmarks the agent hot paths against nginx serving a static file of the same size, in ONE
-# run on loopback with wrk. Writes bench/out/results.md (and prints it).
-#   scripts/bench.sh [--quick]      --quick: 2 000 hosts, 2 s runs, 1 repetition (CTest smoke)
+# The benchmark, in ONE run on loopback (server and load generator share the machine):
+#   - nginx (nginx-light, one worker, keep-alive, no access log) serving a static file of the same
+#     size as our desired-state answer: the reference, measured in the same run;
+#   - GET /v1/agent/desired 304 (If-None-Match) and 200, POST /v1/agent/heartbeat, over HOSTS
+#     enrolled hosts, with wrk at 64 and 256 connections, REPS x DUR s each, medians;
+#   - server RSS and start-up time (to the "listening on" line) with 0, HOSTS and BIG enrolled
+#     hosts (seeded with bench/seed_hosts: core::Service::enroll on the store, one row per host);
+#   - rollback propagation: LP hosts hold long polls, the rollout is aborted through the API, and
+#     bench/agent_load records when each poll is answered (50 / 99 / 100 %);
+#   - the agent's footprint (MinSizeRel build, tests/agent/footprint.sh), full runs only.
+# Prints the tables and writes bench/out/bench.json (bench/out/quick.json with --quick).
+#
+#   scripts/bench.sh            full run: 100 000 / 1 000 000 hosts, 10 000 long polls, 3 x 10 s
+#   scripts/bench.sh --quick    smoke: tiny counts, 1 s runs, this build's binaries (CTest bench_smoke)
+# Env: RINGFENCE_BENCH_BUILD (build dir; default build-bench), BENCH_HOSTS / BENCH_BIG / BENCH_LP /
+#      BENCH_DUR / BENCH_REPS / BENCH_CONNS override the counts.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
-hosts=100000; dur=10; reps=3
-[ $quick = 1 ] && { hosts=2000; dur=2; reps=1; }
-
-[ $quick = 1 ] || bash scripts/install-deps.sh bench
-build="${RINGFENCE_BENCH_BUILD:-build-bench}"
-if [ $quick = 0 ]; then
-  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DRINGFENCE_TESTS=OFF >/dev/null
-  cmake --build "$build" --target ringfence-server
+if [ $quick = 1 ]; then
+  hosts=${BENCH_HOSTS:-2000}; big=${BENCH_BIG:-5000}; lp=${BENCH_LP:-200}
+  dur=${BENCH_DUR:-1}; reps=${BENCH_REPS:-1}; conns_list=${BENCH_CONNS:-"64"}
+else
+  hosts=${BENCH_HOSTS:-100000}; big=${BENCH_BIG:-1000000}; lp=${BENCH_LP:-10000}
+  dur=${BENCH_DUR:-10}; reps=${BENCH_REPS:-3}; conns_list=${BENCH_CONNS:-"64 256"}
 fi
-server_bin="$build/server/ringfence-server"
-out=bench/out; mkdir -p "$out"
-work=$(mktemp -d)
+build="${RINGFENCE_BENCH_BUILD:-$root/build-bench}"
+out="$root/bench/out"; mkdir -p "$out"
+json_out="$out/$([ $quick = 1 ] && echo quick || echo bench).json"
+say() { echo "bench: $*" >&2; }
+fail() { echo "bench: FAILED: $*" >&2; exit 1; }
+
+# ---- tools and binaries
+if [ $quick = 0 ]; then
+  bash scripts/install-deps.sh bench
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DRINGFENCE_WERROR=ON \
+        -DCMAKE_CXX_FLAGS=-Wno-error=maybe-uninitialized >/dev/null
+  cmake --build "$build" --target ringfence-server seed_hosts agent_load
+fi
+for t in wrk nginx curl python3; do command -v $t >/dev/null || fail "$t missing (scripts/install-deps.sh bench)"; done
+server_bin="$build/server/ringfence-server"; seed_bin="$build/bench/seed_hosts"; load_bin="$build/bench/agent_load"
+for b in "$server_bin" "$seed_bin" "$load_bin"; do [ -x "$b" ] || fail "$b not built"; done
+
+work=$(mktemp -d /tmp/ringfence-bench.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
-ulimit -n 65536 2>/dev/null || true
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+[ "$(ulimit -n)" -ge $((2 * lp + 1000)) ] || fail "open-file limit $(ulimit -n) too low for $lp long polls"
 
-token="bench-admin-token-0123456789"
-RINGFENCE_ADMIN_TOKEN=$token "$server_bin" --data-dir "$work/data" --listen 127.0.0.1:0 --threads 1 \
-  --no-access-log --heartbeat-s 300 > "$work/server.out" 2> "$work/server.err" &
-spid=$!; pids+=($spid)
-for _ in $(seq 100); do grep -q listening "$work/server.out" 2>/dev/null && break; sleep 0.1; done
-port=$(grep -o '[0-9]*$' "$work/server.out")
-url="http://127.0.0.1:$port"
-rss_kib() { awk '/VmRSS/ {print $2}' /proc/$1/status; }
-api() { curl -sS -H "Authorization: Bearer $token" -H 'Content-Type: application/json' "$@"; }
+token="bench-admin-token-0123456789abcdef"
+results="$work/results.tsv"; : > "$results"
+put() { printf '%s\t%s\n' "$1" "$2" >> "$results"; }   # key value
 
-rss0=$(rss_kib $spid)
-# A rollout in progress offers every host a signed release, so answers have their real size.
+# start_server NAME DATA_DIR -> sets spid, url, start_ms (launch to "listening on")
+start_server() {
+  local name=$1 dir=$2 t0 t1
+  t0=$(date +%s%N)
+  RINGFENCE_ADMIN_TOKEN=$token "$server_bin" --data-dir "$dir" --listen 127.0.0.1:0 --threads 1 \
+    --no-access-log --heartbeat-s 3600 --exposed-heartbeat-s 3600 --healthy-after-s 0 \
+    > "$work/$name.out" 2> "$work/$name.err" &
+  spid=$!; pids+=("$spid")
+  for _ in $(seq 12000); do  # 120 s at most
+    grep -q '^listening on' "$work/$name.out" 2>/dev/null && break
+    kill -0 "$spid" 2>/dev/null || { cat "$work/$name.err" >&2; fail "server $name exited"; }
+    sleep 0.01
+  done
+  grep -q '^listening on' "$work/$name.out" || fail "server $name did not start within 120 s"
+  t1=$(date +%s%N)
+  start_ms=$(( (t1 - t0) / 1000000 ))
+  url="http://127.0.0.1:$(sed -n 's/^listening on 127.0.0.1://p' "$work/$name.out")"
+}
+stop_server() { kill "$spid"; wait "$spid" 2>/dev/null || true; }
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+api() { curl -sS --fail-with-body -H "Authorization: Bearer $token" -H 'Content-Type: application/json' "$@"; }
+field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+
+# ---- 1. memory and start-up: 0 hosts, then HOSTS (this server stays up for the load runs)
+say "server with 0 hosts"
+start_server empty "$work/empty"; sleep 1
+rss0=$(rss_kib "$spid"); put start_ms_0 "$start_ms"; put rss_kib_0 "$rss0"; stop_server
+
+say "seeding $hosts hosts (core::Service::enroll, one SQLite row each)"
+"$seed_bin" --data-dir "$work/fleet" --hosts "$hosts" --creds "$work/creds.txt" > "$work/seed.json"
+put seed_per_s_hosts "$(field enrolls_per_s < "$work/seed.json")"
+start_server fleet "$work/fleet"; sleep 1
+rss_h=$(rss_kib "$spid"); put start_ms_hosts "$start_ms"; put rss_kib_hosts "$rss_h"
+fleet_pid=$spid
+
+# ---- 2. content: release 1 made stable by a bootstrap rollout, release 2 rolling to every host
 api -X POST "$url/v1/rings" -d '{"name":"all","rank":0,"selector":{"buckets":[0,10000]}}' >/dev/null
-api -X POST "$url/v1/channels" -d '{"name":"detections"}' >/dev/null
-printf '{"rules":["r1","r2","r3"]}' > "$work/c.json"
-sha=$(curl -sS -H "Authorization: Bearer $token" --data-binary @"$work/c.json" "$url/v1/blobs" | python3 -c 'import json,sys; print(json.load(sys.stdin)["sha256"])')
-api -X POST "$url/v1/channels/detections/releases" -d "{\"sha256\":\"$sha\"}" >/dev/null
-api -X POST "$url/v1/rollouts" -d '{"channel":"detections","version":1,"stages":[{"ring":"all","bake_s":86400,"min_hosts":10000000}]}' >/dev/null
-api -X POST "$url/v1/rollouts/1/start" >/dev/null
-etok=$(api -X POST "$url/v1/enrollment-tokens" -d '{"name":"bench"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+api -X POST "$url/v1/channels" -d '{"name":"detections","schema":{}}' >/dev/null
+release() {  # CONTENT -> version
+  printf '%s' "$1" > "$work/blob"
+  local sha
+  sha=$(curl -sS --fail-with-body -H "Authorization: Bearer $token" -H 'Content-Type: application/octet-stream' \
+        --data-binary @"$work/blob" "$url/v1/blobs" | field sha256)
+  api -X POST "$url/v1/channels/detections/releases" -d "{\"sha256\":\"$sha\",\"notes\":\"bench\"}" | field version
+}
+v1=$(release '{"rules":["r1","r2","r3"],"serial":1}')
+r1=$(api -X POST "$url/v1/rollouts" -d "{\"channel\":\"detections\",\"version\":$v1,\"stages\":[{\"ring\":\"all\",\"percent\":100,\"bake_s\":0,\"min_hosts\":1}]}" | field id)
+api -X POST "$url/v1/rollouts/$r1/start" -d '{}' >/dev/null
+# One host takes it and reports healthy (the server runs with --healthy-after-s 0): it passes.
+cred=$(head -1 "$work/creds.txt")
+curl -sS --fail-with-body -H "Authorization: Bearer $cred" "$url/v1/agent/desired" -o /dev/null
+curl -sS --fail-with-body -H "Authorization: Bearer $cred" -H 'Content-Type: application/json' "$url/v1/agent/heartbeat" \
+  -d "{\"boot_id\":\"b0075eed-0000-4000-8000-000000000001\",\"uptime_s\":60,\"channels\":{\"detections\":{\"version\":$v1,\"state\":\"active\"}}}"
+for _ in $(seq 100); do
+  [ "$(api "$url/v1/channels/detections" | field stable_version)" = "$v1" ] && break; sleep 0.1
+done
+[ "$(api "$url/v1/channels/detections" | field stable_version)" = "$v1" ] || fail "release $v1 did not become stable"
+v2=$(release '{"rules":["r1","r2","r3","r4"],"serial":2}')
+r2=$(api -X POST "$url/v1/rollouts" -d "{\"channel\":\"detections\",\"version\":$v2,\"stages\":[{\"ring\":\"all\",\"percent\":100,\"bake_s\":86400,\"min_hosts\":10000000}]}" | field id)
+api -X POST "$url/v1/rollouts/$r2/start" -d '{}' >/dev/null
 
-echo "bench: enrolling $hosts hosts through POST /v1/agent/enroll"
-t0=$(date +%s.%N)
-python3 bench/enroll.py "$port" "$etok" "$hosts" "$work/hosts.lua"
-t1=$(date +%s.%N)
-sleep 1
-rssN=$(rss_kib $spid)
-enroll_rate=$(python3 -c "print(round($hosts/($t1-$t0)))")
-per_host=$(python3 -c "print(round(($rssN-$rss0)*1024/$hosts))")
+# Every host polls once (and is exposed to release 2); wrk gets each host's credential + ETag.
+say "priming $hosts hosts' ETags"
+"$load_bin" prime --port "${url##*:}" --creds "$work/creds.txt" --out "$work/hosts.lua" > "$work/prime.json"
+curl -sS --fail-with-body -H "Authorization: Bearer $cred" "$url/v1/agent/desired" > "$work/desired.json"
+size=$(stat -c %s "$work/desired.json"); put answer_bytes "$size"
+curl -sS -D - -o /dev/null -H "Authorization: Bearer $cred" "$url/v1/agent/desired" | tr -d '\r' > "$work/desired.head"
 
-# The answer size nginx serves.
-cred=$(sed -n '2p' "$work/hosts.lua" | sed 's/{"\([^"]*\)".*/\1/')
-curl -sS -H "Authorization: Bearer $cred" "$url/v1/agent/desired" > "$work/desired.json"
-size=$(stat -c %s "$work/desired.json")
-mkdir -p "$work/nginx/html" "$work/nginx/tmp"
-cp "$work/desired.json" "$work/nginx/html/desired.json"
-cat > "$work/nginx/nginx.conf" <<NGX
+# ---- 3. the reference: nginx, one worker, a static file of the same size
+ng="$work/nginx"; mkdir -p "$ng/html" "$ng/tmp"
+chmod 755 "$work" "$ng" "$ng/html"  # run as root, nginx's worker reads the file as nobody
+cp "$work/desired.json" "$ng/html/desired.json"
+nport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$ng/nginx.conf" <<NGX
 worker_processes 1;
 daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log;
+pid $ng/nginx.pid;
+error_log $ng/error.log;
 events { worker_connections 4096; }
 http {
   access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $work/nginx/tmp; proxy_temp_path $work/nginx/tmp;
-  fastcgi_temp_path $work/nginx/tmp; uwsgi_temp_path $work/nginx/tmp; scgi_temp_path $work/nginx/tmp;
+  keepalive_requests 100000000;
+  keepalive_timeout 60s;
+  client_body_temp_path $ng/tmp; proxy_temp_path $ng/tmp; fastcgi_temp_path $ng/tmp;
+  uwsgi_temp_path $ng/tmp; scgi_temp_path $ng/tmp;
   types { application/json json; }
-  server { listen 127.0.0.1:0; root $work/nginx/html; }
+  server { listen 127.0.0.1:$nport; root $ng/html; }
 }
 NGX
-# nginx cannot listen on port 0: pick a free port.
-nport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-sed -i "s/listen 127.0.0.1:0/listen 127.0.0.1:$nport/" "$work/nginx/nginx.conf"
-nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" 2>/dev/null &
+nginx -c "$ng/nginx.conf" -p "$ng" &
 pids+=($!)
-sleep 0.5
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$nport/desired.json" -o /dev/null && break; sleep 0.05; done
+cmp -s <(curl -sf "http://127.0.0.1:$nport/desired.json") "$work/desired.json" || fail "nginx does not serve the file"
+curl -sS -D - -o /dev/null "http://127.0.0.1:$nport/desired.json" | tr -d '\r' > "$work/nginx.head"
 
-# run NAME CONNS URL [LUA] [MODE] -> "rps p50_ms p99_ms" (median of reps by rps)
-run() {
-  local name=$1 conns=$2 target=$3 lua=${4:-} mode=${5:-}
-  local rows=()
-  for _ in $(seq $reps); do
-    local args=(-t1 -c"$conns" -d"${dur}s" --latency)
-    [ -n "$lua" ] && args+=(-s "$lua")
-    BENCH_HOSTS="$work/hosts.lua" BENCH_MODE="$mode" wrk "${args[@]}" "$target" > "$work/wrk.txt" 2>&1
-    local rps p50 p99
-    rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt")
-    p50=$(awk '$1=="50%" {print $2}' "$work/wrk.txt")
-    p99=$(awk '$1=="99%" {print $2}' "$work/wrk.txt")
-    rows+=("$rps $p50 $p99")
-  done
-  printf '%s\n' "${rows[@]}" | sort -n | awk -v n=$reps 'NR==int((n+1)/2)'
+# ---- 4. load: each repetition runs every target once (interleaved, so noise hits all alike)
+wrk_run() {  # MODE CONNS URL -> appends the BENCH json line to $work/wrk-MODE-CONNS.jsonl
+  local mode=$1 conns=$2 target=$3
+  BENCH_MODE=$mode BENCH_HOSTS="$work/hosts.lua" BENCH_VERSION=$v2 \
+    timeout $((dur + 30)) wrk -t1 -c"$conns" -d"${dur}s" --timeout 5s -s bench/wrk_agent.lua "$target" \
+    > "$work/wrk.txt" 2>&1 || { cat "$work/wrk.txt" >&2; fail "wrk $mode $conns"; }
+  grep '^BENCH ' "$work/wrk.txt" | sed 's/^BENCH //' >> "$work/wrk-$mode-$conns.jsonl"
 }
-to_ms() { python3 -c "
-import sys,re
-v=sys.argv[1]; m=re.match(r'([0-9.]+)(us|ms|s)',v)
-print(round(float(m.group(1))*{'us':0.001,'ms':1,'s':1000}[m.group(2)],3) if m else v)" "$1"; }
-
-{
-  echo "## Agent hot paths vs nginx (scripts/bench.sh$([ $quick = 1 ] && echo ' --quick'))"
-  echo
-  echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); server and wrk on the same box, server --threads 1."
-  echo "Hosts enrolled: $hosts; answer size $size bytes; each figure the median of $reps x ${dur}s wrk runs."
-  echo
-  echo "| path | connections | req/s | p50 ms | p99 ms | ratio to nginx |"
-  echo "|---|---:|---:|---:|---:|---:|"
-} > "$out/results.md"
-for conns in 64 256; do
-  read -r nrps n50 n99 < <(run nginx $conns "http://127.0.0.1:$nport/desired.json")
-  echo "| nginx static $size B (reference) | $conns | $nrps | $(to_ms $n50) | $(to_ms $n99) | 1.00 |" >> "$out/results.md"
-  for spec in "desired 304:bench/desired.lua:304:GET" "desired 200:bench/desired.lua:200:GET" "heartbeat 204:bench/heartbeat.lua::POST"; do
-    IFS=: read -r name lua mode _ <<< "$spec"
-    read -r rps p50 p99 < <(run "$name" $conns "$url" "$lua" "$mode")
-    ratio=$(python3 -c "print(f'{$rps/$nrps:.2f}')")
-    echo "| $name | $conns | $rps | $(to_ms $p50) | $(to_ms $p99) | $ratio |" >> "$out/results.md"
-    echo "bench: $name @ $conns: $rps req/s (x$ratio nginx)"
+for conns in $conns_list; do
+  for rep in $(seq "$reps"); do
+    say "load: $conns connections, repetition $rep/$reps (${dur} s per target)"
+    wrk_run static "$conns" "http://127.0.0.1:$nport/desired.json"
+    wrk_run 304 "$conns" "$url"
+    wrk_run 200 "$conns" "$url"
+    wrk_run heartbeat "$conns" "$url"
   done
 done
-{
-  echo
-  echo "| memory and enrolment | value |"
-  echo "|---|---:|"
-  echo "| server RSS, 0 hosts | $((rss0 / 1024)) MiB |"
-  echo "| server RSS, $hosts hosts | $((rssN / 1024)) MiB |"
-  echo "| bytes per enrolled host | $per_host |"
-  echo "| enrolments per second (HTTP, 16 clients, one SQLite write each) | $enroll_rate |"
-} >> "$out/results.md"
-cat "$out/results.md"
-# The smoke run must have measured every path.
-! grep -qE '\|  *\|' "$out/results.md"
+put rss_kib_after_load "$(rss_kib "$fleet_pid")"
+
+# ---- 5. rollback propagation: LP long polls, then abort the rollout through the API
+say "rollback: $lp long polls, then POST /v1/rollouts/$r2/abort"
+"$load_bin" longpoll --port "${url##*:}" --creds "$work/creds.txt" --hosts "$lp" --token "$token" \
+  --abort "/v1/rollouts/$r2/abort" --wait 60 > "$work/rollback.json" || { cat "$work/rollback.json" >&2; fail "long-poll probe"; }
+spid=$fleet_pid; stop_server
+
+# ---- 6. start-up and memory with BIG hosts
+say "seeding $big hosts"
+"$seed_bin" --data-dir "$work/big" --hosts "$big" > "$work/seed-big.json"
+put seed_per_s_big "$(field enrolls_per_s < "$work/seed-big.json")"
+start_server big "$work/big"; sleep 1
+put start_ms_big "$(echo "$start_ms")"; put rss_kib_big "$(rss_kib "$spid")"; stop_server
+rm -rf "$work/big"
+
+# ---- 7. the agent's footprint (full runs; the MinSizeRel build the agent ships as)
+if [ $quick = 0 ] && [ "${BENCH_AGENT:-1}" = 1 ]; then
+  say "agent footprint (MinSizeRel build in build-bench-agent)"
+  cmake -S . -B build-bench-agent -G Ninja -DCMAKE_BUILD_TYPE=MinSizeRel -DRINGFENCE_TESTS=OFF \
+        -DRINGFENCE_WERROR=ON -DCMAKE_CXX_FLAGS=-Wno-error=maybe-uninitialized >/dev/null
+  cmake --build build-bench-agent --target ringfence-agent >/dev/null
+  bash tests/agent/footprint.sh build-bench-agent/agent/ringfence-agent "$server_bin" > "$work/agent.txt" 2>&1 \
+    || { cat "$work/agent.txt" >&2; fail "agent footprint"; }
+  put agent_stripped_bytes "$(sed -n 's/^stripped: \([0-9]*\) bytes.*/\1/p' "$work/agent.txt")"
+  put agent_rss_kib "$(awk '/^t=/ {for (i=1;i<=NF;i++) if ($i=="VmRSS:") v=$(i+1)} END {print v}' "$work/agent.txt")"
+  grep -q 'applied and verified' "$work/agent.txt" || fail "the agent did not apply the release"
+fi
+
+# ---- 8. report
+python3 - "$work" "$results" "$json_out" "$hosts" "$big" "$lp" "$dur" "$reps" "$quick" "$conns_list" <<'PY'
+import json, os, statistics, sys
+work, results, json_out, hosts, big, lp, dur, reps, quick, conns_list = sys.argv[1:]
+hosts, big, lp, dur, reps = int(hosts), int(big), int(lp), int(dur), int(reps)
+kv = dict(line.rstrip("\n").split("\t") for line in open(results) if line.strip())
+num = lambda k: float(kv[k]) if k in kv and kv[k] != "" else None
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+doc = {"machine": {"cores": os.cpu_count(), "cpu": cpu}, "quick": quick == "1",
+       "hosts": hosts, "big": big, "long_polls": lp, "duration_s": dur, "repetitions": reps,
+       "answer_bytes": int(kv["answer_bytes"]), "load": [], "memory": {}, "startup_ms": {}}
+names = {"static": "nginx static (reference)", "304": "GET desired 304", "200": "GET desired 200",
+         "heartbeat": "POST heartbeat 204"}
+bad = []
+for conns in conns_list.split():
+    ref = None
+    for mode in ["static", "304", "200", "heartbeat"]:
+        runs = [json.loads(l) for l in open(f"{work}/wrk-{mode}-{conns}.jsonl")]
+        errs = sum(r["errors"] for r in runs)
+        if errs or any(r["requests"] == 0 for r in runs):
+            bad.append(f"{mode} at {conns}: {errs} errors")
+        row = {"target": mode, "name": names[mode], "connections": int(conns),
+               "rps": statistics.median(r["rps"] for r in runs),
+               "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+               "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+               "rps_runs": [r["rps"] for r in runs], "errors": errs}
+        if mode == "static":
+            ref = row["rps"]
+        row["ratio"] = row["rps"] / ref if ref else None
+        doc["load"].append(row)
+rss0, rssh, rssb = num("rss_kib_0"), num("rss_kib_hosts"), num("rss_kib_big")
+doc["memory"] = {"rss_kib_0": rss0, "rss_kib_hosts": rssh, "rss_kib_big": rssb,
+                 "rss_kib_hosts_after_load": num("rss_kib_after_load"),
+                 "bytes_per_host_hosts": (rssh - rss0) * 1024 / hosts,
+                 "bytes_per_host_big": (rssb - rss0) * 1024 / big}
+doc["startup_ms"] = {"0": num("start_ms_0"), str(hosts): num("start_ms_hosts"), str(big): num("start_ms_big")}
+doc["seed_enrolls_per_s"] = {str(hosts): num("seed_per_s_hosts"), str(big): num("seed_per_s_big")}
+doc["rollback"] = json.load(open(f"{work}/rollback.json"))
+if "agent_rss_kib" in kv:
+    doc["agent"] = {"stripped_bytes": num("agent_stripped_bytes"), "rss_kib": num("agent_rss_kib")}
+doc["headers"] = {"ours": open(f"{work}/desired.head").read().strip().split("\n"),
+                  "nginx": open(f"{work}/nginx.head").read().strip().split("\n")}
+json.dump(doc, open(json_out, "w"), indent=2)
+
+p = print
+p(f"\n## Ringfence vs nginx, {'--quick' if quick == '1' else 'full run'}: {doc['machine']['cores']} cores, {cpu}")
+p(f"{hosts} enrolled hosts; answer {doc['answer_bytes']} B; median of {reps} x {dur} s per figure; "
+  "server --threads 1 --no-access-log; wrk -t1 on the same machine\n")
+p("| path | connections | req/s (median) | p50 ms | p99 ms | x nginx | runs req/s |")
+p("|---|---:|---:|---:|---:|---:|---|")
+for r in doc["load"]:
+    p(f"| {r['name']} | {r['connections']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+      f"{r['ratio']:.2f} | {', '.join(f'{x:,.0f}' for x in r['rps_runs'])} |")
+m = doc["memory"]
+p("\n| fleet | start-up to `listening on` | server RSS | bytes per host over the empty server |")
+p("|---:|---:|---:|---:|")
+p(f"| 0 | {doc['startup_ms']['0']:.0f} ms | {rss0/1024:.1f} MiB | |")
+p(f"| {hosts:,} | {doc['startup_ms'][str(hosts)]:.0f} ms | {rssh/1024:.1f} MiB | {m['bytes_per_host_hosts']:.0f} |")
+p(f"| {big:,} | {doc['startup_ms'][str(big)]:.0f} ms | {rssb/1024:.1f} MiB | {m['bytes_per_host_big']:.0f} |")
+p(f"\nRSS of the {hosts:,}-host server after the load runs (every host polled and heartbeated, "
+  f"exposed to a rolling release): {m['rss_kib_hosts_after_load']/1024:.1f} MiB")
+rb = doc["rollback"]
+p(f"\nRollback propagation, {rb['hosts']:,} long polls: answered {rb['answered']:,}; from the abort "
+  f"to 50 % {rb['p50_ms']:.0f} ms, 99 % {rb['p99_ms']:.0f} ms, 100 % {rb['p100_ms']:.0f} ms")
+if "agent" in doc:
+    a = doc["agent"]
+    p(f"\nAgent (MinSizeRel): stripped {a['stripped_bytes']/1048576:.2f} MiB, "
+      f"VmRSS idle in a long poll {a['rss_kib']/1024:.2f} MiB")
+p(f"\nSeeding (Service::enroll, one SQLite row each): {doc['seed_enrolls_per_s']}")
+p(f"Written: {json_out}")
+if bad:
+    print("bench: FAILED: " + "; ".join(bad), file=sys.stderr)
+    sys.exit(1)
+if rb["answered"] != rb["hosts"]:
+    print("bench: FAILED: not every long poll was answered", file=sys.stderr)
+    sys.exit(1)
+PY
