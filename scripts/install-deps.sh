@@ -13,6 +13,7 @@ build_pkgs=(
 )
 test_pkgs=(
   libgtest-dev libgmock-dev json-schema-test-suite python3 curl prometheus
+  wrk nginx-light   # bench_smoke runs scripts/bench.sh --quick in the suite
 )
 bench_pkgs=(
   wrk nginx-light libbenchmark-dev linux-perf valgrind
