@@ -1,0 +1,864 @@
+// api_test: the real ringfence-server process over real sockets. Every route of
+// server/api/routes.cpp answers a well-formed request; malformed, oversized, hostile and
+// unauthorised requests get their 4xx with API.md's error shape and change nothing (the event log
+// and every listed object are compared before and after). Also: a release engineer's walk, push
+// over held long polls, the event stream, SIGTERM, restart on the same data dir, key files.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <set>
+
+#include "proto/signing.hpp"
+#include "tests/api/client.hpp"
+#include "tests/support/process.hpp"
+
+namespace ringfence::apitest {
+namespace {
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+const std::string kAdmin = "api-test-admin-token-0123456789";
+const std::string kHost1 = "0e3b7a2c-1111-4222-8333-444455556666";
+const std::string kHost2 = "0e3b7a2c-1111-4222-8333-444455556667";
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+unsigned file_mode(const std::string& path) {
+  struct stat st{};
+  if (::stat(path.c_str(), &st) != 0) return 0;
+  return st.st_mode & 0777;
+}
+
+// The real server binary on 127.0.0.1:0 with its own data dir.
+class Server {
+ public:
+  Server(const std::string& data_dir, std::map<std::string, std::string> env,
+         std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {testing::built_program("server/ringfence-server"), "--data-dir",
+                                     data_dir, "--listen", "127.0.0.1:0", "--no-access-log"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    proc_ = testing::Process::start(argv, env, data_dir + ".log");
+    auto line = proc_.wait_for_line("listening on", 20s);
+    if (!line) return;
+    static const std::regex kLine(R"(listening on 127\.0\.0\.1:(\d+))");
+    std::smatch m;
+    if (std::regex_search(*line, m, kLine)) port_ = std::stoi(m[1]);
+  }
+  int port() const noexcept { return port_; }
+  testing::Process& process() { return proc_; }
+  // SIGTERM, then the raw wait status (nullopt when it did not exit within the deadline).
+  std::optional<int> terminate(std::chrono::milliseconds deadline = 5s) {
+    proc_.signal(SIGTERM);
+    return proc_.wait(deadline);
+  }
+
+ private:
+  testing::Process proc_;
+  int port_ = 0;
+};
+
+class Api : public ::testing::Test {
+ protected:
+  void SetUp() override { boot(); }
+
+  void boot(std::vector<std::string> extra = {}) {
+    server_.reset();
+    server_ = std::make_unique<Server>(data(), std::map<std::string, std::string>{{"RINGFENCE_ADMIN_TOKEN", kAdmin}},
+                                       std::move(extra));
+    ASSERT_GT(server_->port(), 0) << "server did not start; log: " << slurp(data() + ".log");
+    c_ = std::make_unique<Client>(server_->port());
+  }
+  std::string data() const { return dir_.path() + "/data"; }
+  Client& c() { return *c_; }
+
+  // Expects `status` and returns the JSON body.
+  json expect(const HttpResponse& r, int status, const std::string& what) {
+    EXPECT_EQ(r.status, status) << what << ": " << r.body.substr(0, 400);
+    return r.json();
+  }
+
+  // What a refused request must not change.
+  std::string snapshot() {
+    std::string s;
+    auto ev = c().get("/v1/events?limit=1000", kAdmin).json();
+    s += "events=" + std::to_string(ev.is_object() ? ev["events"].size() : 9999) + "\n";
+    for (const char* p : {"/v1/rings", "/v1/channels", "/v1/policies", "/v1/rollouts", "/v1/tokens",
+                          "/v1/hosts", "/v1/emergency-stop"}) {
+      s += std::string(p) + "=" + c().get(p, kAdmin).body + "\n";
+    }
+    return s;
+  }
+
+  // A refused request: the wanted status, the JSON error shape, and nothing changed.
+  void refused(int want, const std::string& what, const std::function<HttpResponse()>& send) {
+    auto before = snapshot();
+    auto r = send();
+    EXPECT_EQ(r.status, want) << what << ": " << r.body.substr(0, 400);
+    EXPECT_TRUE(r.is_error_shape()) << what << ": not the error shape: " << r.raw.substr(0, 400);
+    EXPECT_EQ(snapshot(), before) << what << ": the refused request changed something";
+  }
+
+  std::string token(const std::string& name, const std::string& role) {
+    auto j = expect(c().post("/v1/tokens", kAdmin, {{"name", name}, {"role", role}}), 201, "token " + name);
+    return j.value("token", "");
+  }
+
+  std::string upload(const std::string& content, const std::string& tok = kAdmin) {
+    auto j = expect(c().request("POST", "/v1/blobs", tok, content, "application/octet-stream"), 201, "upload");
+    return j.value("sha256", "");
+  }
+
+  // Rings "canary" (host list of kHost1), "rest" (buckets) ; channel "det" with a schema; release 1.
+  void basic_setup() {
+    expect(c().post("/v1/rings", kAdmin, {{"name", "canary"}, {"rank", 0}, {"selector", {{"hosts", {kHost1}}}}}), 201, "ring");
+    expect(c().post("/v1/rings", kAdmin, {{"name", "rest"}, {"rank", 1}, {"selector", {{"buckets", {0, 10000}}}}}), 201, "ring");
+    expect(c().post("/v1/channels", kAdmin, {{"name", "det"}, {"schema", {{"type", "object"}, {"required", {"rules"}}}}}), 201, "channel");
+    sha_ = upload(R"({"rules":[1,2,3]})");
+    expect(c().post("/v1/channels/det/releases", kAdmin, {{"sha256", sha_}, {"notes", "v1"}}), 201, "release");
+    expect(c().post("/v1/policies", kAdmin,
+                    {{"name", "std"},
+                     {"stages", {{{"ring", "canary"}, {"bake_s", 60}, {"min_hosts", 1}},
+                                 {{"ring", "rest"}, {"bake_s", 60}, {"min_hosts", 1}, {"approval", "manual"}}}}}),
+           201, "policy");
+  }
+
+  // Enrolls a host; returns its credential.
+  std::string enroll(const std::string& host_id, json labels = json::object()) {
+    if (enroll_token_.empty()) {
+      enroll_token_ = expect(c().post("/v1/enrollment-tokens", kAdmin, {{"name", "fleet"}}), 201, "enroll token")
+                          .value("token", "");
+    }
+    auto j = expect(c().post("/v1/agent/enroll", "",
+                             {{"enrollment_token", enroll_token_}, {"host_id", host_id}, {"labels", labels},
+                              {"agent_version", "test"}}),
+                    200, "enroll");
+    return j.value("credential", "");
+  }
+
+  std::int64_t events_count() {
+    auto j = c().get("/v1/events?limit=1000", kAdmin).json();
+    return static_cast<std::int64_t>(j["events"].size());
+  }
+
+  testing::TempDir dir_;
+  std::unique_ptr<Server> server_;
+  std::unique_ptr<Client> c_;
+  std::string sha_, enroll_token_;
+};
+
+// ------------------------------------------------------------------ service endpoints
+
+TEST_F(Api, HealthReadinessAndSigningKey) {
+  expect(c().get("/healthz", ""), 200, "healthz");
+  auto ready = expect(c().get("/readyz", ""), 200, "readyz");
+  EXPECT_EQ(ready["status"], "ready");
+  auto key = expect(c().get("/v1/signing-key", ""), 200, "signing key");
+  EXPECT_EQ(key["algorithm"], "ed25519");
+  EXPECT_EQ(key["public_key"], trim(slurp(data() + "/signing.pub")));
+  EXPECT_TRUE(proto::parse_public_key(key["public_key"].get<std::string>()));
+  EXPECT_EQ(file_mode(data() + "/signing.key"), 0600u);
+}
+
+TEST_F(Api, OpenApiDocumentListsEveryRoute) {
+  auto r = c().get("/v1/openapi.json", "");
+  ASSERT_EQ(r.status, 200);
+  auto doc = json::parse(r.body, nullptr, false);
+  ASSERT_FALSE(doc.is_discarded()) << "not valid JSON";
+  EXPECT_TRUE(doc.contains("openapi"));
+  ASSERT_TRUE(doc["paths"].is_object());
+  // Every route registered in server/api/routes.cpp (method, path pattern).
+  const std::vector<std::pair<std::string, std::string>> routes = {
+      {"get", "/healthz"}, {"get", "/readyz"}, {"get", "/v1/openapi.json"}, {"get", "/metrics"},
+      {"get", "/v1/signing-key"}, {"post", "/v1/tokens"}, {"get", "/v1/tokens"},
+      {"delete", "/v1/tokens/{name}"}, {"post", "/v1/enrollment-tokens"}, {"get", "/v1/rings"},
+      {"post", "/v1/rings"}, {"get", "/v1/rings/{name}"}, {"put", "/v1/rings/{name}"},
+      {"delete", "/v1/rings/{name}"}, {"get", "/v1/rings/{name}/hosts"}, {"get", "/v1/hosts"},
+      {"get", "/v1/hosts/{id}"}, {"patch", "/v1/hosts/{id}"}, {"delete", "/v1/hosts/{id}"},
+      {"get", "/v1/channels"}, {"post", "/v1/channels"}, {"get", "/v1/channels/{name}"},
+      {"put", "/v1/channels/{name}"}, {"post", "/v1/blobs"}, {"get", "/v1/blobs/{sha256}"},
+      {"post", "/v1/channels/{ch}/releases"}, {"get", "/v1/channels/{ch}/releases"},
+      {"get", "/v1/channels/{ch}/releases/{version}"},
+      {"post", "/v1/channels/{ch}/releases/{version}/quarantine"}, {"get", "/v1/policies"},
+      {"post", "/v1/policies"}, {"get", "/v1/policies/{name}"}, {"put", "/v1/policies/{name}"},
+      {"post", "/v1/rollouts"}, {"get", "/v1/rollouts"}, {"post", "/v1/rollouts/preview"},
+      {"get", "/v1/rollouts/{id}"}, {"post", "/v1/rollouts/{id}/start"},
+      {"post", "/v1/rollouts/{id}/pause"}, {"post", "/v1/rollouts/{id}/resume"},
+      {"post", "/v1/rollouts/{id}/approve"}, {"post", "/v1/rollouts/{id}/abort"},
+      {"post", "/v1/rollouts/{id}/skip"}, {"get", "/v1/events"}, {"get", "/v1/events/stream"},
+      {"post", "/v1/emergency-stop"}, {"delete", "/v1/emergency-stop"}, {"get", "/v1/emergency-stop"},
+      {"post", "/v1/agent/enroll"}, {"get", "/v1/agent/desired"}, {"post", "/v1/agent/heartbeat"},
+      {"post", "/v1/agent/reports"}};
+  for (const auto& [method, path] : routes) {
+    ASSERT_TRUE(doc["paths"].contains(path)) << path;
+    EXPECT_TRUE(doc["paths"][path].contains(method)) << method << " " << path;
+  }
+}
+
+TEST_F(Api, MetricsHaveTheExpectedNames) {
+  c().get("/v1/rings", kAdmin);  // at least one counted request
+  auto r = c().get("/metrics", "");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_NE(r.header("content-type").find("text/plain"), std::string::npos);
+  for (const char* name : {"ringfence_hosts", "ringfence_long_polls", "ringfence_heartbeats_total",
+                           "ringfence_reports_total", "ringfence_polls_total", "ringfence_emergency_stop",
+                           "ringfence_http_requests_total", "ringfence_http_request_duration_seconds_bucket",
+                           "ringfence_http_request_duration_seconds_count"}) {
+    EXPECT_NE(r.body.find(name), std::string::npos) << name;
+  }
+  EXPECT_NE(r.body.find("# TYPE ringfence_http_requests_total counter"), std::string::npos);
+}
+
+// ------------------------------------------------------------------ a release engineer's walk
+
+TEST_F(Api, ReleaseEngineerWalk) {
+  // Rings of every selector kind.
+  expect(c().post("/v1/rings", kAdmin, {{"name", "canary"}, {"rank", 0}, {"selector", {{"buckets", {0, 100}}}}}), 201, "ring canary");
+  expect(c().post("/v1/rings", kAdmin, {{"name", "early"}, {"rank", 1}, {"selector", {{"labels", "os=windows,site in (fra1,ams2)"}}}}), 201, "ring early");
+  expect(c().post("/v1/rings", kAdmin, {{"name", "broad"}, {"rank", 2}, {"selector", {{"hosts", {kHost2}}}}, {"description", "all"}}), 201, "ring broad");
+  auto ring = expect(c().get("/v1/rings/early", kAdmin), 200, "get ring");
+  EXPECT_EQ(ring["selector"]["labels"], "os=windows,site in (fra1,ams2)");
+  auto put = expect(c().put("/v1/rings/broad", kAdmin, {{"rank", 5}, {"selector", {{"buckets", {100, 10000}}}}}), 200, "put ring");
+  EXPECT_EQ(put["rank"], 5);
+  auto rings = expect(c().get("/v1/rings", kAdmin), 200, "list rings")["rings"];
+  ASSERT_EQ(rings.size(), 3u);
+  EXPECT_EQ(rings[0]["name"], "canary");
+  EXPECT_EQ(rings[2]["name"], "broad");
+  expect(c().get("/v1/rings/broad/hosts?limit=10", kAdmin), 200, "ring hosts");
+
+  // Channel, blob, release.
+  expect(c().post("/v1/channels", kAdmin, {{"name", "detections"}, {"schema", {{"type", "object"}, {"required", {"rules"}}}}}), 201, "channel");
+  auto ch = expect(c().put("/v1/channels/detections", kAdmin, {{"schema", {{"type", "object"}, {"required", {"rules"}}}}, {"max_bytes", 4096}}), 200, "put channel");
+  EXPECT_EQ(ch["max_bytes"], 4096);
+  expect(c().get("/v1/channels/detections", kAdmin), 200, "get channel");
+  EXPECT_EQ(expect(c().get("/v1/channels", kAdmin), 200, "channels")["channels"].size(), 1u);
+  const std::string content = R"({"rules":[1,2,3]})";
+  auto blob = expect(c().request("POST", "/v1/blobs", kAdmin, content, "application/octet-stream"), 201, "upload");
+  EXPECT_EQ(blob["size"], content.size());
+  EXPECT_EQ(blob["sha256"], proto::sha256_hex(content));
+  std::string sha = blob["sha256"];
+  auto dl = c().get("/v1/blobs/" + sha, kAdmin);
+  EXPECT_EQ(dl.status, 200);
+  EXPECT_EQ(dl.body, content);
+  EXPECT_EQ(dl.header("etag"), "\"" + sha + "\"");
+  EXPECT_NE(dl.header("cache-control").find("immutable"), std::string::npos);
+  auto part = c().get("/v1/blobs/" + sha, kAdmin, {{"Range", "bytes=2-6"}});
+  EXPECT_EQ(part.status, 206);
+  EXPECT_EQ(part.body, content.substr(2, 5));
+  EXPECT_EQ(part.header("content-range"), "bytes 2-6/" + std::to_string(content.size()));
+  EXPECT_EQ(c().get("/v1/blobs/" + sha, kAdmin, {{"Range", "bytes=999-"}}).status, 416);
+  EXPECT_EQ(c().get("/v1/blobs/" + sha, kAdmin, {{"If-None-Match", "\"" + sha + "\""}}).status, 304);
+
+  auto rel = expect(c().post("/v1/channels/detections/releases", kAdmin, {{"sha256", sha}, {"notes", "first"}}), 201, "release");
+  EXPECT_EQ(rel["version"], 1);
+  EXPECT_EQ(rel["state"], "validated");
+  // The signature verifies against the served key, over the manifest's canonical bytes.
+  auto pk = proto::parse_public_key(c().get("/v1/signing-key", "").json()["public_key"].get<std::string>());
+  ASSERT_TRUE(pk);
+  const auto& m = rel["manifest"];
+  proto::Manifest man{m["channel"], m["version"], m["sha256"], m["size"], m["created"], m["expires"]};
+  EXPECT_TRUE(proto::verify(*pk, proto::canonical_bytes(man), rel["signature"].get<std::string>()));
+  expect(c().get("/v1/channels/detections/releases", kAdmin), 200, "list releases");
+  expect(c().get("/v1/channels/detections/releases/1", kAdmin), 200, "get release");
+
+  // Policy: the canary waits for approval, so the walk can approve without a fleet.
+  json stages = {{{"ring", "canary"}, {"bake_s", 60}, {"min_hosts", 1}, {"approval", "manual"}},
+                 {{"ring", "early"}, {"percent", 50}},
+                 {{"ring", "broad"}}};
+  expect(c().post("/v1/policies", kAdmin, {{"name", "std"}, {"stages", stages}}), 201, "policy");
+  expect(c().put("/v1/policies/std", kAdmin, {{"stages", stages}}), 200, "put policy");
+  EXPECT_EQ(expect(c().get("/v1/policies/std", kAdmin), 200, "get policy")["stages"].size(), 3u);
+  expect(c().get("/v1/policies", kAdmin), 200, "list policies");
+  auto preview = expect(c().post("/v1/rollouts/preview", kAdmin, {{"channel", "detections"}, {"policy", "std"}}), 200, "preview");
+  EXPECT_EQ(preview["stages"].size(), 3u);
+
+  auto ro = expect(c().post("/v1/rollouts", kAdmin, {{"channel", "detections"}, {"version", 1}, {"policy", "std"}}), 201, "rollout");
+  EXPECT_EQ(ro["state"], "pending");
+  auto id = std::to_string(ro["id"].get<std::int64_t>());
+  auto act = [&](const std::string& a, json body = json::object()) {
+    return expect(c().post("/v1/rollouts/" + id + "/" + a, kAdmin, body), 200, a);
+  };
+  auto s = act("start");
+  EXPECT_EQ(s["state"], "running");
+  EXPECT_EQ(s["phase"], "awaiting_approval");
+  EXPECT_EQ(act("pause")["state"], "paused");
+  auto resumed = act("resume");
+  EXPECT_EQ(resumed["state"], "running");
+  EXPECT_EQ(resumed["phase"], "awaiting_approval");  // resume does not approve
+  EXPECT_EQ(act("approve")["phase"], "baking");
+  EXPECT_EQ(expect(c().get("/v1/rollouts/" + id, kAdmin), 200, "get rollout")["phase"], "baking");
+  EXPECT_EQ(expect(c().get("/v1/rollouts?channel=detections&state=running", kAdmin), 200, "list")["rollouts"].size(), 1u);
+  auto aborted = act("abort", {{"reason", "walk over"}});
+  EXPECT_EQ(aborted["state"], "aborted");
+  EXPECT_EQ(expect(c().get("/v1/channels/detections/releases/1", kAdmin), 200, "rel")["state"], "quarantined");
+
+  // The timeline: every action an event with actor and reason.
+  auto ev = expect(c().get("/v1/events?rollout=" + id + "&limit=100", kAdmin), 200, "events")["events"];
+  std::set<std::string> kinds;
+  for (const auto& e : ev) {
+    kinds.insert(e["kind"]);
+    EXPECT_FALSE(e["actor"].get<std::string>().empty());
+    if (e["kind"] == "rollout_abort") EXPECT_EQ(e["data"]["reason"], "walk over");
+  }
+  for (const char* k : {"rollout_created", "rollout_start", "rollout_pause", "rollout_resume", "rollout_approve",
+                        "rollout_abort"}) {
+    EXPECT_TRUE(kinds.count(k)) << k;
+  }
+  auto after = expect(c().get("/v1/events?after=" + std::to_string(ev[0]["id"].get<std::int64_t>()) + "&limit=1", kAdmin), 200, "paged");
+  EXPECT_EQ(after["events"].size(), 1u);
+
+  // A second release, quarantined by hand; emergency stop on and off; ring deleted.
+  auto sha2 = upload(R"({"rules":[4]})");
+  expect(c().post("/v1/channels/detections/releases", kAdmin, {{"sha256", sha2}}), 201, "release 2");
+  auto q = expect(c().post("/v1/channels/detections/releases/2/quarantine", kAdmin, {{"reason", "bad"}}), 200, "quarantine");
+  EXPECT_EQ(q["state"], "quarantined");
+  auto stop = expect(c().post("/v1/emergency-stop", kAdmin, {{"reason", "incident"}}), 200, "stop");
+  EXPECT_EQ(stop["emergency_stop"], true);
+  EXPECT_EQ(expect(c().get("/v1/emergency-stop", kAdmin), 200, "stop state")["emergency_stop"], true);
+  EXPECT_EQ(expect(c().request("DELETE", "/v1/emergency-stop", kAdmin), 200, "lift")["emergency_stop"], false);
+  EXPECT_EQ(c().del("/v1/rings/early", kAdmin).status, 204);
+  EXPECT_EQ(c().get("/v1/rings/early", kAdmin).status, 404);
+
+  // Tokens.
+  auto viewer = token("viewer1", "viewer");
+  EXPECT_EQ(c().get("/v1/rings", viewer).status, 200);
+  EXPECT_EQ(expect(c().get("/v1/tokens", kAdmin), 200, "tokens")["tokens"].size(), 2u);
+  EXPECT_EQ(c().del("/v1/tokens/viewer1", kAdmin).status, 204);
+  EXPECT_EQ(c().get("/v1/rings", viewer).status, 401);  // a deleted token is gone at once
+}
+
+// ------------------------------------------------------------------ agents
+
+TEST_F(Api, AgentRoutesAndHostManagement) {
+  basic_setup();
+  auto cred = enroll(kHost1, {{"os", "linux"}});
+  ASSERT_EQ(cred.rfind(kHost1 + ".", 0), 0u);
+  auto cred2 = enroll(kHost2, {{"os", "windows"}});
+
+  auto d = c().get("/v1/agent/desired", cred);
+  ASSERT_EQ(d.status, 200);
+  auto dj = d.json();
+  EXPECT_EQ(d.header("etag"), "\"" + dj["etag"].get<std::string>() + "\"");
+  EXPECT_TRUE(dj["channels"].empty());
+  EXPECT_GT(dj["heartbeat_s"].get<int>(), 0);
+  EXPECT_EQ(c().get("/v1/agent/desired", cred, {{"If-None-Match", d.header("etag")}}).status, 304);
+  EXPECT_EQ(c().request("POST", "/v1/agent/heartbeat", cred,
+                        json{{"boot_id", "b1"}, {"uptime_s", 5}, {"channels", json::object()}}.dump())
+                .status,
+            204);
+  auto rep = c().request("POST", "/v1/agent/reports", cred,
+                         json::array({{{"kind", "crash"}, {"time", 1}, {"boot_id", "b1"}, {"detail", json::object()}}}).dump());
+  EXPECT_EQ(rep.status, 202);
+
+  // Hosts: list with filters, get, patch (pin, labels move it between rings), delete.
+  auto hosts = expect(c().get("/v1/hosts?label=os%3Dlinux&limit=10", kAdmin), 200, "hosts")["hosts"];
+  ASSERT_EQ(hosts.size(), 1u);
+  EXPECT_EQ(hosts[0]["host_id"], kHost1);
+  EXPECT_EQ(hosts[0]["ring"], "canary");
+  EXPECT_EQ(expect(c().get("/v1/hosts?ring=rest", kAdmin), 200, "by ring")["hosts"].size(), 1u);
+  auto page = expect(c().get("/v1/hosts?limit=1", kAdmin), 200, "page");
+  ASSERT_EQ(page["hosts"].size(), 1u);
+  ASSERT_TRUE(page.contains("next"));
+  auto page2 = expect(c().get("/v1/hosts?limit=1&after=" + page["next"].get<std::string>(), kAdmin), 200, "page 2");
+  ASSERT_EQ(page2["hosts"].size(), 1u);
+  EXPECT_NE(page2["hosts"][0]["host_id"], page["hosts"][0]["host_id"]);
+  auto h = expect(c().get("/v1/hosts/" + kHost2, kAdmin), 200, "host");
+  EXPECT_EQ(h["bucket"].get<int>() >= 0 && h["bucket"].get<int>() < 10000, true);
+  auto patched = expect(c().patch("/v1/hosts/" + kHost2, kAdmin, {{"pinned", true}, {"tenant", "acme"}}), 200, "patch");
+  EXPECT_EQ(patched["pinned"], true);
+  EXPECT_EQ(patched["tenant"], "acme");
+  EXPECT_EQ(expect(c().get("/v1/rings/canary/hosts", kAdmin), 200, "members")["hosts"].size(), 1u);
+
+  // Blob download with a host credential.
+  EXPECT_EQ(c().get("/v1/blobs/" + sha_, cred).status, 200);
+
+  // Re-enrolling rotates the credential.
+  auto cred_new = enroll(kHost1);
+  EXPECT_NE(cred_new, cred);
+  EXPECT_EQ(c().get("/v1/agent/desired", cred).status, 401);
+  EXPECT_EQ(c().get("/v1/agent/desired", cred_new).status, 200);
+
+  EXPECT_EQ(c().del("/v1/hosts/" + kHost2, kAdmin).status, 204);
+  EXPECT_EQ(c().get("/v1/hosts/" + kHost2, kAdmin).status, 404);
+  EXPECT_EQ(c().get("/v1/agent/desired", cred2).status, 401);  // a forgotten host cannot poll
+}
+
+TEST_F(Api, AHeldLongPollIsAnsweredWhenTheRolloutStarts) {
+  basic_setup();
+  auto cred = enroll(kHost1);
+  auto first = c().get("/v1/agent/desired", cred);
+  ASSERT_EQ(first.status, 200);
+  auto ro = expect(c().post("/v1/rollouts", kAdmin, {{"channel", "det"}, {"version", 1}, {"policy", "std"}}), 201, "rollout");
+
+  Connection poll(c().port());
+  ASSERT_TRUE(poll.send("GET /v1/agent/desired?wait=30 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + cred +
+                        "\r\nIf-None-Match: " + first.header("etag") + "\r\n\r\n"));
+  // Parked: the server holds it (visible in /metrics), no answer yet.
+  ASSERT_TRUE(testing::eventually([&] {
+    return c().get("/metrics", "").body.find("ringfence_long_polls 1") != std::string::npos;
+  })) << c().get("/metrics", "").body;
+  EXPECT_TRUE(poll.received().empty());
+  auto t0 = std::chrono::steady_clock::now();
+  expect(c().post("/v1/rollouts/" + std::to_string(ro["id"].get<int>()) + "/start", kAdmin, json::object()), 200, "start");
+  auto pushed = poll.read_response(5s);
+  auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_EQ(pushed.status, 200) << pushed.raw;
+  EXPECT_LT(took, 2s);
+  auto body = pushed.json();
+  ASSERT_EQ(body["channels"].size(), 1u);
+  EXPECT_EQ(body["channels"][0]["version"], 1);
+  EXPECT_NE(pushed.header("etag"), first.header("etag"));
+}
+
+TEST_F(Api, TheEventStreamDeliversNewEvents) {
+  Connection sse(c().port());
+  ASSERT_TRUE(sse.send("GET /v1/events/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + kAdmin + "\r\n\r\n"));
+  sse.read_until([](const std::string& s) { return s.find(": connected") != std::string::npos; }, 5s);
+  ASSERT_NE(sse.received().find(": connected"), std::string::npos) << sse.received();
+  EXPECT_NE(sse.received().find("text/event-stream"), std::string::npos);
+  expect(c().post("/v1/rings", kAdmin, {{"name", "all"}, {"rank", 0}, {"selector", {{"buckets", {0, 10000}}}}}), 201, "ring");
+  sse.read_until([](const std::string& s) { return s.find("event: ring_created") != std::string::npos; }, 5s);
+  EXPECT_NE(sse.received().find("event: ring_created"), std::string::npos) << sse.received();
+  // Without a token the stream is refused.
+  EXPECT_EQ(c().get("/v1/events/stream", "").status, 401);
+}
+
+// ------------------------------------------------------------------ hostile input
+
+TEST_F(Api, MalformedAndInvalidBodiesChangeNothing) {
+  basic_setup();
+  const json ok_sel = {{"buckets", {0, 1}}};
+  auto post = [&](const std::string& path, const std::string& body, const std::string& ct = "application/json") {
+    return [this, path, body, ct] { return c().request("POST", path, kAdmin, body, ct); };
+  };
+  refused(400, "malformed JSON", post("/v1/rings", "{bad"));
+  refused(400, "truncated JSON", post("/v1/rings", R"({"name":"x","rank":)"));
+  refused(400, "JSON array body", post("/v1/rings", "[]"));
+  refused(400, "JSON string body", post("/v1/rings", "\"ring\""));
+  refused(400, "empty body", post("/v1/rings", ""));
+  refused(400, "deep nesting", post("/v1/rings", std::string(5000, '[') + std::string(5000, ']')));
+  refused(400, "invalid UTF-8", post("/v1/rings", "{\"name\":\"\xff\xfe\",\"rank\":0}"));
+  refused(400, "wrong type: rank", post("/v1/rings", json{{"name", "x"}, {"rank", "zero"}, {"selector", ok_sel}}.dump()));
+  refused(400, "wrong type: name", post("/v1/rings", json{{"name", 7}, {"rank", 0}, {"selector", ok_sel}}.dump()));
+  refused(400, "wrong type: selector", post("/v1/rings", json{{"name", "x"}, {"rank", 0}, {"selector", "all"}}.dump()));
+  refused(400, "float rank", post("/v1/rings", json{{"name", "x"}, {"rank", 1.5}, {"selector", ok_sel}}.dump()));
+  refused(400, "negative rank", post("/v1/rings", json{{"name", "x"}, {"rank", -1}, {"selector", ok_sel}}.dump()));
+  refused(400, "unknown field", post("/v1/rings", json{{"name", "x"}, {"rank", 0}, {"selector", ok_sel}, {"extra", 1}}.dump()));
+  refused(400, "missing selector", post("/v1/rings", json{{"name", "x"}, {"rank", 0}}.dump()));
+  refused(400, "empty bucket range", post("/v1/rings", json{{"name", "x"}, {"rank", 0}, {"selector", {{"buckets", {5, 5}}}}}.dump()));
+  refused(400, "bucket range past 10000", post("/v1/rings", json{{"name", "x"}, {"rank", 0}, {"selector", {{"buckets", {0, 10001}}}}}.dump()));
+  refused(400, "two selector kinds", post("/v1/rings", json{{"name", "x"}, {"rank", 0}, {"selector", {{"buckets", {0, 1}}, {"labels", "a=b"}}}}.dump()));
+  refused(400, "unbalanced label expression", post("/v1/rings", json{{"name", "x"}, {"rank", 0}, {"selector", {{"labels", "os in (a"}}}}.dump()));
+  refused(400, "host list with a bad id", post("/v1/rings", json{{"name", "x"}, {"rank", 0}, {"selector", {{"hosts", {"HOST-1"}}}}}.dump()));
+  refused(400, "path-like ring name", post("/v1/rings", json{{"name", "../etc"}, {"rank", 0}, {"selector", ok_sel}}.dump()));
+  refused(400, "upper-case ring name", post("/v1/rings", json{{"name", "Canary"}, {"rank", 0}, {"selector", ok_sel}}.dump()));
+  refused(400, "overlong ring name", post("/v1/rings", json{{"name", std::string(100, 'a')}, {"rank", 0}, {"selector", ok_sel}}.dump()));
+  refused(400, "ring name differs from the path", [&] {
+    return c().put("/v1/rings/rest", kAdmin, {{"name", "other"}, {"rank", 1}, {"selector", ok_sel}});
+  });
+  refused(409, "duplicate ring", post("/v1/rings", json{{"name", "canary"}, {"rank", 0}, {"selector", ok_sel}}.dump()));
+  refused(415, "wrong content type", post("/v1/rings", json{{"name", "x"}, {"rank", 0}, {"selector", ok_sel}}.dump(), "text/plain"));
+  refused(415, "form content type", post("/v1/policies", "name=x", "application/x-www-form-urlencoded"));
+
+  refused(400, "channel: unknown field", post("/v1/channels", json{{"name", "c2"}, {"colour", "red"}}.dump()));
+  refused(400, "channel: bad schema", post("/v1/channels", json{{"name", "c2"}, {"schema", {{"type", 5}}}}.dump()));
+  refused(400, "channel: bad name", post("/v1/channels", json{{"name", "a/b"}}.dump()));
+  refused(409, "channel: exists", post("/v1/channels", json{{"name", "det"}}.dump()));
+  refused(400, "release: bad sha", post("/v1/channels/det/releases", json{{"sha256", "xyz"}}.dump()));
+  refused(400, "release: sha as number", post("/v1/channels/det/releases", json{{"sha256", 12}}.dump()));
+  refused(404, "release: unknown content", post("/v1/channels/det/releases", json{{"sha256", std::string(64, '0')}}.dump()));
+  refused(404, "release: unknown channel", post("/v1/channels/nope/releases", json{{"sha256", sha_}}.dump()));
+  refused(409, "release: same content twice", post("/v1/channels/det/releases", json{{"sha256", sha_}}.dump()));
+  auto bad_sha = upload(R"({"nope":1})");
+  {
+    auto before = snapshot();
+    auto r = c().post("/v1/channels/det/releases", kAdmin, {{"sha256", bad_sha}});
+    EXPECT_EQ(r.status, 422) << r.body;
+    EXPECT_TRUE(r.is_error_shape());
+    EXPECT_NE(r.body.find("rules"), std::string::npos) << "findings name the field: " << r.body;
+    EXPECT_EQ(snapshot(), before);
+  }
+  refused(400, "policy: no stages", post("/v1/policies", json{{"name", "p2"}, {"stages", json::array()}}.dump()));
+  refused(400, "policy: stages not an array", post("/v1/policies", json{{"name", "p2"}, {"stages", "canary"}}.dump()));
+  refused(400, "policy: bad approval", post("/v1/policies", json{{"name", "p2"}, {"stages", {{{"ring", "canary"}, {"approval", "maybe"}}}}}.dump()));
+  refused(400, "policy: percent 0", post("/v1/policies", json{{"name", "p2"}, {"stages", {{{"ring", "canary"}, {"percent", 0}}}}}.dump()));
+  refused(400, "policy: alpha out of range", post("/v1/policies", json{{"name", "p2"}, {"stages", {{{"ring", "canary"}, {"gate", {{"alpha", 0.9}}}}}}}.dump()));
+  refused(400, "policy: unknown stage field", post("/v1/policies", json{{"name", "p2"}, {"stages", {{{"ring", "canary"}, {"speed", "fast"}}}}}.dump()));
+  refused(409, "policy: exists", post("/v1/policies", json{{"name", "std"}, {"stages", {{{"ring", "canary"}}}}}.dump()));
+  refused(400, "rollout: version as string", post("/v1/rollouts", json{{"channel", "det"}, {"version", "1"}, {"policy", "std"}}.dump()));
+  refused(400, "rollout: huge version", post("/v1/rollouts", R"({"channel":"det","version":1e300,"policy":"std"})"));
+  refused(400, "rollout: policy and stages", post("/v1/rollouts", json{{"channel", "det"}, {"version", 1}, {"policy", "std"}, {"stages", {{{"ring", "canary"}}}}}.dump()));
+  refused(400, "rollout: stage ring unknown", post("/v1/rollouts", json{{"channel", "det"}, {"version", 1}, {"stages", {{{"ring", "ghost"}}}}}.dump()));
+  refused(404, "rollout: unknown policy", post("/v1/rollouts", json{{"channel", "det"}, {"version", 1}, {"policy", "ghost"}}.dump()));
+  refused(404, "rollout: unknown release", post("/v1/rollouts", json{{"channel", "det"}, {"version", 9}, {"policy", "std"}}.dump()));
+  refused(400, "token: bad role", post("/v1/tokens", json{{"name", "t"}, {"role", "root"}}.dump()));
+  refused(400, "token: unknown field", post("/v1/tokens", json{{"name", "t"}, {"role", "viewer"}, {"ttl", 5}}.dump()));
+  refused(400, "enrollment token: bad label", post("/v1/enrollment-tokens", json{{"name", "e"}, {"labels", {{"Bad Key", "v"}}}}.dump()));
+  refused(400, "emergency stop without reason", post("/v1/emergency-stop", "{}"));
+  refused(400, "quarantine without reason", post("/v1/channels/det/releases/1/quarantine", "{}"));
+  refused(404, "quarantine of an unknown release", post("/v1/channels/det/releases/7/quarantine", json{{"reason", "x"}}.dump()));
+}
+
+TEST_F(Api, BadIdsAndPathTricksChangeNothing) {
+  basic_setup();
+  auto get = [&](const std::string& path) { return [this, path] { return c().get(path, kAdmin); }; };
+  refused(400, "encoded dot-dot ring name", get("/v1/rings/..%2f.."));
+  refused(400, "dot-dot ring name", get("/v1/rings/.."));
+  refused(400, "encoded traversal in a channel", get("/v1/channels/..%2f..%2fetc/releases"));
+  refused(400, "non-hex blob id", get("/v1/blobs/" + std::string(64, 'z')));
+  refused(400, "upper-case blob id", get("/v1/blobs/" + std::string(64, 'A')));
+  refused(400, "short blob id", get("/v1/blobs/abc"));
+  refused(400, "encoded traversal as blob id", get("/v1/blobs/..%2f..%2fetc%2fpasswd"));
+  refused(404, "unknown blob", get("/v1/blobs/" + std::string(64, '0')));
+  {
+    auto before = snapshot();
+    auto r = c().get("/v1/blobs/../../etc/passwd", kAdmin);
+    EXPECT_TRUE(r.status == 400 || r.status == 404) << r.status;
+    EXPECT_EQ(r.body.find("root:"), std::string::npos);
+    EXPECT_EQ(snapshot(), before);
+  }
+  refused(400, "bad host id", get("/v1/hosts/not-a-uuid"));
+  refused(404, "unknown host", get("/v1/hosts/" + kHost2));
+  refused(400, "bad rollout id", get("/v1/rollouts/abc"));
+  refused(400, "negative rollout id", get("/v1/rollouts/-1"));
+  refused(400, "rollout id too large", get("/v1/rollouts/99999999999999999999"));
+  refused(404, "unknown rollout", get("/v1/rollouts/999"));
+  refused(400, "bad release version", get("/v1/channels/det/releases/one"));
+  refused(404, "unknown release", get("/v1/channels/det/releases/5"));
+  refused(404, "unknown channel", get("/v1/channels/ghost"));
+  refused(404, "unknown ring", get("/v1/rings/ghost"));
+  refused(404, "unknown policy", get("/v1/policies/ghost"));
+  refused(400, "negative limit", get("/v1/hosts?limit=-5"));
+  refused(400, "limit too large", get("/v1/hosts?limit=100000"));
+  refused(400, "bad label filter", get("/v1/hosts?label=BAD%20KEY"));
+  refused(400, "bad event cursor", get("/v1/events?after=x"));
+  refused(400, "bad rollout filter", get("/v1/rollouts?channel=..%2f"));
+  refused(404, "unknown route", get("/v1/nothing"));
+  refused(404, "unknown route under a known prefix", get("/v1/rings/canary/hosts/extra"));
+  {
+    auto before = snapshot();
+    auto r = c().del("/v1/rings", kAdmin);
+    EXPECT_EQ(r.status, 405);
+    EXPECT_TRUE(r.is_error_shape());
+    EXPECT_NE(r.header("allow").find("GET"), std::string::npos) << r.raw;
+    EXPECT_NE(r.header("allow").find("POST"), std::string::npos) << r.raw;
+    EXPECT_EQ(snapshot(), before);
+  }
+  refused(405, "PUT on a collection", [&] { return c().put("/v1/rollouts", kAdmin, json::object()); });
+  refused(405, "GET on an action", get("/v1/rollouts/1/start"));
+  refused(404, "delete an unknown token", [&] { return c().del("/v1/tokens/ghost", kAdmin); });
+  refused(409, "delete the last admin token", [&] { return c().del("/v1/tokens/admin", kAdmin); });
+}
+
+TEST_F(Api, OversizedAndMalformedRequestsChangeNothing) {
+  basic_setup();
+  const std::string auth = "Authorization: Bearer " + kAdmin + "\r\n";
+  {
+    auto before = snapshot();
+    auto r = c().raw("POST /v1/rings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + auth +
+                     "Content-Length: 2000000\r\n\r\n" + std::string(1000, '{'));
+    EXPECT_EQ(r.status, 413) << r.raw.substr(0, 300);
+    EXPECT_TRUE(r.is_error_shape());
+    EXPECT_EQ(snapshot(), before);
+  }
+  {
+    // A body just over 1 MiB, really sent.
+    json big = {{"name", "big"}, {"rank", 0}, {"selector", {{"buckets", {0, 1}}}}, {"description", std::string((1 << 20) + 10, 'a')}};
+    auto before = snapshot();
+    auto r = c().post("/v1/rings", kAdmin, big);
+    EXPECT_EQ(r.status, 413) << r.raw.substr(0, 300);
+    EXPECT_EQ(snapshot(), before);
+  }
+  {
+    auto before = snapshot();
+    auto r = c().raw("GET /v1/rings HTTP/1.1\r\nHost: x\r\n" + auth + "X-Big: " + std::string(9000, 'a') + "\r\n\r\n");
+    EXPECT_TRUE(r.status == 431 || r.status == 400) << r.raw.substr(0, 300);
+    EXPECT_EQ(snapshot(), before);
+  }
+  {
+    auto r = c().raw("POST /v1/rings HTTP/1.1\r\nHost: x\r\n" + auth + std::string(200, 'X') + ": " +
+                     std::string(8000, 'b') + "\r\nContent-Length: 2\r\n\r\n{}");
+    EXPECT_TRUE(r.status == 431 || r.status == 400) << r.raw.substr(0, 300);
+  }
+  EXPECT_EQ(c().raw("GARBAGE\r\n\r\n").status, 400);
+  EXPECT_EQ(c().raw("GET /v1/rings HTTP/9.9\r\nHost: x\r\n\r\n").status, 400);
+  {
+    auto before = snapshot();
+    auto r = c().raw("POST /v1/rings HTTP/1.1\r\nHost: x\r\n" + auth +
+                     "Content-Type: application/json\r\nContent-Length: abc\r\n\r\n{}");
+    EXPECT_EQ(r.status, 400) << r.raw.substr(0, 300);
+    EXPECT_EQ(snapshot(), before);
+  }
+  // The server still serves after all that.
+  EXPECT_EQ(c().get("/v1/rings", kAdmin).status, 200);
+}
+
+TEST_F(Api, OversizedUploadsAreRefusedAndLeaveNoFile) {
+  boot({"--upload-limit", "1024"});
+  auto before = snapshot();
+  auto r = c().request("POST", "/v1/blobs", kAdmin, std::string(4096, 'x'), "application/octet-stream");
+  EXPECT_EQ(r.status, 413) << r.raw.substr(0, 300);
+  EXPECT_EQ(snapshot(), before);
+  EXPECT_EQ(c().get("/v1/blobs/" + proto::sha256_hex(std::string(4096, 'x')), kAdmin).status, 404);
+  ASSERT_TRUE(testing::eventually([&] {
+    return std::filesystem::is_empty(data() + "/uploads");
+  })) << "a refused upload left a partial file";
+  EXPECT_EQ(c().request("POST", "/v1/blobs", kAdmin, std::string(1000, 'y'), "application/octet-stream").status, 201);
+}
+
+TEST_F(Api, AgentRoutesRefuseBadInput) {
+  basic_setup();
+  auto cred = enroll(kHost1);
+  auto etok = enroll_token_;
+  auto agent_post = [&](const std::string& path, const std::string& tok, const std::string& body) {
+    return [this, path, tok, body] { return c().request("POST", path, tok, body); };
+  };
+  refused(401, "enroll with a wrong token", agent_post("/v1/agent/enroll", "",
+      json{{"enrollment_token", "rfe_wrong"}, {"host_id", kHost2}, {"labels", json::object()}, {"agent_version", "t"}}.dump()));
+  refused(400, "enroll with a bad host id", agent_post("/v1/agent/enroll", "",
+      json{{"enrollment_token", etok}, {"host_id", "HOST; rm -rf /"}, {"labels", json::object()}, {"agent_version", "t"}}.dump()));
+  refused(400, "enroll with a bad label", agent_post("/v1/agent/enroll", "",
+      json{{"enrollment_token", etok}, {"host_id", kHost2}, {"labels", {{"os", "a,b"}}}, {"agent_version", "t"}}.dump()));
+  refused(400, "enroll: malformed JSON", agent_post("/v1/agent/enroll", "", "{"));
+  refused(401, "desired with an operator token", [&] { return c().get("/v1/agent/desired", kAdmin); });
+  refused(401, "desired without a credential", [&] { return c().get("/v1/agent/desired", ""); });
+  refused(401, "forged host credential", [&] { return c().get("/v1/agent/desired", kHost1 + ".0000"); });
+  refused(401, "another host's id with this secret", [&] {
+    return c().get("/v1/agent/desired", kHost2 + cred.substr(kHost1.size()));
+  });
+  refused(400, "desired: bad wait", [&] { return c().get("/v1/agent/desired?wait=forever", cred); });
+  refused(400, "heartbeat of the wrong shape", agent_post("/v1/agent/heartbeat", cred, json{{"boot_id", 5}}.dump()));
+  refused(400, "heartbeat: malformed JSON", agent_post("/v1/agent/heartbeat", cred, "{\"boot_id\":"));
+  refused(401, "heartbeat without a credential", agent_post("/v1/agent/heartbeat", "", json{{"boot_id", "b"}, {"uptime_s", 1}, {"channels", json::object()}}.dump()));
+  refused(400, "unknown report kind", agent_post("/v1/agent/reports", cred,
+      json::array({{{"kind", "reboot"}, {"time", 1}, {"boot_id", "b"}}}).dump()));
+  refused(400, "reports not an array", agent_post("/v1/agent/reports", cred, json{{"kind", "crash"}}.dump()));
+  json many = json::array();
+  for (int i = 0; i < 300; ++i) many.push_back({{"kind", "crash"}, {"time", i}, {"boot_id", "b"}});
+  {
+    auto before = snapshot();
+    auto r = c().request("POST", "/v1/agent/reports", cred, many.dump());
+    EXPECT_TRUE(r.status == 413 || r.status == 400) << r.status;
+    EXPECT_TRUE(r.is_error_shape());
+    EXPECT_EQ(snapshot(), before);
+  }
+  refused(401, "operator route with a host credential", [&] { return c().get("/v1/rings", cred); });
+}
+
+// ------------------------------------------------------------------ credentials and roles
+
+TEST_F(Api, CredentialsAndRoles) {
+  basic_setup();
+  auto viewer = token("viewer1", "viewer");
+  auto op = token("op1", "operator");
+  auto rel = token("rel1", "release");
+  const json ring = {{"name", "x"}, {"rank", 3}, {"selector", {{"buckets", {0, 1}}}}};
+  auto post = [&](const std::string& path, const std::string& tok, const json& body) {
+    return [this, path, tok, body] { return c().post(path, tok, body); };
+  };
+  refused(401, "no token", post("/v1/rings", "", ring));
+  refused(401, "unknown token", post("/v1/rings", "rf_not-a-token", ring));
+  refused(401, "unknown token on a read", [&] { return c().get("/v1/rings", "rf_not-a-token"); });
+  refused(401, "Basic instead of Bearer", [&] {
+    return c().request("GET", "/v1/rings", "", std::nullopt, "", {{"Authorization", "Basic YWRtaW46YWRtaW4="}});
+  });
+  refused(401, "empty bearer", [&] {
+    return c().request("GET", "/v1/rings", "", std::nullopt, "", {{"Authorization", "Bearer "}});
+  });
+  refused(401, "admin token with a suffix", [&] { return c().get("/v1/rings", kAdmin + "x"); });
+  refused(403, "viewer cannot create rings", post("/v1/rings", viewer, ring));
+  refused(403, "viewer cannot delete rings", [&] { return c().del("/v1/rings/rest", viewer); });
+  refused(403, "viewer cannot enroll", post("/v1/enrollment-tokens", viewer, {{"name", "e"}}));
+  refused(403, "viewer cannot start rollouts", post("/v1/rollouts/1/start", viewer, json::object()));
+  refused(403, "operator cannot create releases", post("/v1/channels/det/releases", op, {{"sha256", sha_}}));
+  refused(403, "operator cannot create channels", post("/v1/channels", op, {{"name", "c2"}}));
+  refused(403, "operator cannot create policies", post("/v1/policies", op, {{"name", "p2"}, {"stages", {{{"ring", "rest"}}}}}));
+  refused(403, "operator cannot create rollouts", post("/v1/rollouts", op, {{"channel", "det"}, {"version", 1}, {"policy", "std"}}));
+  refused(403, "operator cannot stop everything", post("/v1/emergency-stop", op, {{"reason", "x"}}));
+  refused(403, "operator cannot upload", [&] {
+    return c().request("POST", "/v1/blobs", op, "abc", "application/octet-stream");
+  });
+  refused(403, "release cannot create tokens", post("/v1/tokens", rel, {{"name", "t2"}, {"role", "admin"}}));
+  refused(403, "release cannot list tokens", [&] { return c().get("/v1/tokens", rel); });
+  refused(403, "release cannot delete tokens", [&] { return c().del("/v1/tokens/viewer1", rel); });
+  refused(403, "release cannot set a validator command", post("/v1/channels", rel,
+      {{"name", "c3"}, {"validator", {{"argv", {"/bin/true"}}}}}));
+  // 403 names the role that is missing.
+  auto r = c().post("/v1/rings", viewer, ring);
+  EXPECT_NE(r.error_message().find("operator"), std::string::npos) << r.body;
+  // What each role may do.
+  EXPECT_EQ(c().get("/v1/rings", viewer).status, 200);
+  EXPECT_EQ(c().post("/v1/rollouts/preview", viewer, {{"policy", "std"}}).status, 200);
+  EXPECT_EQ(c().post("/v1/rings", op, ring).status, 201);
+  EXPECT_EQ(c().post("/v1/enrollment-tokens", op, {{"name", "e1"}}).status, 201);
+  EXPECT_EQ(c().post("/v1/channels", rel, {{"name", "c4"}}).status, 201);
+  EXPECT_EQ(c().post("/v1/rollouts", rel, {{"channel", "det"}, {"version", 1}, {"policy", "std"}}).status, 201);
+  // Tokens are stored hashed: the database file never holds the secret.
+  auto db = slurp(data() + "/ringfence.db") + slurp(data() + "/ringfence.db-wal");
+  EXPECT_EQ(db.find(viewer), std::string::npos);
+  EXPECT_EQ(db.find(kAdmin), std::string::npos);
+}
+
+// ------------------------------------------------------------------ state machine over HTTP
+
+TEST_F(Api, InvalidTransitionsAre409NamingTheCurrentState) {
+  basic_setup();
+  auto ro = expect(c().post("/v1/rollouts", kAdmin, {{"channel", "det"}, {"version", 1}, {"policy", "std"}}), 201, "rollout");
+  auto id = std::to_string(ro["id"].get<int>());
+  auto action = [&](const std::string& a, json body = json::object()) {
+    return [this, id, a, body] { return c().post("/v1/rollouts/" + id + "/" + a, kAdmin, body); };
+  };
+  for (const char* a : {"pause", "resume", "approve"}) {
+    refused(409, std::string(a) + " a pending rollout", action(a));
+    EXPECT_NE(action(a)().error_message().find("pending"), std::string::npos) << a;
+  }
+  refused(409, "skip a pending rollout", action("skip", {{"to", 1}, {"reason", "urgent"}}));
+  refused(409, "a second active rollout on the channel", [&] {
+    return c().post("/v1/rollouts", kAdmin, {{"channel", "det"}, {"version", 1}, {"policy", "std"}});
+  });
+  refused(404, "unknown action", action("explode"));
+  refused(404, "action on an unknown rollout", [&] { return c().post("/v1/rollouts/999/start", kAdmin, json::object()); });
+  refused(415, "action with a wrong content type", [&] {
+    return c().request("POST", "/v1/rollouts/" + id + "/start", kAdmin, "x", "text/plain");
+  });
+  refused(400, "action with a non-object body", [&] {
+    return c().request("POST", "/v1/rollouts/" + id + "/start", kAdmin, "[1]");
+  });
+
+  auto started = expect(action("start")(), 200, "start");
+  EXPECT_EQ(started["state"], "running");
+  auto n = events_count();
+  EXPECT_EQ(expect(action("start")(), 200, "start again")["state"], "running");  // idempotent
+  EXPECT_EQ(events_count(), n);
+  refused(400, "skip without a reason", action("skip", {{"to", 1}}));
+  refused(409, "skip past a canary that has not passed", action("skip", {{"to", 1}, {"reason", "urgent"}}));
+  refused(400, "skip to a stage that does not exist", action("skip", {{"to", 7}, {"reason", "urgent"}}));
+  EXPECT_EQ(expect(action("pause")(), 200, "pause")["state"], "paused");
+  n = events_count();
+  EXPECT_EQ(expect(action("pause")(), 200, "pause again")["state"], "paused");
+  EXPECT_EQ(events_count(), n);
+  EXPECT_EQ(expect(action("abort", {{"reason", "test"}})(), 200, "abort")["state"], "aborted");
+  n = events_count();
+  EXPECT_EQ(expect(action("abort")(), 200, "abort again")["state"], "aborted");
+  EXPECT_EQ(events_count(), n);
+  for (const char* a : {"start", "pause", "resume", "approve"}) {
+    refused(409, std::string(a) + " an aborted rollout", action(a));
+    EXPECT_NE(action(a)().error_message().find("aborted"), std::string::npos) << a;
+  }
+  // The quarantined release cannot roll out again.
+  refused(409, "rollout of a quarantined release", [&] {
+    return c().post("/v1/rollouts", kAdmin, {{"channel", "det"}, {"version", 1}, {"policy", "std"}});
+  });
+  // Emergency stop: a pending rollout may not start.
+  auto sha2 = upload(R"({"rules":[9]})");
+  expect(c().post("/v1/channels/det/releases", kAdmin, {{"sha256", sha2}}), 201, "release 2");
+  auto ro2 = expect(c().post("/v1/rollouts", kAdmin, {{"channel", "det"}, {"version", 2}, {"policy", "std"}}), 201, "rollout 2");
+  expect(c().post("/v1/emergency-stop", kAdmin, {{"reason", "incident"}}), 200, "stop");
+  refused(409, "start during an emergency stop", [&] {
+    return c().post("/v1/rollouts/" + std::to_string(ro2["id"].get<int>()) + "/start", kAdmin, json::object());
+  });
+}
+
+// ------------------------------------------------------------------ process life
+
+TEST_F(Api, SigtermExitsCleanlyAndARestartKeepsEverything) {
+  basic_setup();
+  auto viewer = token("viewer1", "viewer");
+  auto cred = enroll(kHost1);
+  auto ro = expect(c().post("/v1/rollouts", kAdmin, {{"channel", "det"}, {"version", 1}, {"policy", "std"}}), 201, "rollout");
+  auto id = std::to_string(ro["id"].get<int>());
+  expect(c().post("/v1/rollouts/" + id + "/start", kAdmin, json::object()), 200, "start");
+  expect(c().post("/v1/rollouts/" + id + "/pause", kAdmin, json::object()), 200, "pause");
+  auto rings = c().get("/v1/rings", kAdmin).body;
+  auto releases = c().get("/v1/channels/det/releases", kAdmin).body;
+  auto policies = c().get("/v1/policies", kAdmin).body;
+  auto key = c().get("/v1/signing-key", "").body;
+  auto events = events_count();
+
+  // A held long poll is answered at shutdown, and the process exits 0 promptly.
+  auto first = c().get("/v1/agent/desired", cred);
+  Connection poll(c().port());
+  ASSERT_TRUE(poll.send("GET /v1/agent/desired?wait=30 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + cred +
+                        "\r\nIf-None-Match: " + first.header("etag") + "\r\n\r\n"));
+  ASSERT_TRUE(testing::eventually([&] {
+    return c().get("/metrics", "").body.find("ringfence_long_polls 1") != std::string::npos;
+  }));
+  auto t0 = std::chrono::steady_clock::now();
+  auto status = server_->terminate(8s);
+  ASSERT_TRUE(status) << "no exit within 8 s of SIGTERM";
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << "wait status " << *status;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 6s);
+  EXPECT_EQ(poll.read_response(2s).status, 304);
+
+  boot();
+  EXPECT_EQ(c().get("/v1/rings", kAdmin).body, rings);
+  EXPECT_EQ(c().get("/v1/channels/det/releases", kAdmin).body, releases);
+  EXPECT_EQ(c().get("/v1/policies", kAdmin).body, policies);
+  EXPECT_EQ(c().get("/v1/signing-key", "").body, key);
+  EXPECT_EQ(c().get("/v1/rings", viewer).status, 200);  // tokens survive
+  EXPECT_EQ(c().get("/v1/agent/desired", cred).status, 200);  // host credentials survive
+  auto r = expect(c().get("/v1/rollouts/" + id, kAdmin), 200, "rollout after restart");
+  EXPECT_EQ(r["state"], "paused");
+  EXPECT_GE(events_count(), events);
+}
+
+TEST(ApiProcess, WithoutAnEnvTokenTheAdminTokenIsWritten0600) {
+  testing::TempDir dir;
+  auto data = dir.path() + "/data";
+  std::string tok;
+  {
+    Server s(data, {{"RINGFENCE_ADMIN_TOKEN", ""}});
+    ASSERT_GT(s.port(), 0) << slurp(data + ".log");
+    auto path = data + "/admin.token";
+    EXPECT_EQ(file_mode(path), 0600u);
+    EXPECT_EQ(file_mode(data + "/signing.key"), 0600u);
+    tok = trim(slurp(path));
+    ASSERT_GE(tok.size(), 16u);
+    Client c(s.port());
+    EXPECT_EQ(c.get("/v1/tokens", tok).status, 200);
+    EXPECT_EQ(c.get("/v1/tokens", tok + "x").status, 401);
+    auto st = s.terminate();
+    ASSERT_TRUE(st);
+    EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 0);
+  }
+  // A restart keeps the token (it is not replaced by a new random one).
+  Server again(data, {{"RINGFENCE_ADMIN_TOKEN", ""}});
+  ASSERT_GT(again.port(), 0);
+  EXPECT_EQ(Client(again.port()).get("/v1/tokens", tok).status, 200);
+  EXPECT_EQ(trim(slurp(data + "/admin.token")), tok);
+}
+
+TEST(ApiProcess, BadStartUpIsOneClearLineAndExitCode1) {
+  testing::TempDir dir;
+  // A data dir that is a file cannot be used.
+  std::ofstream(dir.path() + "/file") << "x";
+  auto p = testing::Process::start({testing::built_program("server/ringfence-server"), "--data-dir",
+                                    dir.path() + "/file", "--listen", "127.0.0.1:0"},
+                                   {{"RINGFENCE_ADMIN_TOKEN", kAdmin}}, dir.path() + "/err.log");
+  auto st = p.wait(10s);
+  ASSERT_TRUE(st);
+  EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) != 0);
+  EXPECT_NE(slurp(dir.path() + "/err.log").find("ringfence-server:"), std::string::npos);
+  // A malformed listen address too.
+  auto q = testing::Process::start({testing::built_program("server/ringfence-server"), "--data-dir",
+                                    dir.path() + "/d2", "--listen", "nonsense"},
+                                   {{"RINGFENCE_ADMIN_TOKEN", kAdmin}}, dir.path() + "/err2.log");
+  auto st2 = q.wait(10s);
+  ASSERT_TRUE(st2);
+  EXPECT_TRUE(WIFEXITED(*st2) && WEXITSTATUS(*st2) != 0);
+}
+
+}  // namespace
+}  // namespace ringfence::apitest
