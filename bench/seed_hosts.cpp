@@ -6,6 +6,8 @@
 //
 //   seed_hosts --data-dir DIR --hosts N [--creds FILE] [--first K]
 //
+// Each host then sends one heartbeat (boot id, uptime, one channel it runs), flushed to the store
+// in one batch as the server does, so a restarted server loads hosts as a live fleet leaves them.
 // --creds writes the first K (default all) host credentials, one per line, for the load tools.
 // Host ids are deterministic (host i is the same UUID in every run); labels come from a small
 // set of realistic combinations (os, arch, site), so label sets are shared as on a real fleet.
@@ -81,9 +83,19 @@ int main(int argc, char** argv) {
     auto r = svc.enroll(req);
     if (!r) die(r.error().message);
     if (creds && i < first) std::fprintf(creds, "%s\n", r->credential.c_str());
+    auto idx = svc.authenticate_host("Bearer " + r->credential);
+    if (!idx) die(idx.error().message);
+    proto::Heartbeat hb;
+    char boot[64];
+    std::snprintf(boot, sizeof boot, "b0070000-0000-4000-8000-%012llx", static_cast<unsigned long long>(i));
+    hb.boot_id = boot;
+    hb.uptime_s = 3600 + i % 86400;
+    hb.channels["detections"] = {1, "active"};
+    if (auto st = svc.heartbeat(*idx, hb); !st) die(st.error().message);
     if (hosts >= 100000 && (i + 1) % 200000 == 0) std::fprintf(stderr, "seed_hosts: %lld/%lld\n", i + 1, hosts);
   }
   if (creds) std::fclose(creds);
+  svc.flush();
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("{\"hosts\": %lld, \"seconds\": %.3f, \"enrolls_per_s\": %.0f}\n", hosts, s,
               s > 0 ? static_cast<double>(hosts) / s : 0.0);

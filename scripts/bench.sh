@@ -8,13 +8,19 @@
 #     hosts (seeded with bench/seed_hosts: core::Service::enroll on the store, one row per host);
 #   - rollback propagation: LP hosts hold long polls, the rollout is aborted through the API, and
 #     bench/agent_load records when each poll is answered (50 / 99 / 100 %);
-#   - the agent's footprint (MinSizeRel build, tests/agent/footprint.sh), full runs only.
+#   - the agent's footprint: the figures of agent/FOOTPRINT.md; BENCH_AGENT=1 re-measures them
+#     (MinSizeRel build in build-bench-agent, tests/agent/footprint.sh), full runs only.
+# The machine's load average is recorded at the start and the end: on a shared 2-core box the
+# figures move with what else runs, so the nginx reference is measured in the same run,
+# interleaved with our targets, and every figure is a median of the repetitions.
 # Prints the tables and writes bench/out/bench.json (bench/out/quick.json with --quick).
 #
 #   scripts/bench.sh            full run: 100 000 / 1 000 000 hosts, 10 000 long polls, 3 x 10 s
 #   scripts/bench.sh --quick    smoke: tiny counts, 1 s runs, this build's binaries (CTest bench_smoke)
 # Env: RINGFENCE_BENCH_BUILD (build dir; default build-bench), BENCH_HOSTS / BENCH_BIG / BENCH_LP /
-#      BENCH_DUR / BENCH_REPS / BENCH_CONNS override the counts.
+#      BENCH_DUR / BENCH_REPS / BENCH_CONNS override the counts; BENCH_PROFILE=1 samples the server
+#      with `perf record -e cpu-clock` during the first repetition of each server target and writes
+#      the top symbols to bench/out/profile-TARGET-CONNS.txt.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -56,6 +62,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 [ "$(ulimit -n)" -ge $((2 * lp + 1000)) ] || fail "open-file limit $(ulimit -n) too low for $lp long polls"
 
 token="bench-admin-token-0123456789abcdef"
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 results="$work/results.tsv"; : > "$results"
 put() { printf '%s\t%s\n' "$1" "$2" >> "$results"; }   # key value
 
@@ -156,11 +163,20 @@ curl -sS -D - -o /dev/null "http://127.0.0.1:$nport/desired.json" | tr -d '\r' >
 
 # ---- 4. load: each repetition runs every target once (interleaved, so noise hits all alike)
 wrk_run() {  # MODE CONNS URL -> appends the BENCH json line to $work/wrk-MODE-CONNS.jsonl
-  local mode=$1 conns=$2 target=$3
+  local mode=$1 conns=$2 target=$3 perf_pid=
+  if [ "${BENCH_PROFILE:-0}" = 1 ] && [ "$mode" != static ] && [ "$rep" = 1 ]; then
+    perf record -q -e cpu-clock -F 999 -g -p "$fleet_pid" -o "$work/perf.data" -- sleep "$dur" 2>/dev/null &
+    perf_pid=$!
+  fi
   BENCH_MODE=$mode BENCH_HOSTS="$work/hosts.lua" BENCH_VERSION=$v2 \
     timeout $((dur + 30)) wrk -t1 -c"$conns" -d"${dur}s" --timeout 5s -s bench/wrk_agent.lua "$target" \
     > "$work/wrk.txt" 2>&1 || { cat "$work/wrk.txt" >&2; fail "wrk $mode $conns"; }
   grep '^BENCH ' "$work/wrk.txt" | sed 's/^BENCH //' >> "$work/wrk-$mode-$conns.jsonl"
+  if [ -n "$perf_pid" ]; then
+    wait "$perf_pid" || true
+    perf report -i "$work/perf.data" --no-children --stdio --sort symbol 2>/dev/null \
+      | grep -E '^ +[0-9]' | cut -c1-160 | head -40 > "$out/profile-$mode-$conns.txt" || true
+  fi
 }
 for conns in $conns_list; do
   for rep in $(seq "$reps"); do
@@ -188,7 +204,7 @@ put start_ms_big "$(echo "$start_ms")"; put rss_kib_big "$(rss_kib "$spid")"; st
 rm -rf "$work/big"
 
 # ---- 7. the agent's footprint (full runs; the MinSizeRel build the agent ships as)
-if [ $quick = 0 ] && [ "${BENCH_AGENT:-1}" = 1 ]; then
+if [ $quick = 0 ] && [ "${BENCH_AGENT:-0}" = 1 ]; then
   say "agent footprint (MinSizeRel build in build-bench-agent)"
   cmake -S . -B build-bench-agent -G Ninja -DCMAKE_BUILD_TYPE=MinSizeRel -DRINGFENCE_TESTS=OFF \
         -DRINGFENCE_WERROR=ON -DCMAKE_CXX_FLAGS=-Wno-error=maybe-uninitialized >/dev/null
@@ -201,16 +217,18 @@ if [ $quick = 0 ] && [ "${BENCH_AGENT:-1}" = 1 ]; then
 fi
 
 # ---- 8. report
-python3 - "$work" "$results" "$json_out" "$hosts" "$big" "$lp" "$dur" "$reps" "$quick" "$conns_list" <<'PY'
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+python3 - "$work" "$results" "$json_out" "$hosts" "$big" "$lp" "$dur" "$reps" "$quick" "$conns_list" "$load_start" "$load_end" <<'PY'
 import json, os, statistics, sys
-work, results, json_out, hosts, big, lp, dur, reps, quick, conns_list = sys.argv[1:]
+work, results, json_out, hosts, big, lp, dur, reps, quick, conns_list, load_start, load_end = sys.argv[1:]
 hosts, big, lp, dur, reps = int(hosts), int(big), int(lp), int(dur), int(reps)
 kv = dict(line.rstrip("\n").split("\t") for line in open(results) if line.strip())
 num = lambda k: float(kv[k]) if k in kv and kv[k] != "" else None
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 doc = {"machine": {"cores": os.cpu_count(), "cpu": cpu}, "quick": quick == "1",
        "hosts": hosts, "big": big, "long_polls": lp, "duration_s": dur, "repetitions": reps,
-       "answer_bytes": int(kv["answer_bytes"]), "load": [], "memory": {}, "startup_ms": {}}
+       "answer_bytes": int(kv["answer_bytes"]), "load": [], "memory": {}, "startup_ms": {},
+       "loadavg": {"start": load_start, "end": load_end}}
 names = {"static": "nginx static (reference)", "304": "GET desired 304", "200": "GET desired 200",
          "heartbeat": "POST heartbeat 204"}
 bad = []
@@ -247,7 +265,9 @@ json.dump(doc, open(json_out, "w"), indent=2)
 p = print
 p(f"\n## Ringfence vs nginx, {'--quick' if quick == '1' else 'full run'}: {doc['machine']['cores']} cores, {cpu}")
 p(f"{hosts} enrolled hosts; answer {doc['answer_bytes']} B; median of {reps} x {dur} s per figure; "
-  "server --threads 1 --no-access-log; wrk -t1 on the same machine\n")
+  "server --threads 1 --no-access-log; wrk -t1 on the same machine")
+p(f"Load average (1/5/15 min) at the start {load_start}, at the end {load_end}: the 2 cores are shared "
+  "with other builds, so absolute figures are low and noisy; the ratios to nginx (same run, interleaved) are the measure\n")
 p("| path | connections | req/s (median) | p50 ms | p99 ms | x nginx | runs req/s |")
 p("|---|---:|---:|---:|---:|---:|---|")
 for r in doc["load"]:
@@ -266,8 +286,13 @@ p(f"\nRollback propagation, {rb['hosts']:,} long polls: answered {rb['answered']
   f"to 50 % {rb['p50_ms']:.0f} ms, 99 % {rb['p99_ms']:.0f} ms, 100 % {rb['p100_ms']:.0f} ms")
 if "agent" in doc:
     a = doc["agent"]
-    p(f"\nAgent (MinSizeRel): stripped {a['stripped_bytes']/1048576:.2f} MiB, "
+    p(f"\nAgent (MinSizeRel, re-measured): stripped {a['stripped_bytes']/1048576:.2f} MiB, "
       f"VmRSS idle in a long poll {a['rss_kib']/1024:.2f} MiB")
+elif quick != "1":
+    p("\nAgent footprint (from agent/FOOTPRINT.md; BENCH_AGENT=1 re-measures):")
+    for l in open("agent/FOOTPRINT.md"):
+        if l.startswith("| **MinSizeRel**") or l.startswith("| build |") or l.startswith("|---|---|"):
+            p(l.rstrip())
 p(f"\nSeeding (Service::enroll, one SQLite row each): {doc['seed_enrolls_per_s']}")
 p(f"Written: {json_out}")
 if bad:
