@@ -22,11 +22,9 @@ while [ $# -gt 0 ]; do
 done
 
 bash scripts/install-deps.sh build
+# python3 (scenarios.py) is in the test profile; only pull that profile in when it is missing.
 if ! command -v python3 >/dev/null 2>&1; then
-  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends python3
+  bash scripts/install-deps.sh test
 fi
 
 build=build-demo  # its own dir: scripts/test.sh keeps build/ for the test configuration
@@ -34,11 +32,9 @@ echo "demo: configuring and building (Release, Ninja, $build/)"
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DRINGFENCE_TESTS=OFF >/dev/null
 cmake --build "$build" --target ringfence-server fleetsim sample-sensor
 
-# The dashboard's chart library (npm); the demo runs without charts if it cannot be had.
-if command -v npm >/dev/null 2>&1; then
-  bash scripts/vendor-web.sh || echo "demo: dashboard charts unavailable (uPlot could not be vendored)"
-fi
+# The dashboard's chart library; the demo runs without charts if it cannot be had.
+bash scripts/vendor-web.sh || echo "demo: dashboard charts unavailable (vendor-web.sh failed)"
 
 echo
 echo "demo: a fleet of $hosts simulated hosts; rings canary 1% / early 10% / broad the rest"
-exec python3 scripts/scenarios.py demo --build-dir "$build" --hosts "$hosts" "${keep[@]}"
+exec python3 scripts/scenarios.py --scenario demo --build-dir "$build" --hosts "$hosts" "${keep[@]}"

@@ -10,10 +10,12 @@ asserts the outcome, printing the timeline (from /v1/events and /v1/rollouts/{id
   silent     a release that silently boot-loops every host that loads it is halted in the first
              stage; every exposed live host ends on stable
   crash      a release that crashes hosts (with crash reports) is halted within seconds
-  rate       a 5x crash-rate rise over the background is caught before it leaves the first rings
-  validator  the 21-field release is refused (422) by sample-sensor's check (and by the pinned
+  rise5x     a 5x crash-rate rise over the background is caught before it leaves the first rings
+  incident   the 21-field release is refused (422) by sample-sensor's check (and by the pinned
              schema); with the validator off it is caught by the canary
   demo       (for scripts/demo.sh) one fleet: a good rollout, then the 21-field release
+
+  scripts/scenarios.py --build-dir build --hosts 300 --scenario good,silent   (or all)
 
 Every scenario ends with a summary line: hosts exposed (count, % of fleet), time from first
 apply to halt, time until all live exposed hosts were back on stable.
@@ -462,15 +464,15 @@ def scenario_crash(args, workdir):
     halting_scenario(args, workdir, "crash", "crash:1", max_stage=0, halt_within_s=15)
 
 
-def scenario_rate(args, workdir):
+def scenario_rise5x(args, workdir):
     # Background: B crashes per host per hour; the release adds 4B (5x in all). Compressed time:
     # B is high so that a stage of seconds sees what a real stage sees in hours.
     b = args.background_rate
-    halting_scenario(args, workdir, "rate", f"crash-rate:{4 * b:g}", max_stage=2, background=b,
+    halting_scenario(args, workdir, "rise5x", f"crash-rate:{4 * b:g}", max_stage=2, background=b,
                      policy="staged-control")
 
 
-def scenario_validator(args, workdir):
+def scenario_incident(args, workdir):
     bad = content("v3-bad-21-fields.json", "incident")
     server = Server(args.server_bin, workdir, ["--exposed-heartbeat-s", "2", "--healthy-after-s", "3"])
     try:
@@ -550,16 +552,17 @@ SCENARIOS = {
     "good": scenario_good,
     "silent": scenario_silent,
     "crash": scenario_crash,
-    "rate": scenario_rate,
-    "validator": scenario_validator,
+    "rise5x": scenario_rise5x,
+    "incident": scenario_incident,
     "demo": scenario_demo,
 }
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scenarios", nargs="*", default=["good", "silent", "crash", "rate", "validator"],
-                   help="which scenarios (" + ", ".join(SCENARIOS) + ")")
+    p.add_argument("--scenario", default="all",
+                   help="comma-separated scenarios, or all (" + ", ".join(SCENARIOS) + ")")
+    p.add_argument("scenarios", nargs="*", help="more scenarios, as positional names")
     p.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
     p.add_argument("--server-bin")
     p.add_argument("--fleetsim-bin")
@@ -567,7 +570,7 @@ def main():
     p.add_argument("--hosts", type=int, default=500)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--background-rate", type=float, default=3.6,
-                   help="rate scenario: background crashes per host per hour (compressed time)")
+                   help="rise5x scenario: background crashes per host per hour (compressed time)")
     p.add_argument("--keep-running", action="store_true", help="demo: keep the server up at the end")
     p.add_argument("--keep-dirs", action="store_true", help="keep the temporary data directories")
     args = p.parse_args()
@@ -577,8 +580,15 @@ def main():
     for b in (args.server_bin, args.fleetsim_bin, args.sensor_bin):
         if not os.access(b, os.X_OK):
             sys.exit(f"scenarios: {b} is not built")
+    names = []
+    for part in args.scenario.split(",") + list(args.scenarios):
+        part = part.strip()
+        if part == "all":
+            names += [n for n in SCENARIOS if n != "demo"]
+        elif part:
+            names.append(part)
     failed = []
-    for name in args.scenarios:
+    for name in names:
         if name not in SCENARIOS:
             sys.exit(f"scenarios: unknown scenario '{name}' ({', '.join(SCENARIOS)})")
         workdir = tempfile.mkdtemp(prefix=f"ringfence-{name}-")
