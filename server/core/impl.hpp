@@ -79,7 +79,7 @@ struct Exposure {
   std::int64_t applied_ms = 0;
 };
 
-inline constexpr std::int64_t kMinControlHosts = 100;
+inline constexpr std::int64_t kMinControlHosts = 20;
 
 struct Rollout {
   std::int64_t id = 0;
