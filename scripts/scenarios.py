@@ -511,7 +511,7 @@ def scenario_incident(args, workdir):
     finally:
         server.stop()
     say("--- validator off (the incident's weak schema only): the canary must catch it")
-    halting_scenario(args, os.path.join(workdir, "canary"), "validator-off", None, max_stage=0,
+    halting_scenario(args, os.path.join(workdir, "canary"), "incident", None, max_stage=0,
                      halt_within_s=30, from_content=True, sample="v3-bad-21-fields.json")
 
 
