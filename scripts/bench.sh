@@ -20,7 +20,10 @@
 # Env: RINGFENCE_BENCH_BUILD (build dir; default build-bench), BENCH_HOSTS / BENCH_BIG / BENCH_LP /
 #      BENCH_DUR / BENCH_REPS / BENCH_CONNS override the counts; BENCH_PROFILE=1 samples the server
 #      with `perf record -e cpu-clock` during the first repetition of each server target and writes
-#      the top symbols to bench/out/profile-TARGET-CONNS.txt.
+#      the top symbols to bench/out/profile-TARGET-CONNS.txt; BENCH_PROFILE=callgrind runs the
+#      fleet server under valgrind's callgrind and writes the instruction counts of each target's
+#      first repetition (zeroed before, dumped after) to bench/out/callgrind-TARGET-CONNS.txt
+#      (use it with --quick and BENCH_LP=20: everything runs ~50x slower).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -70,7 +73,11 @@ put() { printf '%s\t%s\n' "$1" "$2" >> "$results"; }   # key value
 start_server() {
   local name=$1 dir=$2 t0 t1
   t0=$(date +%s%N)
-  RINGFENCE_ADMIN_TOKEN=$token "$server_bin" --data-dir "$dir" --listen 127.0.0.1:0 --threads 1 \
+  local wrap=()
+  if [ "${BENCH_PROFILE:-0}" = callgrind ] && [ "$name" = fleet ]; then
+    wrap=(valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" --dump-instr=no)
+  fi
+  RINGFENCE_ADMIN_TOKEN=$token "${wrap[@]}" "$server_bin" --data-dir "$dir" --listen 127.0.0.1:0 --threads 1 \
     --no-access-log --heartbeat-s 3600 --exposed-heartbeat-s 3600 --healthy-after-s 0 \
     > "$work/$name.out" 2> "$work/$name.err" &
   spid=$!; pids+=("$spid")
@@ -168,10 +175,27 @@ wrk_run() {  # MODE CONNS URL -> appends the BENCH json line to $work/wrk-MODE-C
     perf record -q -e cpu-clock -F 999 -g -p "$fleet_pid" -o "$work/perf.data" -- sleep "$dur" 2>/dev/null &
     perf_pid=$!
   fi
+  local cg=0
+  if [ "${BENCH_PROFILE:-0}" = callgrind ] && [ "$mode" != static ] && [ "$rep" = 1 ]; then
+    cg=1; callgrind_control -z "$fleet_pid" >/dev/null
+  fi
   BENCH_MODE=$mode BENCH_HOSTS="$work/hosts.lua" BENCH_VERSION=$v2 \
     timeout $((dur + 30)) wrk -t1 -c"$conns" -d"${dur}s" --timeout 5s -s bench/wrk_agent.lua "$target" \
     > "$work/wrk.txt" 2>&1 || { cat "$work/wrk.txt" >&2; fail "wrk $mode $conns"; }
   grep '^BENCH ' "$work/wrk.txt" | sed 's/^BENCH //' >> "$work/wrk-$mode-$conns.jsonl"
+  if [ $cg = 1 ]; then  # instructions of exactly this target's requests
+    callgrind_control --dump="$mode-$conns" "$fleet_pid" >/dev/null
+    local f=
+    for _ in $(seq 300); do  # the dump is written when the server next runs
+      f=$(ls -t "$work"/callgrind.out.* 2>/dev/null | head -1 || true); [ -n "$f" ] && [ "$f" != "${cg_last:-}" ] && break
+      sleep 0.1
+    done
+    [ -n "$f" ] && [ "$f" != "${cg_last:-}" ] || fail "no callgrind dump for $mode"
+    cg_last=$f; sleep 1
+    cp "$f" "$out/callgrind.out.$mode-$conns"
+    { grep '^BENCH ' "$work/wrk.txt" || true; callgrind_annotate --threshold=100 "$f" 2>/dev/null | head -150; } \
+      > "$out/callgrind-$mode-$conns.txt"
+  fi
   if [ -n "$perf_pid" ]; then
     wait "$perf_pid" || true
     perf report -i "$work/perf.data" --no-children --stdio --sort symbol 2>/dev/null \

@@ -28,7 +28,7 @@ Expected<proto::EnrollResponse> Service::enroll(const proto::EnrollRequest& req)
   auto existing = m.fleet.find(req.host_id);
   if (existing) h = m.fleet.at(*existing);
   h.id = req.host_id;
-  h.credential_hash = proto::sha256_hex(secret);
+  h.credential_hash = fleet::Digest32::from_hex(proto::sha256_hex(secret));
   if (auto t = labels.find("tenant"); t != labels.end()) h.tenant = t->second;
   h.labels = m.fleet.intern(std::move(labels));
   h.agent_version = req.agent_version;
@@ -37,7 +37,7 @@ Expected<proto::EnrollResponse> Service::enroll(const proto::EnrollRequest& req)
   json chans = json::object();
   for (const auto& c : h.channels) chans[c.channel] = {{"version", c.version}, {"state", c.state}};
   // Durable before answering: the credential must survive a restart.
-  RF_CHECK(m.store.upsert_hosts({{h.id, h.credential_hash, json(*h.labels).dump(), h.tenant,
+  RF_CHECK(m.store.upsert_hosts({{h.id.str(), h.credential_hash.hex(), json(*h.labels).dump(), h.tenant,
                                   h.pinned, h.agent_version, h.enrolled, h.last_seen_ms / 1000,
                                   chans.dump()}}));
   auto idx = m.fleet.upsert(std::move(h));
@@ -69,7 +69,9 @@ DesiredAnswer Service::Impl::compute_desired(HostIndex i, bool want_body) {
     bool rollback;
   };
   std::vector<Pick> picked;
-  std::uint64_t tag = proto::fnv1a64(h.id) ^ (desired_generation * 0x9e3779b97f4a7c15ULL);
+  auto id_text = h.id.text();
+  std::uint64_t tag = proto::fnv1a64(std::string_view(id_text.data(), id_text.size())) ^
+                      (desired_generation * 0x9e3779b97f4a7c15ULL);
   for (auto& [name, ch] : channels) {
     const Release* chosen = nullptr;
     Rollout* r = active_rollout(name);
@@ -218,13 +220,14 @@ Status Service::heartbeat(std::int64_t host, const proto::Heartbeat& hb) {
   auto now = m.clock.now_ms();
   ++m.heartbeats_total;
   // Boot loop signal: a new boot id with a short uptime while exposed.
-  bool rebooted = !h.boot_id.empty() && h.boot_id != hb.boot_id;
-  h.boot_id = hb.boot_id;
+  auto boot = hb.boot_id.empty() ? 0 : proto::fnv1a64(hb.boot_id) | 1;  // 0 = none reported
+  bool rebooted = h.boot_id_hash != 0 && h.boot_id_hash != boot;
+  h.boot_id_hash = boot;
   h.uptime_s = hb.uptime_s;
   h.last_seen_ms = now;
   h.channels.clear();
   for (const auto& [name, st] : hb.channels) h.channels.push_back({name, st.version, st.state});
-  h.dirty = true;
+  m.fleet.mark_dirty(i);
   for (auto& [id, r] : m.rollouts) {
     if (!rollout::is_active(r.state)) continue;
     auto e = r.exposed.find(i);
@@ -238,8 +241,8 @@ Status Service::heartbeat(std::int64_t host, const proto::Heartbeat& hb) {
     }
     if (e->second.applied && rebooted && hb.uptime_s < 120 && !e->second.failed) {
       m.mark_failed(r, e->second, false);
-      (void)m.event("host:" + h.id, "boot_loop_suspected", r.id,
-                    {{"host_id", h.id}, {"uptime_s", hb.uptime_s}});
+      (void)m.event("host:" + h.id.str(), "boot_loop_suspected", r.id,
+                    {{"host_id", h.id.str()}, {"uptime_s", hb.uptime_s}});
       changed = true;
     }
     if (running && e->second.applied && !e->second.failed && !e->second.healthy &&
@@ -298,7 +301,7 @@ Status Service::reports(std::int64_t host, const std::vector<proto::Report>& rep
   h.last_seen_ms = now;
   for (const auto& r : reports) {
     ++m.reports_total;
-    m.pending_reports.push_back({h.id, r.boot_id, std::string(proto::to_string(r.kind)), r.time,
+    m.pending_reports.push_back({h.id.str(), r.boot_id, std::string(proto::to_string(r.kind)), r.time,
                                  r.channel, r.version, r.detail_json, now / 1000});
     if (r.channel && r.version) {
       m.host_signal(i, *r.channel, *r.version, r.kind);
@@ -320,12 +323,12 @@ Status Service::Impl::flush_hosts() {
     const auto& h = fleet.at(i);
     json chans = json::object();
     for (const auto& c : h.channels) chans[c.channel] = {{"version", c.version}, {"state", c.state}};
-    rows.push_back({h.id, h.credential_hash, json(*h.labels).dump(), h.tenant, h.pinned,
+    rows.push_back({h.id.str(), h.credential_hash.hex(), json(*h.labels).dump(), h.tenant, h.pinned,
                     h.agent_version, h.enrolled, h.last_seen_ms / 1000, chans.dump()});
   }
   auto st = store.upsert_hosts(rows);
   if (!st) {
-    for (auto i : dirty) fleet.at(i).dirty = true;  // retry on the next flush
+    for (auto i : dirty) fleet.mark_dirty(i);  // retry on the next flush
   }
   return st;
 }

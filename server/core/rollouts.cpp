@@ -599,7 +599,7 @@ Expected<json> Service::preview(const json& body) const {
       }
       counted[i] = true;
       ++n;
-      if (sample.size() < 20) sample.push_back(h.id);
+      if (sample.size() < 20) sample.push_back(h.id.str());
     }
     cumulative += n;
     stages.push_back({{"stage", s},

@@ -4,6 +4,7 @@
 //
 // Threading: not thread-safe; the server core serialises access under its state mutex.
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -20,15 +21,47 @@ namespace ringfence::server::fleet {
 using HostIndex = std::uint32_t;
 inline constexpr HostIndex kNoHost = 0xffffffffu;
 
+// A host id, a canonical lower-case UUID (proto::is_uuid), held as its 16 bytes. The text form
+// is rebuilt on demand; it orders and compares like the text.
+class HostId {
+ public:
+  HostId() = default;
+  // Aborts unless s is a canonical lower-case UUID: every path into the registry validated it.
+  HostId(std::string_view s);  // NOLINT(google-explicit-constructor): ids read as their text
+  HostId& operator=(std::string_view s) { return *this = HostId(s); }
+  std::string str() const;
+  // The 36 characters of the text form, without allocating.
+  std::array<char, 36> text() const noexcept;
+  const std::array<std::uint8_t, 16>& bytes() const noexcept { return b_; }
+  friend bool operator==(const HostId&, const HostId&) = default;
+  friend auto operator<=>(const HostId&, const HostId&) = default;
+
+ private:
+  std::array<std::uint8_t, 16> b_{};
+};
+
+// A SHA-256 digest held as 32 bytes (the store keeps the hex form).
+struct Digest32 {
+  std::array<std::uint8_t, 32> bytes{};
+  // Aborts unless hex is 64 hex digits (digests come from proto::sha256_hex or the store).
+  static Digest32 from_hex(std::string_view hex);
+  std::string hex() const;
+  // Constant time: every byte is compared.
+  bool equals(const Digest32& o) const noexcept;
+};
+
 struct ChannelRun {
   std::string channel;
   std::int64_t version = 0;
   std::string state;  // as the agent reported it
 };
 
+// One enrolled host: ~200 bytes plus its reported channels (bench/RESULTS.md, memory per host).
+// Short strings (tenant, agent_version) stay inside the std::string (no allocation up to 15
+// characters).
 struct Host {
-  std::string id;
-  std::string credential_hash;  // sha256 hex of the secret part of the credential
+  HostId id;
+  Digest32 credential_hash;  // sha256 of the secret part of the credential
   std::shared_ptr<const proto::Labels> labels;  // interned: identical label sets are shared
   std::string tenant;
   std::string agent_version;
@@ -36,10 +69,12 @@ struct Host {
   int ring = -1;  // index into rings(), -1 when no ring matches (no rings defined)
   bool pinned = false;
   bool deleted = false;
-  bool dirty = false;  // changed since the last flush
+  bool dirty = false;  // changed since the last flush: set through Registry::mark_dirty
   std::int64_t enrolled = 0;    // unix s
   std::int64_t last_seen_ms = 0;
-  std::string boot_id;
+  // The last reported boot id, as proto::fnv1a64 of its text (only compared for "rebooted");
+  // 0 = none reported yet.
+  std::uint64_t boot_id_hash = 0;
   std::int64_t uptime_s = 0;
   std::vector<ChannelRun> channels;  // last reported
 };
@@ -57,11 +92,13 @@ class Registry {
   // Adds or replaces a host by id; returns its index. Computes bucket and ring.
   HostIndex upsert(Host h);
   void remove(HostIndex i);
-  std::optional<HostIndex> find(std::string_view host_id) const;
+  std::optional<HostIndex> find(std::string_view host_id) const;  // nullopt also for non-UUIDs
+  std::optional<HostIndex> find(const HostId& id) const;
+  void reserve(std::size_t hosts);  // before loading a fleet of known size
   Host& at(HostIndex i) { return hosts_[i]; }
   const Host& at(HostIndex i) const { return hosts_[i]; }
   std::size_t slots() const noexcept { return hosts_.size(); }  // including deleted slots
-  std::size_t live() const noexcept { return index_.size(); }
+  std::size_t live() const noexcept { return live_; }
 
   // Interns a label set (tenant is also a label: "tenant").
   std::shared_ptr<const proto::Labels> intern(proto::Labels labels);
@@ -75,12 +112,25 @@ class Registry {
   // The ring a host belongs to under the current rings.
   int ring_for(const Host& h) const;
 
+  // Marks a host changed since the last flush (O(1); the flush does not scan the fleet).
+  void mark_dirty(HostIndex i);
   std::vector<HostIndex> dirty_hosts();  // and clears the flags
 
  private:
+  // index_: open addressing (linear probing, backward-shift deletion) over HostIndex values,
+  // keyed by hosts_[i].id; a power-of-two size at most half full. 4-8 bytes per host instead of a
+  // node per host.
+  static constexpr HostIndex kEmptySlot = kNoHost;
+  std::size_t slot_of(const HostId& id) const noexcept;
+  void index_insert(HostIndex i);
+  void index_erase(const HostId& id);
+  void index_grow(std::size_t want);
+
   std::vector<Host> hosts_;
-  std::unordered_map<std::string, HostIndex> index_;
+  std::vector<HostIndex> index_;
+  std::size_t live_ = 0;
   std::vector<HostIndex> free_;
+  std::vector<HostIndex> dirty_;  // marked since the last dirty_hosts(); may hold stale entries
   std::vector<Ring> rings_;
   std::map<proto::Labels, std::weak_ptr<const proto::Labels>> interned_;
 };
