@@ -11,6 +11,7 @@ asserts the outcome, printing the timeline (from /v1/events and /v1/rollouts/{id
              stage; every exposed live host ends on stable
   crash      a release that crashes hosts (with crash reports) is halted within seconds
   rise5x     a 5x crash-rate rise over the background is caught before it leaves the first rings
+  noise      rise5x's control: the same background and policy, a healthy release completes
   incident   the 21-field release is refused (422) by sample-sensor's check (and by the pinned
              schema); with the validator off it is caught by the canary
   demo       (for scripts/demo.sh) one fleet: a good rollout, then the 21-field release
@@ -216,10 +217,11 @@ def make_policies(api, fleet_hosts, bake=(6, 6, 4)):
     # rise5x: judged by the sequential test alone against the control cohort (every host not on
     # the release). The absolute floor is off (max_failure_rate 1.0): with a compressed, high
     # background one crash among the 4 canary hosts would otherwise halt a good release too.
-    # The early ring bakes long enough for the test to see the rise; min_hosts stay small.
+    # The first stage is the early ring (10%): a canary of 1-4 hosts cannot tell a 5x rise from
+    # noise, and one whose only host crashed never becomes healthy, so it would wait forever.
+    # The early ring bakes long enough for the test to see the rise.
     lenient = {"max_failure_rate": 1.0}
     api.post("/v1/policies", {"name": "rise5x", "stages": [
-        {"ring": "canary", "percent": 100, "bake_s": 8, "min_hosts": 1, "gate": lenient},
         {"ring": "early", "percent": 100, "bake_s": 45, "min_hosts": 5, "gate": lenient},
         {"ring": "broad", "percent": 100, "bake_s": 5, "min_hosts": broad_min, "gate": lenient}]})
 
@@ -471,10 +473,25 @@ def scenario_rise5x(args, workdir):
     # Background: B crashes per host per hour; the release adds 4B (5x in all). Compressed time:
     # a real background of 0.5%/h is scaled up (default 36/h, i.e. ~26% of hosts crash at least
     # once in 30 s) so that a stage of seconds sees what a real stage sees over days. The release
-    # must be halted before it leaves the first two rings (canary, early: ~10% of the fleet).
+    # must be halted in its first ring (early, ~10% of the fleet), before it reaches broad.
     b = args.background_rate
-    halting_scenario(args, workdir, "rise5x", f"crash-rate:{4 * b:g}", max_stage=1, background=b,
+    halting_scenario(args, workdir, "rise5x", f"crash-rate:{4 * b:g}", max_stage=0, background=b,
                      policy="rise5x")
+
+
+def scenario_noise(args, workdir):
+    """rise5x's control experiment: the same background, the same policy, a healthy release.
+    It must complete, or rise5x's halt would prove nothing."""
+    b = args.background_rate
+    env = Env(args, workdir, background=b)
+    try:
+        rel = release(env.api, CHANNEL, content("v2-good.json", "noise-2"), "healthy, under noise")
+        r, _ = run_rollout(env.api, env.fleet, CHANNEL, rel["version"], "rise5x", finished, 150,
+                           "healthy release under background crashes")
+        summary("noise", r, args.hosts, None, env.fleet)
+        check(r["state"] == "completed", f"the healthy release ended {r['state']}, not completed")
+    finally:
+        env.close()
 
 
 def scenario_incident(args, workdir):
@@ -558,6 +575,7 @@ SCENARIOS = {
     "silent": scenario_silent,
     "crash": scenario_crash,
     "rise5x": scenario_rise5x,
+    "noise": scenario_noise,
     "incident": scenario_incident,
     "demo": scenario_demo,
 }
