@@ -42,8 +42,13 @@ Expected<proto::EnrollResponse> Service::enroll(const proto::EnrollRequest& req)
                                   chans.dump()}}));
   auto idx = m.fleet.upsert(std::move(h));
   ++m.enrolls_total;
-  // A re-enrolled host's old parked polls end now (its old credential is gone).
-  m.waiters.erase(idx);
+  // A re-enrolled host's old parked polls end now (its old credential is gone): each gets its
+  // answer (a 304) rather than being dropped, so no agent connection is left hanging.
+  auto [first, last] = m.waiters.equal_range(idx);
+  std::vector<Waiter> ended;
+  for (auto it = first; it != last; ++it) ended.push_back(std::move(it->second));
+  m.waiters.erase(first, last);
+  for (auto& w : ended) w.reply(DesiredAnswer{true, w.etag, {}});
   return proto::EnrollResponse{req.host_id, req.host_id + "." + secret, m.heartbeat_for(idx),
                                m.opt.poll_s};
 }

@@ -291,10 +291,12 @@ Expected<json> Service::quarantine_release(const Principal& by, const std::strin
   auto saved_stable = ch.stable_version;
   rel.state = ReleaseState::Quarantined;
   if (ch.stable_version == version) {
-    // The stable release itself is bad: fall back to the newest earlier non-quarantined one.
+    // The stable release itself is bad: fall back to the newest earlier release that was stable
+    // once (superseded). A release that never passed a rollout must not reach the whole fleet
+    // through this back door; with none, the channel has no stable release.
     ch.stable_version.reset();
     for (auto p = ch.releases.rbegin(); p != ch.releases.rend(); ++p) {
-      if (p->first < version && p->second.state != ReleaseState::Quarantined) {
+      if (p->first < version && p->second.state == ReleaseState::Superseded) {
         ch.stable_version = p->first;
         p->second.state = ReleaseState::Stable;
         break;
@@ -311,6 +313,7 @@ Expected<json> Service::quarantine_release(const Principal& by, const std::strin
   });
   if (!st) {
     rel = saved_release;
+    if (ch.stable_version) ch.releases[*ch.stable_version].state = ReleaseState::Superseded;
     ch.stable_version = saved_stable;
     return tl::unexpected(st.error());
   }

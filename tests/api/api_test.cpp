@@ -310,7 +310,9 @@ TEST_F(Api, ReleaseEngineerWalk) {
   for (const auto& e : ev) {
     kinds.insert(e["kind"]);
     EXPECT_FALSE(e["actor"].get<std::string>().empty());
-    if (e["kind"] == "rollout_abort") EXPECT_EQ(e["data"]["reason"], "walk over");
+    if (e["kind"] == "rollout_abort") {
+      EXPECT_EQ(e["data"]["reason"], "walk over");
+    }
   }
   for (const char* k : {"rollout_created", "rollout_start", "rollout_pause", "rollout_resume", "rollout_approve",
                         "rollout_abort"}) {
@@ -838,6 +840,50 @@ TEST(ApiProcess, WithoutAnEnvTokenTheAdminTokenIsWritten0600) {
   ASSERT_GT(again.port(), 0);
   EXPECT_EQ(Client(again.port()).get("/v1/tokens", tok).status, 200);
   EXPECT_EQ(trim(slurp(data + "/admin.token")), tok);
+}
+
+TEST(ApiProcess, TheDashboardServesItsFixedFilesOnlyWithAWebDir) {
+  testing::TempDir dir;
+  auto web = dir.path() + "/web";
+  std::filesystem::create_directories(web + "/vendor");
+  std::ofstream(web + "/index.html") << "<!doctype html><title>rf</title>";
+  std::ofstream(web + "/app.js") << "console.log(1);";
+  std::ofstream(web + "/app.css") << "body{}";
+  std::ofstream(web + "/vendor/uPlot.iife.min.js") << "var uPlot;";
+  // vendor/uPlot.min.css left out on purpose: a missing file is a 404, not a 500.
+  std::ofstream(dir.path() + "/secret.txt") << "not served";
+  auto data = dir.path() + "/data";
+  Server s(data, {{"RINGFENCE_ADMIN_TOKEN", kAdmin}}, {"--web-dir", web});
+  ASSERT_GT(s.port(), 0) << slurp(data + ".log");
+  Client c(s.port());
+  struct File {
+    const char* route;
+    const char* type_prefix;
+    const char* body;
+  };
+  for (const File& f : {File{"/", "text/html", "<!doctype html><title>rf</title>"},
+                        File{"/app.js", "application/javascript", "console.log(1);"},
+                        File{"/app.css", "text/css", "body{}"},
+                        File{"/vendor/uPlot.iife.min.js", "application/javascript", "var uPlot;"}}) {
+    auto r = c.get(f.route, "");
+    EXPECT_EQ(r.status, 200) << f.route;
+    EXPECT_EQ(r.body, f.body) << f.route;
+    EXPECT_EQ(r.header("content-type").rfind(f.type_prefix, 0), 0u) << f.route << ": " << r.header("content-type");
+  }
+  auto missing = c.get("/vendor/uPlot.min.css", "");
+  EXPECT_EQ(missing.status, 404);
+  EXPECT_TRUE(missing.is_error_shape());
+  // Only the fixed list: no path is built from the request.
+  for (const char* p : {"/index.html", "/secret.txt", "/../secret.txt", "/%2e%2e/secret.txt", "/vendor/../app.js"}) {
+    auto r = c.get(p, "");
+    EXPECT_TRUE(r.status == 404 || r.status == 400) << p << ": " << r.status;
+    EXPECT_EQ(r.body.find("not served"), std::string::npos) << p;
+  }
+  // Without --web-dir (the Api fixture's servers) "/" is not a route at all.
+  testing::TempDir other;
+  Server plain(other.path() + "/data", {{"RINGFENCE_ADMIN_TOKEN", kAdmin}});
+  ASSERT_GT(plain.port(), 0);
+  EXPECT_EQ(Client(plain.port()).get("/", "").status, 404);
 }
 
 TEST(ApiProcess, BadStartUpIsOneClearLineAndExitCode1) {

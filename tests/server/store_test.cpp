@@ -89,5 +89,54 @@ TEST(Store, TransactionRollsBackOnError) {
   EXPECT_TRUE(snap->rings.empty());
 }
 
+
+TEST(Migrator, StepByStepEveryVersionIsRecorded) {
+  testing::TempDir dir;
+  auto path = dir.path() + "/steps.db";
+  const auto& all = embedded_migrations();
+  for (std::size_t k = 1; k <= all.size(); ++k) {
+    std::vector<Migration> prefix(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(k));
+    auto s = open_sqlite(path, prefix);
+    ASSERT_TRUE(s) << all[k - 1].name << ": " << s.error().message;
+    EXPECT_EQ(*sqlite_user_version(path), all[k - 1].version) << all[k - 1].name;
+  }
+  // The fully migrated database works as a store.
+  auto s = open_sqlite(path, all);
+  ASSERT_TRUE(s);
+  ASSERT_TRUE((*s)->put_ring({"r1", 0, R"({"buckets":[0,1]})", ""}));
+  auto snap = (*s)->load();
+  ASSERT_TRUE(snap);
+  EXPECT_EQ(snap->rings.size(), 1u);
+}
+
+TEST(Migrator, AFailedFirstStepLeavesAnEmptyDatabase) {
+  testing::TempDir dir;
+  auto path = dir.path() + "/r.db";
+  std::vector<Migration> steps = {{1, "0001_bogus", "CREATE TABLE a(x INTEGER); THIS IS NOT SQL;"}};
+  auto s = open_sqlite(path, steps);
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().code, "migration_failed");
+  EXPECT_NE(s.error().message.find("0001_bogus"), std::string::npos) << s.error().message;
+  EXPECT_EQ(*sqlite_user_version(path), 0);
+  // Table a was rolled back with the step: creating it again succeeds.
+  steps[0].sql = "CREATE TABLE a(x INTEGER);";
+  ASSERT_TRUE(open_sqlite(path, steps));
+  EXPECT_EQ(*sqlite_user_version(path), 1);
+}
+
+TEST(Migrator, TheRefusalNamesBothVersions) {
+  testing::TempDir dir;
+  auto path = dir.path() + "/r.db";
+  std::vector<Migration> newer = {{1, "0001_a", "CREATE TABLE a(x INTEGER);"},
+                                  {7, "0007_b", "CREATE TABLE b(x INTEGER);"}};
+  ASSERT_TRUE(open_sqlite(path, newer));
+  auto old = open_sqlite(path, {newer[0]});
+  ASSERT_FALSE(old);
+  EXPECT_EQ(old.error().errc, Errc::Unavailable);
+  EXPECT_NE(old.error().message.find("7"), std::string::npos) << old.error().message;
+  EXPECT_NE(old.error().message.find("1"), std::string::npos) << old.error().message;
+  EXPECT_EQ(*sqlite_user_version(path), 7);  // untouched
+}
+
 }  // namespace
 }  // namespace ringfence::server::store
