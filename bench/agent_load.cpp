@@ -1,8 +1,9 @@
 // agent_load: the benchmark's own agent-API client (plain Asio, one thread, hand-written HTTP/1.1).
 //
-//   agent_load prime    --port P --creds FILE --out LUA [--conns 64]
+//   agent_load prime    --port P --creds FILE --out TSV [--conns 64]
 //       GETs /v1/agent/desired once for every credential (which also exposes the host to a
-//       rollout in progress) and writes `hosts = {{"<credential>", "<etag>"}, ...}` for wrk.
+//       rollout in progress) and writes one line "<credential>\t<etag>" per host for wrk's
+//       script (a data file, not Lua source: LuaJIT allows 65 536 constants per chunk).
 //   agent_load longpoll --port P --creds FILE --hosts N --token ADMIN --abort PATH [--wait S]
 //       Holds N long polls (one connection each: GET /v1/agent/desired?wait=S with the host's
 //       current ETag), waits until the server reports them all parked (ringfence_long_polls),
@@ -215,9 +216,7 @@ int main(int argc, char** argv) {
     auto t0 = Clock::now();
     prime(io, ep, creds, etags, std::atoi(get("--conns", "64").c_str()));
     std::ofstream out(get("--out"));
-    out << "hosts = {\n";
-    for (std::size_t i = 0; i < creds.size(); ++i) out << "{\"" << creds[i] << "\", " << etags[i] << "},\n";
-    out << "}\n";
+    for (std::size_t i = 0; i < creds.size(); ++i) out << creds[i] << '\t' << etags[i] << '\n';
     std::printf("{\"primed\": %zu, \"seconds\": %.3f}\n", creds.size(),
                 std::chrono::duration<double>(Clock::now() - t0).count());
     return 0;

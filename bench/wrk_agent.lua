@@ -2,11 +2,18 @@
 --   static     GET the path on the command line (the nginx reference)
 --   304 / 200  GET /v1/agent/desired with each host's credential, with / without If-None-Match
 --   heartbeat  POST /v1/agent/heartbeat with a realistic body
--- Requests walk the host list of BENCH_HOSTS (a Lua file: hosts = {{credential, etag}, ...}).
+-- Requests walk the host list of BENCH_HOSTS (lines "credential<TAB>etag", from agent_load prime).
 -- done() prints one line "BENCH {json}" with requests/s, latency percentiles (ms) and errors.
 local mode = os.getenv("BENCH_MODE") or "static"
 local version = os.getenv("BENCH_VERSION") or "1"
-if mode ~= "static" then dofile(os.getenv("BENCH_HOSTS")) end
+local hosts = {}
+if mode ~= "static" then
+  for line in io.lines(os.getenv("BENCH_HOSTS")) do
+    local cred, etag = line:match("^([^\t]+)\t(.+)$")
+    if cred then hosts[#hosts + 1] = { cred, etag } end
+  end
+  if #hosts == 0 then error("no hosts in " .. os.getenv("BENCH_HOSTS")) end
+end
 local i = 0
 local hb = '{"boot_id":"6f1c2a9e-4b7d-4e55-9a0c-2f3b8d1e7a44","uptime_s":86400,' ..
            '"channels":{"detections":{"version":' .. version .. ',"state":"active"}}}'

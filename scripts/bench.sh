@@ -141,7 +141,7 @@ api -X POST "$url/v1/rollouts/$r2/start" -d '{}' >/dev/null
 
 # Every host polls once (and is exposed to release 2); wrk gets each host's credential + ETag.
 say "priming $hosts hosts' ETags"
-"$load_bin" prime --port "${url##*:}" --creds "$work/creds.txt" --out "$work/hosts.lua" > "$work/prime.json"
+"$load_bin" prime --port "${url##*:}" --creds "$work/creds.txt" --out "$work/hosts.tsv" > "$work/prime.json"
 curl -sS --fail-with-body -H "Authorization: Bearer $cred" "$url/v1/agent/desired" > "$work/desired.json"
 size=$(stat -c %s "$work/desired.json"); put answer_bytes "$size"
 curl -sS -D - -o /dev/null -H "Authorization: Bearer $cred" "$url/v1/agent/desired" | tr -d '\r' > "$work/desired.head"
@@ -184,9 +184,10 @@ wrk_run() {  # MODE CONNS URL -> appends the BENCH json line to $work/wrk-MODE-C
   if [ "${BENCH_PROFILE:-0}" = callgrind ] && [ "$mode" != static ] && [ "$rep" = 1 ]; then
     cg=1; callgrind_control -z "$fleet_pid" >/dev/null
   fi
-  BENCH_MODE=$mode BENCH_HOSTS="$work/hosts.lua" BENCH_VERSION=$v2 \
+  BENCH_MODE=$mode BENCH_HOSTS="$work/hosts.tsv" BENCH_VERSION=$v2 \
     timeout $((dur + 30)) wrk -t1 -c"$conns" -d"${dur}s" --timeout 5s -s bench/wrk_agent.lua "$target" \
     > "$work/wrk.txt" 2>&1 || { cat "$work/wrk.txt" >&2; fail "wrk $mode $conns"; }
+  grep -q '^BENCH ' "$work/wrk.txt" || { cat "$work/wrk.txt" >&2; fail "wrk $mode $conns printed no figures"; }
   grep '^BENCH ' "$work/wrk.txt" | sed 's/^BENCH //' >> "$work/wrk-$mode-$conns.jsonl"
   if [ $cg = 1 ]; then  # instructions of exactly this target's requests
     callgrind_control --dump="$mode-$conns" "$fleet_pid" >/dev/null
