@@ -57,9 +57,19 @@ Status only_keys(const json& obj, std::initializer_list<std::string_view> allowe
   return {};
 }
 
-Expected<std::string> get_string(const json& obj, std::string_view key, std::size_t max_len) {
+namespace {
+const json* find_field(const json& obj, std::string_view key) {
   auto it = obj.find(key);
-  if (it == obj.end() || it->is_null()) {
+  return it == obj.end() ? nullptr : &*it;
+}
+}  // namespace
+
+Expected<std::string> get_string(const json& obj, std::string_view key, std::size_t max_len) {
+  return string_field(find_field(obj, key), key, max_len);
+}
+
+Expected<std::string> string_field(const json* it, std::string_view key, std::size_t max_len) {
+  if (it == nullptr || it->is_null()) {
     return fail(Errc::InvalidArgument, field_error(key, "is required"));
   }
   if (!it->is_string()) return fail(Errc::InvalidArgument, field_error(key, "must be a string"));
@@ -74,8 +84,12 @@ Expected<std::string> get_string(const json& obj, std::string_view key, std::siz
 
 Expected<std::optional<std::string>> get_opt_string(const json& obj, std::string_view key,
                                                     std::size_t max_len) {
-  auto it = obj.find(key);
-  if (it == obj.end() || it->is_null()) return std::optional<std::string>{};
+  return opt_string_field(find_field(obj, key), key, max_len);
+}
+
+Expected<std::optional<std::string>> opt_string_field(const json* it, std::string_view key,
+                                                      std::size_t max_len) {
+  if (it == nullptr || it->is_null()) return std::optional<std::string>{};
   if (!it->is_string()) return fail(Errc::InvalidArgument, field_error(key, "must be a string"));
   const auto& s = it->get_ref<const std::string&>();
   if (s.size() > max_len) {
@@ -87,7 +101,12 @@ Expected<std::optional<std::string>> get_opt_string(const json& obj, std::string
 
 Expected<std::int64_t> get_int(const json& obj, std::string_view key, std::int64_t lo,
                                std::int64_t hi) {
-  auto v = get_opt_int(obj, key, lo, hi);
+  return int_field(find_field(obj, key), key, lo, hi);
+}
+
+Expected<std::int64_t> int_field(const json* it, std::string_view key, std::int64_t lo,
+                                 std::int64_t hi) {
+  auto v = opt_int_field(it, key, lo, hi);
   if (!v) return tl::unexpected(v.error());
   if (!*v) return fail(Errc::InvalidArgument, field_error(key, "is required"));
   return **v;
@@ -95,8 +114,12 @@ Expected<std::int64_t> get_int(const json& obj, std::string_view key, std::int64
 
 Expected<std::optional<std::int64_t>> get_opt_int(const json& obj, std::string_view key,
                                                   std::int64_t lo, std::int64_t hi) {
-  auto it = obj.find(key);
-  if (it == obj.end() || it->is_null()) return std::optional<std::int64_t>{};
+  return opt_int_field(find_field(obj, key), key, lo, hi);
+}
+
+Expected<std::optional<std::int64_t>> opt_int_field(const json* it, std::string_view key,
+                                                    std::int64_t lo, std::int64_t hi) {
+  if (it == nullptr || it->is_null()) return std::optional<std::int64_t>{};
   std::int64_t v = 0;
   if (it->is_number_integer()) {
     if (it->is_number_unsigned() &&

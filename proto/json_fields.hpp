@@ -44,6 +44,19 @@ Expected<std::optional<double>> get_opt_number(const nlohmann::json& obj, std::s
                                                double lo, double hi);
 Expected<std::optional<bool>> get_opt_bool(const nlohmann::json& obj, std::string_view key);
 
+// The same checks on a value already found (nullptr = absent), for streaming decoders; `key`
+// names the field in the error.
+Expected<std::string> string_field(const nlohmann::json* v, std::string_view key,
+                                   std::size_t max_len = 256);
+Expected<std::optional<std::string>> opt_string_field(const nlohmann::json* v,
+                                                      std::string_view key,
+                                                      std::size_t max_len = 256);
+Expected<std::int64_t> int_field(const nlohmann::json* v, std::string_view key, std::int64_t lo,
+                                 std::int64_t hi);
+Expected<std::optional<std::int64_t>> opt_int_field(const nlohmann::json* v,
+                                                    std::string_view key, std::int64_t lo,
+                                                    std::int64_t hi);
+
 // Writes {"error":{"code":..,"message":..[,"details":..]}}.
 std::string error_body(const Error& e);
 

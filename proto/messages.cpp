@@ -228,28 +228,174 @@ Expected<DesiredState> decode_desired_state(std::string_view body) {
   return m;
 }
 
-Expected<Heartbeat> decode_heartbeat(std::string_view body) {
-  RF_TRY(j, parse_object(body, "heartbeat"));
-  RF_CHECK(only_keys(j, {"boot_id", "uptime_s", "channels", "desired_etag"}));
-  Heartbeat m;
-  RF_TRY(boot, get_string(j, "boot_id", 64));
-  RF_TRY(up, get_int(j, "uptime_s", 0, 100LL * 365 * 86400));
-  m.boot_id = boot;
-  m.uptime_s = up;
-  auto ch = j.find("channels");
-  if (ch != j.end() && !ch->is_null()) {
-    if (!ch->is_object() || ch->size() > kMaxChannels) {
+namespace {
+// The heartbeat is the one body every host sends every few seconds, so it is decoded straight
+// from the parser's events (nlohmann's SAX interface) instead of through a DOM: no tree of maps
+// is built and thrown away per request. The rules are exactly decode_heartbeat's contract (the
+// json_fields checks on each value; tests/proto compares it with a DOM decoder on hostile
+// input): when a key repeats, its last value counts, as in a DOM; a syntax error outranks
+// everything, then nesting deeper than 32, an unknown field, then the fields in order.
+class HeartbeatReader final : public nlohmann::json_sax<json> {
+ public:
+  static constexpr int kMaxDepth = 32;  // as parse_json
+
+  Expected<Heartbeat> finish(bool parsed) {
+    if (too_deep_) {
+      return fail(Errc::InvalidArgument, "JSON nested deeper than " + std::to_string(kMaxDepth),
+                  "invalid_json");
+    }
+    if (!parsed) return fail(Errc::InvalidArgument, "body is not valid JSON", "invalid_json");
+    if (!root_object_) return fail(Errc::InvalidArgument, "heartbeat must be a JSON object");
+    if (unknown_) return tl::unexpected(*unknown_);
+    Heartbeat m;
+    RF_TRY(boot, string_field(boot_ ? &*boot_ : nullptr, "boot_id", 64));
+    RF_TRY(up, int_field(uptime_ ? &*uptime_ : nullptr, "uptime_s", 0, 100LL * 365 * 86400));
+    m.boot_id = std::move(boot);
+    m.uptime_s = up;
+    if (channels_kind_ == Kind::Wrong || channels_.size() > kMaxChannels) {
       return fail(Errc::InvalidArgument, "field 'channels' must be an object of at most 64");
     }
-    for (auto it = ch->begin(); it != ch->end(); ++it) {
-      if (!is_name(it.key())) return fail(Errc::InvalidArgument, "invalid channel name");
-      RF_CHECK(require_object(*it, "channel status"));
-      RF_TRY(version, get_int(*it, "version", 0, kMaxVersion));
-      RF_TRY(state, get_opt_string(*it, "state", 32));
-      m.channels[it.key()] = ChannelStatus{version, state.value_or("active")};
+    for (auto& [name, c] : channels_) {  // name order, as a DOM walk
+      if (!is_name(name)) return fail(Errc::InvalidArgument, "invalid channel name");
+      if (!c.is_object) return fail(Errc::InvalidArgument, "channel status must be a JSON object");
+      RF_TRY(version, int_field(c.version ? &*c.version : nullptr, "version", 0, kMaxVersion));
+      RF_TRY(state, opt_string_field(c.state ? &*c.state : nullptr, "state", 32));
+      m.channels[name] = ChannelStatus{version, state.value_or("active")};
+    }
+    return m;
+  }
+
+  bool null() override { return value(json()); }
+  bool boolean(bool v) override { return value(json(v)); }
+  bool number_integer(number_integer_t v) override { return value(json(v)); }
+  bool number_unsigned(number_unsigned_t v) override { return value(json(v)); }
+  bool number_float(number_float_t v, const string_t&) override { return value(json(v)); }
+  bool string(string_t& v) override { return value(json(std::move(v))); }
+  bool binary(binary_t&) override { return value(json()); }  // not produced by JSON text
+
+  bool start_object(std::size_t) override { return open(true); }
+  bool start_array(std::size_t) override { return open(false); }
+  bool end_object() override { return close(); }
+  bool end_array() override { return close(); }
+
+  bool key(string_t& k) override {
+    if (skip_ || depth_ > 3) return true;
+    if (depth_ == 1) {
+      key1_ = k;
+      if (k != "boot_id" && k != "uptime_s" && k != "channels" && k != "desired_etag" &&
+          !unknown_) {
+        unknown_ = Error{Errc::InvalidArgument, "unknown field '" + k.substr(0, 64) + "'",
+                         "unknown_field"};
+      }
+    } else if (depth_ == 2) {
+      auto& c = channels_[k];  // a repeated channel: the last one counts
+      c = Channel{};
+      chan_ = &c;
+    } else {
+      key3_ = k;
+    }
+    return true;
+  }
+
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+    return false;
+  }
+
+ private:
+  enum class Kind { None, Object, Wrong };
+  struct Channel {
+    bool is_object = false;
+    std::optional<json> version, state;
+  };
+
+  // A scalar at the current position.
+  bool value(json v) {
+    if (skip_) return true;
+    if (depth_ == 1 && in_root_) {
+      field1(std::move(v));
+    } else if (depth_ == 2 && channels_open_) {
+      chan_->is_object = false;  // "c": 1
+    } else if (depth_ == 3 && status_open_) {
+      field3(std::move(v));
+    }
+    return true;
+  }
+  void field1(json v) {
+    if (key1_ == "boot_id") boot_ = std::move(v);
+    if (key1_ == "uptime_s") uptime_ = std::move(v);
+    if (key1_ == "channels") {
+      channels_.clear();
+      channels_kind_ = v.is_null() ? Kind::None : Kind::Wrong;
     }
   }
-  return m;
+  void field3(json v) {
+    if (key3_ == "version") chan_->version = std::move(v);
+    if (key3_ == "state") chan_->state = std::move(v);
+  }
+
+  bool open(bool object) {
+    ++depth_;
+    if (depth_ > kMaxDepth) {
+      too_deep_ = true;
+      return false;
+    }
+    if (skip_) return true;
+    if (depth_ == 1) {
+      root_object_ = object;
+      in_root_ = object;
+      if (!object) skip_ = 1;
+    } else if (depth_ == 2 && in_root_) {
+      // The value of a top-level field.
+      if (key1_ == "channels") {
+        channels_.clear();
+        channels_kind_ = object ? Kind::Object : Kind::Wrong;
+        channels_open_ = object;
+        if (!object) skip_ = depth_;
+      } else {
+        // A container where a scalar belongs (or desired_etag's value, which is not read).
+        json marker = object ? json::object() : json::array();
+        field1(std::move(marker));
+        skip_ = depth_;
+      }
+    } else if (depth_ == 3 && channels_open_) {
+      chan_->is_object = object;
+      status_open_ = object;
+      if (!object) skip_ = depth_;
+    } else if (depth_ == 4 && status_open_) {
+      field3(object ? json::object() : json::array());
+      skip_ = depth_;
+    }
+    return true;
+  }
+  bool close() {
+    if (skip_ == depth_) skip_ = 0;
+    if (!skip_) {
+      if (depth_ == 3) status_open_ = false;
+      if (depth_ == 2) channels_open_ = false;
+      if (depth_ == 1) in_root_ = false;
+    }
+    --depth_;
+    return true;
+  }
+
+  int depth_ = 0;
+  int skip_ = 0;  // > 0: inside a container opened at this depth whose contents are not read
+  bool too_deep_ = false, root_object_ = false, in_root_ = false;
+  bool channels_open_ = false, status_open_ = false;
+  std::string key1_, key3_;
+  std::optional<Error> unknown_;
+  std::optional<json> boot_, uptime_;
+  Kind channels_kind_ = Kind::None;
+  std::map<std::string, Channel> channels_;
+  Channel* chan_ = nullptr;
+};
+}  // namespace
+
+Expected<Heartbeat> decode_heartbeat(std::string_view body) {
+  HeartbeatReader r;
+  bool ok = json::sax_parse(body.begin(), body.end(), &r, json::input_format_t::json,
+                            /*strict=*/true, /*ignore_comments=*/false);
+  return r.finish(ok);
 }
 
 Expected<std::vector<Report>> decode_reports(std::string_view body) {

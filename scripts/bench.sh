@@ -23,7 +23,8 @@
 #      the top symbols to bench/out/profile-TARGET-CONNS.txt; BENCH_PROFILE=callgrind runs the
 #      fleet server under valgrind's callgrind and writes the instruction counts of each target's
 #      first repetition (zeroed before, dumped after) to bench/out/callgrind-TARGET-CONNS.txt
-#      (use it with --quick and BENCH_LP=20: everything runs ~50x slower).
+#      (use it with --quick and BENCH_LP=20: everything runs ~50x slower). BENCH_KEEP=1 keeps the
+#      work dir (server logs, wrk output, the seeded stores).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -60,7 +61,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$work"
+  if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench: kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -177,7 +178,8 @@ curl -sS -D - -o /dev/null "http://127.0.0.1:$nport/desired.json" | tr -d '\r' >
 wrk_run() {  # MODE CONNS URL -> appends the BENCH json line to $work/wrk-MODE-CONNS.jsonl
   local mode=$1 conns=$2 target=$3 perf_pid=
   if [ "${BENCH_PROFILE:-0}" = 1 ] && [ "$mode" != static ] && [ "$rep" = 1 ]; then
-    perf record -q -e cpu-clock -F 999 -g -p "$fleet_pid" -o "$work/perf.data" -- sleep "$dur" 2>/dev/null &
+    # shellcheck disable=SC2086  # BENCH_PERF_ARGS: e.g. "--call-graph dwarf" for call chains
+    perf record -q -e cpu-clock -F 999 ${BENCH_PERF_ARGS:--g} -p "$fleet_pid" -o "$work/perf.data" -- sleep "$dur" 2>/dev/null &
     perf_pid=$!
   fi
   local cg=0
@@ -206,6 +208,9 @@ wrk_run() {  # MODE CONNS URL -> appends the BENCH json line to $work/wrk-MODE-C
     wait "$perf_pid" || true
     perf report -i "$work/perf.data" --no-children --stdio --sort symbol 2>/dev/null \
       | grep -E '^ +[0-9]' | cut -c1-160 | head -40 > "$out/profile-$mode-$conns.txt" || true
+    # Inclusive (self + callees): what a request path and the periodic tick cost as a whole.
+    perf report -i "$work/perf.data" --children --stdio --sort symbol -g none 2>/dev/null \
+      | grep -E '^ +[0-9]' | cut -c1-160 | head -60 > "$out/profile-inclusive-$mode-$conns.txt" || true
   fi
 }
 for conns in $conns_list; do
@@ -327,9 +332,13 @@ if "agent" in doc:
       f"VmRSS idle in a long poll {a['rss_kib']/1024:.2f} MiB")
 elif quick != "1":
     p("\nAgent footprint (from agent/FOOTPRINT.md; BENCH_AGENT=1 re-measures):")
-    for l in open("agent/FOOTPRINT.md"):
-        if l.startswith("| **MinSizeRel**") or l.startswith("| build |") or l.startswith("|---|---|"):
-            p(l.rstrip())
+    rows = [l.rstrip() for l in open("agent/FOOTPRINT.md")]
+    head = next((i for i, l in enumerate(rows) if l.startswith("| build |")), None)
+    if head is not None:
+        p(rows[head]); p(rows[head + 1])  # the header and its separator
+    for l in rows:
+        if l.startswith("| **MinSizeRel**"):
+            p(l)
 p(f"\nSeeding (Service::enroll, one SQLite row each): {doc['seed_enrolls_per_s']}")
 p(f"Written: {json_out}")
 if bad:

@@ -230,9 +230,26 @@ Status Service::heartbeat(std::int64_t host, const proto::Heartbeat& hb) {
   h.boot_id_hash = boot;
   h.uptime_s = hb.uptime_s;
   h.last_seen_ms = now;
-  h.channels.clear();
-  for (const auto& [name, st] : hb.channels) h.channels.push_back({name, st.version, st.state});
-  m.fleet.mark_dirty(i);
+  // Most heartbeats repeat what the host said last time: then only last_seen is new, and it goes
+  // to the store through the bounded seen queue instead of a full row write.
+  bool same = h.channels.size() == hb.channels.size();
+  if (same) {
+    auto c = h.channels.begin();
+    for (const auto& [name, st] : hb.channels) {  // both in channel-name order
+      if (c->channel != name || c->version != st.version || c->state != st.state) {
+        same = false;
+        break;
+      }
+      ++c;
+    }
+  }
+  if (same) {
+    m.fleet.mark_seen(i);
+  } else {
+    h.channels.clear();
+    for (const auto& [name, st] : hb.channels) h.channels.push_back({name, st.version, st.state});
+    m.fleet.mark_dirty(i);
+  }
   for (auto& [id, r] : m.rollouts) {
     if (!rollout::is_active(r.state)) continue;
     auto e = r.exposed.find(i);
@@ -319,8 +336,8 @@ Status Service::reports(std::int64_t host, const std::vector<proto::Report>& rep
   return {};
 }
 
-Status Service::Impl::flush_hosts() {
-  auto dirty = fleet.dirty_hosts();
+Status Service::Impl::flush_hosts(std::size_t max) {
+  auto dirty = fleet.dirty_hosts(max);
   if (dirty.empty()) return {};
   std::vector<store::HostRow> rows;
   rows.reserve(dirty.size());
@@ -334,6 +351,19 @@ Status Service::Impl::flush_hosts() {
   auto st = store.upsert_hosts(rows);
   if (!st) {
     for (auto i : dirty) fleet.mark_dirty(i);  // retry on the next flush
+  }
+  return st;
+}
+
+Status Service::Impl::flush_seen(std::size_t max) {
+  auto seen = fleet.seen_hosts(max);
+  if (seen.empty()) return {};
+  std::vector<store::HostSeenRow> rows;
+  rows.reserve(seen.size());
+  for (auto i : seen) rows.push_back({fleet.at(i).id.str(), fleet.at(i).last_seen_ms / 1000});
+  auto st = store.touch_hosts(rows);
+  if (!st) {
+    for (auto i : seen) fleet.mark_seen(i);  // retry later
   }
   return st;
 }
@@ -360,25 +390,31 @@ void Service::tick() {
       ++it;
     }
   }
-  // Silence: applied, then nothing for k exposed-heartbeat intervals = suspected crash.
-  auto silence_ms = m.opt.silence_intervals * m.opt.exposed_heartbeat_s * 1000 + 1000;
+  // Silence: applied, then nothing for k exposed-heartbeat intervals = suspected crash. A scan
+  // visits every exposed host, so it runs only once the earliest deadline has come (a fleet
+  // heartbeating on time is scanned every silence - heartbeat interval, not every tick).
+  auto silence_ms = m.silence_ms();
   for (auto& [id, r] : m.rollouts) {
     if (r.state != State::Baking && r.state != State::AwaitingApproval && r.state != State::Paused) continue;
-    bool changed = false;
-    for (auto& [hi, e] : r.exposed) {
-      if (!e.applied || e.failed) continue;
-      const auto& h = m.fleet.at(hi);
-      auto last = std::max(h.last_seen_ms, e.applied_ms);
-      if (now - last > silence_ms) {
-        m.mark_failed(r, e, true);
-        changed = true;
+    if (now > r.next_silence_scan_ms) {
+      auto next = now + silence_ms;
+      for (auto& [hi, e] : r.exposed) {
+        if (!e.applied || e.failed) continue;
+        const auto& h = m.fleet.at(hi);
+        auto deadline = std::max(h.last_seen_ms, e.applied_ms) + silence_ms;
+        if (now > deadline) {
+          m.mark_failed(r, e, true);
+        } else {
+          next = std::min(next, deadline);
+        }
       }
+      r.next_silence_scan_ms = next;
     }
-    (void)changed;
     m.evaluate(r);  // also catches bake expiry
   }
   m.refresh_manifests();
-  (void)m.flush_hosts();
+  (void)m.flush_hosts(Impl::kHostRowsPerTick);
+  (void)m.flush_seen(Impl::kSeenRowsPerTick);
   (void)m.flush_reports();
 }
 
@@ -394,6 +430,7 @@ void Service::flush() {
   auto& m = *impl_;
   std::lock_guard lock(m.mu);
   (void)m.flush_hosts();
+  (void)m.flush_seen(SIZE_MAX);
   (void)m.flush_reports();
 }
 

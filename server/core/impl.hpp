@@ -99,6 +99,10 @@ struct Rollout {
   // leave fewer than kMinControlHosts unexposed hosts, e.g. stages at 100 % of their ring).
   std::unordered_set<HostIndex> control_failed_ring, control_failed_fleet;
   std::unordered_map<HostIndex, Exposure> exposed;
+  // The earliest time an applied host of this rollout can be found silent: the tick scans the
+  // exposed hosts only from then on (heartbeats only push deadlines later; mark_applied pulls
+  // this earlier). 0 = scan at the next tick (as after a restart).
+  std::int64_t next_silence_scan_ms = 0;
 };
 
 struct Waiter {
@@ -180,7 +184,17 @@ struct Service::Impl {
   void mark_applied(Rollout& r, Exposure& e, std::int64_t when_ms);
   std::int64_t heartbeat_for(HostIndex h) const;
   void publish(const store::EventRow& row);
-  Status flush_hosts();
+  Status flush_hosts(std::size_t max = SIZE_MAX);
+  // Silence: applied, then nothing for k exposed-heartbeat intervals (plus a second of grace).
+  std::int64_t silence_ms() const { return opt.silence_intervals * opt.exposed_heartbeat_s * 1000 + 1000; }
+  // Writes last_seen of up to max hosts of the seen queue (heartbeats that changed nothing else).
+  Status flush_seen(std::size_t max);
+  // Per tick (4 per second): bounds both the store's write rate for plain heartbeats and the time
+  // a tick holds the loop; last_seen in the store then lags by at most seen_pending / 8192 s
+  // (12 s for 100 000 hosts heartbeating faster than that; the API reads memory, never lags).
+  static constexpr std::size_t kSeenRowsPerTick = 2048;
+  // Full host rows (reported channels changed) per tick; the shutdown flush writes all.
+  static constexpr std::size_t kHostRowsPerTick = 1024;
   Status flush_reports();
   // Re-signs manifests of offered releases (validated, rolling, stable) whose expiry is less
   // than half a TTL away, so content an agent may still need never looks stale. Cheap when

@@ -187,6 +187,7 @@ void Service::Impl::mark_applied(Rollout& r, Exposure& e, std::int64_t when_ms) 
   if (e.applied) return;
   e.applied = true;
   e.applied_ms = when_ms;
+  r.next_silence_scan_ms = std::min(r.next_silence_scan_ms, when_ms + silence_ms());
   ++r.stages[e.stage].counts.applied;
   if (!r.first_apply_ms) r.first_apply_ms = when_ms;
 }

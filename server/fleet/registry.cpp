@@ -257,17 +257,38 @@ void Registry::mark_dirty(HostIndex i) {
   dirty_.push_back(i);
 }
 
-std::vector<HostIndex> Registry::dirty_hosts() {
+void Registry::mark_seen(HostIndex i) {
+  auto& h = hosts_[i];
+  if (h.seen_queued || h.dirty) return;
+  h.seen_queued = true;
+  seen_.push_back(i);
+}
+
+std::vector<HostIndex> Registry::seen_hosts(std::size_t max) {
   std::vector<HostIndex> out;
-  out.reserve(dirty_.size());
-  for (auto i : dirty_) {
+  while (!seen_.empty() && out.size() < max) {
+    auto i = seen_.front();
+    seen_.pop_front();
+    auto& h = hosts_[i];
+    if (!h.seen_queued) continue;  // a stale entry (slot removed, or flushed as dirty)
+    h.seen_queued = false;
+    if (!h.deleted && !h.dirty) out.push_back(i);
+  }
+  return out;
+}
+
+std::vector<HostIndex> Registry::dirty_hosts(std::size_t max) {
+  std::vector<HostIndex> out;
+  out.reserve(std::min(max, dirty_.size()));
+  while (!dirty_.empty() && out.size() < max) {
+    auto i = dirty_.front();
+    dirty_.pop_front();
     // A removed (or removed and re-used) slot may be listed twice or no longer be dirty.
     if (hosts_[i].dirty && !hosts_[i].deleted) {
       out.push_back(i);
       hosts_[i].dirty = false;
     }
   }
-  dirty_.clear();
   std::sort(out.begin(), out.end());  // the store sees hosts in index order, as before
   return out;
 }

@@ -5,7 +5,9 @@
 // Threading: not thread-safe; the server core serialises access under its state mutex.
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -70,6 +72,7 @@ struct Host {
   bool pinned = false;
   bool deleted = false;
   bool dirty = false;  // changed since the last flush: set through Registry::mark_dirty
+  bool seen_queued = false;  // last_seen awaits its write: set through Registry::mark_seen
   std::int64_t enrolled = 0;    // unix s
   std::int64_t last_seen_ms = 0;
   // The last reported boot id, as proto::fnv1a64 of its text (only compared for "rebooted");
@@ -114,7 +117,17 @@ class Registry {
 
   // Marks a host changed since the last flush (O(1); the flush does not scan the fleet).
   void mark_dirty(HostIndex i);
-  std::vector<HostIndex> dirty_hosts();  // and clears the flags
+  // Up to max of the hosts marked dirty, oldest marks first, in index order; clears their flags.
+  std::vector<HostIndex> dirty_hosts(std::size_t max = SIZE_MAX);
+  std::size_t dirty_pending() const noexcept { return dirty_.size(); }
+  // Marks a host whose only change is last_seen (a heartbeat that reported nothing new). These
+  // are written at a bounded rate (seen_hosts), so a fleet heartbeating fast costs the store at
+  // most that rate: each host is queued once however often it heartbeats meanwhile.
+  void mark_seen(HostIndex i);
+  // Up to max hosts from the front of the seen queue (oldest first), flags cleared; hosts that are
+  // also dirty are skipped (their full row carries last_seen).
+  std::vector<HostIndex> seen_hosts(std::size_t max);
+  std::size_t seen_pending() const noexcept { return seen_.size(); }
 
  private:
   // index_: open addressing (linear probing, backward-shift deletion) over HostIndex values,
@@ -130,7 +143,8 @@ class Registry {
   std::vector<HostIndex> index_;
   std::size_t live_ = 0;
   std::vector<HostIndex> free_;
-  std::vector<HostIndex> dirty_;  // marked since the last dirty_hosts(); may hold stale entries
+  std::deque<HostIndex> dirty_;   // FIFO of mark_dirty(); may hold stale entries
+  std::deque<HostIndex> seen_;    // FIFO of mark_seen(); may hold stale entries
   std::vector<Ring> rings_;
   std::map<proto::Labels, std::weak_ptr<const proto::Labels>> interned_;
 };

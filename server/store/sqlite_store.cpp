@@ -256,6 +256,18 @@ class SqliteStore final : public Store {
       return {};
     });
   }
+  Status touch_hosts(const std::vector<HostSeenRow>& rows) override {
+    return transaction([&]() -> Status {
+      Stmt st(db_, "UPDATE hosts SET last_seen = ? WHERE host_id = ?");
+      if (!st.ok()) return error("prepare");
+      for (const auto& h : rows) {
+        st.bind({h.last_seen, h.host_id});
+        if (st.step() != SQLITE_DONE) return error("host write");
+        st.reset();
+      }
+      return {};
+    });
+  }
   Status delete_host(const std::string& host_id) override {
     return run("DELETE FROM hosts WHERE host_id = ?", {host_id});
   }

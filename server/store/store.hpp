@@ -34,6 +34,11 @@ struct HostRow {
   std::int64_t enrolled = 0, last_seen = 0;
   std::string channels_json = "{}";
 };
+// A heartbeat that changed nothing but the time it was seen: only last_seen is written.
+struct HostSeenRow {
+  std::string host_id;
+  std::int64_t last_seen = 0;
+};
 struct RingRow {
   std::string name;
   std::int64_t rank = 0;
@@ -116,6 +121,8 @@ class Store {
   virtual Status delete_token(const std::string& name) = 0;
   virtual Status put_enroll_token(const EnrollTokenRow& r) = 0;
   virtual Status upsert_hosts(const std::vector<HostRow>& rows) = 0;  // batch, one transaction
+  // Sets last_seen of existing hosts (batch, one transaction); unknown ids are ignored.
+  virtual Status touch_hosts(const std::vector<HostSeenRow>& rows) = 0;
   virtual Status delete_host(const std::string& host_id) = 0;
   virtual Status put_ring(const RingRow& r) = 0;  // upsert
   virtual Status delete_ring(const std::string& name) = 0;

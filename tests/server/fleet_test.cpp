@@ -133,13 +133,18 @@ TEST(Registry, IndexFindsRemovesAndReusesAcrossGrowth) {
   EXPECT_EQ(r.at(1).agent_version, "2");
 }
 
-TEST(Registry, DirtyHostsAreListedOnceAndCleared) {
-  Registry r;
-  for (int i = 0; i < 10; ++i) {
+// Hosts uuid(0..n-1) in slots 0..n-1.
+void add_hosts(Registry& r, int n) {
+  for (int i = 0; i < n; ++i) {
     Host h;
     h.id = uuid(i);
     r.upsert(std::move(h));
   }
+}
+
+TEST(Registry, DirtyHostsAreListedOnceAndCleared) {
+  Registry r;
+  add_hosts(r, 10);
   r.mark_dirty(5);
   r.mark_dirty(2);
   r.mark_dirty(5);
@@ -148,6 +153,31 @@ TEST(Registry, DirtyHostsAreListedOnceAndCleared) {
   EXPECT_EQ(r.dirty_hosts(), (std::vector<HostIndex>{2, 5}));
   EXPECT_TRUE(r.dirty_hosts().empty());
   EXPECT_FALSE(r.at(5).dirty);
+  // Bounded: the oldest marks first (each batch in index order), the rest stay pending.
+  for (HostIndex i : {8u, 1u, 6u, 0u}) r.mark_dirty(i);
+  EXPECT_EQ(r.dirty_hosts(3), (std::vector<HostIndex>{1, 6, 8}));
+  EXPECT_EQ(r.dirty_pending(), 1u);
+  EXPECT_TRUE(r.at(0).dirty);
+  EXPECT_EQ(r.dirty_hosts(3), (std::vector<HostIndex>{0}));
+}
+
+TEST(Registry, SeenHostsAreQueuedOnceInOrderAndBounded) {
+  Registry r;
+  add_hosts(r, 10);
+  for (HostIndex i : {7u, 3u, 7u, 1u, 4u, 8u, 3u}) r.mark_seen(i);
+  EXPECT_EQ(r.seen_pending(), 5u);  // 7 3 1 4 8: a host heartbeating again is not queued twice
+  r.mark_dirty(4);                  // its full row will carry last_seen
+  r.remove(1);
+  EXPECT_EQ(r.seen_hosts(2), (std::vector<HostIndex>{7, 3}));
+  EXPECT_EQ(r.seen_hosts(100), (std::vector<HostIndex>{8}));
+  EXPECT_TRUE(r.seen_hosts(100).empty());
+  EXPECT_EQ(r.seen_pending(), 0u);
+  // A dirty host is not queued; once flushed as dirty it can be queued again.
+  r.mark_seen(4);
+  EXPECT_EQ(r.seen_pending(), 0u);
+  EXPECT_EQ(r.dirty_hosts(), (std::vector<HostIndex>{4}));
+  r.mark_seen(4);
+  EXPECT_EQ(r.seen_hosts(1), (std::vector<HostIndex>{4}));
 }
 
 TEST(Registry, CredentialDigestRoundTripsAndCompares) {

@@ -370,6 +370,41 @@ TEST_F(ServiceApi, PoliciesValidateAndRolloutsCopyThem) {
   EXPECT_EQ(get(rid)["stages"][0]["bake_s"], 30);
 }
 
+TEST_F(ServiceApi, HeartbeatsReachTheStoreChangedRowsInFullRepeatsAsLastSeenOnly) {
+  fleet(0, 3);
+  auto row = [&](int i) {
+    auto snap = store_->load();
+    EXPECT_TRUE(snap);
+    for (const auto& h : snap->hosts) {
+      if (h.host_id == test_uuid(i)) return h;
+    }
+    ADD_FAILURE() << "no row for host " << i;
+    return store::HostRow{};
+  };
+  heartbeat(0, version_);  // new channels: the full row
+  advance_s(1);
+  EXPECT_EQ(row(0).last_seen, clock_.now_ms() / 1000 - 1);
+  EXPECT_EQ(json::parse(row(0).channels_json)["det"]["version"], version_);
+  advance_s(100);
+  heartbeat(0, version_);  // nothing new but the time: last_seen alone
+  heartbeat(1, 0);
+  auto seen_at = clock_.now_ms() / 1000;
+  advance_s(1);
+  EXPECT_EQ(row(0).last_seen, seen_at);
+  EXPECT_EQ(json::parse(row(0).channels_json)["det"]["version"], version_);
+  EXPECT_EQ(row(1).last_seen, seen_at);
+  // A restarted server sees what memory had.
+  advance_s(50);
+  heartbeat(0, version_);
+  service_->flush();  // shutdown path: everything pending, unbounded
+  auto last = clock_.now_ms() / 1000;
+  open();
+  auto h = service_->get_host(test_uuid(0));
+  ASSERT_TRUE(h);
+  EXPECT_EQ((*h)["last_seen"], last);
+  EXPECT_EQ((*h)["channels"]["det"]["version"], version_);
+}
+
 TEST_F(ServiceApi, RolloutCreationRules) {
   fleet(1, 1);
   auto bad = [&](json body) {

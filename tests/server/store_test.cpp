@@ -74,6 +74,25 @@ TEST(Store, EventsAreAppendOnlyAndReportsIdempotent) {
   EXPECT_FALSE(st.put_token({"x", "viewer", "h1", 1}) && st.put_token({"x", "viewer", "h2", 1}));
 }
 
+TEST(Store, TouchHostsWritesOnlyLastSeen) {
+  auto s = open_sqlite(":memory:", embedded_migrations());
+  ASSERT_TRUE(s);
+  auto& st = **s;
+  HostRow h{"00000000-0000-4000-8000-000000000001", std::string(64, 'a'), R"({"os":"linux"})", "t1",
+            true, "1.0", 10, 20, R"({"det":{"version":3,"state":"active"}})"};
+  ASSERT_TRUE(st.upsert_hosts({h}));
+  ASSERT_TRUE(st.touch_hosts({{h.host_id, 99}, {"00000000-0000-4000-8000-000000000002", 5}}));
+  auto snap = st.load();
+  ASSERT_TRUE(snap);
+  ASSERT_EQ(snap->hosts.size(), 1u);  // an unknown id is not created
+  const auto& got = snap->hosts[0];
+  EXPECT_EQ(got.last_seen, 99);
+  EXPECT_EQ(got.channels_json, h.channels_json);
+  EXPECT_EQ(got.labels_json, h.labels_json);
+  EXPECT_EQ(got.credential_hash, h.credential_hash);
+  EXPECT_TRUE(got.pinned);
+}
+
 TEST(Store, TransactionRollsBackOnError) {
   auto s = open_sqlite(":memory:", embedded_migrations());
   ASSERT_TRUE(s);
