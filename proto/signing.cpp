@@ -121,6 +121,14 @@ std::string sha256_hex(std::string_view bytes) {
   return h.final_hex();
 }
 
+std::array<std::uint8_t, 32> sha256_bytes(std::string_view bytes) {
+  static_assert(crypto_hash_sha256_BYTES == 32);
+  ensure_sodium();
+  std::array<std::uint8_t, 32> out{};
+  crypto_hash_sha256(out.data(), reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
+  return out;
+}
+
 Sha256::Sha256() {
   ensure_sodium();
   crypto_hash_sha256_init(reinterpret_cast<crypto_hash_sha256_state*>(state_));

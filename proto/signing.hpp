@@ -53,6 +53,8 @@ Expected<SecretKey> parse_secret_key(std::string_view base64_text);
 
 // SHA-256 of bytes as lower-case hex (libsodium's crypto_hash_sha256).
 std::string sha256_hex(std::string_view bytes);
+// The same digest as 32 raw bytes (for comparisons on a hot path: no hex round trip).
+std::array<std::uint8_t, 32> sha256_bytes(std::string_view bytes);
 
 // Streaming SHA-256 for files and downloads.
 class Sha256 {

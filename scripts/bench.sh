@@ -8,8 +8,9 @@
 #     hosts (seeded with bench/seed_hosts: core::Service::enroll on the store, one row per host);
 #   - rollback propagation: LP hosts hold long polls, the rollout is aborted through the API, and
 #     bench/agent_load records when each poll is answered (50 / 99 / 100 %);
-#   - the agent's footprint: the figures of agent/FOOTPRINT.md; BENCH_AGENT=1 re-measures them
-#     (MinSizeRel build in build-bench-agent, tests/agent/footprint.sh), full runs only.
+#   - the agent's footprint, idle in a long poll against this server: RSS and stripped size of a
+#     MinSizeRel build (build-bench-agent, tests/agent/footprint.sh), full runs only
+#     (BENCH_AGENT=0 skips it and prints the figures of agent/FOOTPRINT.md instead).
 # The machine's load average is recorded at the start and the end: on a shared 2-core box the
 # figures move with what else runs, so the nginx reference is measured in the same run,
 # interleaved with our targets, and every figure is a median of the repetitions.
@@ -239,7 +240,7 @@ put start_ms_big "$start_ms"; put start_cpu_ms_big "$start_cpu_ms"; put rss_kib_
 rm -rf "$work/big"
 
 # ---- 7. the agent's footprint (full runs; the MinSizeRel build the agent ships as)
-if [ $quick = 0 ] && [ "${BENCH_AGENT:-0}" = 1 ]; then
+if [ $quick = 0 ] && [ "${BENCH_AGENT:-1}" = 1 ]; then
   agent_bin=${BENCH_AGENT_BIN:-}  # an agent binary to measure instead of building one
   if [ -z "$agent_bin" ]; then
     say "agent footprint (MinSizeRel build in build-bench-agent)"
@@ -331,7 +332,7 @@ if "agent" in doc:
     p(f"\nAgent (MinSizeRel, re-measured): stripped {a['stripped_bytes']/1048576:.2f} MiB, "
       f"VmRSS idle in a long poll {a['rss_kib']/1024:.2f} MiB")
 elif quick != "1":
-    p("\nAgent footprint (from agent/FOOTPRINT.md; BENCH_AGENT=1 re-measures):")
+    p("\nAgent footprint (not measured in this run, BENCH_AGENT=0; from agent/FOOTPRINT.md):")
     rows = [l.rstrip() for l in open("agent/FOOTPRINT.md")]
     head = next((i for i, l in enumerate(rows) if l.startswith("| build |")), None)
     if head is not None:

@@ -28,7 +28,7 @@ Expected<proto::EnrollResponse> Service::enroll(const proto::EnrollRequest& req)
   auto existing = m.fleet.find(req.host_id);
   if (existing) h = m.fleet.at(*existing);
   h.id = req.host_id;
-  h.credential_hash = fleet::Digest32::from_hex(proto::sha256_hex(secret));
+  h.credential_hash = fleet::Digest32::sha256_of(secret);
   if (auto t = labels.find("tenant"); t != labels.end()) h.tenant = t->second;
   h.labels = m.fleet.intern(std::move(labels));
   h.agent_version = req.agent_version;

@@ -279,10 +279,10 @@ Expected<std::int64_t> Service::authenticate_host(std::string_view header) const
     return fail(Errc::Unauthenticated, "missing or malformed host credential");
   }
   auto id = tok.substr(0, dot);
-  auto hash = proto::sha256_hex(std::string_view(tok).substr(dot + 1));
+  auto hash = fleet::Digest32::sha256_of(std::string_view(tok).substr(dot + 1));
   std::lock_guard lock(m.mu);
   auto idx = m.fleet.find(id);
-  if (!idx || !m.fleet.at(*idx).credential_hash.equals(fleet::Digest32::from_hex(hash))) {
+  if (!idx || !m.fleet.at(*idx).credential_hash.equals(hash)) {
     return fail(Errc::Unauthenticated, "unknown host credential");
   }
   return static_cast<std::int64_t>(*idx);

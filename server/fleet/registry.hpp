@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "proto/messages.hpp"
+#include "proto/signing.hpp"
 #include "server/fleet/selector.hpp"
 
 namespace ringfence::server::fleet {
@@ -47,6 +48,7 @@ struct Digest32 {
   std::array<std::uint8_t, 32> bytes{};
   // Aborts unless hex is 64 hex digits (digests come from proto::sha256_hex or the store).
   static Digest32 from_hex(std::string_view hex);
+  static Digest32 sha256_of(std::string_view bytes) { return {proto::sha256_bytes(bytes)}; }
   std::string hex() const;
   // Constant time: every byte is compared.
   bool equals(const Digest32& o) const noexcept;

@@ -134,6 +134,16 @@ TEST(Signing, Sha256) {
   h.update("");
   h.update("bc");
   EXPECT_EQ(h.final_hex(), sha256_hex("abc"));
+  auto raw = sha256_bytes("abc");
+  EXPECT_EQ(raw[0], 0xba);
+  EXPECT_EQ(raw[31], 0xad);
+  std::string hex;
+  for (auto b : raw) {
+    const char* d = "0123456789abcdef";
+    hex += d[b >> 4];
+    hex += d[b & 15];
+  }
+  EXPECT_EQ(hex, sha256_hex("abc"));
 }
 
 TEST(Signing, RandomHexAndConstantTimeEqual) {
