@@ -34,7 +34,8 @@ Expected<Labels> decode_labels(const json& obj) {
 
 Expected<Manifest> decode_manifest(const json& j) {
   RF_CHECK(require_object(j, "manifest"));
-  RF_CHECK(only_keys(j, {"channel", "version", "sha256", "size", "created", "expires"}));
+  RF_CHECK(only_keys(
+      j, {"channel", "version", "sha256", "size", "created", "expires", "rollback_from"}));
   Manifest m;
   RF_TRY(channel, get_string(j, "channel", 63));
   RF_TRY(version, get_int(j, "version", 1, kMaxVersion));
@@ -42,6 +43,10 @@ Expected<Manifest> decode_manifest(const json& j) {
   RF_TRY(size, get_int(j, "size", 0, kMaxSize));
   RF_TRY(created, get_int(j, "created", 0, kMaxTime));
   RF_TRY(expires, get_int(j, "expires", 0, kMaxTime));
+  RF_TRY(rollback_from, get_opt_int(j, "rollback_from", 1, kMaxVersion));
+  if (rollback_from && *rollback_from <= version) {
+    return fail(Errc::InvalidArgument, "manifest rollback_from must be above its version");
+  }
   if (!is_name(channel) || !is_sha256_hex(sha)) {
     return fail(Errc::InvalidArgument, "manifest has an invalid channel or sha256");
   }
@@ -51,12 +56,15 @@ Expected<Manifest> decode_manifest(const json& j) {
   m.size = size;
   m.created = created;
   m.expires = expires;
+  m.rollback_from = rollback_from;
   return m;
 }
 
 json manifest_json(const Manifest& m) {
-  return {{"channel", m.channel}, {"version", m.version}, {"sha256", m.sha256},
-          {"size", m.size},       {"created", m.created}, {"expires", m.expires}};
+  json j = {{"channel", m.channel}, {"version", m.version}, {"sha256", m.sha256},
+            {"size", m.size},       {"created", m.created}, {"expires", m.expires}};
+  if (m.rollback_from) j["rollback_from"] = *m.rollback_from;
+  return j;
 }
 
 Expected<json> parse_object(std::string_view body, std::string_view what) {
@@ -68,10 +76,14 @@ Expected<json> parse_object(std::string_view body, std::string_view what) {
 
 std::string_view to_string(ReportKind k) noexcept {
   switch (k) {
-    case ReportKind::Applied: return "applied";
-    case ReportKind::ApplyFailed: return "apply_failed";
-    case ReportKind::Crash: return "crash";
-    case ReportKind::LocalRollback: return "local_rollback";
+    case ReportKind::Applied:
+      return "applied";
+    case ReportKind::ApplyFailed:
+      return "apply_failed";
+    case ReportKind::Crash:
+      return "crash";
+    case ReportKind::LocalRollback:
+      return "local_rollback";
   }
   return "applied";
 }
@@ -103,10 +115,10 @@ std::string encode(const EnrollResponse& m) {
 std::string encode(const DesiredState& m) {
   json chans = json::array();
   for (const auto& c : m.channels) {
-    json o = {{"channel", c.channel},   {"version", c.version},
-              {"sha256", c.sha256},     {"size", c.size},
-              {"url", c.url},           {"manifest", manifest_json(c.manifest)},
-              {"signature", c.signature}};
+    json o = {
+        {"channel", c.channel},    {"version", c.version}, {"sha256", c.sha256},
+        {"size", c.size},          {"url", c.url},         {"manifest", manifest_json(c.manifest)},
+        {"signature", c.signature}};
     if (c.rollback) o["rollback"] = true;
     chans.push_back(std::move(o));
   }

@@ -52,8 +52,9 @@ struct DesiredChannel {
   std::string url;  // path on the server, e.g. /v1/blobs/<sha256>
   Manifest manifest;
   std::string signature;  // base64 Ed25519 over canonical_bytes(manifest)
-  // Set when the server sends this host *back* to this version (a rollback target): the only
-  // case in which an agent accepts a version lower than the one it runs.
+  // Set when the server sends this host *back* to this version (a rollback target, or N-1 for a
+  // pinned host). A hint for logs and dashboards only: what lets an agent accept a lower version
+  // is the signed manifest's rollback_from, never this unsigned flag.
   bool rollback = false;
 };
 

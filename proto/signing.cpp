@@ -24,6 +24,7 @@ std::string canonical_bytes(const Manifest& m) {
   // nlohmann::json objects keep keys sorted, and dump() without indent writes no white space.
   nlohmann::json j = {{"channel", m.channel}, {"version", m.version}, {"sha256", m.sha256},
                       {"size", m.size},       {"created", m.created}, {"expires", m.expires}};
+  if (m.rollback_from) j["rollback_from"] = *m.rollback_from;
   return j.dump();
 }
 
@@ -75,8 +76,8 @@ bool verify(const PublicKey& pk, std::string_view bytes, std::string_view sig_b6
 }
 
 Expected<PublicKey> parse_public_key(std::string_view base64_text) {
-  while (!base64_text.empty() && (base64_text.back() == '\n' || base64_text.back() == '\r' ||
-                                  base64_text.back() == ' ')) {
+  while (!base64_text.empty() &&
+         (base64_text.back() == '\n' || base64_text.back() == '\r' || base64_text.back() == ' ')) {
     base64_text.remove_suffix(1);
   }
   auto raw = base64_decode(base64_text);
@@ -89,8 +90,8 @@ Expected<PublicKey> parse_public_key(std::string_view base64_text) {
 }
 
 Expected<SecretKey> parse_secret_key(std::string_view base64_text) {
-  while (!base64_text.empty() && (base64_text.back() == '\n' || base64_text.back() == '\r' ||
-                                  base64_text.back() == ' ')) {
+  while (!base64_text.empty() &&
+         (base64_text.back() == '\n' || base64_text.back() == '\r' || base64_text.back() == ' ')) {
     base64_text.remove_suffix(1);
   }
   auto raw = base64_decode(base64_text);
@@ -125,7 +126,8 @@ std::array<std::uint8_t, 32> sha256_bytes(std::string_view bytes) {
   static_assert(crypto_hash_sha256_BYTES == 32);
   ensure_sodium();
   std::array<std::uint8_t, 32> out{};
-  crypto_hash_sha256(out.data(), reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
+  crypto_hash_sha256(out.data(), reinterpret_cast<const unsigned char*>(bytes.data()),
+                     bytes.size());
   return out;
 }
 

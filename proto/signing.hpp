@@ -20,11 +20,17 @@ struct Manifest {
   std::int64_t size = 0;
   std::int64_t created = 0;  // unix seconds
   std::int64_t expires = 0;  // unix seconds; an agent refuses the content after this
+  // Present only on a *downgrade authorisation*: the server signs that a host running any version
+  // v with version < v <= rollback_from may go down to `version` (after a quarantine, or for a
+  // host pinned to N-1). It is the only way an agent accepts a lower version; a replayed one
+  // cannot move a host that runs a version above rollback_from, and it expires like any manifest.
+  std::optional<std::int64_t> rollback_from;
 };
 
 // The canonical JSON of a manifest: keys in lexicographic order, no white space, integers as
 // integers. e.g. {"channel":"c","created":1,"expires":2,"sha256":"..","size":3,"version":4}
-// The signature covers exactly these bytes.
+// ("rollback_from" sits between "expires" and "sha256" when set). The signature covers exactly
+// these bytes.
 std::string canonical_bytes(const Manifest& m);
 
 using PublicKey = std::array<std::uint8_t, 32>;

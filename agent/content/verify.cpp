@@ -42,10 +42,16 @@ Status verify_entry(const proto::DesiredChannel& e, const VerifyContext& ctx) {
     return refuse("quarantined", "version " + std::to_string(e.version) +
                                      " is quarantined on this host after a crash loop");
   }
-  if (ctx.active_version && e.version < *ctx.active_version && !e.rollback) {
+  // A downgrade needs the server's signed authorisation (the manifest's rollback_from, covered
+  // by the signature checked above) reaching at least the version this host runs; the unsigned
+  // "rollback" hint of the desired entry authorises nothing.
+  if (ctx.active_version && e.version < *ctx.active_version &&
+      !(m.rollback_from && *ctx.active_version <= *m.rollback_from)) {
     return refuse("downgrade", "refusing downgrade from v" + std::to_string(*ctx.active_version) +
                                    " to v" + std::to_string(e.version) +
-                                   " without a rollback marker");
+                                   (m.rollback_from ? " (signed rollback covers up to v" +
+                                                          std::to_string(*m.rollback_from) + ")"
+                                                    : " without a signed rollback authorisation"));
   }
   if (ctx.max_size > 0 && e.size > ctx.max_size) {
     return refuse("too_large", "content of " + std::to_string(e.size) +

@@ -37,9 +37,9 @@ Expected<proto::EnrollResponse> Service::enroll(const proto::EnrollRequest& req)
   json chans = json::object();
   for (const auto& c : h.channels) chans[c.channel] = {{"version", c.version}, {"state", c.state}};
   // Durable before answering: the credential must survive a restart.
-  RF_CHECK(m.store.upsert_hosts({{h.id.str(), h.credential_hash.hex(), json(*h.labels).dump(), h.tenant,
-                                  h.pinned, h.agent_version, h.enrolled, h.last_seen_ms / 1000,
-                                  chans.dump()}}));
+  RF_CHECK(m.store.upsert_hosts(
+      {{h.id.str(), h.credential_hash.hex(), json(*h.labels).dump(), h.tenant, h.pinned,
+        h.agent_version, h.enrolled, h.last_seen_ms / 1000, chans.dump()}}));
   auto idx = m.fleet.upsert(std::move(h));
   ++m.enrolls_total;
   // A re-enrolled host's old parked polls end now (its old credential is gone): each gets its
@@ -65,6 +65,29 @@ std::int64_t Service::Impl::heartbeat_for(HostIndex i) const {
   return base + (spread > 0 ? static_cast<std::int64_t>(h.bucket) % (spread + 1) : 0);
 }
 
+const Release* Service::Impl::pinned_release(const Channel& ch) const {
+  if (!ch.stable_version) return nullptr;
+  auto stable = ch.releases.find(*ch.stable_version);
+  for (auto it = std::make_reverse_iterator(stable); it != ch.releases.rend(); ++it) {
+    if (it->second.state == ReleaseState::Superseded) return &it->second;
+  }
+  return &stable->second;
+}
+
+const Channel::Downgrade& Service::Impl::downgrade_to(Channel& ch, const Release& target) {
+  auto newest = ch.releases.rbegin()->first;
+  auto now = clock.now_ms() / 1000;
+  auto& d = ch.downgrades[target.version];
+  if (d.signature.empty() || d.manifest.rollback_from != newest ||
+      d.manifest.expires - now <= opt.manifest_ttl_s / 2) {
+    d.manifest = target.manifest;
+    d.manifest.rollback_from = newest;
+    d.manifest.expires = now + opt.manifest_ttl_s;
+    d.signature = proto::sign(key.secret_key, proto::canonical_bytes(d.manifest));
+  }
+  return d;
+}
+
 DesiredAnswer Service::Impl::compute_desired(HostIndex i, bool want_body) {
   const auto& h = fleet.at(i);
   proto::DesiredState ds;
@@ -80,13 +103,14 @@ DesiredAnswer Service::Impl::compute_desired(HostIndex i, bool want_body) {
   for (auto& [name, ch] : channels) {
     const Release* chosen = nullptr;
     Rollout* r = active_rollout(name);
-    if (r && (r->state == State::Baking || r->state == State::AwaitingApproval ||
-              r->state == State::Paused) &&
+    if (r &&
+        (r->state == State::Baking || r->state == State::AwaitingApproval ||
+         r->state == State::Paused) &&
         !h.pinned) {
       auto e = r->exposed.find(i);
       if (e != r->exposed.end()) {
         chosen = &ch.releases[r->version];
-      } else if (r->state == State::Baking && !emergency) {
+      } else if (r->state == State::Baking && !emergency && !r->halt_pending) {
         for (std::size_t s = 0; s <= r->stage; ++s) {
           if (stage_covers(*r, s, h)) {
             if (!budget_allows(h)) break;  // the stage waits: visible in its exposed count
@@ -103,15 +127,18 @@ DesiredAnswer Service::Impl::compute_desired(HostIndex i, bool want_body) {
     }
     bool rollback = false;
     if (!chosen && ch.stable_version) {
-      chosen = &ch.releases[*ch.stable_version];
-      // Sent back from a newer, quarantined release: the agent may go down to this version.
-      for (auto it = ch.releases.upper_bound(*ch.stable_version); it != ch.releases.end(); ++it) {
+      chosen = h.pinned ? pinned_release(ch) : &ch.releases[*ch.stable_version];
+      // Sent back from a newer, quarantined release, or held at N-1: the host may run a newer
+      // version than this one, so the answer carries the signed authorisation to go down.
+      rollback = h.pinned && chosen->version < ch.releases.rbegin()->first;
+      for (auto it = ch.releases.upper_bound(chosen->version); it != ch.releases.end(); ++it) {
         if (it->second.state == ReleaseState::Quarantined) rollback = true;
       }
     }
     if (!chosen) continue;
     tag = (tag ^ proto::fnv1a64(name)) * 0x100000001b3ULL;
-    tag = (tag ^ static_cast<std::uint64_t>(chosen->version) ^ (rollback ? 0x8000000000000000ULL : 0)) *
+    tag = (tag ^ static_cast<std::uint64_t>(chosen->version) ^
+           (rollback ? 0x8000000000000000ULL : 0)) *
           0x100000001b3ULL;
     if (want_body) picked.push_back({&name, chosen, rollback});
   }
@@ -133,7 +160,8 @@ DesiredAnswer Service::Impl::compute_desired(HostIndex i, bool want_body) {
       key += *p.channel;
       key += ':';
       key += std::to_string(p.release->version);
-      key += p.rollback ? "r" : "";
+      // A downgrade authorisation names the channel's newest version: part of the key.
+      if (p.rollback) key += "r" + std::to_string(channels.at(*p.channel).releases.rbegin()->first);
     }
     if (body_cache_generation != desired_generation || body_cache.size() > 4096) {
       body_cache.clear();
@@ -148,8 +176,14 @@ DesiredAnswer Service::Impl::compute_desired(HostIndex i, bool want_body) {
         dc.sha256 = p.release->sha256;
         dc.size = p.release->size;
         dc.url = "/v1/blobs/" + p.release->sha256;
-        dc.manifest = p.release->manifest;
-        dc.signature = p.release->signature;
+        if (p.rollback) {
+          const auto& down = downgrade_to(channels.at(*p.channel), *p.release);
+          dc.manifest = down.manifest;
+          dc.signature = down.signature;
+        } else {
+          dc.manifest = p.release->manifest;
+          dc.signature = p.release->signature;
+        }
         dc.rollback = p.rollback;
         ds.channels.push_back(std::move(dc));
       }
@@ -158,7 +192,9 @@ DesiredAnswer Service::Impl::compute_desired(HostIndex i, bool want_body) {
       ds.known_bad = known_bad;
       auto full = proto::encode(ds);
       auto at = full.find(kMarker);
-      it = body_cache.emplace(key, std::make_pair(full.substr(0, at), full.substr(at + kMarker.size()))).first;
+      it = body_cache
+               .emplace(key, std::make_pair(full.substr(0, at), full.substr(at + kMarker.size())))
+               .first;
     }
     a.body.reserve(it->second.first.size() + etag.size() + it->second.second.size());
     a.body = it->second.first;
@@ -175,7 +211,8 @@ Expected<std::optional<DesiredAnswer>> Service::desired(std::int64_t host,
   auto& m = *impl_;
   std::lock_guard lock(m.mu);
   auto i = static_cast<HostIndex>(host);
-  if (i >= m.fleet.slots() || m.fleet.at(i).deleted) return fail(Errc::Unauthenticated, "unknown host");
+  if (i >= m.fleet.slots() || m.fleet.at(i).deleted)
+    return fail(Errc::Unauthenticated, "unknown host");
   ++m.polls_total;
   auto& h = m.fleet.at(i);
   h.last_seen_ms = m.clock.now_ms();
@@ -186,7 +223,8 @@ Expected<std::optional<DesiredAnswer>> Service::desired(std::int64_t host,
       if (m.waiters.count(i) >= 2) {
         return fail(Errc::TooManyRequests, "this host already holds two long polls");
       }
-      m.waiters.emplace(i, Waiter{i, probe.etag, m.clock.now_ms() + wait_s * 1000, std::move(reply)});
+      m.waiters.emplace(i,
+                        Waiter{i, probe.etag, m.clock.now_ms() + wait_s * 1000, std::move(reply)});
       return std::optional<DesiredAnswer>{};
     }
     probe.not_modified = true;
@@ -220,7 +258,8 @@ Status Service::heartbeat(std::int64_t host, const proto::Heartbeat& hb) {
   auto& m = *impl_;
   std::lock_guard lock(m.mu);
   auto i = static_cast<HostIndex>(host);
-  if (i >= m.fleet.slots() || m.fleet.at(i).deleted) return fail(Errc::Unauthenticated, "unknown host");
+  if (i >= m.fleet.slots() || m.fleet.at(i).deleted)
+    return fail(Errc::Unauthenticated, "unknown host");
   auto& h = m.fleet.at(i);
   auto now = m.clock.now_ms();
   ++m.heartbeats_total;
@@ -301,7 +340,9 @@ void Service::Impl::host_signal(HostIndex i, const std::string& channel, std::in
     }
     if (version != r.version) continue;
     switch (kind) {
-      case proto::ReportKind::Applied: mark_applied(r, e->second, now); break;
+      case proto::ReportKind::Applied:
+        mark_applied(r, e->second, now);
+        break;
       case proto::ReportKind::ApplyFailed:
       case proto::ReportKind::Crash:
       case proto::ReportKind::LocalRollback:
@@ -317,14 +358,15 @@ Status Service::reports(std::int64_t host, const std::vector<proto::Report>& rep
   auto& m = *impl_;
   std::lock_guard lock(m.mu);
   auto i = static_cast<HostIndex>(host);
-  if (i >= m.fleet.slots() || m.fleet.at(i).deleted) return fail(Errc::Unauthenticated, "unknown host");
+  if (i >= m.fleet.slots() || m.fleet.at(i).deleted)
+    return fail(Errc::Unauthenticated, "unknown host");
   auto& h = m.fleet.at(i);
   auto now = m.clock.now_ms();
   h.last_seen_ms = now;
   for (const auto& r : reports) {
     ++m.reports_total;
-    m.pending_reports.push_back({h.id.str(), r.boot_id, std::string(proto::to_string(r.kind)), r.time,
-                                 r.channel, r.version, r.detail_json, now / 1000});
+    m.pending_reports.push_back({h.id.str(), r.boot_id, std::string(proto::to_string(r.kind)),
+                                 r.time, r.channel, r.version, r.detail_json, now / 1000});
     if (r.channel && r.version) {
       m.host_signal(i, *r.channel, *r.version, r.kind);
     } else if (r.kind == proto::ReportKind::Crash) {
@@ -344,7 +386,8 @@ Status Service::Impl::flush_hosts(std::size_t max) {
   for (auto i : dirty) {
     const auto& h = fleet.at(i);
     json chans = json::object();
-    for (const auto& c : h.channels) chans[c.channel] = {{"version", c.version}, {"state", c.state}};
+    for (const auto& c : h.channels)
+      chans[c.channel] = {{"version", c.version}, {"state", c.state}};
     rows.push_back({h.id.str(), h.credential_hash.hex(), json(*h.labels).dump(), h.tenant, h.pinned,
                     h.agent_version, h.enrolled, h.last_seen_ms / 1000, chans.dump()});
   }
@@ -395,13 +438,15 @@ void Service::tick() {
   // heartbeating on time is scanned every silence - heartbeat interval, not every tick).
   auto silence_ms = m.silence_ms();
   for (auto& [id, r] : m.rollouts) {
-    if (r.state != State::Baking && r.state != State::AwaitingApproval && r.state != State::Paused) continue;
+    if (r.state != State::Baking && r.state != State::AwaitingApproval && r.state != State::Paused)
+      continue;
     if (now > r.next_silence_scan_ms) {
       auto next = now + silence_ms;
       for (auto& [hi, e] : r.exposed) {
         if (!e.applied || e.failed) continue;
         const auto& h = m.fleet.at(hi);
-        auto deadline = std::max(h.last_seen_ms, e.applied_ms) + silence_ms;
+        auto deadline =
+            std::max({h.last_seen_ms, e.applied_ms, m.silence_not_before_ms}) + silence_ms;
         if (now > deadline) {
           m.mark_failed(r, e, true);
         } else {
@@ -445,11 +490,17 @@ json Service::metrics() const {
     ++by_state[std::string(rollout::to_string(r.state))];
     if (rollout::is_active(r.state) && r.stage < r.stages.size()) {
       const auto& s = r.stages[r.stage];
-      active.push_back({{"id", id}, {"channel", r.channel}, {"stage", r.stage},
-                        {"statistic", std::isfinite(s.decision.statistic) ? s.decision.statistic : 0.0},
-                        {"upper", s.decision.upper}, {"failure_rate", s.decision.failure_rate},
-                        {"exposed", s.counts.exposed}, {"applied", s.counts.applied},
-                        {"healthy", s.counts.healthy}, {"failed", s.counts.failed}});
+      active.push_back(
+          {{"id", id},
+           {"channel", r.channel},
+           {"stage", r.stage},
+           {"statistic", std::isfinite(s.decision.statistic) ? s.decision.statistic : 0.0},
+           {"upper", s.decision.upper},
+           {"failure_rate", s.decision.failure_rate},
+           {"exposed", s.counts.exposed},
+           {"applied", s.counts.applied},
+           {"healthy", s.counts.healthy},
+           {"failed", s.counts.failed}});
     }
   }
   std::map<std::string, std::int64_t> versions;

@@ -72,17 +72,19 @@ Expected<json> Service::get_channel(const std::string& name) const {
   return channel_json(it->second);
 }
 
-Expected<json> Service::put_channel(const Principal& by, const std::string& name,
-                                    const json& body, bool create_only) {
+Expected<json> Service::put_channel(const Principal& by, const std::string& name, const json& body,
+                                    bool create_only) {
   RF_CHECK(proto::only_keys(body, {"name", "schema", "validator", "max_bytes"}));
-  if (!proto::is_name(name)) return fail(Errc::InvalidArgument, "channel name must match [a-z0-9][a-z0-9._-]{0,62}");
+  if (!proto::is_name(name))
+    return fail(Errc::InvalidArgument, "channel name must match [a-z0-9][a-z0-9._-]{0,62}");
   if (auto n = body.find("name"); n != body.end() && (!n->is_string() || *n != name)) {
     return fail(Errc::InvalidArgument, "field 'name' does not match the path");
   }
   json schema = json::object();
   if (auto s = body.find("schema"); s != body.end() && !s->is_null()) schema = *s;
   RF_CHECK(proto::compile_schema(schema));
-  if (schema.dump().size() > 64 * 1024) return fail(Errc::InvalidArgument, "schema larger than 64 KiB");
+  if (schema.dump().size() > 64 * 1024)
+    return fail(Errc::InvalidArgument, "schema larger than 64 KiB");
   std::optional<json> validator;
   if (auto v = body.find("validator"); v != body.end() && !v->is_null()) {
     if (by.role < Role::Admin) {
@@ -140,7 +142,8 @@ Expected<json> Service::adopt_blob(const std::string& temp_path) {
     fs::remove(temp_path, ec);
   } else {
     fs::rename(temp_path, dest, ec);
-    if (ec) return fail(Errc::Unavailable, "cannot store blob: " + ec.message(), "storage_unavailable");
+    if (ec)
+      return fail(Errc::Unavailable, "cannot store blob: " + ec.message(), "storage_unavailable");
     ::chmod(dest.c_str(), 0444);
   }
   return json{{"sha256", sha}, {"size", size}, {"url", "/v1/blobs/" + sha}};
@@ -160,7 +163,8 @@ Expected<json> Service::create_release(const Principal& by, const std::string& c
                                        const json& body) {
   RF_CHECK(proto::only_keys(body, {"sha256", "notes", "expires_in_s"}));
   RF_TRY(sha, proto::get_string(body, "sha256", 64));
-  if (!proto::is_sha256_hex(sha)) return fail(Errc::InvalidArgument, "sha256 must be 64 lower-case hex digits");
+  if (!proto::is_sha256_hex(sha))
+    return fail(Errc::InvalidArgument, "sha256 must be 64 lower-case hex digits");
   RF_TRY(notes, proto::get_opt_string(body, "notes", 16 * 1024));
   RF_TRY(ttl, proto::get_opt_int(body, "expires_in_s", 3600, 365LL * 86400));
   auto& m = *impl_;
@@ -205,13 +209,17 @@ Expected<json> Service::create_release(const Principal& by, const std::string& c
     for (const auto& a : argv_json) argv.push_back(a.get<std::string>());
     auto timeout_s = validator->value("timeout_s", 10);
     RF_TRY(res, validation::run_validator(argv, path, std::chrono::seconds(timeout_s)));
-    validation["command"] = {{"passed", res.passed}, {"exit_code", res.exit_code},
-                             {"timed_out", res.timed_out}, {"output", res.output}};
+    validation["command"] = {{"passed", res.passed},
+                             {"exit_code", res.exit_code},
+                             {"timed_out", res.timed_out},
+                             {"output", res.output}};
     if (!res.passed) {
-      json details = {{"findings", json::array({{{"path", ""},
-                                                 {"message", "validator command refused the content"}}})},
-                      {"command", validation["command"]}};
-      return tl::unexpected(Error{Errc::Unprocessable, "the channel's validator command refused the content",
+      json details = {
+          {"findings",
+           json::array({{{"path", ""}, {"message", "validator command refused the content"}}})},
+          {"command", validation["command"]}};
+      return tl::unexpected(Error{Errc::Unprocessable,
+                                  "the channel's validator command refused the content",
                                   "validation_failed", details.dump()});
     }
   }
@@ -233,7 +241,8 @@ Expected<json> Service::create_release(const Principal& by, const std::string& c
   r.size = size;
   r.notes = notes.value_or("");
   r.created = m.now_s();
-  r.manifest = {channel, r.version, sha, size, r.created, r.created + ttl.value_or(m.opt.manifest_ttl_s)};
+  r.manifest = {channel, r.version, sha,
+                size,    r.created, r.created + ttl.value_or(m.opt.manifest_ttl_s)};
   r.signature = proto::sign(m.key.secret_key, proto::canonical_bytes(r.manifest));
   r.validation = validation;
   RF_CHECK(m.store.transaction([&]() -> Status {
@@ -264,7 +273,8 @@ Expected<json> Service::get_release(const std::string& channel, std::int64_t ver
   if (it == m.channels.end()) return fail(Errc::NotFound, "no channel named '" + channel + "'");
   auto r = it->second.releases.find(version);
   if (r == it->second.releases.end()) {
-    return fail(Errc::NotFound, "channel '" + channel + "' has no release " + std::to_string(version));
+    return fail(Errc::NotFound,
+                "channel '" + channel + "' has no release " + std::to_string(version));
   }
   return m.release_json(r->second);
 }
@@ -277,7 +287,8 @@ Expected<json> Service::quarantine_release(const Principal& by, const std::strin
   if (it == m.channels.end()) return fail(Errc::NotFound, "no channel named '" + channel + "'");
   auto rit = it->second.releases.find(version);
   if (rit == it->second.releases.end()) {
-    return fail(Errc::NotFound, "channel '" + channel + "' has no release " + std::to_string(version));
+    return fail(Errc::NotFound,
+                "channel '" + channel + "' has no release " + std::to_string(version));
   }
   auto& rel = rit->second;
   if (rel.state == ReleaseState::Quarantined) return m.release_json(rel);
@@ -329,6 +340,10 @@ void Service::Impl::refresh_manifests() {
   auto now = now_ms / 1000;
   bool changed = false;
   for (auto& [name, ch] : channels) {
+    // Downgrade authorisations near expiry are dropped; the next answer that needs one signs it.
+    changed |= std::erase_if(ch.downgrades, [&](const auto& d) {
+                 return d.second.manifest.expires - now <= opt.manifest_ttl_s / 2;
+               }) > 0;
     for (auto& [v, r] : ch.releases) {
       if (r.state == ReleaseState::Quarantined || r.state == ReleaseState::Superseded) continue;
       if (r.manifest.expires - now > opt.manifest_ttl_s / 2) continue;
@@ -375,8 +390,8 @@ Expected<std::vector<StagePlan>> parse_stages(const json& stages) {
     p.manual = approval && *approval == "manual";
     if (auto g = s.find("gate"); g != s.end() && !g->is_null()) {
       RF_CHECK(proto::require_object(*g, "gate"));
-      RF_CHECK(proto::only_keys(*g, {"alpha", "beta", "min_ratio", "baseline_floor",
-                                     "prior_rate", "prior_hosts", "max_failure_rate"}));
+      RF_CHECK(proto::only_keys(*g, {"alpha", "beta", "min_ratio", "baseline_floor", "prior_rate",
+                                     "prior_hosts", "max_failure_rate"}));
       RF_TRY(alpha, proto::get_opt_number(*g, "alpha", 1e-9, 0.5));
       RF_TRY(beta, proto::get_opt_number(*g, "beta", 1e-9, 0.5));
       RF_TRY(ratio, proto::get_opt_number(*g, "min_ratio", 1.01, 1000));
@@ -440,7 +455,8 @@ Expected<json> Service::get_policy(const std::string& name) const {
 Expected<json> Service::put_policy(const Principal& by, const std::string& name, const json& body,
                                    bool create_only) {
   RF_CHECK(proto::only_keys(body, {"name", "stages", "description"}));
-  if (!proto::is_name(name)) return fail(Errc::InvalidArgument, "policy name must match [a-z0-9][a-z0-9._-]{0,62}");
+  if (!proto::is_name(name))
+    return fail(Errc::InvalidArgument, "policy name must match [a-z0-9][a-z0-9._-]{0,62}");
   if (auto n = body.find("name"); n != body.end() && (!n->is_string() || *n != name)) {
     return fail(Errc::InvalidArgument, "field 'name' does not match the path");
   }

@@ -53,6 +53,13 @@ struct Channel {
   std::optional<std::int64_t> stable_version;
   std::int64_t created = 0;
   std::map<std::int64_t, Release> releases;
+  // Signed downgrade authorisations (manifest with rollback_from = the newest version), by the
+  // version they send hosts down to; made on first use, dropped when near expiry. Memory only.
+  struct Downgrade {
+    proto::Manifest manifest;
+    std::string signature;
+  };
+  std::map<std::int64_t, Downgrade> downgrades;
 };
 
 struct StagePlan {
@@ -103,6 +110,9 @@ struct Rollout {
   // exposed hosts only from then on (heartbeats only push deadlines later; mark_applied pulls
   // this earlier). 0 = scan at the next tick (as after a restart).
   std::int64_t next_silence_scan_ms = 0;
+  // The gate failed but the halt could not be persisted yet (store unavailable): no new host is
+  // exposed while the controller retries it on every tick.
+  bool halt_pending = false;
 };
 
 struct Waiter {
@@ -133,6 +143,10 @@ struct Service::Impl {
   bool emergency = false;
   std::string emergency_reason;
   std::uint64_t desired_generation = 0;
+  // Silence is evidence only once hosts could have spoken to this process: until then (its
+  // start plus the agents' longest backoff, kRestartGraceMs) nobody is found silent.
+  std::int64_t silence_not_before_ms = 0;
+  static constexpr std::int64_t kRestartGraceMs = 60'000;
   // Encoded desired-state bodies around the etag, by offered releases (see compute_desired).
   std::unordered_map<std::string, std::pair<std::string, std::string>> body_cache;
   std::uint64_t body_cache_generation = ~0ull;
@@ -178,6 +192,12 @@ struct Service::Impl {
   void rebuild_known_bad();
   void notify_waiters();
   DesiredAnswer compute_desired(HostIndex h, bool want_body);
+  // The release a pinned host holds: N-1, the newest once-stable (superseded) release below the
+  // channel's stable one, else the stable one; nullptr when the channel has no stable release.
+  const Release* pinned_release(const Channel& ch) const;
+  // The signed authorisation to go down to `target` from any version up to the channel's newest
+  // (signed on first use; re-signed when the newest version moved or it nears expiry).
+  const Channel::Downgrade& downgrade_to(Channel& ch, const Release& target);
   void host_signal(HostIndex h, const std::string& channel, std::int64_t version,
                    proto::ReportKind kind);
   void mark_failed(Rollout& r, Exposure& e, bool silent);

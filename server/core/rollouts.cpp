@@ -13,8 +13,11 @@ using rollout::State;
 
 namespace {
 json counts_json(const health::StageCounts& c) {
-  return {{"exposed", c.exposed}, {"applied", c.applied}, {"healthy", c.healthy},
-          {"failed", c.failed},   {"silent", c.silent}};
+  return {{"exposed", c.exposed},
+          {"applied", c.applied},
+          {"healthy", c.healthy},
+          {"failed", c.failed},
+          {"silent", c.silent}};
 }
 json decision_json(const health::GateDecision& d) {
   return {{"verdict", health::to_string(d.verdict)},
@@ -24,6 +27,13 @@ json decision_json(const health::GateDecision& d) {
           {"baseline", d.baseline},
           {"failure_rate", d.failure_rate},
           {"reason", d.reason}};
+}
+// The thresholds a decision was taken against: part of every gate event, so a decision can be
+// read back with its evidence alone.
+json params_json(const StagePlan& p) {
+  return {{"alpha", p.gate.alpha},         {"beta", p.gate.beta},
+          {"min_ratio", p.gate.min_ratio}, {"max_failure_rate", p.gate.max_failure_rate},
+          {"min_hosts", p.min_hosts},      {"bake_s", p.bake_s}};
 }
 }  // namespace
 
@@ -41,10 +51,7 @@ json Service::Impl::rollout_json(const Rollout& r) const {
     st["state"] = s.state;
     st["started"] = s.started_ms ? json(s.started_ms / 1000) : json(nullptr);
     st["gate"] = decision_json(s.decision);
-    st["gate"]["params"] = {{"alpha", p.gate.alpha},
-                            {"beta", p.gate.beta},
-                            {"min_ratio", p.gate.min_ratio},
-                            {"max_failure_rate", p.gate.max_failure_rate}};
+    st["gate"]["params"] = params_json(p);
     stages_out.push_back(std::move(st));
   }
   json j = {{"id", r.id},
@@ -66,9 +73,10 @@ json Service::Impl::rollout_json(const Rollout& r) const {
   if (opt.budget_per_hour > 0) {
     // The blast-radius budget, shared by every rollout: when it is used up, stages wait.
     auto used = budget_used(budget_minutes);
-    j["budget"] = {{"per_hour", opt.budget_per_hour},
-                   {"used_last_hour", used},
-                   {"waiting_for_budget", rollout::is_active(r.state) && used >= opt.budget_per_hour}};
+    j["budget"] = {
+        {"per_hour", opt.budget_per_hour},
+        {"used_last_hour", used},
+        {"waiting_for_budget", rollout::is_active(r.state) && used >= opt.budget_per_hour}};
   }
   return j;
 }
@@ -153,7 +161,8 @@ bool Service::Impl::stage_covers(const Rollout& r, std::size_t stage, const flee
   return h.bucket < cut;
 }
 
-std::int64_t Service::Impl::budget_used(const std::deque<std::pair<std::int64_t, std::int64_t>>& q) const {
+std::int64_t Service::Impl::budget_used(
+    const std::deque<std::pair<std::int64_t, std::int64_t>>& q) const {
   std::int64_t minute = clock.now_ms() / 60000, n = 0;
   for (const auto& [m, c] : q) {
     if (m > minute - 60) n += c;
@@ -221,7 +230,8 @@ void Service::Impl::evaluate(Rollout& r) {
   for (std::size_t i = 0; i <= r.stage; ++i) {
     if (!seen.insert(r.plan[i].ring).second) continue;
     int ri = fleet.ring_index(r.plan[i].ring);
-    if (ri >= 0) reached_ring_hosts += static_cast<std::int64_t>(fleet.rings()[static_cast<size_t>(ri)].size);
+    if (ri >= 0)
+      reached_ring_hosts += static_cast<std::int64_t>(fleet.rings()[static_cast<size_t>(ri)].size);
   }
   health::StageCounts cum;
   for (std::size_t i = 0; i <= r.stage; ++i) {
@@ -238,7 +248,8 @@ void Service::Impl::evaluate(Rollout& r) {
   cum.control_hosts = std::max<std::int64_t>(0, reached_ring_hosts - total_exposed);
   cum.control_failed = static_cast<std::int64_t>(r.control_failed_ring.size());
   if (cum.control_hosts < kMinControlHosts) {
-    cum.control_hosts = std::max<std::int64_t>(0, static_cast<std::int64_t>(fleet.live()) - total_exposed);
+    cum.control_hosts =
+        std::max<std::int64_t>(0, static_cast<std::int64_t>(fleet.live()) - total_exposed);
     cum.control_failed = static_cast<std::int64_t>(r.control_failed_fleet.size());
   }
   cum.elapsed_s = r.stages[0].started_ms ? (now - r.stages[0].started_ms) / 1000.0 : 0;
@@ -247,36 +258,49 @@ void Service::Impl::evaluate(Rollout& r) {
   cur.control_failed = cum.control_failed;
   cur.elapsed_s = st.started_ms ? (now - st.started_ms) / 1000.0 : 0;
 
-  // Failure is judged on every host the rollout reached so far (one test, one alpha); passing
-  // needs the current stage's own bake time and healthy sample.
+  // Failure is judged on every host the rollout reached so far, and on the current stage's own
+  // hosts (a ring whose hosts fail where earlier rings' did not - another OS, another site - is
+  // diluted in the cumulative figures); passing needs the current stage's own bake time and
+  // healthy sample. Two tests: a good release's false-halt bound is at most twice the one-test
+  // bound of gate.hpp.
   auto whole = health::evaluate(plan.gate, cum);
   auto decision = whole;
   if (whole.verdict != health::Verdict::Fail) {
     auto stage = health::evaluate(plan.gate, cur);
     decision = stage;
     if (stage.verdict == health::Verdict::Fail) {
-      decision.verdict = health::Verdict::Waiting;
-      decision.reason = "waiting: " + stage.reason;
+      decision.reason = "stage " + std::to_string(r.stage) + " alone: " + stage.reason;
+    } else {
+      decision.statistic = whole.statistic;
     }
-    decision.statistic = whole.statistic;
   }
   auto previous = st.decision.verdict;
   st.decision = decision;
   if (decision.verdict == health::Verdict::Fail) {
-    json evidence = {{"counts", counts_json(cum)},
+    json evidence = {{"stage", r.stage},
+                     {"counts", counts_json(cum)},
+                     {"stage_counts", counts_json(cur)},
                      {"control_hosts", cum.control_hosts},
                      {"control_failed", cum.control_failed},
-                     {"gate", decision_json(decision)}};
+                     {"gate", decision_json(decision)},
+                     {"params", params_json(plan)}};
     st.state = "failed";
-    (void)halt(r, "gate", decision.reason, evidence, false);
+    r.halt_pending = true;
+    if (halt(r, "gate", decision.reason, evidence, false)) r.halt_pending = false;
     return;
   }
   if (decision.verdict != previous && decision.verdict == health::Verdict::Waiting) {
     (void)event("gate", "gate_waiting", r.id,
-                {{"stage", r.stage}, {"counts", counts_json(cur)}, {"gate", decision_json(decision)}});
+                {{"stage", r.stage},
+                 {"counts", counts_json(cur)},
+                 {"gate", decision_json(decision)},
+                 {"params", params_json(plan)}});
   }
   if (decision.verdict != health::Verdict::Pass || r.state != State::Baking || emergency) return;
-  json ev = {{"stage", r.stage}, {"counts", counts_json(cur)}, {"gate", decision_json(decision)}};
+  json ev = {{"stage", r.stage},
+             {"counts", counts_json(cur)},
+             {"gate", decision_json(decision)},
+             {"params", params_json(plan)}};
   std::size_t next = r.stage + 1;
   if (next >= r.plan.size()) {
     // Completed: the release becomes stable; the previous stable is superseded.
@@ -293,7 +317,8 @@ void Service::Impl::evaluate(Rollout& r) {
       RF_CHECK(transition(r, Event::Finish, "gate", ev));
       RF_CHECK(persist_channel(ch));
       RF_CHECK(persist_release(ch.releases[r.version]));
-      if (old_stable && ch.releases.count(*old_stable)) RF_CHECK(persist_release(ch.releases[*old_stable]));
+      if (old_stable && ch.releases.count(*old_stable))
+        RF_CHECK(persist_release(ch.releases[*old_stable]));
       return {};
     });
     if (!ok) {
@@ -342,9 +367,10 @@ Status Service::Impl::finish_rollback(Rollout& r) {
   rebuild_known_bad();
   notify_waiters();  // long-polling hosts hear the rollback now
   if (r.state == State::Halted) {
-    RF_CHECK(transition(r, Event::RollbackDone, "controller",
-                        {{"exposed", r.exposed.size()},
-                         {"rollback_to", ch.stable_version ? json(*ch.stable_version) : json(nullptr)}}));
+    RF_CHECK(transition(
+        r, Event::RollbackDone, "controller",
+        {{"exposed", r.exposed.size()},
+         {"rollback_to", ch.stable_version ? json(*ch.stable_version) : json(nullptr)}}));
   }
   return {};
 }
@@ -361,8 +387,8 @@ void Service::Impl::rebuild_known_bad() {
 
 // ---------------------------------------------------------------- API
 
-Expected<std::vector<StagePlan>> Service::Impl::plan_from(const json& body,
-                                                         const std::optional<std::string>& policy) const {
+Expected<std::vector<StagePlan>> Service::Impl::plan_from(
+    const json& body, const std::optional<std::string>& policy) const {
   bool has_stages = body.contains("stages");
   if (policy.has_value() == has_stages) {
     return fail(Errc::InvalidArgument, "give exactly one of 'policy' or 'stages'");
@@ -396,24 +422,27 @@ Expected<json> Service::create_rollout(const Principal& by, const json& body) {
   if (cit == m.channels.end()) return fail(Errc::NotFound, "no channel named '" + channel + "'");
   auto rit = cit->second.releases.find(version);
   if (rit == cit->second.releases.end()) {
-    return fail(Errc::NotFound, "channel '" + channel + "' has no release " + std::to_string(version));
+    return fail(Errc::NotFound,
+                "channel '" + channel + "' has no release " + std::to_string(version));
   }
   if (rit->second.state != ReleaseState::Validated) {
     return fail(Errc::Conflict,
                 "release " + std::to_string(version) + " is " +
-                    std::string(to_string(rit->second.state)) + "; only a validated release can roll out",
+                    std::string(to_string(rit->second.state)) +
+                    "; only a validated release can roll out",
                 "invalid_state");
   }
   if (cit->second.stable_version && version <= *cit->second.stable_version) {
-    return fail(Errc::Conflict, "release " + std::to_string(version) +
-                                    " is not newer than the stable release " +
-                                    std::to_string(*cit->second.stable_version),
+    return fail(Errc::Conflict,
+                "release " + std::to_string(version) + " is not newer than the stable release " +
+                    std::to_string(*cit->second.stable_version),
                 "not_newer");
   }
   if (auto* active = m.active_rollout(channel)) {
     return fail(Errc::Conflict,
-                "channel '" + channel + "' already has active rollout " + std::to_string(active->id) +
-                    " (" + std::string(rollout::public_state(active->state)) + ")",
+                "channel '" + channel + "' already has active rollout " +
+                    std::to_string(active->id) + " (" +
+                    std::string(rollout::public_state(active->state)) + ")",
                 "channel_busy");
   }
   Rollout r;
@@ -428,7 +457,9 @@ Expected<json> Service::create_rollout(const Principal& by, const json& body) {
   RF_CHECK(m.store.transaction([&]() -> Status {
     RF_CHECK(m.persist_rollout(r));
     RF_CHECK(m.event(by.name, "rollout_created", r.id,
-                     {{"channel", channel}, {"version", version}, {"policy", r.policy},
+                     {{"channel", channel},
+                      {"version", version},
+                      {"policy", r.policy},
                       {"stages", stages_json(r.plan)}}));
     return {};
   }));
@@ -446,7 +477,8 @@ Expected<json> Service::list_rollouts(const std::optional<std::string>& channel,
   for (auto it = m.rollouts.rbegin(); it != m.rollouts.rend(); ++it) {
     const auto& r = it->second;
     if (channel && r.channel != *channel) continue;
-    if (state && rollout::public_state(r.state) != *state && rollout::to_string(r.state) != *state) continue;
+    if (state && rollout::public_state(r.state) != *state && rollout::to_string(r.state) != *state)
+      continue;
     out.push_back(m.rollout_json(r));
     if (out.size() >= 500) break;
   }
@@ -474,7 +506,8 @@ Expected<json> Service::rollout_action(const Principal& by, std::int64_t id,
   json data = {{"reason", reason}};
   if (action == "start") {
     if (m.emergency && r->state == State::Pending) {
-      return fail(Errc::Conflict, "emergency stop is in force; nothing may start", "emergency_stop");
+      return fail(Errc::Conflict, "emergency stop is in force; nothing may start",
+                  "emergency_stop");
     }
     bool gated = r->plan[0].manual;
     RF_TRY(out, rollout::apply(r->state, gated ? Event::StartGated : Event::Start));
@@ -581,7 +614,8 @@ Expected<json> Service::preview(const json& body) const {
   RF_TRY(policy, proto::get_opt_string(body, "policy", 63));
   auto& m = *impl_;
   std::lock_guard lock(m.mu);
-  if (channel && !m.channels.count(*channel)) return fail(Errc::NotFound, "no channel named '" + *channel + "'");
+  if (channel && !m.channels.count(*channel))
+    return fail(Errc::NotFound, "no channel named '" + *channel + "'");
   RF_TRY(plan, m.plan_from(body, policy));
   Rollout probe;
   probe.plan = plan;
@@ -603,25 +637,29 @@ Expected<json> Service::preview(const json& body) const {
       if (sample.size() < 20) sample.push_back(h.id.str());
     }
     cumulative += n;
-    stages.push_back({{"stage", s},
-                      {"ring", plan[s].ring},
-                      {"percent", plan[s].percent},
-                      {"new_hosts", n},
-                      {"pinned_hosts_held_back", pinned},
-                      {"cumulative_hosts", cumulative},
-                      {"cumulative_percent", total ? 100.0 * static_cast<double>(cumulative) / static_cast<double>(total) : 0.0},
-                      {"earliest_start_s", earliest_s},
-                      {"approval", plan[s].manual ? "manual" : "auto"},
-                      {"sample_hosts", sample}});
+    stages.push_back(
+        {{"stage", s},
+         {"ring", plan[s].ring},
+         {"percent", plan[s].percent},
+         {"new_hosts", n},
+         {"pinned_hosts_held_back", pinned},
+         {"cumulative_hosts", cumulative},
+         {"cumulative_percent",
+          total ? 100.0 * static_cast<double>(cumulative) / static_cast<double>(total) : 0.0},
+         {"earliest_start_s", earliest_s},
+         {"approval", plan[s].manual ? "manual" : "auto"},
+         {"sample_hosts", sample}});
     earliest_s += plan[s].bake_s;
   }
   return json{{"fleet_hosts", total}, {"stages", stages}, {"earliest_completion_s", earliest_s}};
 }
 
-Expected<json> Service::set_emergency_stop(const Principal& by, bool on, const std::string& reason) {
+Expected<json> Service::set_emergency_stop(const Principal& by, bool on,
+                                           const std::string& reason) {
   auto& m = *impl_;
   std::lock_guard lock(m.mu);
-  if (on && reason.empty()) return fail(Errc::InvalidArgument, "an emergency stop needs a 'reason'");
+  if (on && reason.empty())
+    return fail(Errc::InvalidArgument, "an emergency stop needs a 'reason'");
   if (m.emergency != on) {
     json v = {{"on", on}, {"reason", reason}, {"by", by.name}, {"time", m.now_s()}};
     RF_CHECK(m.store.transaction([&]() -> Status {

@@ -16,10 +16,14 @@ namespace ringfence::server::core {
 
 std::string_view to_string(Role r) noexcept {
   switch (r) {
-    case Role::Viewer: return "viewer";
-    case Role::Operator: return "operator";
-    case Role::Release: return "release";
-    case Role::Admin: return "admin";
+    case Role::Viewer:
+      return "viewer";
+    case Role::Operator:
+      return "operator";
+    case Role::Release:
+      return "release";
+    case Role::Admin:
+      return "admin";
   }
   return "viewer";
 }
@@ -34,11 +38,16 @@ std::optional<Role> role_from(std::string_view s) noexcept {
 
 std::string_view to_string(ReleaseState s) noexcept {
   switch (s) {
-    case ReleaseState::Validated: return "validated";
-    case ReleaseState::Rolling: return "rolling";
-    case ReleaseState::Stable: return "stable";
-    case ReleaseState::Quarantined: return "quarantined";
-    case ReleaseState::Superseded: return "superseded";
+    case ReleaseState::Validated:
+      return "validated";
+    case ReleaseState::Rolling:
+      return "rolling";
+    case ReleaseState::Stable:
+      return "stable";
+    case ReleaseState::Quarantined:
+      return "quarantined";
+    case ReleaseState::Superseded:
+      return "superseded";
   }
   return "validated";
 }
@@ -96,7 +105,8 @@ Status Service::load() {
     m.tokens.push_back({t.name, t.hash, role_from(t.role).value_or(Role::Viewer), t.created});
   }
   for (const auto& t : snap.enroll_tokens) {
-    m.enroll_tokens.push_back({t.name, t.hash, labels_from_json(t.labels_json), t.expires, t.created});
+    m.enroll_tokens.push_back(
+        {t.name, t.hash, labels_from_json(t.labels_json), t.expires, t.created});
   }
   RF_TRY(rings, rings_from_rows(snap.rings));
   m.fleet.set_rings(std::move(rings));
@@ -115,8 +125,8 @@ Status Service::load() {
     if (cj.is_object()) {
       for (auto it = cj.begin(); it != cj.end(); ++it) {
         if (!it->is_object()) continue;
-        host.channels.push_back({it.key(), it->value("version", std::int64_t{0}),
-                                 it->value("state", std::string())});
+        host.channels.push_back(
+            {it.key(), it->value("version", std::int64_t{0}), it->value("state", std::string())});
       }
     }
     m.fleet.upsert(std::move(host));
@@ -149,7 +159,11 @@ Status Service::load() {
     rel.notes = r.notes;
     rel.state = release_state_from(r.state).value_or(ReleaseState::Validated);
     auto mj = json::parse(r.manifest_json, nullptr, false);
-    rel.manifest = {r.channel, r.version, r.sha256, r.size, mj.value("created", std::int64_t{0}),
+    rel.manifest = {r.channel,
+                    r.version,
+                    r.sha256,
+                    r.size,
+                    mj.value("created", std::int64_t{0}),
                     mj.value("expires", std::int64_t{0})};
     rel.signature = r.signature;
     rel.validation = json::parse(r.validation_json, nullptr, false);
@@ -225,9 +239,18 @@ Status Service::load() {
       }
     }
   }
-  // A halt a killed process left half-done is finished now.
+  // A halt or an abort a killed process left half-done is finished now (the quarantine and the
+  // rollback are idempotent: a finished one changes nothing).
   for (auto& [id, r] : m.rollouts) {
-    if (r.state == rollout::State::Halted) RF_CHECK(m.finish_rollback(r));
+    if (r.state == rollout::State::Halted || r.state == rollout::State::Aborted) {
+      RF_CHECK(m.finish_rollback(r));
+    }
+  }
+  // The fleet could not talk to a stopped server: silence counts again once every agent has
+  // had the time to come back (the stored last_seen may be from long ago).
+  for (const auto& [id, r] : m.rollouts) {
+    if (rollout::is_active(r.state))
+      m.silence_not_before_ms = m.clock.now_ms() + Impl::kRestartGraceMs;
   }
   m.rebuild_known_bad();
   return {};
@@ -251,7 +274,8 @@ Expected<std::optional<std::string>> Service::bootstrap_admin(std::optional<std:
 
 std::string Service::signing_public_key() const {
   const auto& pk = impl_->key.public_key;
-  return proto::base64_encode(std::string_view(reinterpret_cast<const char*>(pk.data()), pk.size()));
+  return proto::base64_encode(
+      std::string_view(reinterpret_cast<const char*>(pk.data()), pk.size()));
 }
 
 Expected<Principal> Service::authenticate(std::string_view header) const {
@@ -294,7 +318,8 @@ Expected<json> Service::create_token(const Principal& by, const json& body) {
   RF_CHECK(proto::only_keys(body, {"name", "role"}));
   RF_TRY(name, proto::get_string(body, "name", 63));
   RF_TRY(role_s, proto::get_string(body, "role", 16));
-  if (!proto::is_name(name)) return fail(Errc::InvalidArgument, "name must match [a-z0-9][a-z0-9._-]{0,62}");
+  if (!proto::is_name(name))
+    return fail(Errc::InvalidArgument, "name must match [a-z0-9][a-z0-9._-]{0,62}");
   auto role = role_from(role_s);
   if (!role) return fail(Errc::InvalidArgument, "role must be viewer, operator, release or admin");
   auto& m = *impl_;
@@ -346,7 +371,8 @@ Status Service::delete_token(const Principal& by, const std::string& name) {
 Expected<json> Service::create_enrollment_token(const Principal& by, const json& body) {
   RF_CHECK(proto::only_keys(body, {"name", "labels", "expires_in_s"}));
   RF_TRY(name, proto::get_string(body, "name", 63));
-  if (!proto::is_name(name)) return fail(Errc::InvalidArgument, "name must match [a-z0-9][a-z0-9._-]{0,62}");
+  if (!proto::is_name(name))
+    return fail(Errc::InvalidArgument, "name must match [a-z0-9][a-z0-9._-]{0,62}");
   RF_TRY(expires_in, proto::get_opt_int(body, "expires_in_s", 60, 10LL * 365 * 86400));
   proto::Labels labels;
   if (auto it = body.find("labels"); it != body.end() && !it->is_null()) {
@@ -364,7 +390,8 @@ Expected<json> Service::create_enrollment_token(const Principal& by, const json&
   auto& m = *impl_;
   std::lock_guard lock(m.mu);
   for (const auto& t : m.enroll_tokens) {
-    if (t.name == name) return fail(Errc::Conflict, "enrollment token '" + name + "' exists", "exists");
+    if (t.name == name)
+      return fail(Errc::Conflict, "enrollment token '" + name + "' exists", "exists");
   }
   std::string token = "rfe_" + proto::random_hex(24);
   EnrollToken t{name, proto::sha256_hex(token), labels, std::nullopt, m.now_s()};
@@ -413,7 +440,8 @@ Expected<json> Service::get_ring(const std::string& name) const {
 Expected<json> Service::put_ring(const Principal& by, const std::string& name, const json& body,
                                  bool create_only) {
   RF_CHECK(proto::only_keys(body, {"name", "rank", "selector", "description"}));
-  if (!proto::is_name(name)) return fail(Errc::InvalidArgument, "ring name must match [a-z0-9][a-z0-9._-]{0,62}");
+  if (!proto::is_name(name))
+    return fail(Errc::InvalidArgument, "ring name must match [a-z0-9][a-z0-9._-]{0,62}");
   if (auto n = body.find("name"); n != body.end() && (!n->is_string() || *n != name)) {
     return fail(Errc::InvalidArgument, "field 'name' does not match the path");
   }
@@ -430,8 +458,9 @@ Expected<json> Service::put_ring(const Principal& by, const std::string& name, c
   store::RingRow row{name, rank, fleet::selector_json(sel), desc.value_or("")};
   RF_CHECK(m.store.transaction([&]() -> Status {
     RF_CHECK(m.store.put_ring(row));
-    RF_CHECK(m.event(by.name, exists ? "ring_updated" : "ring_created", std::nullopt,
-                     {{"name", name}, {"rank", rank}, {"selector", json::parse(row.selector_json)}}));
+    RF_CHECK(
+        m.event(by.name, exists ? "ring_updated" : "ring_created", std::nullopt,
+                {{"name", name}, {"rank", rank}, {"selector", json::parse(row.selector_json)}}));
     return {};
   }));
   auto rings = m.fleet.rings();
@@ -505,7 +534,8 @@ Expected<json> Service::ring_hosts(const std::string& name, std::int64_t limit,
     }
     out.push_back(m.host_json(*m.fleet.find(h->id)));
   }
-  json res = {{"ring", name}, {"hosts", out}, {"total", m.fleet.rings()[static_cast<size_t>(ri)].size}};
+  json res = {
+      {"ring", name}, {"hosts", out}, {"total", m.fleet.rings()[static_cast<size_t>(ri)].size}};
   if (!next.empty()) res["next"] = next;
   return res;
 }
@@ -520,17 +550,18 @@ json Service::Impl::host_json(HostIndex i) const {
   for (const auto& [id, r] : rollouts) {
     if (r.exposed.count(i)) exposed.push_back(id);
   }
-  return {{"host_id", h.id.str()},
-          {"labels", *h.labels},
-          {"ring", h.ring >= 0 ? json(fleet.rings()[static_cast<size_t>(h.ring)].name) : json(nullptr)},
-          {"bucket", h.bucket},
-          {"tenant", h.tenant.empty() ? json(nullptr) : json(h.tenant)},
-          {"pinned", h.pinned},
-          {"last_seen", h.last_seen_ms / 1000},
-          {"agent_version", h.agent_version},
-          {"enrolled", h.enrolled},
-          {"channels", chans},
-          {"exposed_to_rollouts", exposed}};
+  return {
+      {"host_id", h.id.str()},
+      {"labels", *h.labels},
+      {"ring", h.ring >= 0 ? json(fleet.rings()[static_cast<size_t>(h.ring)].name) : json(nullptr)},
+      {"bucket", h.bucket},
+      {"tenant", h.tenant.empty() ? json(nullptr) : json(h.tenant)},
+      {"pinned", h.pinned},
+      {"last_seen", h.last_seen_ms / 1000},
+      {"agent_version", h.agent_version},
+      {"enrolled", h.enrolled},
+      {"channels", chans},
+      {"exposed_to_rollouts", exposed}};
 }
 
 Expected<json> Service::list_hosts(const HostFilter& f) const {
@@ -553,7 +584,8 @@ Expected<json> Service::list_hosts(const HostFilter& f) const {
     if (f.channel || f.version) {
       bool ok = false;
       for (const auto& c : h.channels) {
-        if ((!f.channel || c.channel == *f.channel) && (!f.version || c.version == *f.version)) ok = true;
+        if ((!f.channel || c.channel == *f.channel) && (!f.version || c.version == *f.version))
+          ok = true;
       }
       if (!ok) continue;
     }
@@ -619,8 +651,15 @@ Expected<json> Service::patch_host(const Principal& by, const std::string& id, c
   if (labels) h.labels = m.fleet.intern(*labels);
   json chans = json::object();
   for (const auto& c : h.channels) chans[c.channel] = {{"version", c.version}, {"state", c.state}};
-  store::HostRow row{h.id.str(), h.credential_hash.hex(), json(*h.labels).dump(), h.tenant, h.pinned,
-                     h.agent_version, h.enrolled, h.last_seen_ms / 1000, chans.dump()};
+  store::HostRow row{h.id.str(),
+                     h.credential_hash.hex(),
+                     json(*h.labels).dump(),
+                     h.tenant,
+                     h.pinned,
+                     h.agent_version,
+                     h.enrolled,
+                     h.last_seen_ms / 1000,
+                     chans.dump()};
   RF_CHECK(m.store.transaction([&]() -> Status {
     RF_CHECK(m.store.upsert_hosts({row}));
     RF_CHECK(m.event(by.name, "host_updated", std::nullopt, {{"host_id", id}, {"change", body}}));
@@ -654,15 +693,18 @@ Status Service::delete_host(const Principal& by, const std::string& id) {
 // ---------------------------------------------------------------- events
 
 json event_json(const store::EventRow& row) {
-  json j = {{"id", row.id}, {"time", row.time}, {"actor", row.actor}, {"kind", row.kind},
+  json j = {{"id", row.id},
+            {"time", row.time},
+            {"actor", row.actor},
+            {"kind", row.kind},
             {"data", json::parse(row.data_json, nullptr, false)}};
   if (row.rollout) j["rollout"] = *row.rollout;
   return j;
 }
 
 std::string sse_frame(const store::EventRow& row) {
-  return "id: " + std::to_string(row.id) + "\nevent: " + row.kind + "\ndata: " +
-         event_json(row).dump() + "\n\n";
+  return "id: " + std::to_string(row.id) + "\nevent: " + row.kind +
+         "\ndata: " + event_json(row).dump() + "\n\n";
 }
 
 Expected<std::int64_t> Service::Impl::event(const std::string& actor, const std::string& kind,

@@ -188,16 +188,27 @@ TEST(Verify, TooLargeIsRefusedBeforeDownload) {
   EXPECT_EQ(detail_field(h.spooled(ReportKind::ApplyFailed)[0], "check"), "too_large");
 }
 
-TEST(Verify, RollbackMarkerAllowsTheOnlyDowngrade) {
+TEST(Verify, OnlyASignedRollbackAllowsADowngrade) {
   Harness h;
   h.boot_enrolled();
   h.apply(h.release("rules", 1, "one"));
   h.apply(h.release("rules", 2, "two"));
+  // The unsigned hint alone (what a man in the middle can add to a replayed answer) is refused.
+  auto hinted = h.release("rules", 1, "one");
+  hinted.rollback = true;
+  h.deliver(h.desired({hinted}));
+  EXPECT_EQ(h.current("rules"), "two");
+  ASSERT_EQ(h.spooled(ReportKind::ApplyFailed).size(), 1u);
+  EXPECT_EQ(detail_field(h.spooled(ReportKind::ApplyFailed)[0], "check"), "downgrade");
+  // The server's signed authorisation (rollback_from covers v2) is accepted.
   auto back = h.release("rules", 1, "one");
   back.rollback = true;
+  back.manifest.rollback_from = 2;
+  back.signature = proto::sign(h.keys.secret_key, proto::canonical_bytes(back.manifest));
+  h.clock.advance(0);
   h.apply(back);
   EXPECT_EQ(h.current("rules"), "one");
-  EXPECT_TRUE(h.spooled(ReportKind::ApplyFailed).empty());
+  EXPECT_EQ(h.spooled(ReportKind::ApplyFailed).size(), 1u);
 }
 
 TEST(Verify, ConsumerCheckRefusalIsReported) {
@@ -235,8 +246,14 @@ TEST(Verify, PureChecks) {
   ctx.quarantined = nullptr;
   ctx.active_version = 4;
   EXPECT_EQ(content::verify_entry(e, ctx).error().code, "downgrade");
-  e.rollback = true;
+  e.rollback = true;  // unsigned: authorises nothing
+  EXPECT_EQ(content::verify_entry(e, ctx).error().code, "downgrade");
+  e.manifest.rollback_from = 4;  // now covered, but the signature no longer matches
+  EXPECT_EQ(content::verify_entry(e, ctx).error().code, "signature");
+  e.signature = proto::sign(keys.secret_key, proto::canonical_bytes(e.manifest));
   EXPECT_TRUE(content::verify_entry(e, ctx));
+  ctx.active_version = 5;  // a replayed authorisation cannot take a newer host down
+  EXPECT_EQ(content::verify_entry(e, ctx).error().code, "downgrade");
 }
 
 TEST(Download, ALocalFailureIsRetriedAfterABackoffNotInALoop) {

@@ -123,6 +123,19 @@ TEST(Messages, DesiredStateRoundTrip) {
 
   d.channels[0].rollback = false;
   EXPECT_EQ(json::parse(encode(d))["channels"][0].count("rollback"), 0u);
+  EXPECT_EQ(json::parse(encode(d))["channels"][0]["manifest"].count("rollback_from"), 0u);
+
+  // A downgrade authorisation survives the round trip; one that does not lie above its own
+  // version, or is not an integer, is refused.
+  d.channels[0].manifest.rollback_from = 9;
+  auto signed_back = decode_desired_state(encode(d));
+  ASSERT_TRUE(signed_back) << signed_back.error().message;
+  EXPECT_EQ(signed_back->channels[0].manifest.rollback_from, 9);
+  for (const auto& bad : {json(7), json(0), json("9"), json(9.5)}) {
+    auto j = json::parse(encode(d));
+    j["channels"][0]["manifest"]["rollback_from"] = bad;
+    EXPECT_FALSE(decode_desired_state(j.dump())) << bad.dump();
+  }
   auto plain = decode_desired_state(encode(d));
   ASSERT_TRUE(plain);
   EXPECT_FALSE(plain->channels[0].rollback);

@@ -33,6 +33,9 @@ TEST(Signing, CanonicalBytesAreExact) {
   m.expires = 2;
   EXPECT_EQ(canonical_bytes(m),
             R"({"channel":"c","created":1,"expires":2,"sha256":"..","size":3,"version":4})");
+  m.rollback_from = 9;  // a downgrade authorisation: signed like every other field
+  EXPECT_EQ(canonical_bytes(m), R"({"channel":"c","created":1,"expires":2,"rollback_from":9,)"
+                                R"("sha256":"..","size":3,"version":4})");
 }
 
 TEST(Signing, SignVerifyRoundTrip) {

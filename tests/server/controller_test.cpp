@@ -3,6 +3,7 @@
 // emergency stop, long polls, pinned hosts, and restarts that find a rollout half-way.
 #include <gtest/gtest.h>
 
+#include "proto/messages.hpp"
 #include "tests/server/harness.hpp"
 
 namespace ringfence::server::core {
@@ -15,6 +16,17 @@ bool has_event(const json& evs, const std::string& kind, const std::string& acto
     if (e["kind"] == kind && (actor.empty() || e["actor"] == actor)) return true;
   }
   return false;
+}
+// A desired-state channel entry through the agent's own strict decoder.
+proto::Manifest manifest_of(const json& entry) {
+  json wrap = {{"etag", "e"},
+               {"channels", json::array({entry})},
+               {"known_bad", json::array()},
+               {"heartbeat_s", 1},
+               {"poll_s", 1}};
+  auto d = proto::decode_desired_state(wrap.dump());
+  EXPECT_TRUE(d) << d.error().message;
+  return d ? d->channels.at(0).manifest : proto::Manifest{};
 }
 json find_event(const json& evs, const std::string& kind) {
   for (const auto& e : evs) {
@@ -69,7 +81,8 @@ TEST_F(Controller, ANewStableReleaseSupersedesTheOldOne) {
   EXPECT_EQ((*service_->get_release("det", version_))["state"], "superseded");
   EXPECT_EQ((*service_->get_release("det", v2))["state"], "stable");
   // An older release can never roll out over a newer stable one.
-  auto old = service_->create_rollout(admin_, {{"channel", "det"}, {"version", version_}, {"stages", two_stages()}});
+  auto old = service_->create_rollout(
+      admin_, {{"channel", "det"}, {"version", version_}, {"stages", two_stages()}});
   ASSERT_FALSE(old);
   EXPECT_EQ(old.error().errc, Errc::Conflict);
 }
@@ -119,7 +132,8 @@ TEST_F(Controller, ARollbackSendsExposedHostsBackToStableWithTheRollbackFlag) {
   // A long poll held by an exposed host hears the rollback at once.
   auto first = service_->desired(hosts_[0], "", 0, nullptr);
   std::optional<DesiredAnswer> pushed;
-  ASSERT_TRUE(service_->desired(hosts_[0], (**first).etag, 30, [&](DesiredAnswer a) { pushed = a; }));
+  ASSERT_TRUE(
+      service_->desired(hosts_[0], (**first).etag, 30, [&](DesiredAnswer a) { pushed = a; }));
   for (int h = 0; h < 4; ++h) crash(h, v2);
   EXPECT_EQ(get(id)["state"], "rolled_back");
   ASSERT_TRUE(pushed);
@@ -128,6 +142,12 @@ TEST_F(Controller, ARollbackSendsExposedHostsBackToStableWithTheRollbackFlag) {
   ASSERT_EQ(body["channels"].size(), 1u);
   EXPECT_EQ(body["channels"][0]["version"], v1);
   EXPECT_EQ(body["channels"][0].value("rollback", false), true);
+  // The way back is signed: the manifest authorises hosts running up to v2 to go down to v1.
+  auto m = manifest_of(body["channels"][0]);
+  EXPECT_EQ(m.version, v1);
+  EXPECT_EQ(m.rollback_from, v2);
+  EXPECT_TRUE(proto::verify(key_.public_key, proto::canonical_bytes(m),
+                            body["channels"][0]["signature"].get<std::string>()));
   EXPECT_EQ(body["known_bad"], json::array({{{"channel", "det"}, {"version", v2}}}));
   for (int h : {1, 4, 8}) {
     auto c = offered_channel(h);
@@ -136,7 +156,8 @@ TEST_F(Controller, ARollbackSendsExposedHostsBackToStableWithTheRollbackFlag) {
   }
   // The stable release keeps its state; the bad one can never be offered again.
   EXPECT_EQ((*service_->get_channel("det"))["stable_version"], v1);
-  auto again = service_->create_rollout(admin_, {{"channel", "det"}, {"version", v2}, {"stages", two_stages()}});
+  auto again = service_->create_rollout(
+      admin_, {{"channel", "det"}, {"version", v2}, {"stages", two_stages()}});
   ASSERT_FALSE(again);
   EXPECT_EQ(again.error().errc, Errc::Conflict);
 }
@@ -208,7 +229,8 @@ TEST_F(Controller, AManualStageWaitsForApproval) {
   live_for(600, 0, 3, version_);  // it waits however long it takes
   EXPECT_EQ(get(id)["phase"], "awaiting_approval");
   EXPECT_EQ(offered(3), 0);
-  auto approved = service_->rollout_action({"alice", Role::Release}, id, "approve", {{"reason", "looks good"}});
+  auto approved =
+      service_->rollout_action({"alice", Role::Release}, id, "approve", {{"reason", "looks good"}});
   ASSERT_TRUE(approved);
   EXPECT_EQ((*approved)["phase"], "baking");
   EXPECT_EQ(offered(3), version_);
@@ -292,7 +314,8 @@ TEST_F(Controller, AbortQuarantinesAndSendsExposedHostsBack) {
   ASSERT_TRUE(act(id, "start"));
   for (int h = 0; h < 3; ++h) heartbeat(h, offered(h));
   EXPECT_EQ(offered(0), v2);
-  auto r = service_->rollout_action({"bob", Role::Release}, id, "abort", {{"reason", "wrong file"}});
+  auto r =
+      service_->rollout_action({"bob", Role::Release}, id, "abort", {{"reason", "wrong file"}});
   ASSERT_TRUE(r);
   EXPECT_EQ((*r)["state"], "aborted");
   EXPECT_EQ((*service_->get_release("det", v2))["state"], "quarantined");
@@ -322,13 +345,15 @@ TEST_F(Controller, PauseStopsNewExposureButKeepsExposedHosts) {
 }
 
 TEST_F(Controller, SkipNeedsAReasonTheReleaseRoleAndNeverSkipsTheCanary) {
-  ASSERT_TRUE(service_->put_ring(admin_, "mid", {{"rank", 0}, {"selector", {{"labels", "ring=mid"}}}}, true));
+  ASSERT_TRUE(service_->put_ring(admin_, "mid",
+                                 {{"rank", 0}, {"selector", {{"labels", "ring=mid"}}}}, true));
   fleet(2, 2);
   add_host(4, "mid");
   add_host(5, "mid");
-  auto id = rollout(json::array({{{"ring", "canary"}, {"bake_s", 10}, {"min_hosts", 2}},
-                                 {{"ring", "mid"}, {"bake_s", 10}, {"min_hosts", 1}, {"approval", "manual"}},
-                                 {{"ring", "rest"}, {"bake_s", 10}, {"min_hosts", 1}}}));
+  auto id = rollout(
+      json::array({{{"ring", "canary"}, {"bake_s", 10}, {"min_hosts", 2}},
+                   {{"ring", "mid"}, {"bake_s", 10}, {"min_hosts", 1}, {"approval", "manual"}},
+                   {{"ring", "rest"}, {"bake_s", 10}, {"min_hosts", 1}}}));
   ASSERT_TRUE(act(id, "start"));
   auto n = event_count();
   auto early = act(id, "skip", {{"to", 2}, {"reason", "urgent"}});
@@ -341,14 +366,17 @@ TEST_F(Controller, SkipNeedsAReasonTheReleaseRoleAndNeverSkipsTheCanary) {
   ASSERT_EQ(get(id)["phase"], "awaiting_approval");
   ASSERT_EQ(get(id)["stage"], 1);
   EXPECT_EQ(act(id, "skip", {{"to", 2}}).error().errc, Errc::InvalidArgument);  // no reason
-  EXPECT_EQ(act(id, "skip", {{"to", 1}, {"reason", "x"}}).error().errc, Errc::Conflict);  // not forward
+  EXPECT_EQ(act(id, "skip", {{"to", 1}, {"reason", "x"}}).error().errc,
+            Errc::Conflict);  // not forward
   EXPECT_EQ(act(id, "skip", {{"to", 9}, {"reason", "x"}}).error().errc, Errc::InvalidArgument);
   EXPECT_EQ(act(id, "skip", {{"to", "2"}, {"reason", "x"}}).error().errc, Errc::InvalidArgument);
-  auto op = service_->rollout_action({"op", Role::Operator}, id, "skip", {{"to", 2}, {"reason", "x"}});
+  auto op =
+      service_->rollout_action({"op", Role::Operator}, id, "skip", {{"to", 2}, {"reason", "x"}});
   ASSERT_FALSE(op);
   EXPECT_EQ(op.error().errc, Errc::PermissionDenied);
   EXPECT_FALSE(has_event(events(id), "rollout_skip"));  // refused skips record nothing
-  auto skipped = service_->rollout_action({"carol", Role::Release}, id, "skip", {{"to", 2}, {"reason", "urgent fix"}});
+  auto skipped = service_->rollout_action({"carol", Role::Release}, id, "skip",
+                                          {{"to", 2}, {"reason", "urgent fix"}});
   ASSERT_TRUE(skipped) << skipped.error().message;
   EXPECT_EQ((*skipped)["stage"], 2);
   EXPECT_EQ((*skipped)["phase"], "baking");
@@ -388,7 +416,8 @@ TEST_F(Controller, ATenantBudgetCapsEachTenant) {
   opt.tenant_budget_per_hour = 1;
   fleet(6, 0, opt);
   for (int h = 0; h < 6; ++h) {
-    ASSERT_TRUE(service_->patch_host(admin_, test_uuid(h), {{"tenant", h < 3 ? "acme" : "globex"}}));
+    ASSERT_TRUE(
+        service_->patch_host(admin_, test_uuid(h), {{"tenant", h < 3 ? "acme" : "globex"}}));
   }
   auto id = rollout(two_stages());
   ASSERT_TRUE(act(id, "start"));
@@ -459,7 +488,8 @@ TEST_F(Controller, ALongPollIsAnsweredTheMomentTheStateChanges) {
   EXPECT_TRUE(later->not_modified);
   // A wait longer than the server's maximum is cut to it.
   std::optional<DesiredAnswer> capped;
-  ASSERT_TRUE(service_->desired(hosts_[0], got->etag, 100000, [&](DesiredAnswer a) { capped = a; }));
+  ASSERT_TRUE(
+      service_->desired(hosts_[0], got->etag, 100000, [&](DesiredAnswer a) { capped = a; }));
   advance_s(static_cast<int>(options_.max_long_poll_s) + 1);
   ASSERT_TRUE(capped);
   // A stale etag is answered at once with the body.
@@ -479,7 +509,8 @@ TEST_F(Controller, ReEnrollingAHostAnswersItsParkedPoll) {
   auto first = service_->desired(hosts_[0], "", 0, nullptr);
   ASSERT_TRUE(first && *first);
   bool answered = false;
-  ASSERT_TRUE(service_->desired(hosts_[0], (*first)->etag, 30, [&](DesiredAnswer) { answered = true; }));
+  ASSERT_TRUE(
+      service_->desired(hosts_[0], (*first)->etag, 30, [&](DesiredAnswer) { answered = true; }));
   add_host(0, "canary");  // the same host id enrolls again: its old credential is gone
   // The parked request must still get an answer (now, or at the latest at its deadline); a reply
   // dropped without being called leaves the agent's connection hanging.
@@ -499,6 +530,53 @@ TEST_F(Controller, PinnedHostsStayOnStable) {
   EXPECT_EQ(offered(1), v2);
   EXPECT_EQ(offered(2), v2);
   EXPECT_EQ(get(id)["stages"][0]["exposed"], 2);
+}
+
+TEST_F(Controller, APinnedHostIsHeldOnNMinusOneAfterTheRolloutCompletes) {
+  fleet(2, 2);
+  auto v1 = version_;
+  make_stable(v1, 4);
+  auto v2 = release("{\"rules\":[2]}");
+  make_stable(v2, 4);  // host 0 ran v2 like everyone else
+  ASSERT_EQ(offered(0), v2);
+  ASSERT_TRUE(service_->patch_host(admin_, test_uuid(0), {{"pinned", true}}));
+  // Pinned: the previous stable release, with a fresh, signed authorisation to go down to it.
+  auto c = offered_channel(0);
+  EXPECT_EQ(c["version"], v1);
+  auto m = manifest_of(c);
+  EXPECT_EQ(m.rollback_from, v2);
+  EXPECT_GT(m.expires, clock_.now_ms() / 1000);
+  EXPECT_TRUE(
+      proto::verify(key_.public_key, proto::canonical_bytes(m), c["signature"].get<std::string>()));
+  EXPECT_EQ(offered(1), v2);  // the others stay on stable, with the plain manifest
+  EXPECT_FALSE(offered_channel(1)["manifest"].contains("rollback_from"));
+  // A third release becomes stable: the pinned host moves to N-1 = v2, never to the newest.
+  auto v3 = release("{\"rules\":[3]}");
+  make_stable(v3, 4);
+  EXPECT_EQ(offered(0), v2);
+  EXPECT_EQ(offered(1), v3);
+  ASSERT_TRUE(service_->patch_host(admin_, test_uuid(0), {{"pinned", false}}));
+  EXPECT_EQ(offered(0), v3);
+}
+
+TEST_F(Controller, AStageWhoseOwnHostsFailHaltsEvenWhenTheCumulativeFiguresLookFine) {
+  fleet(20, 6);
+  auto id = rollout(json::array({{{"ring", "canary"}, {"bake_s", 12}, {"min_hosts", 3}},
+                                 {{"ring", "rest"}, {"bake_s", 600}, {"min_hosts", 3}}}));
+  ASSERT_TRUE(act(id, "start"));
+  for (int i = 0; i < 40 && get(id)["stage"] == 0; ++i) live_as_agents(4, 0, 26);
+  ASSERT_EQ(get(id)["stage"], 1) << get(id).dump();
+  for (int h = 20; h < 26; ++h) heartbeat(h, offered(h));
+  // 2 of the rest's 6 hosts crash (33 % > max_failure_rate 20 %); of all 26, that is 8 %.
+  crash(20, version_);
+  crash(21, version_);
+  auto r = get(id);
+  EXPECT_EQ(r["state"], "rolled_back") << r.dump();
+  auto halt = find_event(events(id), "rollout_halt");
+  EXPECT_NE(halt["data"]["reason"].get<std::string>().find("stage 1 alone"), std::string::npos)
+      << halt.dump();
+  EXPECT_EQ(halt["data"]["stage_counts"]["failed"], 2);
+  EXPECT_EQ(halt["data"]["params"]["max_failure_rate"], 0.2);
 }
 
 TEST_F(Controller, ARestartFinishesAHaltThatWasCutShort) {
@@ -526,6 +604,49 @@ TEST_F(Controller, ARestartFinishesAHaltThatWasCutShort) {
   open();
   EXPECT_EQ(get(id)["state"], "rolled_back");
   EXPECT_EQ(event_count(), n);
+}
+
+TEST_F(Controller, ARestartFinishesAnAbortThatWasCutShort) {
+  fleet(2, 0);
+  auto id = rollout(two_stages());
+  ASSERT_TRUE(act(id, "start"));
+  for (int h = 0; h < 2; ++h) heartbeat(h, offered(h));
+  service_->flush();
+  // Killed right after persisting "aborted": the release is not quarantined yet.
+  auto snap = store_->load();
+  ASSERT_TRUE(snap);
+  auto row = snap->rollouts.at(0);
+  row.state = "aborted";
+  ASSERT_TRUE(store_->put_rollout(row));
+  open();
+  EXPECT_EQ(get(id)["state"], "aborted");
+  EXPECT_EQ((*service_->get_release("det", version_))["state"], "quarantined");
+  EXPECT_EQ(poll(0)["known_bad"].size(), 1u);
+}
+
+TEST_F(Controller, ARestartAfterDowntimeDoesNotCountTheDowntimeAsSilence) {
+  fleet(3, 3);
+  auto id = rollout(two_stages(600, 3));
+  ASSERT_TRUE(act(id, "start"));
+  for (int h = 0; h < 3; ++h) heartbeat(h, offered(h));
+  live_for(8, 0, 3, version_);
+  service_->flush();
+  clock_.advance_ms(300'000);  // the server was down for five minutes
+  open();
+  advance_s(1);
+  EXPECT_EQ(get(id)["state"], "running") << get(id).dump();
+  EXPECT_EQ(get(id)["stages"][0]["silent"], 0);
+  // The agents come back (after their backoff) and heartbeat: nobody is silent.
+  live_for(40, 0, 3, version_);
+  EXPECT_EQ(get(id)["stages"][0]["silent"], 0);
+  EXPECT_EQ(get(id)["state"], "running");
+  // A host that never comes back is found silent once the grace is over.
+  for (int i = 0; i < 20; ++i) {
+    advance_s(4);
+    heartbeat(0, version_);
+    heartbeat(1, version_);
+  }
+  EXPECT_EQ(get(id)["stages"][0]["silent"], 1) << get(id).dump();
 }
 
 TEST_F(Controller, ARestartResumesARunningRollout) {
