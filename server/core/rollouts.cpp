@@ -506,7 +506,8 @@ Expected<json> Service::rollout_action(const Principal& by, std::int64_t id,
   json data = {{"reason", reason}};
   if (action == "start") {
     if (m.emergency && r->state == State::Pending) {
-      return fail(Errc::Conflict, "emergency stop is in force; nothing may start",
+      return fail(Errc::Conflict,
+                  "rollout is pending and an emergency stop is in force; nothing may start",
                   "emergency_stop");
     }
     bool gated = r->plan[0].manual;
@@ -531,16 +532,32 @@ Expected<json> Service::rollout_action(const Principal& by, std::int64_t id,
       m.notify_waiters();
     }
   } else if (action == "pause") {
-    RF_CHECK(m.transition(*r, Event::Pause, by.name, data));
-    if (r->state == State::Paused) r->stages[r->stage].state = "paused";
+    // The stage's state is part of the row the transition persists: set it first.
+    RF_TRY(out, rollout::apply(r->state, Event::Pause));
+    if (out.changed) {
+      auto saved = r->stages[r->stage].state;
+      r->stages[r->stage].state = "paused";
+      auto st = m.transition(*r, Event::Pause, by.name, data);
+      if (!st) {
+        r->stages[r->stage].state = saved;
+        return tl::unexpected(st.error());
+      }
+    }
   } else if (action == "resume") {
     RF_TRY(out, rollout::apply(r->state, Event::Resume));
     if (out.changed) {
       bool needs = r->plan[r->stage].manual && !r->stages[r->stage].approved;
-      RF_CHECK(m.transition(*r, Event::Resume, by.name, data));
-      r->stages[r->stage].state = "baking";
-      if (needs) RF_CHECK(m.transition(*r, Event::NeedApproval, "controller", json::object()));
-      if (needs) r->stages[r->stage].state = "awaiting_approval";
+      Rollout saved = *r;
+      r->stages[r->stage].state = needs ? "awaiting_approval" : "baking";
+      auto st = m.store.transaction([&]() -> Status {
+        RF_CHECK(m.transition(*r, Event::Resume, by.name, data));
+        if (needs) RF_CHECK(m.transition(*r, Event::NeedApproval, "controller", json::object()));
+        return {};
+      });
+      if (!st) {
+        *r = std::move(saved);
+        return tl::unexpected(st.error());
+      }
       m.notify_waiters();
     }
   } else if (action == "approve") {
@@ -572,8 +589,11 @@ Expected<json> Service::rollout_action(const Principal& by, std::int64_t id,
     if (target >= r->plan.size()) {
       return fail(Errc::InvalidArgument, "stage " + std::to_string(to) + " does not exist");
     }
-    if (target <= r->stage) {
-      return fail(Errc::Conflict, "rollout is already at stage " + std::to_string(r->stage),
+    if (target == r->stage) return m.rollout_json(*r);  // already there: the same answer again
+    if (target < r->stage) {
+      return fail(Errc::Conflict,
+                  "rollout is " + std::string(rollout::public_state(r->state)) + " at stage " +
+                      std::to_string(r->stage) + "; skip only goes forward",
                   "invalid_state");
     }
     // Urgent is not unstaged: the canary stage must have passed its own gate first.

@@ -712,7 +712,8 @@ Expected<std::int64_t> Service::Impl::event(const std::string& actor, const std:
   store::EventRow row{0, clock.now_ms(), actor, kind, rollout, data.dump()};
   RF_TRY(id, store.append_event(row));
   row.id = id;
-  publish(row);
+  // Live subscribers hear of it once it is durable: a rolled-back event is never streamed.
+  store.after_commit([this, row = std::move(row)] { publish(row); });
   return id;
 }
 
@@ -745,13 +746,23 @@ Status Service::subscribe_events(std::int64_t after, std::function<bool(std::str
   if (m.subscribers.size() >= 256) {
     return fail(Errc::TooManyRequests, "too many event stream subscribers");
   }
-  // Replay what the client missed (bounded), then stream live.
+  // Replay what the client missed (up to kMaxReplay events), then stream live. A client further
+  // behind gets a "gap" event naming the last id replayed: the rest is in GET /v1/events.
+  constexpr std::int64_t kPage = 1000, kMaxReplay = 10 * kPage;
   std::int64_t last = after;
   if (after >= 0) {
-    RF_TRY(rows, m.store.list_events({std::nullopt, after, 1000}));
-    for (const auto& r : rows) {
-      if (!writer(sse_frame(r))) return {};
-      last = r.id;
+    for (std::int64_t replayed = 0;;) {
+      RF_TRY(rows, m.store.list_events({std::nullopt, last, kPage}));
+      for (const auto& r : rows) {
+        if (!writer(sse_frame(r))) return {};
+        last = r.id;
+      }
+      replayed += static_cast<std::int64_t>(rows.size());
+      if (static_cast<std::int64_t>(rows.size()) < kPage) break;
+      if (replayed >= kMaxReplay) {
+        if (!writer("event: gap\ndata: {\"after\":" + std::to_string(last) + "}\n\n")) return {};
+        break;
+      }
     }
   }
   if (!writer(": connected\n\n")) return {};

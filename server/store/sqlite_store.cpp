@@ -12,12 +12,8 @@ namespace {
 
 using Value = std::variant<std::nullptr_t, std::int64_t, std::string>;
 
-Value opt(const std::optional<std::int64_t>& v) {
-  return v ? Value(*v) : Value(nullptr);
-}
-Value opt(const std::optional<std::string>& v) {
-  return v ? Value(*v) : Value(nullptr);
-}
+Value opt(const std::optional<std::int64_t>& v) { return v ? Value(*v) : Value(nullptr); }
+Value opt(const std::optional<std::string>& v) { return v ? Value(*v) : Value(nullptr); }
 
 class Stmt {
  public:
@@ -96,7 +92,8 @@ class SqliteStore final : public Store {
   }
 
   tl::unexpected<Error> error(const char* what) {
-    return fail(Errc::Unavailable, std::string("storage ") + what + " failed: " + sqlite3_errmsg(db_),
+    return fail(Errc::Unavailable,
+                std::string("storage ") + what + " failed: " + sqlite3_errmsg(db_),
                 "storage_unavailable");
   }
 
@@ -119,8 +116,8 @@ class SqliteStore final : public Store {
       if (st) st = exec(("PRAGMA user_version = " + std::to_string(m.version)).c_str());
       if (!st) {
         (void)exec("ROLLBACK");
-        return fail(Errc::Unavailable,
-                    "migration " + m.name + " failed: " + st.error().message, "migration_failed");
+        return fail(Errc::Unavailable, "migration " + m.name + " failed: " + st.error().message,
+                    "migration_failed");
       }
       RF_CHECK(exec("COMMIT"));
     }
@@ -131,7 +128,8 @@ class SqliteStore final : public Store {
     Snapshot s;
     {
       Stmt st(db_, "SELECT name, role, hash, created FROM api_tokens");
-      while (st.step() == SQLITE_ROW) s.tokens.push_back({st.text(0), st.text(1), st.text(2), st.i64(3)});
+      while (st.step() == SQLITE_ROW)
+        s.tokens.push_back({st.text(0), st.text(1), st.text(2), st.i64(3)});
     }
     {
       Stmt st(db_, "SELECT name, hash, labels, expires, created FROM enrollment_tokens");
@@ -159,10 +157,12 @@ class SqliteStore final : public Store {
     }
     {
       Stmt st(db_, "SELECT name, rank, selector, description FROM rings");
-      while (st.step() == SQLITE_ROW) s.rings.push_back({st.text(0), st.i64(1), st.text(2), st.text(3)});
+      while (st.step() == SQLITE_ROW)
+        s.rings.push_back({st.text(0), st.i64(1), st.text(2), st.text(3)});
     }
     {
-      Stmt st(db_, "SELECT name, schema, validator, max_bytes, stable_version, created FROM channels");
+      Stmt st(db_,
+              "SELECT name, schema, validator, max_bytes, stable_version, created FROM channels");
       while (st.step() == SQLITE_ROW) {
         s.channels.push_back(
             {st.text(0), st.text(1), st.opt_text(2), st.i64(3), st.opt_i64(4), st.i64(5)});
@@ -214,14 +214,27 @@ class SqliteStore final : public Store {
     --depth_;
     if (!st) {
       (void)exec("ROLLBACK");
+      after_commit_.clear();
       return st;
     }
     auto c = exec("COMMIT");
     if (!c) {
       (void)exec("ROLLBACK");
+      after_commit_.clear();
       return c;
     }
+    auto committed = std::move(after_commit_);
+    after_commit_.clear();
+    for (auto& f : committed) f();
     return {};
+  }
+
+  void after_commit(std::function<void()> fn) override {
+    if (depth_ == 0) {
+      fn();
+    } else {
+      after_commit_.push_back(std::move(fn));
+    }
   }
 
   Status put_token(const TokenRow& r) override {
@@ -359,6 +372,7 @@ class SqliteStore final : public Store {
  private:
   sqlite3* db_;
   int depth_ = 0;
+  std::vector<std::function<void()>> after_commit_;  // see Store::after_commit
 };
 
 }  // namespace
@@ -366,9 +380,8 @@ class SqliteStore final : public Store {
 Expected<std::unique_ptr<Store>> open_sqlite(const std::string& path,
                                              const std::vector<Migration>& migrations) {
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                           nullptr);
+  int rc = sqlite3_open_v2(
+      path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string m = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close_v2(db);

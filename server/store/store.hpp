@@ -116,6 +116,10 @@ class Store {
   // Runs fn inside one transaction: committed when fn succeeds, rolled back otherwise.
   // Nested calls join the outer transaction.
   virtual Status transaction(const std::function<Status()>& fn) = 0;
+  // Runs fn once the outermost transaction in progress has committed, or at once when none is
+  // open; drops it when that transaction rolls back. For effects that must never get ahead of
+  // the data they announce (events pushed to live subscribers). Same thread as transaction().
+  virtual void after_commit(std::function<void()> fn) = 0;
 
   virtual Status put_token(const TokenRow& r) = 0;  // insert; Conflict when the name exists
   virtual Status delete_token(const std::string& name) = 0;
@@ -126,10 +130,10 @@ class Store {
   virtual Status delete_host(const std::string& host_id) = 0;
   virtual Status put_ring(const RingRow& r) = 0;  // upsert
   virtual Status delete_ring(const std::string& name) = 0;
-  virtual Status put_channel(const ChannelRow& r) = 0;  // upsert
-  virtual Status put_release(const ReleaseRow& r) = 0;  // upsert
-  virtual Status put_policy(const PolicyRow& r) = 0;    // upsert
-  virtual Status put_rollout(const RolloutRow& r) = 0;  // upsert by id
+  virtual Status put_channel(const ChannelRow& r) = 0;                 // upsert
+  virtual Status put_release(const ReleaseRow& r) = 0;                 // upsert
+  virtual Status put_policy(const PolicyRow& r) = 0;                   // upsert
+  virtual Status put_rollout(const RolloutRow& r) = 0;                 // upsert by id
   virtual Expected<std::int64_t> append_event(const EventRow& r) = 0;  // returns the new id
   virtual Expected<std::vector<EventRow>> list_events(const EventQuery& q) = 0;
   // Inserts reports, ignoring duplicates by (host_id, boot_id, kind, time).

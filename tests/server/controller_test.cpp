@@ -366,8 +366,11 @@ TEST_F(Controller, SkipNeedsAReasonTheReleaseRoleAndNeverSkipsTheCanary) {
   ASSERT_EQ(get(id)["phase"], "awaiting_approval");
   ASSERT_EQ(get(id)["stage"], 1);
   EXPECT_EQ(act(id, "skip", {{"to", 2}}).error().errc, Errc::InvalidArgument);  // no reason
-  EXPECT_EQ(act(id, "skip", {{"to", 1}, {"reason", "x"}}).error().errc,
-            Errc::Conflict);  // not forward
+  EXPECT_EQ(act(id, "skip", {{"to", 0}, {"reason", "x"}}).error().errc,
+            Errc::Conflict);                                  // not forward
+  auto here = act(id, "skip", {{"to", 1}, {"reason", "x"}});  // already there: the same answer
+  ASSERT_TRUE(here) << here.error().message;
+  EXPECT_EQ((*here)["stage"], 1);
   EXPECT_EQ(act(id, "skip", {{"to", 9}, {"reason", "x"}}).error().errc, Errc::InvalidArgument);
   EXPECT_EQ(act(id, "skip", {{"to", "2"}, {"reason", "x"}}).error().errc, Errc::InvalidArgument);
   auto op =
@@ -388,6 +391,13 @@ TEST_F(Controller, SkipNeedsAReasonTheReleaseRoleAndNeverSkipsTheCanary) {
   EXPECT_EQ(ev["actor"], "carol");
   EXPECT_EQ(ev["data"]["reason"], "urgent fix");
   EXPECT_EQ(ev["data"]["to_stage"], 2);
+  // The same skip again is the same answer and records nothing more.
+  auto n_skip = event_count();
+  auto again = service_->rollout_action({"carol", Role::Release}, id, "skip",
+                                        {{"to", 2}, {"reason", "urgent fix"}});
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ((*again)["stage"], 2);
+  EXPECT_EQ(event_count(), n_skip);
 }
 
 TEST_F(Controller, TheBlastRadiusBudgetCapsNewExposure) {

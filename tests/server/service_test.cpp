@@ -45,10 +45,15 @@ TEST_F(ServiceApi, TokensAreStoredHashedAndAuthenticateWithTheirRole) {
   // The listing never shows a secret.
   EXPECT_EQ(service_->list_tokens().dump().find(tokens["admin"]), std::string::npos);
   // Refusals.
-  EXPECT_EQ(service_->create_token(admin_, {{"name", "t-viewer"}, {"role", "viewer"}}).error().errc, Errc::Conflict);
-  EXPECT_EQ(service_->create_token(admin_, {{"name", "x"}, {"role", "root"}}).error().errc, Errc::InvalidArgument);
-  EXPECT_EQ(service_->create_token(admin_, {{"name", "X Y"}, {"role", "viewer"}}).error().errc, Errc::InvalidArgument);
-  EXPECT_EQ(service_->create_token(admin_, {{"name", "x"}, {"role", "viewer"}, {"ttl", 1}}).error().errc, Errc::InvalidArgument);
+  EXPECT_EQ(service_->create_token(admin_, {{"name", "t-viewer"}, {"role", "viewer"}}).error().errc,
+            Errc::Conflict);
+  EXPECT_EQ(service_->create_token(admin_, {{"name", "x"}, {"role", "root"}}).error().errc,
+            Errc::InvalidArgument);
+  EXPECT_EQ(service_->create_token(admin_, {{"name", "X Y"}, {"role", "viewer"}}).error().errc,
+            Errc::InvalidArgument);
+  EXPECT_EQ(
+      service_->create_token(admin_, {{"name", "x"}, {"role", "viewer"}, {"ttl", 1}}).error().errc,
+      Errc::InvalidArgument);
   // Deletion: gone at once; the last admin token stays.
   ASSERT_TRUE(service_->delete_token(admin_, "t-viewer"));
   EXPECT_FALSE(service_->authenticate("Bearer " + tokens["viewer"]));
@@ -92,7 +97,8 @@ TEST_F(ServiceApi, BootstrapAdminOnlyOnce) {
 }
 
 TEST_F(ServiceApi, EnrollmentAndHostCredentials) {
-  auto tok = service_->create_enrollment_token(admin_, {{"name", "site"}, {"labels", {{"site", "fra1"}}}, {"expires_in_s", 600}});
+  auto tok = service_->create_enrollment_token(
+      admin_, {{"name", "site"}, {"labels", {{"site", "fra1"}}}, {"expires_in_s", 600}});
   ASSERT_TRUE(tok) << tok.error().message;
   std::string t = (*tok)["token"];
   auto r = service_->enroll({t, test_uuid(1), {{"site", "spoofed"}, {"os", "linux"}}, "1.0"});
@@ -108,9 +114,9 @@ TEST_F(ServiceApi, EnrollmentAndHostCredentials) {
   // Host credentials: only the exact secret for the exact host.
   EXPECT_TRUE(service_->authenticate_host("Bearer " + r->credential));
   auto secret = r->credential.substr(37);
-  for (const std::string& bad : {std::string(""), "Bearer " + test_uuid(2) + "." + secret,
-                                  "Bearer " + test_uuid(1) + ".00", "Bearer " + secret,
-                                  "Bearer " + test_uuid(1) + "x" + secret, "Basic " + r->credential}) {
+  for (const std::string& bad :
+       {std::string(""), "Bearer " + test_uuid(2) + "." + secret, "Bearer " + test_uuid(1) + ".00",
+        "Bearer " + secret, "Bearer " + test_uuid(1) + "x" + secret, "Basic " + r->credential}) {
     auto a = service_->authenticate_host(bad);
     ASSERT_FALSE(a) << bad;
     EXPECT_EQ(a.error().errc, Errc::Unauthenticated);
@@ -140,28 +146,39 @@ TEST_F(ServiceApi, EnrollmentAndHostCredentials) {
   EXPECT_EQ(expired.error().errc, Errc::Unauthenticated);
   EXPECT_FALSE(service_->get_host(test_uuid(4)));
   // Enrollment token input.
-  EXPECT_EQ(service_->create_enrollment_token(admin_, {{"name", "site"}}).error().errc, Errc::Conflict);
-  EXPECT_EQ(service_->create_enrollment_token(admin_, {{"name", "e2"}, {"expires_in_s", 1}}).error().errc, Errc::InvalidArgument);
-  EXPECT_EQ(service_->create_enrollment_token(admin_, {{"name", "e2"}, {"labels", {{"k", 1}}}}).error().errc, Errc::InvalidArgument);
+  EXPECT_EQ(service_->create_enrollment_token(admin_, {{"name", "site"}}).error().errc,
+            Errc::Conflict);
+  EXPECT_EQ(
+      service_->create_enrollment_token(admin_, {{"name", "e2"}, {"expires_in_s", 1}}).error().errc,
+      Errc::InvalidArgument);
+  EXPECT_EQ(service_->create_enrollment_token(admin_, {{"name", "e2"}, {"labels", {{"k", 1}}}})
+                .error()
+                .errc,
+            Errc::InvalidArgument);
 }
 
 TEST_F(ServiceApi, RingMembershipFollowsRingAndLabelChanges) {
   fleet(0, 0);
   auto tok = service_->create_enrollment_token(admin_, {{"name", "t2"}});
   for (int i = 0; i < 20; ++i) {
-    ASSERT_TRUE(service_->enroll({(*tok)["token"], test_uuid(i), {{"site", i < 5 ? "fra1" : "iad1"}}, "1"}));
+    ASSERT_TRUE(service_->enroll(
+        {(*tok)["token"], test_uuid(i), {{"site", i < 5 ? "fra1" : "iad1"}}, "1"}));
   }
-  auto size = [&](const std::string& ring) { return (*service_->get_ring(ring))["hosts"].get<int>(); };
+  auto size = [&](const std::string& ring) {
+    return (*service_->get_ring(ring))["hosts"].get<int>();
+  };
   EXPECT_EQ(size("canary"), 0);  // nobody carries ring=canary
   EXPECT_EQ(size("rest"), 20);   // the last ring catches everyone
   EXPECT_EQ((*service_->get_ring("rest"))["catch_all"], true);
   // A ring of higher priority takes its hosts over at once.
-  ASSERT_TRUE(service_->put_ring(admin_, "fra", {{"rank", 0}, {"selector", {{"labels", "site=fra1"}}}}, true));
+  ASSERT_TRUE(service_->put_ring(admin_, "fra",
+                                 {{"rank", 0}, {"selector", {{"labels", "site=fra1"}}}}, true));
   EXPECT_EQ(size("fra"), 5);
   EXPECT_EQ(size("rest"), 15);
   EXPECT_EQ((*service_->get_host(test_uuid(0)))["ring"], "fra");
   // Changing the selector moves them back.
-  ASSERT_TRUE(service_->put_ring(admin_, "fra", {{"rank", 0}, {"selector", {{"labels", "site=nowhere"}}}}, false));
+  ASSERT_TRUE(service_->put_ring(admin_, "fra",
+                                 {{"rank", 0}, {"selector", {{"labels", "site=nowhere"}}}}, false));
   EXPECT_EQ(size("fra"), 0);
   EXPECT_EQ((*service_->get_host(test_uuid(0)))["ring"], "rest");
   // Relabelling a host moves it.
@@ -176,17 +193,36 @@ TEST_F(ServiceApi, RingMembershipFollowsRingAndLabelChanges) {
   ASSERT_TRUE(p2);
   EXPECT_EQ((*p2)["hosts"].size(), 9u);
   EXPECT_FALSE(p2->contains("next"));
-  EXPECT_LT((*p1)["hosts"][9]["host_id"].get<std::string>(), (*p2)["hosts"][0]["host_id"].get<std::string>());
+  EXPECT_LT((*p1)["hosts"][9]["host_id"].get<std::string>(),
+            (*p2)["hosts"][0]["host_id"].get<std::string>());
   // Deleting a ring hands its hosts to the others.
   ASSERT_TRUE(service_->delete_ring(admin_, "fra"));
   EXPECT_EQ(size("rest"), 20);
   EXPECT_EQ(service_->get_ring("fra").error().errc, Errc::NotFound);
   // Ring input.
-  EXPECT_EQ(service_->put_ring(admin_, "rest", {{"rank", 1}, {"selector", {{"buckets", {0, 1}}}}}, true).error().errc, Errc::Conflict);
-  EXPECT_EQ(service_->put_ring(admin_, "x", {{"name", "y"}, {"rank", 1}, {"selector", {{"buckets", {0, 1}}}}}, false).error().errc, Errc::InvalidArgument);
-  EXPECT_EQ(service_->put_ring(admin_, "..", {{"rank", 1}, {"selector", {{"buckets", {0, 1}}}}}, false).error().errc, Errc::InvalidArgument);
-  EXPECT_EQ(service_->put_ring(admin_, "x", {{"rank", 1}}, false).error().errc, Errc::InvalidArgument);
-  EXPECT_EQ(service_->put_ring(admin_, "x", {{"rank", -3}, {"selector", {{"buckets", {0, 1}}}}}, false).error().errc, Errc::InvalidArgument);
+  EXPECT_EQ(
+      service_->put_ring(admin_, "rest", {{"rank", 1}, {"selector", {{"buckets", {0, 1}}}}}, true)
+          .error()
+          .errc,
+      Errc::Conflict);
+  EXPECT_EQ(service_
+                ->put_ring(admin_, "x",
+                           {{"name", "y"}, {"rank", 1}, {"selector", {{"buckets", {0, 1}}}}}, false)
+                .error()
+                .errc,
+            Errc::InvalidArgument);
+  EXPECT_EQ(
+      service_->put_ring(admin_, "..", {{"rank", 1}, {"selector", {{"buckets", {0, 1}}}}}, false)
+          .error()
+          .errc,
+      Errc::InvalidArgument);
+  EXPECT_EQ(service_->put_ring(admin_, "x", {{"rank", 1}}, false).error().errc,
+            Errc::InvalidArgument);
+  EXPECT_EQ(
+      service_->put_ring(admin_, "x", {{"rank", -3}, {"selector", {{"buckets", {0, 1}}}}}, false)
+          .error()
+          .errc,
+      Errc::InvalidArgument);
   EXPECT_EQ(service_->delete_ring(admin_, "ghost").error().errc, Errc::NotFound);
   // Memberships survive a restart.
   open();
@@ -230,9 +266,12 @@ TEST_F(ServiceApi, HostListFiltersAndPaging) {
   f.after = (*page)["next"];
   EXPECT_EQ((*service_->list_hosts(f))["hosts"].size(), 2u);
   // patch / delete
-  EXPECT_EQ(service_->patch_host(admin_, test_uuid(1), {{"color", "red"}}).error().errc, Errc::InvalidArgument);
-  EXPECT_EQ(service_->patch_host(admin_, test_uuid(1), {{"pinned", "yes"}}).error().errc, Errc::InvalidArgument);
-  EXPECT_EQ(service_->patch_host(admin_, test_uuid(99), {{"pinned", true}}).error().errc, Errc::NotFound);
+  EXPECT_EQ(service_->patch_host(admin_, test_uuid(1), {{"color", "red"}}).error().errc,
+            Errc::InvalidArgument);
+  EXPECT_EQ(service_->patch_host(admin_, test_uuid(1), {{"pinned", "yes"}}).error().errc,
+            Errc::InvalidArgument);
+  EXPECT_EQ(service_->patch_host(admin_, test_uuid(99), {{"pinned", true}}).error().errc,
+            Errc::NotFound);
   ASSERT_TRUE(service_->delete_host(admin_, test_uuid(1)));
   EXPECT_EQ(service_->get_host(test_uuid(1)).error().errc, Errc::NotFound);
   EXPECT_FALSE(service_->authenticate_host("Bearer " + creds_[1]));
@@ -243,19 +282,26 @@ TEST_F(ServiceApi, HostListFiltersAndPaging) {
 
 TEST_F(ServiceApi, ChannelsAndTheirValidatorCommand) {
   Principal rel{"rel", Role::Release};
-  auto c = service_->put_channel(rel, "det", {{"name", "det"}, {"schema", {{"type", "object"}}}, {"max_bytes", 100}}, true);
+  auto c = service_->put_channel(
+      rel, "det", {{"name", "det"}, {"schema", {{"type", "object"}}}, {"max_bytes", 100}}, true);
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ((*c)["max_bytes"], 100);
-  EXPECT_EQ(service_->put_channel(rel, "det", {{"name", "det"}}, true).error().errc, Errc::Conflict);
+  EXPECT_EQ(service_->put_channel(rel, "det", {{"name", "det"}}, true).error().errc,
+            Errc::Conflict);
   auto v = service_->put_channel(rel, "det", {{"validator", {{"argv", {"/bin/true"}}}}}, false);
   ASSERT_FALSE(v);
   EXPECT_EQ(v.error().errc, Errc::PermissionDenied);
-  ASSERT_TRUE(service_->put_channel(admin_, "det", {{"validator", {{"argv", {"/bin/true"}}}}}, false));
+  ASSERT_TRUE(
+      service_->put_channel(admin_, "det", {{"validator", {{"argv", {"/bin/true"}}}}}, false));
   // Removing it needs admin too.
-  EXPECT_EQ(service_->put_channel(rel, "det", {{"schema", json::object()}}, false).error().errc, Errc::PermissionDenied);
-  EXPECT_EQ(service_->put_channel(rel, "Bad", json::object(), true).error().errc, Errc::InvalidArgument);
-  EXPECT_EQ(service_->put_channel(rel, "c2", {{"schema", {{"type", "banana"}}}}, true).error().errc, Errc::InvalidArgument);
-  EXPECT_EQ(service_->put_channel(rel, "c2", {{"max_bytes", 0}}, true).error().errc, Errc::InvalidArgument);
+  EXPECT_EQ(service_->put_channel(rel, "det", {{"schema", json::object()}}, false).error().errc,
+            Errc::PermissionDenied);
+  EXPECT_EQ(service_->put_channel(rel, "Bad", json::object(), true).error().errc,
+            Errc::InvalidArgument);
+  EXPECT_EQ(service_->put_channel(rel, "c2", {{"schema", {{"type", "banana"}}}}, true).error().errc,
+            Errc::InvalidArgument);
+  EXPECT_EQ(service_->put_channel(rel, "c2", {{"max_bytes", 0}}, true).error().errc,
+            Errc::InvalidArgument);
   EXPECT_EQ(service_->get_channel("ghost").error().errc, Errc::NotFound);
   EXPECT_EQ(service_->list_channels()["channels"].size(), 1u);
 }
@@ -267,28 +313,34 @@ TEST_F(ServiceApi, ReleasesAreVersionedSignedAndValidated) {
   EXPECT_EQ(version_, 1);
   EXPECT_EQ((*rel)["state"], "validated");
   const auto& mj = (*rel)["manifest"];
-  proto::Manifest m{mj["channel"], mj["version"], mj["sha256"], mj["size"], mj["created"], mj["expires"]};
+  proto::Manifest m{mj["channel"], mj["version"], mj["sha256"],
+                    mj["size"],    mj["created"], mj["expires"]};
   EXPECT_EQ(m.channel, "det");
   EXPECT_EQ(m.version, version_);
   EXPECT_EQ(m.sha256, proto::sha256_hex("{\"rules\":[1]}"));
   EXPECT_EQ(m.size, static_cast<std::int64_t>(std::string("{\"rules\":[1]}").size()));
   EXPECT_GT(m.expires, m.created);
-  EXPECT_TRUE(proto::verify(key_.public_key, proto::canonical_bytes(m), (*rel)["signature"].get<std::string>()));
+  EXPECT_TRUE(proto::verify(key_.public_key, proto::canonical_bytes(m),
+                            (*rel)["signature"].get<std::string>()));
   auto forged = m;
   forged.version = 99;
-  EXPECT_FALSE(proto::verify(key_.public_key, proto::canonical_bytes(forged), (*rel)["signature"].get<std::string>()));
+  EXPECT_FALSE(proto::verify(key_.public_key, proto::canonical_bytes(forged),
+                             (*rel)["signature"].get<std::string>()));
   EXPECT_EQ(service_->signing_public_key(),
-            proto::base64_encode(std::string_view(reinterpret_cast<const char*>(key_.public_key.data()), 32)));
+            proto::base64_encode(
+                std::string_view(reinterpret_cast<const char*>(key_.public_key.data()), 32)));
   // Versions are monotonic per channel.
   EXPECT_EQ(release("{\"rules\":[2]}"), version_ + 1);
   EXPECT_EQ(release("{\"rules\":[3]}"), version_ + 2);
   EXPECT_EQ((*service_->list_releases("det"))["releases"].size(), 3u);
   // The same content twice is refused.
-  auto dup = service_->create_release(admin_, "det", {{"sha256", proto::sha256_hex("{\"rules\":[1]}")}});
+  auto dup =
+      service_->create_release(admin_, "det", {{"sha256", proto::sha256_hex("{\"rules\":[1]}")}});
   ASSERT_FALSE(dup);
   EXPECT_EQ(dup.error().errc, Errc::Conflict);
   // Content that fails the channel schema is refused with findings, and no version is used up.
-  ASSERT_TRUE(service_->put_channel(admin_, "det", {{"schema", {{"type", "object"}, {"required", {"rules"}}}}}, false));
+  ASSERT_TRUE(service_->put_channel(
+      admin_, "det", {{"schema", {{"type", "object"}, {"required", {"rules"}}}}}, false));
   auto bad = service_->create_release(admin_, "det", {{"sha256", blob("{\"other\":1}")}});
   ASSERT_FALSE(bad);
   EXPECT_EQ(bad.error().errc, Errc::Unprocessable);
@@ -305,10 +357,18 @@ TEST_F(ServiceApi, ReleasesAreVersionedSignedAndValidated) {
   ASSERT_FALSE(big);
   EXPECT_EQ(big.error().errc, Errc::Unprocessable);
   // Input.
-  EXPECT_EQ(service_->create_release(admin_, "det", {{"sha256", "XYZ"}}).error().errc, Errc::InvalidArgument);
-  EXPECT_EQ(service_->create_release(admin_, "det", {{"sha256", std::string(64, 'a')}}).error().errc, Errc::NotFound);
-  EXPECT_EQ(service_->create_release(admin_, "ghost", {{"sha256", std::string(64, 'a')}}).error().errc, Errc::NotFound);
-  EXPECT_EQ(service_->create_release(admin_, "det", {{"sha256", std::string(64, 'a')}, {"x", 1}}).error().errc, Errc::InvalidArgument);
+  EXPECT_EQ(service_->create_release(admin_, "det", {{"sha256", "XYZ"}}).error().errc,
+            Errc::InvalidArgument);
+  EXPECT_EQ(
+      service_->create_release(admin_, "det", {{"sha256", std::string(64, 'a')}}).error().errc,
+      Errc::NotFound);
+  EXPECT_EQ(
+      service_->create_release(admin_, "ghost", {{"sha256", std::string(64, 'a')}}).error().errc,
+      Errc::NotFound);
+  EXPECT_EQ(service_->create_release(admin_, "det", {{"sha256", std::string(64, 'a')}, {"x", 1}})
+                .error()
+                .errc,
+            Errc::InvalidArgument);
   EXPECT_EQ(service_->get_release("det", 99).error().errc, Errc::NotFound);
   // Blobs: content-addressed, never a path from input.
   EXPECT_EQ(service_->blob_path("../../etc/passwd").error().errc, Errc::InvalidArgument);
@@ -326,7 +386,8 @@ TEST_F(ServiceApi, QuarantineIsKnownBadForEveryAgent) {
   ASSERT_TRUE(service_->quarantine_release(admin_, "det", version_, "bad"));  // idempotent
   EXPECT_EQ(event_count(), n);
   EXPECT_EQ(poll(0)["known_bad"], json::array({{{"channel", "det"}, {"version", version_}}}));
-  auto r = service_->create_rollout(admin_, {{"channel", "det"}, {"version", version_}, {"stages", two_stages()}});
+  auto r = service_->create_rollout(
+      admin_, {{"channel", "det"}, {"version", version_}, {"stages", two_stages()}});
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().errc, Errc::Conflict);
   EXPECT_EQ(service_->quarantine_release(admin_, "det", 42, "x").error().errc, Errc::NotFound);
@@ -339,7 +400,8 @@ TEST_F(ServiceApi, PoliciesValidateAndRolloutsCopyThem) {
   ASSERT_TRUE(p) << p.error().message;
   EXPECT_EQ((*p)["stages"].size(), 2u);
   EXPECT_EQ((*p)["stages"][0]["gate"]["alpha"], 0.001);  // defaults are explicit
-  EXPECT_EQ(service_->put_policy(rel, "std", {{"stages", two_stages()}}, true).error().errc, Errc::Conflict);
+  EXPECT_EQ(service_->put_policy(rel, "std", {{"stages", two_stages()}}, true).error().errc,
+            Errc::Conflict);
   for (const auto& bad : {json{{"stages", json::array()}}, json{{"stages", "x"}}, json::object(),
                           json{{"stages", {{{"ring", "canary"}, {"percent", 0}}}}},
                           json{{"stages", {{{"ring", "canary"}, {"percent", 101}}}}},
@@ -357,11 +419,13 @@ TEST_F(ServiceApi, PoliciesValidateAndRolloutsCopyThem) {
   }
   EXPECT_EQ(service_->get_policy("p2").error().errc, Errc::NotFound);
   // A rollout copies the plan: changing the policy later does not change it.
-  auto ro = service_->create_rollout(rel, {{"channel", "det"}, {"version", version_}, {"policy", "std"}});
+  auto ro =
+      service_->create_rollout(rel, {{"channel", "det"}, {"version", version_}, {"policy", "std"}});
   ASSERT_TRUE(ro) << ro.error().message;
   EXPECT_EQ((*ro)["policy"], "std");
   EXPECT_EQ((*ro)["stages"][0]["bake_s"], 30);
-  ASSERT_TRUE(service_->put_policy(rel, "std", {{"stages", json::array({{{"ring", "rest"}, {"bake_s", 5}}})}}, false));
+  ASSERT_TRUE(service_->put_policy(
+      rel, "std", {{"stages", json::array({{{"ring", "rest"}, {"bake_s", 5}}})}}, false));
   auto rid = (*ro)["id"].get<std::int64_t>();
   EXPECT_EQ(get(rid)["stages"].size(), 2u);
   EXPECT_EQ((*service_->get_policy("std"))["stages"].size(), 1u);
@@ -413,22 +477,30 @@ TEST_F(ServiceApi, RolloutCreationRules) {
     return r ? Errc::Internal : r.error().errc;
   };
   EXPECT_EQ(bad({{"channel", "det"}, {"version", version_}}), Errc::InvalidArgument);  // no plan
-  EXPECT_EQ(bad({{"channel", "det"}, {"version", version_}, {"policy", "p"}, {"stages", two_stages()}}), Errc::InvalidArgument);
+  EXPECT_EQ(
+      bad({{"channel", "det"}, {"version", version_}, {"policy", "p"}, {"stages", two_stages()}}),
+      Errc::InvalidArgument);
   EXPECT_EQ(bad({{"channel", "det"}, {"version", version_}, {"policy", "ghost"}}), Errc::NotFound);
   EXPECT_EQ(bad({{"channel", "ghost"}, {"version", 1}, {"stages", two_stages()}}), Errc::NotFound);
   EXPECT_EQ(bad({{"channel", "det"}, {"version", 9}, {"stages", two_stages()}}), Errc::NotFound);
-  EXPECT_EQ(bad({{"channel", "det"}, {"version", 0}, {"stages", two_stages()}}), Errc::InvalidArgument);
-  EXPECT_EQ(bad({{"channel", "det"}, {"version", "1"}, {"stages", two_stages()}}), Errc::InvalidArgument);
-  EXPECT_EQ(bad({{"channel", "det"}, {"version", version_}, {"stages", {{{"ring", "ghost"}}}}}), Errc::InvalidArgument);
-  EXPECT_EQ(bad({{"channel", "det"}, {"version", version_}, {"stages", two_stages()}, {"x", 1}}), Errc::InvalidArgument);
+  EXPECT_EQ(bad({{"channel", "det"}, {"version", 0}, {"stages", two_stages()}}),
+            Errc::InvalidArgument);
+  EXPECT_EQ(bad({{"channel", "det"}, {"version", "1"}, {"stages", two_stages()}}),
+            Errc::InvalidArgument);
+  EXPECT_EQ(bad({{"channel", "det"}, {"version", version_}, {"stages", {{{"ring", "ghost"}}}}}),
+            Errc::InvalidArgument);
+  EXPECT_EQ(bad({{"channel", "det"}, {"version", version_}, {"stages", two_stages()}, {"x", 1}}),
+            Errc::InvalidArgument);
   auto n = event_count();
   auto id = rollout(two_stages());
   EXPECT_EQ(get(id)["state"], "pending");
   EXPECT_EQ(event_count(), n + 1);
-  auto busy = service_->create_rollout(admin_, {{"channel", "det"}, {"version", version_}, {"stages", two_stages()}});
+  auto busy = service_->create_rollout(
+      admin_, {{"channel", "det"}, {"version", version_}, {"stages", two_stages()}});
   ASSERT_FALSE(busy);
   EXPECT_EQ(busy.error().errc, Errc::Conflict);
-  EXPECT_NE(busy.error().message.find("pending"), std::string::npos);  // names the active one's state
+  EXPECT_NE(busy.error().message.find("pending"),
+            std::string::npos);  // names the active one's state
   // Listing and filters.
   EXPECT_EQ((*service_->list_rollouts("det", std::nullopt))["rollouts"].size(), 1u);
   EXPECT_EQ((*service_->list_rollouts("other", std::nullopt))["rollouts"].size(), 0u);
@@ -455,8 +527,10 @@ TEST_F(ServiceApi, PreviewShowsWhichHostsEachStageReaches) {
   EXPECT_EQ((*p)["stages"][1]["new_hosts"], 7);
   EXPECT_EQ((*p)["stages"][1]["cumulative_hosts"], 9);
   EXPECT_EQ((*p)["stages"][1]["earliest_start_s"], 60);
-  EXPECT_EQ(service_->preview({{"channel", "ghost"}, {"stages", two_stages()}}).error().errc, Errc::NotFound);
-  EXPECT_EQ(service_->preview({{"stages", two_stages()}, {"x", 1}}).error().errc, Errc::InvalidArgument);
+  EXPECT_EQ(service_->preview({{"channel", "ghost"}, {"stages", two_stages()}}).error().errc,
+            Errc::NotFound);
+  EXPECT_EQ(service_->preview({{"stages", two_stages()}, {"x", 1}}).error().errc,
+            Errc::InvalidArgument);
   // A preview changes nothing.
   EXPECT_TRUE((*service_->list_rollouts(std::nullopt, std::nullopt))["rollouts"].empty());
 }
@@ -495,15 +569,38 @@ TEST_F(ServiceApi, EventsCarryActorAndReasonAndPageByCursor) {
   EXPECT_EQ(rest["events"].size() + 2, all.size());
   // The live stream: replay after a cursor, then new events as SSE frames.
   std::vector<std::string> frames;
-  ASSERT_TRUE(service_->subscribe_events(all.back()["id"].get<std::int64_t>() - 1, [&](std::string f) {
-    frames.push_back(std::move(f));
-    return true;
-  }));
+  ASSERT_TRUE(
+      service_->subscribe_events(all.back()["id"].get<std::int64_t>() - 1, [&](std::string f) {
+        frames.push_back(std::move(f));
+        return true;
+      }));
   ASSERT_GE(frames.size(), 2u);  // the last event replayed, then ": connected"
   ASSERT_TRUE(service_->rollout_action(dave, id, "resume", json::object()));
   bool streamed = false;
-  for (const auto& f : frames) streamed = streamed || f.find("event: rollout_resume") != std::string::npos;
+  for (const auto& f : frames)
+    streamed = streamed || f.find("event: rollout_resume") != std::string::npos;
   EXPECT_TRUE(streamed);
+}
+
+TEST_F(ServiceApi, AStreamResumedFarBehindReplaysEverythingItMissed) {
+  std::int64_t cursor = 0;
+  for (const auto& e : (*service_->list_events(std::nullopt, 0, 100000))["events"])
+    cursor = e["id"];
+  // More events than one replay page (1000).
+  for (int i = 0; i < 1200; ++i) {
+    ASSERT_TRUE(service_->put_ring(admin_, "r" + std::to_string(i % 3),
+                                   {{"rank", i % 3},
+                                    {"selector", {{"buckets", {0, 10000}}}},
+                                    {"description", std::to_string(i)}},
+                                   i < 3));
+  }
+  std::vector<std::int64_t> ids;
+  ASSERT_TRUE(service_->subscribe_events(cursor, [&](std::string f) {
+    if (f.compare(0, 4, "id: ") == 0) ids.push_back(std::strtoll(f.c_str() + 4, nullptr, 10));
+    return true;
+  }));
+  ASSERT_EQ(ids.size(), 1200u);
+  for (std::size_t i = 1; i < ids.size(); ++i) ASSERT_LT(ids[i - 1], ids[i]);
 }
 
 }  // namespace

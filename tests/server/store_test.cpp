@@ -1,7 +1,9 @@
 // The migrator and the SQLite store on real files in a temp dir.
+#include "server/store/store.hpp"
+
 #include <gtest/gtest.h>
 
-#include "server/store/store.hpp"
+#include "proto/try.hpp"
 #include "tests/support/process.hpp"
 
 namespace ringfence::server::store {
@@ -74,12 +76,48 @@ TEST(Store, EventsAreAppendOnlyAndReportsIdempotent) {
   EXPECT_FALSE(st.put_token({"x", "viewer", "h1", 1}) && st.put_token({"x", "viewer", "h2", 1}));
 }
 
+TEST(Store, AfterCommitRunsOnlyOnceTheOutermostTransactionCommitted) {
+  auto s = open_sqlite(":memory:", embedded_migrations());
+  ASSERT_TRUE(s);
+  auto& st = **s;
+  std::vector<std::string> ran;
+  st.after_commit([&] { ran.push_back("now"); });  // no transaction: at once
+  EXPECT_EQ(ran, std::vector<std::string>{"now"});
+  ran.clear();
+  auto failed = st.transaction([&]() -> Status {
+    EXPECT_TRUE(st.append_event({0, 1, "admin", "lost", std::nullopt, "{}"}));
+    st.after_commit([&] { ran.push_back("lost"); });
+    return fail(Errc::Unavailable, "disk full");
+  });
+  EXPECT_FALSE(failed);
+  EXPECT_TRUE(ran.empty()) << "a rolled-back transaction's effects ran";
+  EXPECT_TRUE(st.list_events({std::nullopt, 0, 10})->empty());
+  auto ok = st.transaction([&]() -> Status {
+    RF_CHECK(st.transaction([&]() -> Status {
+      st.after_commit([&] { ran.push_back("inner"); });
+      return {};
+    }));
+    EXPECT_TRUE(ran.empty()) << "ran before the outer transaction committed";
+    st.after_commit([&] { ran.push_back("outer"); });
+    return {};
+  });
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ran, (std::vector<std::string>{"inner", "outer"}));
+}
+
 TEST(Store, TouchHostsWritesOnlyLastSeen) {
   auto s = open_sqlite(":memory:", embedded_migrations());
   ASSERT_TRUE(s);
   auto& st = **s;
-  HostRow h{"00000000-0000-4000-8000-000000000001", std::string(64, 'a'), R"({"os":"linux"})", "t1",
-            true, "1.0", 10, 20, R"({"det":{"version":3,"state":"active"}})"};
+  HostRow h{"00000000-0000-4000-8000-000000000001",
+            std::string(64, 'a'),
+            R"({"os":"linux"})",
+            "t1",
+            true,
+            "1.0",
+            10,
+            20,
+            R"({"det":{"version":3,"state":"active"}})"};
   ASSERT_TRUE(st.upsert_hosts({h}));
   ASSERT_TRUE(st.touch_hosts({{h.host_id, 99}, {"00000000-0000-4000-8000-000000000002", 5}}));
   auto snap = st.load();
@@ -107,7 +145,6 @@ TEST(Store, TransactionRollsBackOnError) {
   ASSERT_TRUE(snap);
   EXPECT_TRUE(snap->rings.empty());
 }
-
 
 TEST(Migrator, StepByStepEveryVersionIsRecorded) {
   testing::TempDir dir;
