@@ -1,22 +1,27 @@
 // The real ringfence-server and real ringfence-agent processes on loopback (port 0): enroll,
 // long poll, download, verify, apply, heartbeat; kill -9 during a download and during a swap;
 // a consumer crash loop reverted locally while the server is down; a server outage met with
-// backoff rather than a request storm. No fixed sleeps: every wait is a condition with a
-// deadline. Skipped (not failed) when the server binary has not been built.
+// backoff rather than a request storm; forged or stale input refused (content signed by another
+// key, a tampered blob store) and a restart loop with the server down reverted to
+// last-known-good, reported once the server is back. No fixed sleeps: every wait is a condition
+// with a deadline. Skipped (not failed) when the server binary has not been built.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "proto/signing.hpp"
 #include "tests/support/process.hpp"
 
 namespace ringfence::agent::testing {
@@ -135,9 +140,15 @@ class Server {
     proc_.signal(SIGKILL);
     proc_.wait(10s);
   }
+  // A clean stop (SIGTERM); true when the process exited within the deadline.
+  bool stop() {
+    proc_.signal(SIGTERM);
+    return proc_.wait(20s).has_value();
+  }
   int port() const { return port_; }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   std::string public_key_file() const { return data_dir_ + "/signing.pub"; }
+  std::string data_dir() const { return data_dir_; }
 
  private:
   std::string data_dir_;
@@ -150,7 +161,8 @@ class AgentIntegration : public ::testing::Test {
   void SetUp() override {
     server_bin_ = ringfence::testing::built_program("server/ringfence-server");
     agent_bin_ = ringfence::testing::built_program("agent/ringfence-agent");
-    ASSERT_EQ(::access(server_bin_.c_str(), X_OK), 0) << "ringfence-server is not built: " << server_bin_;
+    ASSERT_EQ(::access(server_bin_.c_str(), X_OK), 0)
+        << "ringfence-server is not built: " << server_bin_;
     ASSERT_EQ(::access(agent_bin_.c_str(), X_OK), 0) << agent_bin_;
     ::mkdir((dir_.path() + "/data").c_str(), 0700);
     server_ = std::make_unique<Server>(dir_.path() + "/data");
@@ -184,13 +196,24 @@ class AgentIntegration : public ::testing::Test {
   // Starts a one-stage rollout of `bytes` to every host. `tolerant` gives it a gate that never
   // halts (for tests whose own fault injection makes the host report a crash).
   std::int64_t release(const std::string& bytes, int bake_s = 0, bool tolerant = false) {
+    auto version = create_release(bytes).first;
+    start_rollout(version, bake_s, tolerant);
+    return version;
+  }
+
+  // Uploads bytes and creates a release (no rollout yet); returns {version, sha256}.
+  std::pair<std::int64_t, std::string> create_release(const std::string& bytes) {
     auto blob = http(port(), "POST", "/v1/blobs", bytes, "application/octet-stream");
     EXPECT_TRUE(blob.status == 200 || blob.status == 201) << blob.status << " " << blob.body;
     auto sha = blob.j().value("sha256", "");
     auto rel = http(port(), "POST", "/v1/channels/rules/releases",
                     json{{"sha256", sha}, {"notes", "integration"}}.dump());
     EXPECT_TRUE(rel.status == 200 || rel.status == 201) << rel.status << " " << rel.body;
-    std::int64_t version = rel.j().value("version", std::int64_t{0});
+    return {rel.j().value("version", std::int64_t{0}), sha};
+  }
+
+  // Creates and starts a one-stage rollout of `version` to every host; sets rollout_id_.
+  void start_rollout(std::int64_t version, int bake_s = 0, bool tolerant = false) {
     // One active rollout per channel: wait for the previous one to finish (409 until then).
     HttpReply ro;
     eventually(
@@ -214,30 +237,30 @@ class AgentIntegration : public ::testing::Test {
       rollout_id_ = ro.j()["id"].get<std::string>();
     auto start = http(port(), "POST", "/v1/rollouts/" + rollout_id_ + "/start", "{}");
     EXPECT_TRUE(start.status == 200 || start.status == 202) << start.status << " " << start.body;
-    return version;
   }
 
   Process start_agent(std::vector<std::string> extra = {},
                       std::map<std::string, std::string> env = {}) {
-    std::vector<std::string> argv = {agent_bin_,
-                                     "--server",
-                                     server_->url(),
-                                     "--enroll-token",
-                                     enroll_token_,
-                                     "--state-dir",
-                                     dir_.path() + "/state",
-                                     "--content-dir",
-                                     dir_.path() + "/content",
-                                     "--public-key",
-                                     server_->public_key_file(),
-                                     "--label",
-                                     "os=linux",
-                                     "--poll-wait-s",
-                                     "5",
-                                     "--backoff-cap-ms",
-                                     "4000",
-                                     "--log-level",
-                                     "debug"};
+    std::vector<std::string> argv = {
+        agent_bin_,
+        "--server",
+        server_->url(),
+        "--enroll-token",
+        enroll_token_,
+        "--state-dir",
+        dir_.path() + "/state",
+        "--content-dir",
+        dir_.path() + "/content",
+        "--public-key",
+        public_key_file_.empty() ? server_->public_key_file() : public_key_file_,
+        "--label",
+        "os=linux",
+        "--poll-wait-s",
+        "5",
+        "--backoff-cap-ms",
+        "4000",
+        "--log-level",
+        "debug"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return Process::start(argv, env, dir_.path() + "/agent.log");
   }
@@ -247,8 +270,66 @@ class AgentIntegration : public ::testing::Test {
         .value("host_id", "");
   }
 
+  // The stage counters of the current rollout as the server reports them.
+  json rollout_stage0() const {
+    auto r = http(port(), "GET", "/v1/rollouts/" + rollout_id_).j();
+    if (!r.is_object() || !r.contains("stages") || !r["stages"].is_array() || r["stages"].empty())
+      return json::object();
+    return r["stages"][0];
+  }
+
+  // The agent reports the server has stored (its reports table, read-only): the server's own
+  // record that a report arrived, which no API lists.
+  json server_reports() const {
+    json out = json::array();
+    sqlite3* db = nullptr;
+    std::string path = server_->data_dir() + "/ringfence.db";
+    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+      sqlite3_close(db);
+      return out;
+    }
+    sqlite3_busy_timeout(db, 2000);
+    sqlite3_stmt* stmt = nullptr;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT host_id, kind, IFNULL(channel,''), IFNULL(version,0), detail "
+                           "FROM reports ORDER BY time",
+                           -1, &stmt, nullptr) == SQLITE_OK) {
+      while (sqlite3_step(stmt) == SQLITE_ROW) {
+        auto text = [&](int col) {
+          auto p = sqlite3_column_text(stmt, col);
+          return p ? std::string(reinterpret_cast<const char*>(p)) : std::string();
+        };
+        out.push_back({{"host_id", text(0)},
+                       {"kind", text(1)},
+                       {"channel", text(2)},
+                       {"version", sqlite3_column_int64(stmt, 3)},
+                       {"detail", json::parse(text(4), nullptr, false)}});
+      }
+    }
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return out;
+  }
+
+  // The first stored report of `kind` for (rules, version) from this host, or null.
+  json server_report(const std::string& kind, std::int64_t version) const {
+    auto hid = host_id();
+    for (const auto& r : server_reports()) {
+      if (r["host_id"] == hid && r["kind"] == kind && r["channel"] == "rules" &&
+          r["version"] == version)
+        return r;
+    }
+    return nullptr;
+  }
+
+  // Lines the agent logs once per start, after its unclean-shutdown marker is on disk.
+  std::size_t starts_logged() const {
+    return count_of(agent_log(), " host " + host_id() + " state ");
+  }
+
   TempDir dir_;
   std::string server_bin_, agent_bin_, enroll_token_, rollout_id_;
+  std::string public_key_file_;  // empty: the server's signing.pub
   std::unique_ptr<Server> server_;
 };
 
@@ -418,6 +499,185 @@ TEST_F(AgentIntegration, ServerOutageIsMetWithBackoffNotAStorm) {
   // Recovery: a new release reaches the agent after the outage.
   release("after the outage\n");
   ASSERT_TRUE(eventually([&] { return content() == "after the outage\n"; }, 60s)) << agent_log();
+}
+
+// --------------------------------------------------------------- forged or stale input
+
+TEST_F(AgentIntegration, ContentSignedByAnotherKeyIsNeverActivated) {
+  // The agent trusts a key that is not the server's: every manifest the server signs is forged as
+  // far as this agent is concerned.
+  auto other = ringfence::proto::generate_keypair();
+  public_key_file_ = dir_.path() + "/other.pub";
+  {
+    std::ofstream out(public_key_file_);
+    out << ringfence::proto::base64_encode(std::string_view(
+               reinterpret_cast<const char*>(other.public_key.data()), other.public_key.size()))
+        << "\n";
+  }
+  ASSERT_NE(slurp(public_key_file_), slurp(server_->public_key_file()));
+  auto agent = start_agent();
+  ASSERT_TRUE(
+      eventually([&] { return agent_log().find("enrolled as host") != std::string::npos; }, 20s))
+      << agent_log();
+  auto v = release("rules signed by the server, not by the key this agent trusts\n");
+  ASSERT_GT(v, 0);
+  // The refusal is reported to the server: the rollout counts the host as failed, and the
+  // server stores the apply_failed report with the check that refused it.
+  ASSERT_TRUE(eventually([&] { return rollout_stage0().value("failed", 0) >= 1; }, 60s))
+      << rollout_stage0().dump() << "\n"
+      << agent_log();
+  json rep;
+  ASSERT_TRUE(eventually(
+      [&] {
+        rep = server_report("apply_failed", v);
+        return !rep.is_null();
+      },
+      30s))
+      << server_reports().dump() << "\n"
+      << agent_log();
+  EXPECT_EQ(rep["detail"].value("check", ""), "signature") << rep.dump();
+  EXPECT_NE(agent_log().find("refusing rules v" + std::to_string(v) +
+                             ": manifest signature does not verify"),
+            std::string::npos)
+      << agent_log();
+  EXPECT_TRUE(eventually([&] { return spool() == "[]"; }, 30s)) << spool();
+  // Nothing was activated, and nothing was even downloaded (the signature is checked first).
+  EXPECT_FALSE(exists(dir_.path() + "/content/rules/current"));
+  EXPECT_FALSE(exists(dir_.path() + "/content/rules/versions/v" + std::to_string(v)));
+  EXPECT_TRUE(std::filesystem::is_empty(dir_.path() + "/state/staging"));
+  EXPECT_EQ(agent_log().find("activated rules"), std::string::npos) << agent_log();
+  // The server never saw the host run it.
+  auto h = http(port(), "GET", "/v1/hosts/" + host_id()).j();
+  EXPECT_FALSE(h.contains("channels") && h["channels"].contains("rules") &&
+               h["channels"]["rules"].value("version", std::int64_t{0}) == v)
+      << h.dump();
+  ASSERT_TRUE(agent.running()) << agent_log();
+}
+
+TEST_F(AgentIntegration, TamperedBlobStoreIsRefusedOnTheHash) {
+  auto agent = start_agent();
+  auto v1 = release("v1, the good rules\n");
+  ASSERT_TRUE(eventually([&] { return content() == "v1, the good rules\n"; }, 60s)) << agent_log();
+  // v2 is signed over its real bytes; then someone with write access to the blob store swaps the
+  // file for different bytes of the same size, before any host has fetched it.
+  const std::string real = "v2, the rules the server signed\n";
+  const std::string forged = "v2, the rules an attacker wrote\n";
+  ASSERT_EQ(real.size(), forged.size());
+  auto [v2, sha] = create_release(real);
+  ASSERT_GT(v2, v1);
+  std::string blob = server_->data_dir() + "/blobs/" + sha.substr(0, 2) + "/" + sha;
+  ASSERT_EQ(slurp(blob), real) << "blob layout: data/blobs/<2 hex>/<sha256>";
+  ::chmod(blob.c_str(), 0644);  // stored read-only
+  {
+    std::ofstream out(blob, std::ios::binary | std::ios::trunc);
+    out << forged;
+  }
+  ASSERT_EQ(slurp(blob), forged);
+  start_rollout(v2);
+  // The server serves the forged bytes under the signed manifest; the agent refuses them.
+  json rep;
+  ASSERT_TRUE(eventually(
+      [&] {
+        rep = server_report("apply_failed", v2);
+        return !rep.is_null();
+      },
+      60s))
+      << server_reports().dump() << "\n"
+      << agent_log();
+  EXPECT_EQ(rep["detail"].value("check", ""), "sha256") << rep.dump();
+  EXPECT_NE(agent_log().find("refusing rules v" + std::to_string(v2) + ": sha256 mismatch"),
+            std::string::npos)
+      << agent_log();
+  EXPECT_TRUE(eventually([&] { return rollout_stage0().value("failed", 0) >= 1; }, 30s))
+      << rollout_stage0().dump();
+  // v1 stays active; the forged bytes were never installed nor left in staging.
+  EXPECT_EQ(content(), "v1, the good rules\n");
+  EXPECT_FALSE(exists(dir_.path() + "/content/rules/versions/v" + std::to_string(v2)));
+  EXPECT_TRUE(std::filesystem::is_empty(dir_.path() + "/state/staging"));
+  EXPECT_EQ(agent_log().find("activated rules v" + std::to_string(v2)), std::string::npos)
+      << agent_log();
+  EXPECT_TRUE(eventually([&] { return spool() == "[]"; }, 30s)) << spool();
+  ASSERT_TRUE(agent.running()) << agent_log();
+}
+
+TEST_F(AgentIntegration, RestartLoopWithoutNetworkRestoresLastKnownGoodAndReportsLater) {
+  // No consumer: the guard is healthy only after --healthy-after-s, far beyond this test, so
+  // every unclean start inside the window counts against the content last activated.
+  std::vector<std::string> flags = {"--crash-loop-k",    "2",   "--crash-loop-window-s", "600",
+                                    "--healthy-after-s", "3600"};
+  auto agent = start_agent(flags);
+  auto v1 = release("v1, last known good\n");
+  ASSERT_TRUE(eventually([&] { return content() == "v1, last known good\n"; }, 60s)) << agent_log();
+  auto v2 = release("v2, the host dies right after every start\n", 3600);  // stays baking
+  ASSERT_TRUE(
+      eventually([&] { return content() == "v2, the host dies right after every start\n"; }, 60s))
+      << agent_log();
+  ASSERT_TRUE(eventually([&] { return spool() == "[]"; }, 30s)) << "applied delivered: " << spool();
+  auto hid = host_id();
+  int old_port = port();
+  ASSERT_TRUE(server_->stop()) << "server did not stop on SIGTERM";  // the network is gone
+  agent.signal(SIGTERM);  // a clean stop does not count as a crash
+  ASSERT_TRUE(agent.wait(10s)) << agent_log();
+  ASSERT_FALSE(exists(dir_.path() + "/state/agent.running"));
+
+  // K=2 starts, each killed shortly after it began (after its marker is on disk).
+  for (int kill = 1; kill <= 2; ++kill) {
+    auto before = starts_logged();
+    auto dying = start_agent(flags);
+    ASSERT_TRUE(eventually([&] { return starts_logged() > before; }, 20s)) << agent_log();
+    ASSERT_TRUE(exists(dir_.path() + "/state/agent.running"));
+    dying.signal(SIGKILL);
+    auto st = dying.wait(10s);
+    ASSERT_TRUE(st && WIFSIGNALED(*st) && WTERMSIG(*st) == SIGKILL);
+    // Not reverted yet: the first kill has not been counted (no start since), or one failure is.
+    EXPECT_EQ(content(), "v2, the host dies right after every start\n") << "after kill " << kill;
+    auto state = json::parse(slurp(dir_.path() + "/state/state.json"), nullptr, false);
+    EXPECT_TRUE(state["quarantine"].empty()) << state.dump();
+  }
+
+  // The next start counts the second crash and restores v1 on its own, with no server.
+  auto agent2 = start_agent(flags);
+  ASSERT_TRUE(eventually(
+      [&] {
+        return content() == "v1, last known good\n" &&
+               spool().find("local_rollback") != std::string::npos;
+      },
+      30s))
+      << agent_log();
+  auto state = json::parse(slurp(dir_.path() + "/state/state.json"), nullptr, false);
+  ASSERT_TRUE(state.is_object());
+  ASSERT_EQ(state["quarantine"].size(), 1u) << state.dump();
+  EXPECT_EQ(state["quarantine"][0]["version"], v2);
+  EXPECT_FALSE(exists(dir_.path() + "/content/rules/versions/v" + std::to_string(v2)));
+  EXPECT_EQ(http(old_port, "GET", "/healthz", "", "application/json", "").status, 0)
+      << "the server is still down";
+
+  // The server comes back on the same data dir and port: the spooled report reaches it.
+  ASSERT_TRUE(server_->start(old_port)) << slurp(dir_.path() + "/server.log");
+  ASSERT_EQ(port(), old_port);
+  ASSERT_TRUE(eventually([&] { return spool().find("local_rollback") == std::string::npos; }, 60s))
+      << spool() << agent_log();
+  json rep;
+  ASSERT_TRUE(eventually(
+      [&] {
+        rep = server_report("local_rollback", v2);
+        return !rep.is_null();
+      },
+      30s))
+      << server_reports().dump();
+  EXPECT_EQ(rep["host_id"], hid);
+  EXPECT_EQ(rep["detail"].value("to", std::int64_t{0}), v1) << rep.dump();
+  // The server hears from the host running v1, and the host keeps v1.
+  EXPECT_TRUE(eventually(
+      [&] {
+        auto h = http(port(), "GET", "/v1/hosts/" + hid).j();
+        return h.contains("channels") && h["channels"].contains("rules") &&
+               h["channels"]["rules"].value("version", std::int64_t{0}) == v1;
+      },
+      30s))
+      << http(port(), "GET", "/v1/hosts/" + hid).body;
+  EXPECT_EQ(content(), "v1, last known good\n");
+  ASSERT_TRUE(agent2.running()) << agent_log();
 }
 
 }  // namespace
