@@ -215,28 +215,44 @@ Status Service::load() {
       m.emergency_reason = j.value("reason", std::string());
     }
   }
-  // Re-attach exposure for hosts that report running a rolling release (applied).
+  // Exposure is not stored per host: it is rebuilt from what the hosts said. A host exposed at
+  // the stage of the first reached ring that covers it.
+  auto attach = [&m](Rollout& r, HostIndex i) -> Exposure& {
+    if (auto e = r.exposed.find(i); e != r.exposed.end()) return e->second;
+    Exposure e;
+    for (std::size_t s = 0; s <= r.stage && s < r.plan.size(); ++s) {
+      if (m.stage_covers(r, s, m.fleet.at(i))) {
+        e.stage = static_cast<std::uint8_t>(s);
+        break;
+      }
+    }
+    ++r.stages[e.stage].counts.exposed;
+    return r.exposed[i] = e;
+  };
   for (auto& [id, r] : m.rollouts) {
     if (rollout::is_terminal(r.state)) continue;
+    // Hosts that report running the rolling release applied it.
     for (HostIndex i = 0; i < m.fleet.slots(); ++i) {
       const auto& h = m.fleet.at(i);
       if (h.deleted) continue;
       for (const auto& c : h.channels) {
         if (c.channel == r.channel && c.version == r.version) {
-          Exposure e;
-          e.stage = 0;
-          for (std::size_t s = 0; s <= r.stage && s < r.plan.size(); ++s) {
-            if (m.stage_covers(r, s, h)) {
-              e.stage = static_cast<std::uint8_t>(s);
-              break;
-            }
-          }
-          auto& sc = r.stages[e.stage].counts;
-          ++sc.exposed;
-          r.exposed[i] = e;
-          m.mark_applied(r, r.exposed[i], h.last_seen_ms);
+          m.mark_applied(r, attach(r, i), h.last_seen_ms);
         }
       }
+    }
+    if (!rollout::is_active(r.state) || r.stages.empty() || !r.stages[0].started_ms) continue;
+    // The gate's evidence: the channel's reports since the rollout started, through the path live
+    // reports take (failures on the release, crashes of the control cohort). A host that failed
+    // and has since gone back to stable was exposed all the same. Reports that were still in
+    // memory when the process died (less than one flush, 250 ms) are lost.
+    RF_TRY(rows, m.store.list_reports(r.channel, r.stages[0].started_ms / 1000, 10'000'000));
+    for (const auto& row : rows) {
+      auto i = m.fleet.find(row.host_id);
+      auto kind = proto::report_kind_from(row.kind);
+      if (!i || !kind || !row.version) continue;
+      if (*row.version == r.version) attach(r, *i);
+      m.host_signal(*i, r.channel, *row.version, *kind);
     }
   }
   // A halt or an abort a killed process left half-done is finished now (the quarantine and the

@@ -362,6 +362,23 @@ class SqliteStore final : public Store {
       return {};
     });
   }
+  Expected<std::vector<ReportRow>> list_reports(const std::string& channel,
+                                                std::int64_t received_since,
+                                                std::int64_t limit) override {
+    std::vector<ReportRow> out;
+    Stmt st(db_,
+            "SELECT host_id, boot_id, kind, time, channel, version, detail, received FROM reports "
+            "WHERE channel = ? AND received >= ? ORDER BY received, time LIMIT ?");
+    if (!st.ok()) return error("prepare");
+    st.bind({channel, received_since, limit});
+    int rc;
+    while ((rc = st.step()) == SQLITE_ROW) {
+      out.push_back({st.text(0), st.text(1), st.text(2), st.i64(3), st.opt_text(4), st.opt_i64(5),
+                     st.text(6), st.i64(7)});
+    }
+    if (rc != SQLITE_DONE) return error("read");
+    return out;
+  }
   Status put_setting(const std::string& key, const std::string& value) override {
     return run(
         "INSERT INTO settings(key, value) VALUES(?,?) ON CONFLICT(key) DO UPDATE SET "

@@ -138,6 +138,11 @@ class Store {
   virtual Expected<std::vector<EventRow>> list_events(const EventQuery& q) = 0;
   // Inserts reports, ignoring duplicates by (host_id, boot_id, kind, time).
   virtual Status insert_reports(const std::vector<ReportRow>& rows) = 0;
+  // Reports of `channel` received at or after `received_since` (unix s), oldest first, at most
+  // `limit` of them.
+  virtual Expected<std::vector<ReportRow>> list_reports(const std::string& channel,
+                                                        std::int64_t received_since,
+                                                        std::int64_t limit) = 0;
   virtual Status put_setting(const std::string& key, const std::string& value) = 0;
 };
 

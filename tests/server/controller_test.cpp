@@ -659,6 +659,25 @@ TEST_F(Controller, ARestartAfterDowntimeDoesNotCountTheDowntimeAsSilence) {
   EXPECT_EQ(get(id)["stages"][0]["silent"], 1) << get(id).dump();
 }
 
+TEST_F(Controller, ARestartKeepsTheGatesEvidence) {
+  fleet(6, 0);
+  auto id = rollout(two_stages(600, 3));
+  ASSERT_TRUE(act(id, "start"));
+  for (int h = 0; h < 6; ++h) heartbeat(h, offered(h));
+  crash(0, version_);  // 1 of 6: below the 20 % floor, too few for the test
+  heartbeat(0, 0);     // ... and the host went back to nothing (a local rollback)
+  ASSERT_EQ(get(id)["stages"][0]["failed"], 1);
+  service_->flush();
+  open();
+  auto r = get(id);
+  EXPECT_EQ(r["state"], "running");
+  EXPECT_EQ(r["stages"][0]["exposed"], 6) << r.dump();
+  EXPECT_EQ(r["stages"][0]["applied"], 6);
+  EXPECT_EQ(r["stages"][0]["failed"], 1) << "the crash before the restart was forgotten";
+  crash(1, version_);  // 2 of 6 is over the floor: the evidence from before the restart counts
+  EXPECT_EQ(get(id)["state"], "rolled_back") << get(id).dump();
+}
+
 TEST_F(Controller, ARestartResumesARunningRollout) {
   fleet(3, 3);
   auto id = rollout(two_stages(20, 3));
