@@ -1,6 +1,7 @@
 #include "server/app.hpp"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,7 +12,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <spdlog/spdlog.h>
 #include <thread>
 
 #include "proto/signing.hpp"
@@ -54,12 +54,14 @@ Expected<proto::KeyPair> load_or_create_key(const std::string& dir) {
     std::copy(sk.begin() + 32, sk.end(), kp.public_key.begin());  // libsodium: sk = seed || pk
   } else {
     kp = proto::generate_keypair();
-    RF_CHECK(write_private_file(
-        key_path,
-        proto::base64_encode(std::string_view(reinterpret_cast<const char*>(kp.secret_key.data()), 64)) + "\n",
-        0600));
+    RF_CHECK(write_private_file(key_path,
+                                proto::base64_encode(std::string_view(
+                                    reinterpret_cast<const char*>(kp.secret_key.data()), 64)) +
+                                    "\n",
+                                0600));
   }
-  auto pub = proto::base64_encode(std::string_view(reinterpret_cast<const char*>(kp.public_key.data()), 32));
+  auto pub = proto::base64_encode(
+      std::string_view(reinterpret_cast<const char*>(kp.public_key.data()), 32));
   RF_CHECK(write_private_file(pub_path, pub + "\n", 0644));
   return kp;
 }
@@ -71,6 +73,7 @@ struct App::Impl {
   SystemClock clock;
   std::unique_ptr<store::Store> store;
   std::unique_ptr<core::Service> service;
+  api::RequestMetrics requests;  // outlives the router and the server that feed it
   http::Router router;
   std::unique_ptr<http::HttpServer> http;
   std::unique_ptr<boost::asio::steady_timer> ticker;
@@ -94,9 +97,12 @@ Expected<std::uint16_t> App::start() {
   if (m.cfg.data_dir.empty()) return fail(Errc::InvalidArgument, "--data-dir is required");
   fs::create_directories(m.cfg.data_dir + "/uploads", ec);
   fs::create_directories(m.cfg.data_dir + "/blobs", ec);
-  if (ec) return fail(Errc::Unavailable, "cannot create data dir " + m.cfg.data_dir + ": " + ec.message());
+  if (ec)
+    return fail(Errc::Unavailable,
+                "cannot create data dir " + m.cfg.data_dir + ": " + ec.message());
   // Leftover partial uploads from a killed process are dropped.
-  for (const auto& e : fs::directory_iterator(m.cfg.data_dir + "/uploads", ec)) fs::remove(e.path(), ec);
+  for (const auto& e : fs::directory_iterator(m.cfg.data_dir + "/uploads", ec))
+    fs::remove(e.path(), ec);
   RF_TRY(key, load_or_create_key(m.cfg.data_dir));
   RF_TRY(store, store::open_sqlite(m.cfg.data_dir + "/ringfence.db", store::embedded_migrations()));
   m.store = std::move(store);
@@ -110,7 +116,7 @@ Expected<std::uint16_t> App::start() {
     RF_CHECK(write_private_file(m.cfg.data_dir + "/admin.token", *admin + "\n", 0600));
     spdlog::info("created the admin token; it is in {}/admin.token", m.cfg.data_dir);
   }
-  api::register_routes(m.router, *m.service, api::ApiOptions{m.cfg.web_dir});
+  api::register_routes(m.router, *m.service, m.requests, api::ApiOptions{m.cfg.web_dir});
   http::ServerOptions opts;
   opts.upload_limit = m.cfg.upload_limit;
   opts.upload_dir = m.cfg.data_dir + "/uploads";
@@ -120,24 +126,21 @@ Expected<std::uint16_t> App::start() {
   opts.access_log = m.cfg.access_log;
   opts.io_threads = static_cast<unsigned>(m.cfg.threads);  // 1: sessions need no strand
   auto* router = &m.router;
-  m.http = std::make_unique<http::HttpServer>(m.io, opts, [router](http::Request& req, http::Reply reply) {
-    auto start = std::chrono::steady_clock::now();
-    std::string path = req.path;
-    router->dispatch(req, [reply = std::move(reply), start, path](http::Response resp) mutable {
-      // Route label: the path with ids folded, so /metrics stays bounded.
-      std::string route = path.substr(0, 64);
-      for (std::size_t i = 0, seg = 0; i < route.size(); ++i) {
-        if (route[i] == '/') ++seg;
-        if (seg >= 4 && route.rfind("/v1/agent", 0) != 0) {
-          route = route.substr(0, i) + "/*";
-          break;
-        }
-      }
-      api::record_request(route, resp.status,
-                          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-      reply(std::move(resp));
-    });
-  });
+  auto* requests = &m.requests;
+  m.http = std::make_unique<http::HttpServer>(
+      m.io, opts, [router, requests](http::Request& req, http::Reply reply) {
+        auto start = std::chrono::steady_clock::now();
+        // Labelled by the matched route pattern (or "unmatched"), so /metrics stays bounded
+        // whatever ids and paths clients send.
+        router->dispatch(req, [&reply, start, requests](std::string_view route) -> http::Reply {
+          return [reply = std::move(reply), start, requests, route](http::Response resp) {
+            requests->record(
+                route, resp.status,
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+            reply(std::move(resp));
+          };
+        });
+      });
   RF_TRY(port, m.http->listen(m.cfg.listen));
   m.ticker = std::make_unique<boost::asio::steady_timer>(m.io);
   m.schedule_tick();
@@ -146,7 +149,8 @@ Expected<std::uint16_t> App::start() {
 
 // Waits for open connections to close after stop(), then stops the loop.
 struct App::Drain {
-  Drain(boost::asio::io_context& io, std::chrono::steady_clock::time_point d) : timer(io), deadline(d) {}
+  Drain(boost::asio::io_context& io, std::chrono::steady_clock::time_point d)
+      : timer(io), deadline(d) {}
   boost::asio::steady_timer timer;
   std::chrono::steady_clock::time_point deadline;
   void step(std::shared_ptr<Drain> self, Impl& m) {
@@ -170,7 +174,8 @@ void App::run() {
     m.service->release_long_polls();
     m.service->flush();
     // In-flight requests finish; the loop stops when the last connection closes (or after 5 s).
-    auto drain = std::make_shared<Drain>(m.io, std::chrono::steady_clock::now() + std::chrono::seconds(5));
+    auto drain =
+        std::make_shared<Drain>(m.io, std::chrono::steady_clock::now() + std::chrono::seconds(5));
     drain->step(drain, m);
   });
   std::vector<std::thread> extra;

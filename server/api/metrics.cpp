@@ -1,9 +1,10 @@
 // /metrics in Prometheus text format: requests by route and status, latency histograms, and the
 // core's figures (hosts by ring and version, rollouts by state, gate statistics, long polls).
+#include "server/api/metrics.hpp"
+
 #include <array>
-#include <map>
-#include <mutex>
 #include <nlohmann/json.hpp>
+#include <ostream>
 #include <sstream>
 
 #include "server/api/routes.hpp"
@@ -12,14 +13,6 @@ namespace ringfence::server::api {
 namespace {
 constexpr std::array<double, 10> kBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01,
                                              0.025,  0.05,  0.1,    0.5,   1.0};
-struct RouteStats {
-  std::map<int, std::uint64_t> by_status;
-  std::array<std::uint64_t, kBuckets.size()> buckets{};
-  std::uint64_t count = 0;
-  double sum = 0;
-};
-std::mutex g_mu;
-std::map<std::string, RouteStats, std::less<>> g_routes;  // the process's request counters
 
 std::string esc(std::string_view s) {
   std::string o;
@@ -35,10 +28,11 @@ std::string esc(std::string_view s) {
 }
 }  // namespace
 
-void record_request(std::string_view route, int status, double seconds) {
-  std::lock_guard lock(g_mu);
-  auto it = g_routes.find(route);
-  if (it == g_routes.end()) it = g_routes.emplace(std::string(route), RouteStats{}).first;
+void RequestMetrics::record(std::string_view route, int status, double seconds) {
+  static_assert(kBuckets.size() == kBucketCount);
+  std::lock_guard lock(mu_);
+  auto it = routes_.find(route);
+  if (it == routes_.end()) it = routes_.emplace(std::string(route), RouteStats{}).first;
   auto& s = it->second;
   ++s.by_status[status];
   ++s.count;
@@ -48,33 +42,35 @@ void record_request(std::string_view route, int status, double seconds) {
   }
 }
 
-std::string prometheus_text(core::Service& svc, const http::Router&) {
-  std::ostringstream o;
-  {
-    std::lock_guard lock(g_mu);
-    o << "# HELP ringfence_http_requests_total HTTP requests by route and status.\n"
-         "# TYPE ringfence_http_requests_total counter\n";
-    for (const auto& [route, s] : g_routes) {
-      for (const auto& [st, n] : s.by_status) {
-        o << "ringfence_http_requests_total{route=\"" << esc(route) << "\",status=\"" << st
-          << "\"} " << n << "\n";
-      }
-    }
-    o << "# HELP ringfence_http_request_duration_seconds Request latency by route.\n"
-         "# TYPE ringfence_http_request_duration_seconds histogram\n";
-    for (const auto& [route, s] : g_routes) {
-      for (size_t i = 0; i < kBuckets.size(); ++i) {
-        o << "ringfence_http_request_duration_seconds_bucket{route=\"" << esc(route) << "\",le=\""
-          << kBuckets[i] << "\"} " << s.buckets[i] << "\n";
-      }
-      o << "ringfence_http_request_duration_seconds_bucket{route=\"" << esc(route)
-        << "\",le=\"+Inf\"} " << s.count << "\n";
-      o << "ringfence_http_request_duration_seconds_sum{route=\"" << esc(route) << "\"} " << s.sum
-        << "\n";
-      o << "ringfence_http_request_duration_seconds_count{route=\"" << esc(route) << "\"} "
-        << s.count << "\n";
+void RequestMetrics::write_prometheus(std::ostream& o) const {
+  std::lock_guard lock(mu_);
+  o << "# HELP ringfence_http_requests_total HTTP requests by route and status.\n"
+       "# TYPE ringfence_http_requests_total counter\n";
+  for (const auto& [route, s] : routes_) {
+    for (const auto& [st, n] : s.by_status) {
+      o << "ringfence_http_requests_total{route=\"" << esc(route) << "\",status=\"" << st << "\"} "
+        << n << "\n";
     }
   }
+  o << "# HELP ringfence_http_request_duration_seconds Request latency by route.\n"
+       "# TYPE ringfence_http_request_duration_seconds histogram\n";
+  for (const auto& [route, s] : routes_) {
+    for (size_t i = 0; i < kBuckets.size(); ++i) {
+      o << "ringfence_http_request_duration_seconds_bucket{route=\"" << esc(route) << "\",le=\""
+        << kBuckets[i] << "\"} " << s.buckets[i] << "\n";
+    }
+    o << "ringfence_http_request_duration_seconds_bucket{route=\"" << esc(route)
+      << "\",le=\"+Inf\"} " << s.count << "\n";
+    o << "ringfence_http_request_duration_seconds_sum{route=\"" << esc(route) << "\"} " << s.sum
+      << "\n";
+    o << "ringfence_http_request_duration_seconds_count{route=\"" << esc(route) << "\"} " << s.count
+      << "\n";
+  }
+}
+
+std::string prometheus_text(core::Service& svc, const RequestMetrics& requests) {
+  std::ostringstream o;
+  requests.write_prometheus(o);
   auto m = svc.metrics();
   o << "# HELP ringfence_hosts Enrolled hosts.\n# TYPE ringfence_hosts gauge\n"
     << "ringfence_hosts " << m["hosts"].get<std::int64_t>() << "\n";
@@ -92,7 +88,8 @@ std::string prometheus_text(core::Service& svc, const http::Router&) {
   }
   o << "# HELP ringfence_rollouts Rollouts by state.\n# TYPE ringfence_rollouts gauge\n";
   for (auto it = m["rollouts_by_state"].begin(); it != m["rollouts_by_state"].end(); ++it) {
-    o << "ringfence_rollouts{state=\"" << esc(it.key()) << "\"} " << it->get<std::int64_t>() << "\n";
+    o << "ringfence_rollouts{state=\"" << esc(it.key()) << "\"} " << it->get<std::int64_t>()
+      << "\n";
   }
   o << "# HELP ringfence_gate_statistic SPRT log-likelihood ratio of the active stage.\n"
        "# TYPE ringfence_gate_statistic gauge\n";
@@ -108,11 +105,14 @@ std::string prometheus_text(core::Service& svc, const http::Router&) {
       << esc(a["channel"].get<std::string>()) << "\",stage=\"" << a["stage"].get<std::int64_t>()
       << "\"} " << a["upper"].get<double>() << "\n";
   }
-  o << "# HELP ringfence_heartbeats_total Heartbeats ingested.\n# TYPE ringfence_heartbeats_total counter\n"
+  o << "# HELP ringfence_heartbeats_total Heartbeats ingested.\n# TYPE ringfence_heartbeats_total "
+       "counter\n"
     << "ringfence_heartbeats_total " << m["heartbeats_total"].get<std::uint64_t>() << "\n";
-  o << "# HELP ringfence_reports_total Agent reports ingested.\n# TYPE ringfence_reports_total counter\n"
+  o << "# HELP ringfence_reports_total Agent reports ingested.\n# TYPE ringfence_reports_total "
+       "counter\n"
     << "ringfence_reports_total " << m["reports_total"].get<std::uint64_t>() << "\n";
-  o << "# HELP ringfence_polls_total Desired-state polls answered.\n# TYPE ringfence_polls_total counter\n"
+  o << "# HELP ringfence_polls_total Desired-state polls answered.\n# TYPE ringfence_polls_total "
+       "counter\n"
     << "ringfence_polls_total " << m["polls_total"].get<std::uint64_t>() << "\n";
   o << "# HELP ringfence_long_polls Long polls held now.\n# TYPE ringfence_long_polls gauge\n"
     << "ringfence_long_polls " << m["long_polls"].get<std::uint64_t>() << "\n";

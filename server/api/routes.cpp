@@ -34,8 +34,9 @@ Response status_result(const Status& s) {
 Expected<json> body_object(const Request& req, bool allow_empty = false) {
   auto ct = req.header("content-type");
   if (!ct.empty() && ct.find("application/json") == std::string_view::npos) {
-    return fail(Errc::UnsupportedMedia,
-                "send the body as application/json (with curl: -H 'Content-Type: application/json')");
+    return fail(
+        Errc::UnsupportedMedia,
+        "send the body as application/json (with curl: -H 'Content-Type: application/json')");
   }
   if (req.body.empty()) {
     if (allow_empty) return json::object();
@@ -81,10 +82,10 @@ class Routes {
       auto p = svc.authenticate(req.header("authorization"));
       if (!p) return reply(Response::error(p.error()));
       if (p->role < min) {
-        return reply(Response::error(Error{Errc::PermissionDenied,
-                                           "this needs the " + std::string(core::to_string(min)) +
-                                               " role; token '" + p->name + "' has " +
-                                               std::string(core::to_string(p->role))}));
+        return reply(Response::error(
+            Error{Errc::PermissionDenied, "this needs the " + std::string(core::to_string(min)) +
+                                              " role; token '" + p->name + "' has " +
+                                              std::string(core::to_string(p->role))}));
       }
       fn(req, *p, reply);
     });
@@ -99,7 +100,9 @@ class Routes {
       fn(req, *h, reply);
     });
   }
-  void open(Method m, std::string_view path, http::Handler fn) { router_.add(m, path, std::move(fn)); }
+  void open(Method m, std::string_view path, http::Handler fn) {
+    router_.add(m, path, std::move(fn));
+  }
 
  private:
   http::Router& router_;
@@ -183,14 +186,14 @@ void serve_blob(core::Service& svc, Request& req, Reply& reply) {
 
 }  // namespace
 
-void register_routes(http::Router& router, core::Service& svc, ApiOptions options) {
+void register_routes(http::Router& router, core::Service& svc, const RequestMetrics& requests,
+                     ApiOptions options) {
   Routes R(router, svc);
   auto& S = svc;
 
   // ---- open
-  R.open(Method::Get, "/healthz", [](Request&, Reply reply) {
-    reply(Response::json(200, R"({"status":"ok"})"));
-  });
+  R.open(Method::Get, "/healthz",
+         [](Request&, Reply reply) { reply(Response::json(200, R"({"status":"ok"})")); });
   R.open(Method::Get, "/readyz", [&S](Request&, Reply reply) {
     auto m = S.emergency_state();  // takes the state lock: proves the core is loaded and live
     reply(ok_json({{"status", "ready"}, {"emergency_stop", m["emergency_stop"]}}));
@@ -198,10 +201,10 @@ void register_routes(http::Router& router, core::Service& svc, ApiOptions option
   R.open(Method::Get, "/v1/openapi.json", [&router](Request&, Reply reply) {
     reply(Response::json(200, openapi_document(router)));
   });
-  R.open(Method::Get, "/metrics", [&S, &router](Request&, Reply reply) {
+  R.open(Method::Get, "/metrics", [&S, &requests](Request&, Reply reply) {
     Response r;
     r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-    r.body = prometheus_text(S, router);
+    r.body = prometheus_text(S, requests);
     reply(std::move(r));
   });
   R.open(Method::Get, "/v1/signing-key", [&S](Request&, Reply reply) {
@@ -209,14 +212,14 @@ void register_routes(http::Router& router, core::Service& svc, ApiOptions option
   });
 
   // ---- tokens (admin)
-  R.op(Method::Post, "/v1/tokens", Role::Admin, [&S](Request& req, const Principal& p, Reply& reply) {
-    auto b = body_object(req);
-    if (!b) return reply(Response::error(b.error()));
-    reply(result(S.create_token(p, *b), 201));
-  });
-  R.op(Method::Get, "/v1/tokens", Role::Admin, [&S](Request&, const Principal&, Reply& reply) {
-    reply(ok_json(S.list_tokens()));
-  });
+  R.op(Method::Post, "/v1/tokens", Role::Admin,
+       [&S](Request& req, const Principal& p, Reply& reply) {
+         auto b = body_object(req);
+         if (!b) return reply(Response::error(b.error()));
+         reply(result(S.create_token(p, *b), 201));
+       });
+  R.op(Method::Get, "/v1/tokens", Role::Admin,
+       [&S](Request&, const Principal&, Reply& reply) { reply(ok_json(S.list_tokens())); });
   R.op(Method::Delete, "/v1/tokens/{name}", Role::Admin,
        [&S](Request& req, const Principal& p, Reply& reply) {
          auto n = name_param(req, 0, "token name");
@@ -231,21 +234,22 @@ void register_routes(http::Router& router, core::Service& svc, ApiOptions option
        });
 
   // ---- rings
-  R.op(Method::Get, "/v1/rings", Role::Viewer, [&S](Request&, const Principal&, Reply& reply) {
-    reply(ok_json(S.list_rings()));
-  });
-  R.op(Method::Post, "/v1/rings", Role::Operator, [&S](Request& req, const Principal& p, Reply& reply) {
-    auto b = body_object(req);
-    if (!b) return reply(Response::error(b.error()));
-    auto name = proto::get_string(*b, "name", 63);
-    if (!name) return reply(Response::error(name.error()));
-    reply(result(S.put_ring(p, *name, *b, true), 201));
-  });
-  R.op(Method::Get, "/v1/rings/{name}", Role::Viewer, [&S](Request& req, const Principal&, Reply& reply) {
-    auto n = name_param(req, 0, "ring name");
-    if (!n) return reply(Response::error(n.error()));
-    reply(result(S.get_ring(*n)));
-  });
+  R.op(Method::Get, "/v1/rings", Role::Viewer,
+       [&S](Request&, const Principal&, Reply& reply) { reply(ok_json(S.list_rings())); });
+  R.op(Method::Post, "/v1/rings", Role::Operator,
+       [&S](Request& req, const Principal& p, Reply& reply) {
+         auto b = body_object(req);
+         if (!b) return reply(Response::error(b.error()));
+         auto name = proto::get_string(*b, "name", 63);
+         if (!name) return reply(Response::error(name.error()));
+         reply(result(S.put_ring(p, *name, *b, true), 201));
+       });
+  R.op(Method::Get, "/v1/rings/{name}", Role::Viewer,
+       [&S](Request& req, const Principal&, Reply& reply) {
+         auto n = name_param(req, 0, "ring name");
+         if (!n) return reply(Response::error(n.error()));
+         reply(result(S.get_ring(*n)));
+       });
   R.op(Method::Put, "/v1/rings/{name}", Role::Operator,
        [&S](Request& req, const Principal& p, Reply& reply) {
          auto n = name_param(req, 0, "ring name");
@@ -267,7 +271,8 @@ void register_routes(http::Router& router, core::Service& svc, ApiOptions option
          auto limit = int_param(req.query_param("limit"), "limit", 100, 1, 1000);
          if (!limit) return reply(Response::error(limit.error()));
          auto after = req.query_param("after").value_or("");
-         if (after.size() > 36) return reply(Response::error({Errc::InvalidArgument, "bad 'after'"}));
+         if (after.size() > 36)
+           return reply(Response::error({Errc::InvalidArgument, "bad 'after'"}));
          reply(result(S.ring_hosts(*n, *limit, after)));
        });
 
@@ -280,7 +285,8 @@ void register_routes(http::Router& router, core::Service& svc, ApiOptions option
     f.after = req.query_param("after").value_or("");
     if (f.after.size() > 36) return reply(Response::error({Errc::InvalidArgument, "bad 'after'"}));
     if (auto r = req.query_param("ring")) {
-      if (!proto::is_name(*r)) return reply(Response::error({Errc::InvalidArgument, "bad ring name"}));
+      if (!proto::is_name(*r))
+        return reply(Response::error({Errc::InvalidArgument, "bad ring name"}));
       f.ring = *r;
     }
     if (auto l = req.query_param("label")) {
@@ -292,7 +298,8 @@ void register_routes(http::Router& router, core::Service& svc, ApiOptions option
       if (eq != std::string::npos) f.label_value = l->substr(eq + 1);
     }
     if (auto c = req.query_param("channel")) {
-      if (!proto::is_name(*c)) return reply(Response::error({Errc::InvalidArgument, "bad channel name"}));
+      if (!proto::is_name(*c))
+        return reply(Response::error({Errc::InvalidArgument, "bad channel name"}));
       f.channel = *c;
     }
     if (auto v = req.query_param("version")) {
@@ -303,14 +310,16 @@ void register_routes(http::Router& router, core::Service& svc, ApiOptions option
     reply(result(S.list_hosts(f)));
   });
   auto host_id = [](const Request& req) -> Expected<std::string> {
-    if (!proto::is_uuid(req.params[0])) return fail(Errc::InvalidArgument, "a host id is a lower-case UUID");
+    if (!proto::is_uuid(req.params[0]))
+      return fail(Errc::InvalidArgument, "a host id is a lower-case UUID");
     return req.params[0];
   };
-  R.op(Method::Get, "/v1/hosts/{id}", Role::Viewer, [&S, host_id](Request& req, const Principal&, Reply& reply) {
-    auto id = host_id(req);
-    if (!id) return reply(Response::error(id.error()));
-    reply(result(S.get_host(*id)));
-  });
+  R.op(Method::Get, "/v1/hosts/{id}", Role::Viewer,
+       [&S, host_id](Request& req, const Principal&, Reply& reply) {
+         auto id = host_id(req);
+         if (!id) return reply(Response::error(id.error()));
+         reply(result(S.get_host(*id)));
+       });
   R.op(Method::Patch, "/v1/hosts/{id}", Role::Operator,
        [&S, host_id](Request& req, const Principal& p, Reply& reply) {
          auto id = host_id(req);
@@ -327,21 +336,22 @@ void register_routes(http::Router& router, core::Service& svc, ApiOptions option
        });
 
   // ---- channels & releases
-  R.op(Method::Get, "/v1/channels", Role::Viewer, [&S](Request&, const Principal&, Reply& reply) {
-    reply(ok_json(S.list_channels()));
-  });
-  R.op(Method::Post, "/v1/channels", Role::Release, [&S](Request& req, const Principal& p, Reply& reply) {
-    auto b = body_object(req);
-    if (!b) return reply(Response::error(b.error()));
-    auto name = proto::get_string(*b, "name", 63);
-    if (!name) return reply(Response::error(name.error()));
-    reply(result(S.put_channel(p, *name, *b, true), 201));
-  });
-  R.op(Method::Get, "/v1/channels/{name}", Role::Viewer, [&S](Request& req, const Principal&, Reply& reply) {
-    auto n = name_param(req, 0, "channel name");
-    if (!n) return reply(Response::error(n.error()));
-    reply(result(S.get_channel(*n)));
-  });
+  R.op(Method::Get, "/v1/channels", Role::Viewer,
+       [&S](Request&, const Principal&, Reply& reply) { reply(ok_json(S.list_channels())); });
+  R.op(Method::Post, "/v1/channels", Role::Release,
+       [&S](Request& req, const Principal& p, Reply& reply) {
+         auto b = body_object(req);
+         if (!b) return reply(Response::error(b.error()));
+         auto name = proto::get_string(*b, "name", 63);
+         if (!name) return reply(Response::error(name.error()));
+         reply(result(S.put_channel(p, *name, *b, true), 201));
+       });
+  R.op(Method::Get, "/v1/channels/{name}", Role::Viewer,
+       [&S](Request& req, const Principal&, Reply& reply) {
+         auto n = name_param(req, 0, "channel name");
+         if (!n) return reply(Response::error(n.error()));
+         reply(result(S.get_channel(*n)));
+       });
   R.op(Method::Put, "/v1/channels/{name}", Role::Release,
        [&S](Request& req, const Principal& p, Reply& reply) {
          auto n = name_param(req, 0, "channel name");
@@ -350,17 +360,20 @@ void register_routes(http::Router& router, core::Service& svc, ApiOptions option
          if (!b) return reply(Response::error(b.error()));
          reply(result(S.put_channel(p, *n, *b, false)));
        });
-  R.op(Method::Post, "/v1/blobs", Role::Release, [&S](Request& req, const Principal&, Reply& reply) {
-    if (req.body_file.empty()) {
-      return reply(Response::error({Errc::InvalidArgument, "send the content as the raw request body"}));
-    }
-    reply(result(S.adopt_blob(req.body_file), 201));
-  });
+  R.op(
+      Method::Post, "/v1/blobs", Role::Release, [&S](Request& req, const Principal&, Reply& reply) {
+        if (req.body_file.empty()) {
+          return reply(
+              Response::error({Errc::InvalidArgument, "send the content as the raw request body"}));
+        }
+        reply(result(S.adopt_blob(req.body_file), 201));
+      });
   // Blob download: an operator token (viewer) or a host credential.
   R.open(Method::Get, "/v1/blobs/{sha256}", [&S](Request& req, Reply reply) {
     auto auth = req.header("authorization");
     if (!S.authenticate_host(auth) && !S.authenticate(auth)) {
-      return reply(Response::error({Errc::Unauthenticated, "a host credential or an API token is required"}));
+      return reply(Response::error(
+          {Errc::Unauthenticated, "a host credential or an API token is required"}));
     }
     serve_blob(S, req, reply);
   });
@@ -379,7 +392,8 @@ void register_routes(http::Router& router, core::Service& svc, ApiOptions option
          reply(result(S.list_releases(*n)));
        });
   auto version_param = [](const Request& req) {
-    return int_param(std::optional<std::string>(req.params[1]), "version", 0, 1, 1'000'000'000'000LL);
+    return int_param(std::optional<std::string>(req.params[1]), "version", 0, 1,
+                     1'000'000'000'000LL);
   };
   R.op(Method::Get, "/v1/channels/{ch}/releases/{version}", Role::Viewer,
        [&S, version_param](Request& req, const Principal&, Reply& reply) {
@@ -403,21 +417,22 @@ void register_routes(http::Router& router, core::Service& svc, ApiOptions option
        });
 
   // ---- policies
-  R.op(Method::Get, "/v1/policies", Role::Viewer, [&S](Request&, const Principal&, Reply& reply) {
-    reply(ok_json(S.list_policies()));
-  });
-  R.op(Method::Post, "/v1/policies", Role::Release, [&S](Request& req, const Principal& p, Reply& reply) {
-    auto b = body_object(req);
-    if (!b) return reply(Response::error(b.error()));
-    auto name = proto::get_string(*b, "name", 63);
-    if (!name) return reply(Response::error(name.error()));
-    reply(result(S.put_policy(p, *name, *b, true), 201));
-  });
-  R.op(Method::Get, "/v1/policies/{name}", Role::Viewer, [&S](Request& req, const Principal&, Reply& reply) {
-    auto n = name_param(req, 0, "policy name");
-    if (!n) return reply(Response::error(n.error()));
-    reply(result(S.get_policy(*n)));
-  });
+  R.op(Method::Get, "/v1/policies", Role::Viewer,
+       [&S](Request&, const Principal&, Reply& reply) { reply(ok_json(S.list_policies())); });
+  R.op(Method::Post, "/v1/policies", Role::Release,
+       [&S](Request& req, const Principal& p, Reply& reply) {
+         auto b = body_object(req);
+         if (!b) return reply(Response::error(b.error()));
+         auto name = proto::get_string(*b, "name", 63);
+         if (!name) return reply(Response::error(name.error()));
+         reply(result(S.put_policy(p, *name, *b, true), 201));
+       });
+  R.op(Method::Get, "/v1/policies/{name}", Role::Viewer,
+       [&S](Request& req, const Principal&, Reply& reply) {
+         auto n = name_param(req, 0, "policy name");
+         if (!n) return reply(Response::error(n.error()));
+         reply(result(S.get_policy(*n)));
+       });
   R.op(Method::Put, "/v1/policies/{name}", Role::Release,
        [&S](Request& req, const Principal& p, Reply& reply) {
          auto n = name_param(req, 0, "policy name");
@@ -428,18 +443,22 @@ void register_routes(http::Router& router, core::Service& svc, ApiOptions option
        });
 
   // ---- rollouts
-  R.op(Method::Post, "/v1/rollouts", Role::Release, [&S](Request& req, const Principal& p, Reply& reply) {
-    auto b = body_object(req);
-    if (!b) return reply(Response::error(b.error()));
-    reply(result(S.create_rollout(p, *b), 201));
-  });
-  R.op(Method::Get, "/v1/rollouts", Role::Viewer, [&S](Request& req, const Principal&, Reply& reply) {
-    auto ch = req.query_param("channel");
-    auto st = req.query_param("state");
-    if (ch && !proto::is_name(*ch)) return reply(Response::error({Errc::InvalidArgument, "bad channel name"}));
-    if (st && st->size() > 32) return reply(Response::error({Errc::InvalidArgument, "bad state"}));
-    reply(result(S.list_rollouts(ch, st)));
-  });
+  R.op(Method::Post, "/v1/rollouts", Role::Release,
+       [&S](Request& req, const Principal& p, Reply& reply) {
+         auto b = body_object(req);
+         if (!b) return reply(Response::error(b.error()));
+         reply(result(S.create_rollout(p, *b), 201));
+       });
+  R.op(Method::Get, "/v1/rollouts", Role::Viewer,
+       [&S](Request& req, const Principal&, Reply& reply) {
+         auto ch = req.query_param("channel");
+         auto st = req.query_param("state");
+         if (ch && !proto::is_name(*ch))
+           return reply(Response::error({Errc::InvalidArgument, "bad channel name"}));
+         if (st && st->size() > 32)
+           return reply(Response::error({Errc::InvalidArgument, "bad state"}));
+         reply(result(S.list_rollouts(ch, st)));
+       });
   R.op(Method::Post, "/v1/rollouts/preview", Role::Viewer,
        [&S](Request& req, const Principal&, Reply& reply) {
          auto b = body_object(req);
@@ -447,7 +466,8 @@ void register_routes(http::Router& router, core::Service& svc, ApiOptions option
          reply(result(S.preview(*b)));
        });
   auto rollout_id = [](const Request& req) {
-    return int_param(std::optional<std::string>(req.params[0]), "rollout id", 0, 1, 1'000'000'000'000LL);
+    return int_param(std::optional<std::string>(req.params[0]), "rollout id", 0, 1,
+                     1'000'000'000'000LL);
   };
   R.op(Method::Get, "/v1/rollouts/{id}", Role::Viewer,
        [&S, rollout_id](Request& req, const Principal&, Reply& reply) {
@@ -481,39 +501,41 @@ void register_routes(http::Router& router, core::Service& svc, ApiOptions option
     if (!limit) return reply(Response::error(limit.error()));
     reply(result(S.list_events(rollout, *after, *limit)));
   });
-  R.op(Method::Get, "/v1/events/stream", Role::Viewer, [&S](Request& req, const Principal&, Reply& reply) {
-    std::int64_t after = -1;
-    auto last = req.header("last-event-id");
-    auto q = req.query_param("after");
-    std::uint64_t n = 0;
-    if (!last.empty() && proto::parse_u64(last, n)) after = static_cast<std::int64_t>(n);
-    if (q && proto::parse_u64(*q, n)) after = static_cast<std::int64_t>(n);
-    Response r;
-    r.content_type = "text/event-stream";
-    r.headers.emplace_back("Cache-Control", "no-cache");
-    r.stream = std::make_shared<http::StreamBody>();
-    r.stream->attach = [&S, after](http::StreamBody::Writer w) {
-      (void)S.subscribe_events(after, std::move(w));
-    };
-    reply(std::move(r));
-  });
-  R.op(Method::Post, "/v1/emergency-stop", Role::Release, [&S](Request& req, const Principal& p, Reply& reply) {
-    auto b = body_object(req);
-    if (!b) return reply(Response::error(b.error()));
-    auto reason = proto::get_string(*b, "reason", 1024);
-    if (!reason) return reply(Response::error(reason.error()));
-    reply(result(S.set_emergency_stop(p, true, *reason)));
-  });
-  R.op(Method::Delete, "/v1/emergency-stop", Role::Release, [&S](Request& req, const Principal& p, Reply& reply) {
-    auto b = body_object(req, true);
-    if (!b) return reply(Response::error(b.error()));
-    auto reason = proto::get_opt_string(*b, "reason", 1024);
-    if (!reason) return reply(Response::error(reason.error()));
-    reply(result(S.set_emergency_stop(p, false, reason->value_or(""))));
-  });
-  R.op(Method::Get, "/v1/emergency-stop", Role::Viewer, [&S](Request&, const Principal&, Reply& reply) {
-    reply(ok_json(S.emergency_state()));
-  });
+  R.op(Method::Get, "/v1/events/stream", Role::Viewer,
+       [&S](Request& req, const Principal&, Reply& reply) {
+         std::int64_t after = -1;
+         auto last = req.header("last-event-id");
+         auto q = req.query_param("after");
+         std::uint64_t n = 0;
+         if (!last.empty() && proto::parse_u64(last, n)) after = static_cast<std::int64_t>(n);
+         if (q && proto::parse_u64(*q, n)) after = static_cast<std::int64_t>(n);
+         Response r;
+         r.content_type = "text/event-stream";
+         r.headers.emplace_back("Cache-Control", "no-cache");
+         r.stream = std::make_shared<http::StreamBody>();
+         r.stream->attach = [&S, after](http::StreamBody::Writer w) {
+           (void)S.subscribe_events(after, std::move(w));
+         };
+         reply(std::move(r));
+       });
+  R.op(Method::Post, "/v1/emergency-stop", Role::Release,
+       [&S](Request& req, const Principal& p, Reply& reply) {
+         auto b = body_object(req);
+         if (!b) return reply(Response::error(b.error()));
+         auto reason = proto::get_string(*b, "reason", 1024);
+         if (!reason) return reply(Response::error(reason.error()));
+         reply(result(S.set_emergency_stop(p, true, *reason)));
+       });
+  R.op(Method::Delete, "/v1/emergency-stop", Role::Release,
+       [&S](Request& req, const Principal& p, Reply& reply) {
+         auto b = body_object(req, true);
+         if (!b) return reply(Response::error(b.error()));
+         auto reason = proto::get_opt_string(*b, "reason", 1024);
+         if (!reason) return reply(Response::error(reason.error()));
+         reply(result(S.set_emergency_stop(p, false, reason->value_or(""))));
+       });
+  R.op(Method::Get, "/v1/emergency-stop", Role::Viewer,
+       [&S](Request&, const Principal&, Reply& reply) { reply(ok_json(S.emergency_state())); });
 
   // ---- agent API
   R.open(Method::Post, "/v1/agent/enroll", [&S](Request& req, Reply reply) {
@@ -527,7 +549,8 @@ void register_routes(http::Router& router, core::Service& svc, ApiOptions option
     auto wait = int_param(req.query_param("wait"), "wait", 0, 0, 3600);
     if (!wait) return reply(Response::error(wait.error()));
     auto inm = req.header("if-none-match");
-    if (inm.size() >= 2 && inm.front() == '"' && inm.back() == '"') inm = inm.substr(1, inm.size() - 2);
+    if (inm.size() >= 2 && inm.front() == '"' && inm.back() == '"')
+      inm = inm.substr(1, inm.size() - 2);
     auto to_response = [](core::DesiredAnswer a) {
       Response r;
       r.headers.emplace_back("ETag", "\"" + a.etag + "\"");

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "server/api/metrics.hpp"
 #include "server/core/service.hpp"
 #include "server/http/router.hpp"
 
@@ -13,16 +14,14 @@ struct ApiOptions {
   std::string web_dir;  // dashboard static files; empty = no dashboard
 };
 
-// Registers all routes. svc must outlive the router.
-void register_routes(http::Router& router, core::Service& svc, ApiOptions options);
+// Registers all routes. svc and requests (served at /metrics) must outlive the router.
+void register_routes(http::Router& router, core::Service& svc, const RequestMetrics& requests,
+                     ApiOptions options);
 
 // The OpenAPI 3 document describing every route (served at /v1/openapi.json).
 std::string openapi_document(const http::Router& router);
 
-// /metrics in Prometheus text exposition format.
-std::string prometheus_text(core::Service& svc, const http::Router& router);
-
-// Request accounting for /metrics, called by the transport wrapper (thread-safe).
-void record_request(std::string_view route, int status, double seconds);
+// /metrics in Prometheus text exposition format: the request figures, then the core's.
+std::string prometheus_text(core::Service& svc, const RequestMetrics& requests);
 
 }  // namespace ringfence::server::api

@@ -24,8 +24,13 @@ void Router::add(Method method, std::string_view pattern, Handler handler) {
 }
 
 void Router::dispatch(Request& req, Reply reply) const {
+  dispatch(req, [&reply](std::string_view) { return std::move(reply); });
+}
+
+void Router::dispatch(Request& req,
+                      const std::function<Reply(std::string_view route)>& make_reply) const {
   auto segs = split(req.path);
-  bool path_known = false;
+  const Route* path_match = nullptr;
   std::string allow;
   for (const auto& r : routes_) {
     if (r.segments.size() != segs.size()) continue;
@@ -37,7 +42,7 @@ void Router::dispatch(Request& req, Reply reply) const {
       if (param && segs[i].empty()) match = false;
     }
     if (!match) continue;
-    path_known = true;
+    if (!path_match) path_match = &r;
     bool head_as_get = req.method == Method::Head && r.method == Method::Get;
     if (r.method != req.method && !head_as_get) {
       if (!allow.empty()) allow += ", ";
@@ -49,18 +54,18 @@ void Router::dispatch(Request& req, Reply reply) const {
       const auto& p = r.segments[i];
       if (p.size() >= 2 && p.front() == '{') req.params.push_back(segs[i]);
     }
-    r.handler(req, std::move(reply));
+    r.handler(req, make_reply(r.pattern));
     return;
   }
-  if (path_known) {
+  if (path_match) {
     Response resp = Response::error(
         Error{Errc::MethodNotAllowed, "method " + std::string(to_string(req.method)) +
                                           " is not allowed here (allowed: " + allow + ")"});
     resp.headers.emplace_back("Allow", allow);
-    reply(std::move(resp));
+    make_reply(path_match->pattern)(std::move(resp));
     return;
   }
-  reply(Response::error(Error{Errc::NotFound, "no such path"}));
+  make_reply(kUnmatched)(Response::error(Error{Errc::NotFound, "no such path"}));
 }
 
 }  // namespace ringfence::server::http

@@ -4,6 +4,7 @@
 // Unknown path → 404, known path with another method → 405 with an Allow header.
 // Not thread-safe to mutate; add all routes before serving, then dispatch from any thread.
 
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -14,9 +15,18 @@ namespace ringfence::server::http {
 
 class Router {
  public:
+  // The route label of a request no pattern matched (404), whatever its path.
+  static constexpr std::string_view kUnmatched = "unmatched";
+
   void add(Method method, std::string_view pattern, Handler handler);
   // Dispatches to the matching handler or replies 404/405 itself.
   void dispatch(Request& req, Reply reply) const;
+  // The same, but the Reply is made once the route is known: `make_reply` is called exactly once,
+  // before the handler runs, with the pattern that matched ("/v1/hosts/{id}"; for a 405 the first
+  // pattern whose path matched) or kUnmatched. The view stays valid as long as the router, so
+  // per-route accounting has one entry per pattern whatever paths clients send.
+  void dispatch(Request& req, const std::function<Reply(std::string_view route)>& make_reply) const;
+
   struct Route {
     Method method;
     std::string pattern;

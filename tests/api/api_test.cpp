@@ -8,10 +8,12 @@
 #include <sys/wait.h>
 
 #include <csignal>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <regex>
 #include <set>
+#include <sstream>
 
 #include "proto/signing.hpp"
 #include "tests/api/client.hpp"
@@ -37,7 +39,7 @@ std::string trim(std::string s) {
 }
 
 unsigned file_mode(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return 0;
   return st.st_mode & 0777;
 }
@@ -47,8 +49,12 @@ class Server {
  public:
   Server(const std::string& data_dir, std::map<std::string, std::string> env,
          std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv = {testing::built_program("server/ringfence-server"), "--data-dir",
-                                     data_dir, "--listen", "127.0.0.1:0", "--no-access-log"};
+    std::vector<std::string> argv = {testing::built_program("server/ringfence-server"),
+                                     "--data-dir",
+                                     data_dir,
+                                     "--listen",
+                                     "127.0.0.1:0",
+                                     "--no-access-log"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     proc_ = testing::Process::start(argv, env, data_dir + ".log");
     auto line = proc_.wait_for_line("listening on", 20s);
@@ -76,8 +82,9 @@ class Api : public ::testing::Test {
 
   void boot(std::vector<std::string> extra = {}) {
     server_.reset();
-    server_ = std::make_unique<Server>(data(), std::map<std::string, std::string>{{"RINGFENCE_ADMIN_TOKEN", kAdmin}},
-                                       std::move(extra));
+    server_ = std::make_unique<Server>(
+        data(), std::map<std::string, std::string>{{"RINGFENCE_ADMIN_TOKEN", kAdmin}},
+        std::move(extra));
     ASSERT_GT(server_->port(), 0) << "server did not start; log: " << slurp(data() + ".log");
     c_ = std::make_unique<Client>(server_->port());
   }
@@ -112,37 +119,52 @@ class Api : public ::testing::Test {
   }
 
   std::string token(const std::string& name, const std::string& role) {
-    auto j = expect(c().post("/v1/tokens", kAdmin, {{"name", name}, {"role", role}}), 201, "token " + name);
+    auto j = expect(c().post("/v1/tokens", kAdmin, {{"name", name}, {"role", role}}), 201,
+                    "token " + name);
     return j.value("token", "");
   }
 
   std::string upload(const std::string& content, const std::string& tok = kAdmin) {
-    auto j = expect(c().request("POST", "/v1/blobs", tok, content, "application/octet-stream"), 201, "upload");
+    auto j = expect(c().request("POST", "/v1/blobs", tok, content, "application/octet-stream"), 201,
+                    "upload");
     return j.value("sha256", "");
   }
 
-  // Rings "canary" (host list of kHost1), "rest" (buckets) ; channel "det" with a schema; release 1.
+  // Rings "canary" (host list of kHost1), "rest" (buckets) ; channel "det" with a schema;
+  // release 1.
   void basic_setup() {
-    expect(c().post("/v1/rings", kAdmin, {{"name", "canary"}, {"rank", 0}, {"selector", {{"hosts", {kHost1}}}}}), 201, "ring");
-    expect(c().post("/v1/rings", kAdmin, {{"name", "rest"}, {"rank", 1}, {"selector", {{"buckets", {0, 10000}}}}}), 201, "ring");
-    expect(c().post("/v1/channels", kAdmin, {{"name", "det"}, {"schema", {{"type", "object"}, {"required", {"rules"}}}}}), 201, "channel");
+    expect(c().post("/v1/rings", kAdmin,
+                    {{"name", "canary"}, {"rank", 0}, {"selector", {{"hosts", {kHost1}}}}}),
+           201, "ring");
+    expect(c().post("/v1/rings", kAdmin,
+                    {{"name", "rest"}, {"rank", 1}, {"selector", {{"buckets", {0, 10000}}}}}),
+           201, "ring");
+    expect(c().post("/v1/channels", kAdmin,
+                    {{"name", "det"}, {"schema", {{"type", "object"}, {"required", {"rules"}}}}}),
+           201, "channel");
     sha_ = upload(R"({"rules":[1,2,3]})");
-    expect(c().post("/v1/channels/det/releases", kAdmin, {{"sha256", sha_}, {"notes", "v1"}}), 201, "release");
-    expect(c().post("/v1/policies", kAdmin,
-                    {{"name", "std"},
-                     {"stages", {{{"ring", "canary"}, {"bake_s", 60}, {"min_hosts", 1}},
-                                 {{"ring", "rest"}, {"bake_s", 60}, {"min_hosts", 1}, {"approval", "manual"}}}}}),
+    expect(c().post("/v1/channels/det/releases", kAdmin, {{"sha256", sha_}, {"notes", "v1"}}), 201,
+           "release");
+    expect(c().post(
+               "/v1/policies", kAdmin,
+               {{"name", "std"},
+                {"stages",
+                 {{{"ring", "canary"}, {"bake_s", 60}, {"min_hosts", 1}},
+                  {{"ring", "rest"}, {"bake_s", 60}, {"min_hosts", 1}, {"approval", "manual"}}}}}),
            201, "policy");
   }
 
   // Enrolls a host; returns its credential.
   std::string enroll(const std::string& host_id, json labels = json::object()) {
     if (enroll_token_.empty()) {
-      enroll_token_ = expect(c().post("/v1/enrollment-tokens", kAdmin, {{"name", "fleet"}}), 201, "enroll token")
+      enroll_token_ = expect(c().post("/v1/enrollment-tokens", kAdmin, {{"name", "fleet"}}), 201,
+                             "enroll token")
                           .value("token", "");
     }
     auto j = expect(c().post("/v1/agent/enroll", "",
-                             {{"enrollment_token", enroll_token_}, {"host_id", host_id}, {"labels", labels},
+                             {{"enrollment_token", enroll_token_},
+                              {"host_id", host_id},
+                              {"labels", labels},
                               {"agent_version", "test"}}),
                     200, "enroll");
     return j.value("credential", "");
@@ -181,25 +203,57 @@ TEST_F(Api, OpenApiDocumentListsEveryRoute) {
   ASSERT_TRUE(doc["paths"].is_object());
   // Every route registered in server/api/routes.cpp (method, path pattern).
   const std::vector<std::pair<std::string, std::string>> routes = {
-      {"get", "/healthz"}, {"get", "/readyz"}, {"get", "/v1/openapi.json"}, {"get", "/metrics"},
-      {"get", "/v1/signing-key"}, {"post", "/v1/tokens"}, {"get", "/v1/tokens"},
-      {"delete", "/v1/tokens/{name}"}, {"post", "/v1/enrollment-tokens"}, {"get", "/v1/rings"},
-      {"post", "/v1/rings"}, {"get", "/v1/rings/{name}"}, {"put", "/v1/rings/{name}"},
-      {"delete", "/v1/rings/{name}"}, {"get", "/v1/rings/{name}/hosts"}, {"get", "/v1/hosts"},
-      {"get", "/v1/hosts/{id}"}, {"patch", "/v1/hosts/{id}"}, {"delete", "/v1/hosts/{id}"},
-      {"get", "/v1/channels"}, {"post", "/v1/channels"}, {"get", "/v1/channels/{name}"},
-      {"put", "/v1/channels/{name}"}, {"post", "/v1/blobs"}, {"get", "/v1/blobs/{sha256}"},
-      {"post", "/v1/channels/{ch}/releases"}, {"get", "/v1/channels/{ch}/releases"},
+      {"get", "/healthz"},
+      {"get", "/readyz"},
+      {"get", "/v1/openapi.json"},
+      {"get", "/metrics"},
+      {"get", "/v1/signing-key"},
+      {"post", "/v1/tokens"},
+      {"get", "/v1/tokens"},
+      {"delete", "/v1/tokens/{name}"},
+      {"post", "/v1/enrollment-tokens"},
+      {"get", "/v1/rings"},
+      {"post", "/v1/rings"},
+      {"get", "/v1/rings/{name}"},
+      {"put", "/v1/rings/{name}"},
+      {"delete", "/v1/rings/{name}"},
+      {"get", "/v1/rings/{name}/hosts"},
+      {"get", "/v1/hosts"},
+      {"get", "/v1/hosts/{id}"},
+      {"patch", "/v1/hosts/{id}"},
+      {"delete", "/v1/hosts/{id}"},
+      {"get", "/v1/channels"},
+      {"post", "/v1/channels"},
+      {"get", "/v1/channels/{name}"},
+      {"put", "/v1/channels/{name}"},
+      {"post", "/v1/blobs"},
+      {"get", "/v1/blobs/{sha256}"},
+      {"post", "/v1/channels/{ch}/releases"},
+      {"get", "/v1/channels/{ch}/releases"},
       {"get", "/v1/channels/{ch}/releases/{version}"},
-      {"post", "/v1/channels/{ch}/releases/{version}/quarantine"}, {"get", "/v1/policies"},
-      {"post", "/v1/policies"}, {"get", "/v1/policies/{name}"}, {"put", "/v1/policies/{name}"},
-      {"post", "/v1/rollouts"}, {"get", "/v1/rollouts"}, {"post", "/v1/rollouts/preview"},
-      {"get", "/v1/rollouts/{id}"}, {"post", "/v1/rollouts/{id}/start"},
-      {"post", "/v1/rollouts/{id}/pause"}, {"post", "/v1/rollouts/{id}/resume"},
-      {"post", "/v1/rollouts/{id}/approve"}, {"post", "/v1/rollouts/{id}/abort"},
-      {"post", "/v1/rollouts/{id}/skip"}, {"get", "/v1/events"}, {"get", "/v1/events/stream"},
-      {"post", "/v1/emergency-stop"}, {"delete", "/v1/emergency-stop"}, {"get", "/v1/emergency-stop"},
-      {"post", "/v1/agent/enroll"}, {"get", "/v1/agent/desired"}, {"post", "/v1/agent/heartbeat"},
+      {"post", "/v1/channels/{ch}/releases/{version}/quarantine"},
+      {"get", "/v1/policies"},
+      {"post", "/v1/policies"},
+      {"get", "/v1/policies/{name}"},
+      {"put", "/v1/policies/{name}"},
+      {"post", "/v1/rollouts"},
+      {"get", "/v1/rollouts"},
+      {"post", "/v1/rollouts/preview"},
+      {"get", "/v1/rollouts/{id}"},
+      {"post", "/v1/rollouts/{id}/start"},
+      {"post", "/v1/rollouts/{id}/pause"},
+      {"post", "/v1/rollouts/{id}/resume"},
+      {"post", "/v1/rollouts/{id}/approve"},
+      {"post", "/v1/rollouts/{id}/abort"},
+      {"post", "/v1/rollouts/{id}/skip"},
+      {"get", "/v1/events"},
+      {"get", "/v1/events/stream"},
+      {"post", "/v1/emergency-stop"},
+      {"delete", "/v1/emergency-stop"},
+      {"get", "/v1/emergency-stop"},
+      {"post", "/v1/agent/enroll"},
+      {"get", "/v1/agent/desired"},
+      {"post", "/v1/agent/heartbeat"},
       {"post", "/v1/agent/reports"}};
   for (const auto& [method, path] : routes) {
     ASSERT_TRUE(doc["paths"].contains(path)) << path;
@@ -212,25 +266,88 @@ TEST_F(Api, MetricsHaveTheExpectedNames) {
   auto r = c().get("/metrics", "");
   ASSERT_EQ(r.status, 200);
   EXPECT_NE(r.header("content-type").find("text/plain"), std::string::npos);
-  for (const char* name : {"ringfence_hosts", "ringfence_long_polls", "ringfence_heartbeats_total",
-                           "ringfence_reports_total", "ringfence_polls_total", "ringfence_emergency_stop",
-                           "ringfence_http_requests_total", "ringfence_http_request_duration_seconds_bucket",
-                           "ringfence_http_request_duration_seconds_count"}) {
+  for (const char* name :
+       {"ringfence_hosts", "ringfence_long_polls", "ringfence_heartbeats_total",
+        "ringfence_reports_total", "ringfence_polls_total", "ringfence_emergency_stop",
+        "ringfence_http_requests_total", "ringfence_http_request_duration_seconds_bucket",
+        "ringfence_http_request_duration_seconds_count"}) {
     EXPECT_NE(r.body.find(name), std::string::npos) << name;
   }
   EXPECT_NE(r.body.find("# TYPE ringfence_http_requests_total counter"), std::string::npos);
+}
+
+// The route label of every ringfence_http_requests_total sample, with its request count.
+std::map<std::string, std::uint64_t> route_labels(const std::string& metrics) {
+  static const std::regex kSample(
+      R"re(^ringfence_http_requests_total\{route="([^"]*)",status="\d+"\} (\d+)$)re");
+  std::map<std::string, std::uint64_t> out;
+  std::istringstream in(metrics);
+  for (std::string line; std::getline(in, line);) {
+    std::smatch m;
+    if (std::regex_match(line, m, kSample)) out[m[1]] += std::stoull(m[2]);
+  }
+  return out;
+}
+
+TEST_F(Api, MetricsRouteLabelsAreRoutePatternsWhateverThePaths) {
+  constexpr int kEach = 40;
+  for (int i = 0; i < kEach; ++i) {
+    auto n = std::to_string(i);
+    char uuid[37];
+    std::snprintf(uuid, sizeof uuid, "0e3b7a2c-1111-4222-8333-%012d", i);
+    c().get("/v1/hosts/" + std::string(uuid), kAdmin);                 // 404 from the route
+    c().get("/v1/rollouts/" + n, kAdmin);                              // 404 from the route
+    c().get("/v1/blobs/" + std::string(64, 'a' + i % 6) + n, kAdmin);  // bad sha
+    c().get("/scanner/" + n + "/wp-login.php", "");                    // no such path
+    c().get("/.env" + n, "");
+    c().get("/v1/agent/x" + n, "");
+    c().request("DELETE", "/v1/rings/r" + n + "/hosts", kAdmin);  // 405
+  }
+  auto labels = route_labels(c().get("/metrics", "").body);
+  // Every label is a registered pattern (as the OpenAPI document lists them) or "unmatched".
+  auto doc = c().get("/v1/openapi.json", "").json();
+  std::set<std::string> patterns = {"unmatched"};
+  for (auto it = doc["paths"].begin(); it != doc["paths"].end(); ++it) patterns.insert(it.key());
+  for (const auto& [route, n] : labels) {
+    EXPECT_TRUE(patterns.count(route)) << "route label \"" << route << "\" is not a route pattern";
+  }
+  EXPECT_LE(labels.size(), 12u) << "one label per route touched, not per path";
+  EXPECT_GE(labels["/v1/hosts/{id}"], std::uint64_t{kEach});
+  EXPECT_GE(labels["/v1/rollouts/{id}"], std::uint64_t{kEach});
+  EXPECT_GE(labels["/v1/blobs/{sha256}"], std::uint64_t{kEach});
+  EXPECT_GE(labels["/v1/rings/{name}/hosts"], std::uint64_t{kEach});
+  EXPECT_GE(labels["unmatched"], std::uint64_t{3 * kEach});
+  auto body = c().get("/metrics", "").body;
+  EXPECT_NE(body.find(R"(ringfence_http_requests_total{route="unmatched",status="404"})"),
+            std::string::npos);
+  EXPECT_NE(
+      body.find(R"(ringfence_http_requests_total{route="/v1/rings/{name}/hosts",status="405"})"),
+      std::string::npos);
 }
 
 // ------------------------------------------------------------------ a release engineer's walk
 
 TEST_F(Api, ReleaseEngineerWalk) {
   // Rings of every selector kind.
-  expect(c().post("/v1/rings", kAdmin, {{"name", "canary"}, {"rank", 0}, {"selector", {{"buckets", {0, 100}}}}}), 201, "ring canary");
-  expect(c().post("/v1/rings", kAdmin, {{"name", "early"}, {"rank", 1}, {"selector", {{"labels", "os=windows,site in (fra1,ams2)"}}}}), 201, "ring early");
-  expect(c().post("/v1/rings", kAdmin, {{"name", "broad"}, {"rank", 2}, {"selector", {{"hosts", {kHost2}}}}, {"description", "all"}}), 201, "ring broad");
+  expect(c().post("/v1/rings", kAdmin,
+                  {{"name", "canary"}, {"rank", 0}, {"selector", {{"buckets", {0, 100}}}}}),
+         201, "ring canary");
+  expect(c().post("/v1/rings", kAdmin,
+                  {{"name", "early"},
+                   {"rank", 1},
+                   {"selector", {{"labels", "os=windows,site in (fra1,ams2)"}}}}),
+         201, "ring early");
+  expect(c().post("/v1/rings", kAdmin,
+                  {{"name", "broad"},
+                   {"rank", 2},
+                   {"selector", {{"hosts", {kHost2}}}},
+                   {"description", "all"}}),
+         201, "ring broad");
   auto ring = expect(c().get("/v1/rings/early", kAdmin), 200, "get ring");
   EXPECT_EQ(ring["selector"]["labels"], "os=windows,site in (fra1,ams2)");
-  auto put = expect(c().put("/v1/rings/broad", kAdmin, {{"rank", 5}, {"selector", {{"buckets", {100, 10000}}}}}), 200, "put ring");
+  auto put = expect(
+      c().put("/v1/rings/broad", kAdmin, {{"rank", 5}, {"selector", {{"buckets", {100, 10000}}}}}),
+      200, "put ring");
   EXPECT_EQ(put["rank"], 5);
   auto rings = expect(c().get("/v1/rings", kAdmin), 200, "list rings")["rings"];
   ASSERT_EQ(rings.size(), 3u);
@@ -239,13 +356,20 @@ TEST_F(Api, ReleaseEngineerWalk) {
   expect(c().get("/v1/rings/broad/hosts?limit=10", kAdmin), 200, "ring hosts");
 
   // Channel, blob, release.
-  expect(c().post("/v1/channels", kAdmin, {{"name", "detections"}, {"schema", {{"type", "object"}, {"required", {"rules"}}}}}), 201, "channel");
-  auto ch = expect(c().put("/v1/channels/detections", kAdmin, {{"schema", {{"type", "object"}, {"required", {"rules"}}}}, {"max_bytes", 4096}}), 200, "put channel");
+  expect(
+      c().post("/v1/channels", kAdmin,
+               {{"name", "detections"}, {"schema", {{"type", "object"}, {"required", {"rules"}}}}}),
+      201, "channel");
+  auto ch = expect(
+      c().put("/v1/channels/detections", kAdmin,
+              {{"schema", {{"type", "object"}, {"required", {"rules"}}}}, {"max_bytes", 4096}}),
+      200, "put channel");
   EXPECT_EQ(ch["max_bytes"], 4096);
   expect(c().get("/v1/channels/detections", kAdmin), 200, "get channel");
   EXPECT_EQ(expect(c().get("/v1/channels", kAdmin), 200, "channels")["channels"].size(), 1u);
   const std::string content = R"({"rules":[1,2,3]})";
-  auto blob = expect(c().request("POST", "/v1/blobs", kAdmin, content, "application/octet-stream"), 201, "upload");
+  auto blob = expect(c().request("POST", "/v1/blobs", kAdmin, content, "application/octet-stream"),
+                     201, "upload");
   EXPECT_EQ(blob["size"], content.size());
   EXPECT_EQ(blob["sha256"], proto::sha256_hex(content));
   std::string sha = blob["sha256"];
@@ -259,16 +383,21 @@ TEST_F(Api, ReleaseEngineerWalk) {
   EXPECT_EQ(part.body, content.substr(2, 5));
   EXPECT_EQ(part.header("content-range"), "bytes 2-6/" + std::to_string(content.size()));
   EXPECT_EQ(c().get("/v1/blobs/" + sha, kAdmin, {{"Range", "bytes=999-"}}).status, 416);
-  EXPECT_EQ(c().get("/v1/blobs/" + sha, kAdmin, {{"If-None-Match", "\"" + sha + "\""}}).status, 304);
+  EXPECT_EQ(c().get("/v1/blobs/" + sha, kAdmin, {{"If-None-Match", "\"" + sha + "\""}}).status,
+            304);
 
-  auto rel = expect(c().post("/v1/channels/detections/releases", kAdmin, {{"sha256", sha}, {"notes", "first"}}), 201, "release");
+  auto rel = expect(
+      c().post("/v1/channels/detections/releases", kAdmin, {{"sha256", sha}, {"notes", "first"}}),
+      201, "release");
   EXPECT_EQ(rel["version"], 1);
   EXPECT_EQ(rel["state"], "validated");
   // The signature verifies against the served key, over the manifest's canonical bytes.
-  auto pk = proto::parse_public_key(c().get("/v1/signing-key", "").json()["public_key"].get<std::string>());
+  auto pk = proto::parse_public_key(
+      c().get("/v1/signing-key", "").json()["public_key"].get<std::string>());
   ASSERT_TRUE(pk);
   const auto& m = rel["manifest"];
-  proto::Manifest man{m["channel"], m["version"], m["sha256"], m["size"], m["created"], m["expires"]};
+  proto::Manifest man{m["channel"], m["version"], m["sha256"],
+                      m["size"],    m["created"], m["expires"]};
   EXPECT_TRUE(proto::verify(*pk, proto::canonical_bytes(man), rel["signature"].get<std::string>()));
   expect(c().get("/v1/channels/detections/releases", kAdmin), 200, "list releases");
   expect(c().get("/v1/channels/detections/releases/1", kAdmin), 200, "get release");
@@ -281,10 +410,14 @@ TEST_F(Api, ReleaseEngineerWalk) {
   expect(c().put("/v1/policies/std", kAdmin, {{"stages", stages}}), 200, "put policy");
   EXPECT_EQ(expect(c().get("/v1/policies/std", kAdmin), 200, "get policy")["stages"].size(), 3u);
   expect(c().get("/v1/policies", kAdmin), 200, "list policies");
-  auto preview = expect(c().post("/v1/rollouts/preview", kAdmin, {{"channel", "detections"}, {"policy", "std"}}), 200, "preview");
+  auto preview = expect(
+      c().post("/v1/rollouts/preview", kAdmin, {{"channel", "detections"}, {"policy", "std"}}), 200,
+      "preview");
   EXPECT_EQ(preview["stages"].size(), 3u);
 
-  auto ro = expect(c().post("/v1/rollouts", kAdmin, {{"channel", "detections"}, {"version", 1}, {"policy", "std"}}), 201, "rollout");
+  auto ro = expect(c().post("/v1/rollouts", kAdmin,
+                            {{"channel", "detections"}, {"version", 1}, {"policy", "std"}}),
+                   201, "rollout");
   EXPECT_EQ(ro["state"], "pending");
   auto id = std::to_string(ro["id"].get<std::int64_t>());
   auto act = [&](const std::string& a, json body = json::object()) {
@@ -299,13 +432,18 @@ TEST_F(Api, ReleaseEngineerWalk) {
   EXPECT_EQ(resumed["phase"], "awaiting_approval");  // resume does not approve
   EXPECT_EQ(act("approve")["phase"], "baking");
   EXPECT_EQ(expect(c().get("/v1/rollouts/" + id, kAdmin), 200, "get rollout")["phase"], "baking");
-  EXPECT_EQ(expect(c().get("/v1/rollouts?channel=detections&state=running", kAdmin), 200, "list")["rollouts"].size(), 1u);
+  EXPECT_EQ(expect(c().get("/v1/rollouts?channel=detections&state=running", kAdmin), 200,
+                   "list")["rollouts"]
+                .size(),
+            1u);
   auto aborted = act("abort", {{"reason", "walk over"}});
   EXPECT_EQ(aborted["state"], "aborted");
-  EXPECT_EQ(expect(c().get("/v1/channels/detections/releases/1", kAdmin), 200, "rel")["state"], "quarantined");
+  EXPECT_EQ(expect(c().get("/v1/channels/detections/releases/1", kAdmin), 200, "rel")["state"],
+            "quarantined");
 
   // The timeline: every action an event with actor and reason.
-  auto ev = expect(c().get("/v1/events?rollout=" + id + "&limit=100", kAdmin), 200, "events")["events"];
+  auto ev =
+      expect(c().get("/v1/events?rollout=" + id + "&limit=100", kAdmin), 200, "events")["events"];
   std::set<std::string> kinds;
   for (const auto& e : ev) {
     kinds.insert(e["kind"]);
@@ -314,22 +452,31 @@ TEST_F(Api, ReleaseEngineerWalk) {
       EXPECT_EQ(e["data"]["reason"], "walk over");
     }
   }
-  for (const char* k : {"rollout_created", "rollout_start", "rollout_pause", "rollout_resume", "rollout_approve",
-                        "rollout_abort"}) {
+  for (const char* k : {"rollout_created", "rollout_start", "rollout_pause", "rollout_resume",
+                        "rollout_approve", "rollout_abort"}) {
     EXPECT_TRUE(kinds.count(k)) << k;
   }
-  auto after = expect(c().get("/v1/events?after=" + std::to_string(ev[0]["id"].get<std::int64_t>()) + "&limit=1", kAdmin), 200, "paged");
+  auto after = expect(
+      c().get("/v1/events?after=" + std::to_string(ev[0]["id"].get<std::int64_t>()) + "&limit=1",
+              kAdmin),
+      200, "paged");
   EXPECT_EQ(after["events"].size(), 1u);
 
   // A second release, quarantined by hand; emergency stop on and off; ring deleted.
   auto sha2 = upload(R"({"rules":[4]})");
-  expect(c().post("/v1/channels/detections/releases", kAdmin, {{"sha256", sha2}}), 201, "release 2");
-  auto q = expect(c().post("/v1/channels/detections/releases/2/quarantine", kAdmin, {{"reason", "bad"}}), 200, "quarantine");
+  expect(c().post("/v1/channels/detections/releases", kAdmin, {{"sha256", sha2}}), 201,
+         "release 2");
+  auto q =
+      expect(c().post("/v1/channels/detections/releases/2/quarantine", kAdmin, {{"reason", "bad"}}),
+             200, "quarantine");
   EXPECT_EQ(q["state"], "quarantined");
   auto stop = expect(c().post("/v1/emergency-stop", kAdmin, {{"reason", "incident"}}), 200, "stop");
   EXPECT_EQ(stop["emergency_stop"], true);
-  EXPECT_EQ(expect(c().get("/v1/emergency-stop", kAdmin), 200, "stop state")["emergency_stop"], true);
-  EXPECT_EQ(expect(c().request("DELETE", "/v1/emergency-stop", kAdmin), 200, "lift")["emergency_stop"], false);
+  EXPECT_EQ(expect(c().get("/v1/emergency-stop", kAdmin), 200, "stop state")["emergency_stop"],
+            true);
+  EXPECT_EQ(
+      expect(c().request("DELETE", "/v1/emergency-stop", kAdmin), 200, "lift")["emergency_stop"],
+      false);
   EXPECT_EQ(c().del("/v1/rings/early", kAdmin).status, 204);
   EXPECT_EQ(c().get("/v1/rings/early", kAdmin).status, 404);
 
@@ -356,16 +503,20 @@ TEST_F(Api, AgentRoutesAndHostManagement) {
   EXPECT_TRUE(dj["channels"].empty());
   EXPECT_GT(dj["heartbeat_s"].get<int>(), 0);
   EXPECT_EQ(c().get("/v1/agent/desired", cred, {{"If-None-Match", d.header("etag")}}).status, 304);
-  EXPECT_EQ(c().request("POST", "/v1/agent/heartbeat", cred,
-                        json{{"boot_id", "b1"}, {"uptime_s", 5}, {"channels", json::object()}}.dump())
-                .status,
-            204);
-  auto rep = c().request("POST", "/v1/agent/reports", cred,
-                         json::array({{{"kind", "crash"}, {"time", 1}, {"boot_id", "b1"}, {"detail", json::object()}}}).dump());
+  EXPECT_EQ(
+      c().request("POST", "/v1/agent/heartbeat", cred,
+                  json{{"boot_id", "b1"}, {"uptime_s", 5}, {"channels", json::object()}}.dump())
+          .status,
+      204);
+  auto rep = c().request(
+      "POST", "/v1/agent/reports", cred,
+      json::array({{{"kind", "crash"}, {"time", 1}, {"boot_id", "b1"}, {"detail", json::object()}}})
+          .dump());
   EXPECT_EQ(rep.status, 202);
 
   // Hosts: list with filters, get, patch (pin, labels move it between rings), delete.
-  auto hosts = expect(c().get("/v1/hosts?label=os%3Dlinux&limit=10", kAdmin), 200, "hosts")["hosts"];
+  auto hosts =
+      expect(c().get("/v1/hosts?label=os%3Dlinux&limit=10", kAdmin), 200, "hosts")["hosts"];
   ASSERT_EQ(hosts.size(), 1u);
   EXPECT_EQ(hosts[0]["host_id"], kHost1);
   EXPECT_EQ(hosts[0]["ring"], "canary");
@@ -373,12 +524,15 @@ TEST_F(Api, AgentRoutesAndHostManagement) {
   auto page = expect(c().get("/v1/hosts?limit=1", kAdmin), 200, "page");
   ASSERT_EQ(page["hosts"].size(), 1u);
   ASSERT_TRUE(page.contains("next"));
-  auto page2 = expect(c().get("/v1/hosts?limit=1&after=" + page["next"].get<std::string>(), kAdmin), 200, "page 2");
+  auto page2 = expect(c().get("/v1/hosts?limit=1&after=" + page["next"].get<std::string>(), kAdmin),
+                      200, "page 2");
   ASSERT_EQ(page2["hosts"].size(), 1u);
   EXPECT_NE(page2["hosts"][0]["host_id"], page["hosts"][0]["host_id"]);
   auto h = expect(c().get("/v1/hosts/" + kHost2, kAdmin), 200, "host");
   EXPECT_EQ(h["bucket"].get<int>() >= 0 && h["bucket"].get<int>() < 10000, true);
-  auto patched = expect(c().patch("/v1/hosts/" + kHost2, kAdmin, {{"pinned", true}, {"tenant", "acme"}}), 200, "patch");
+  auto patched =
+      expect(c().patch("/v1/hosts/" + kHost2, kAdmin, {{"pinned", true}, {"tenant", "acme"}}), 200,
+             "patch");
   EXPECT_EQ(patched["pinned"], true);
   EXPECT_EQ(patched["tenant"], "acme");
   EXPECT_EQ(expect(c().get("/v1/rings/canary/hosts", kAdmin), 200, "members")["hosts"].size(), 1u);
@@ -402,18 +556,23 @@ TEST_F(Api, AHeldLongPollIsAnsweredWhenTheRolloutStarts) {
   auto cred = enroll(kHost1);
   auto first = c().get("/v1/agent/desired", cred);
   ASSERT_EQ(first.status, 200);
-  auto ro = expect(c().post("/v1/rollouts", kAdmin, {{"channel", "det"}, {"version", 1}, {"policy", "std"}}), 201, "rollout");
+  auto ro = expect(
+      c().post("/v1/rollouts", kAdmin, {{"channel", "det"}, {"version", 1}, {"policy", "std"}}),
+      201, "rollout");
 
   Connection poll(c().port());
-  ASSERT_TRUE(poll.send("GET /v1/agent/desired?wait=30 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + cred +
-                        "\r\nIf-None-Match: " + first.header("etag") + "\r\n\r\n"));
+  ASSERT_TRUE(
+      poll.send("GET /v1/agent/desired?wait=30 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                cred + "\r\nIf-None-Match: " + first.header("etag") + "\r\n\r\n"));
   // Parked: the server holds it (visible in /metrics), no answer yet.
   ASSERT_TRUE(testing::eventually([&] {
     return c().get("/metrics", "").body.find("ringfence_long_polls 1") != std::string::npos;
   })) << c().get("/metrics", "").body;
   EXPECT_TRUE(poll.received().empty());
   auto t0 = std::chrono::steady_clock::now();
-  expect(c().post("/v1/rollouts/" + std::to_string(ro["id"].get<int>()) + "/start", kAdmin, json::object()), 200, "start");
+  expect(c().post("/v1/rollouts/" + std::to_string(ro["id"].get<int>()) + "/start", kAdmin,
+                  json::object()),
+         200, "start");
   auto pushed = poll.read_response(5s);
   auto took = std::chrono::steady_clock::now() - t0;
   ASSERT_EQ(pushed.status, 200) << pushed.raw;
@@ -426,12 +585,17 @@ TEST_F(Api, AHeldLongPollIsAnsweredWhenTheRolloutStarts) {
 
 TEST_F(Api, TheEventStreamDeliversNewEvents) {
   Connection sse(c().port());
-  ASSERT_TRUE(sse.send("GET /v1/events/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + kAdmin + "\r\n\r\n"));
-  sse.read_until([](const std::string& s) { return s.find(": connected") != std::string::npos; }, 5s);
+  ASSERT_TRUE(sse.send("GET /v1/events/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                       kAdmin + "\r\n\r\n"));
+  sse.read_until([](const std::string& s) { return s.find(": connected") != std::string::npos; },
+                 5s);
   ASSERT_NE(sse.received().find(": connected"), std::string::npos) << sse.received();
   EXPECT_NE(sse.received().find("text/event-stream"), std::string::npos);
-  expect(c().post("/v1/rings", kAdmin, {{"name", "all"}, {"rank", 0}, {"selector", {{"buckets", {0, 10000}}}}}), 201, "ring");
-  sse.read_until([](const std::string& s) { return s.find("event: ring_created") != std::string::npos; }, 5s);
+  expect(c().post("/v1/rings", kAdmin,
+                  {{"name", "all"}, {"rank", 0}, {"selector", {{"buckets", {0, 10000}}}}}),
+         201, "ring");
+  sse.read_until(
+      [](const std::string& s) { return s.find("event: ring_created") != std::string::npos; }, 5s);
   EXPECT_NE(sse.received().find("event: ring_created"), std::string::npos) << sse.received();
   // Without a token the stream is refused.
   EXPECT_EQ(c().get("/v1/events/stream", "").status, 401);
@@ -442,7 +606,8 @@ TEST_F(Api, TheEventStreamDeliversNewEvents) {
 TEST_F(Api, MalformedAndInvalidBodiesChangeNothing) {
   basic_setup();
   const json ok_sel = {{"buckets", {0, 1}}};
-  auto post = [&](const std::string& path, const std::string& body, const std::string& ct = "application/json") {
+  auto post = [&](const std::string& path, const std::string& body,
+                  const std::string& ct = "application/json") {
     return [this, path, body, ct] { return c().request("POST", path, kAdmin, body, ct); };
   };
   refused(400, "malformed JSON", post("/v1/rings", "{bad"));
@@ -452,37 +617,72 @@ TEST_F(Api, MalformedAndInvalidBodiesChangeNothing) {
   refused(400, "empty body", post("/v1/rings", ""));
   refused(400, "deep nesting", post("/v1/rings", std::string(5000, '[') + std::string(5000, ']')));
   refused(400, "invalid UTF-8", post("/v1/rings", "{\"name\":\"\xff\xfe\",\"rank\":0}"));
-  refused(400, "wrong type: rank", post("/v1/rings", json{{"name", "x"}, {"rank", "zero"}, {"selector", ok_sel}}.dump()));
-  refused(400, "wrong type: name", post("/v1/rings", json{{"name", 7}, {"rank", 0}, {"selector", ok_sel}}.dump()));
-  refused(400, "wrong type: selector", post("/v1/rings", json{{"name", "x"}, {"rank", 0}, {"selector", "all"}}.dump()));
-  refused(400, "float rank", post("/v1/rings", json{{"name", "x"}, {"rank", 1.5}, {"selector", ok_sel}}.dump()));
-  refused(400, "negative rank", post("/v1/rings", json{{"name", "x"}, {"rank", -1}, {"selector", ok_sel}}.dump()));
-  refused(400, "unknown field", post("/v1/rings", json{{"name", "x"}, {"rank", 0}, {"selector", ok_sel}, {"extra", 1}}.dump()));
+  refused(400, "wrong type: rank",
+          post("/v1/rings", json{{"name", "x"}, {"rank", "zero"}, {"selector", ok_sel}}.dump()));
+  refused(400, "wrong type: name",
+          post("/v1/rings", json{{"name", 7}, {"rank", 0}, {"selector", ok_sel}}.dump()));
+  refused(400, "wrong type: selector",
+          post("/v1/rings", json{{"name", "x"}, {"rank", 0}, {"selector", "all"}}.dump()));
+  refused(400, "float rank",
+          post("/v1/rings", json{{"name", "x"}, {"rank", 1.5}, {"selector", ok_sel}}.dump()));
+  refused(400, "negative rank",
+          post("/v1/rings", json{{"name", "x"}, {"rank", -1}, {"selector", ok_sel}}.dump()));
+  refused(400, "unknown field",
+          post("/v1/rings",
+               json{{"name", "x"}, {"rank", 0}, {"selector", ok_sel}, {"extra", 1}}.dump()));
   refused(400, "missing selector", post("/v1/rings", json{{"name", "x"}, {"rank", 0}}.dump()));
-  refused(400, "empty bucket range", post("/v1/rings", json{{"name", "x"}, {"rank", 0}, {"selector", {{"buckets", {5, 5}}}}}.dump()));
-  refused(400, "bucket range past 10000", post("/v1/rings", json{{"name", "x"}, {"rank", 0}, {"selector", {{"buckets", {0, 10001}}}}}.dump()));
-  refused(400, "two selector kinds", post("/v1/rings", json{{"name", "x"}, {"rank", 0}, {"selector", {{"buckets", {0, 1}}, {"labels", "a=b"}}}}.dump()));
-  refused(400, "unbalanced label expression", post("/v1/rings", json{{"name", "x"}, {"rank", 0}, {"selector", {{"labels", "os in (a"}}}}.dump()));
-  refused(400, "host list with a bad id", post("/v1/rings", json{{"name", "x"}, {"rank", 0}, {"selector", {{"hosts", {"HOST-1"}}}}}.dump()));
-  refused(400, "path-like ring name", post("/v1/rings", json{{"name", "../etc"}, {"rank", 0}, {"selector", ok_sel}}.dump()));
-  refused(400, "upper-case ring name", post("/v1/rings", json{{"name", "Canary"}, {"rank", 0}, {"selector", ok_sel}}.dump()));
-  refused(400, "overlong ring name", post("/v1/rings", json{{"name", std::string(100, 'a')}, {"rank", 0}, {"selector", ok_sel}}.dump()));
+  refused(400, "empty bucket range",
+          post("/v1/rings",
+               json{{"name", "x"}, {"rank", 0}, {"selector", {{"buckets", {5, 5}}}}}.dump()));
+  refused(400, "bucket range past 10000",
+          post("/v1/rings",
+               json{{"name", "x"}, {"rank", 0}, {"selector", {{"buckets", {0, 10001}}}}}.dump()));
+  refused(
+      400, "two selector kinds",
+      post("/v1/rings",
+           json{{"name", "x"}, {"rank", 0}, {"selector", {{"buckets", {0, 1}}, {"labels", "a=b"}}}}
+               .dump()));
+  refused(400, "unbalanced label expression",
+          post("/v1/rings",
+               json{{"name", "x"}, {"rank", 0}, {"selector", {{"labels", "os in (a"}}}}.dump()));
+  refused(400, "host list with a bad id",
+          post("/v1/rings",
+               json{{"name", "x"}, {"rank", 0}, {"selector", {{"hosts", {"HOST-1"}}}}}.dump()));
+  refused(400, "path-like ring name",
+          post("/v1/rings", json{{"name", "../etc"}, {"rank", 0}, {"selector", ok_sel}}.dump()));
+  refused(400, "upper-case ring name",
+          post("/v1/rings", json{{"name", "Canary"}, {"rank", 0}, {"selector", ok_sel}}.dump()));
+  refused(400, "overlong ring name",
+          post("/v1/rings",
+               json{{"name", std::string(100, 'a')}, {"rank", 0}, {"selector", ok_sel}}.dump()));
   refused(400, "ring name differs from the path", [&] {
-    return c().put("/v1/rings/rest", kAdmin, {{"name", "other"}, {"rank", 1}, {"selector", ok_sel}});
+    return c().put("/v1/rings/rest", kAdmin,
+                   {{"name", "other"}, {"rank", 1}, {"selector", ok_sel}});
   });
-  refused(409, "duplicate ring", post("/v1/rings", json{{"name", "canary"}, {"rank", 0}, {"selector", ok_sel}}.dump()));
-  refused(415, "wrong content type", post("/v1/rings", json{{"name", "x"}, {"rank", 0}, {"selector", ok_sel}}.dump(), "text/plain"));
-  refused(415, "form content type", post("/v1/policies", "name=x", "application/x-www-form-urlencoded"));
+  refused(409, "duplicate ring",
+          post("/v1/rings", json{{"name", "canary"}, {"rank", 0}, {"selector", ok_sel}}.dump()));
+  refused(415, "wrong content type",
+          post("/v1/rings", json{{"name", "x"}, {"rank", 0}, {"selector", ok_sel}}.dump(),
+               "text/plain"));
+  refused(415, "form content type",
+          post("/v1/policies", "name=x", "application/x-www-form-urlencoded"));
 
-  refused(400, "channel: unknown field", post("/v1/channels", json{{"name", "c2"}, {"colour", "red"}}.dump()));
-  refused(400, "channel: bad schema", post("/v1/channels", json{{"name", "c2"}, {"schema", {{"type", 5}}}}.dump()));
+  refused(400, "channel: unknown field",
+          post("/v1/channels", json{{"name", "c2"}, {"colour", "red"}}.dump()));
+  refused(400, "channel: bad schema",
+          post("/v1/channels", json{{"name", "c2"}, {"schema", {{"type", 5}}}}.dump()));
   refused(400, "channel: bad name", post("/v1/channels", json{{"name", "a/b"}}.dump()));
   refused(409, "channel: exists", post("/v1/channels", json{{"name", "det"}}.dump()));
-  refused(400, "release: bad sha", post("/v1/channels/det/releases", json{{"sha256", "xyz"}}.dump()));
-  refused(400, "release: sha as number", post("/v1/channels/det/releases", json{{"sha256", 12}}.dump()));
-  refused(404, "release: unknown content", post("/v1/channels/det/releases", json{{"sha256", std::string(64, '0')}}.dump()));
-  refused(404, "release: unknown channel", post("/v1/channels/nope/releases", json{{"sha256", sha_}}.dump()));
-  refused(409, "release: same content twice", post("/v1/channels/det/releases", json{{"sha256", sha_}}.dump()));
+  refused(400, "release: bad sha",
+          post("/v1/channels/det/releases", json{{"sha256", "xyz"}}.dump()));
+  refused(400, "release: sha as number",
+          post("/v1/channels/det/releases", json{{"sha256", 12}}.dump()));
+  refused(404, "release: unknown content",
+          post("/v1/channels/det/releases", json{{"sha256", std::string(64, '0')}}.dump()));
+  refused(404, "release: unknown channel",
+          post("/v1/channels/nope/releases", json{{"sha256", sha_}}.dump()));
+  refused(409, "release: same content twice",
+          post("/v1/channels/det/releases", json{{"sha256", sha_}}.dump()));
   auto bad_sha = upload(R"({"nope":1})");
   {
     auto before = snapshot();
@@ -492,30 +692,62 @@ TEST_F(Api, MalformedAndInvalidBodiesChangeNothing) {
     EXPECT_NE(r.body.find("rules"), std::string::npos) << "findings name the field: " << r.body;
     EXPECT_EQ(snapshot(), before);
   }
-  refused(400, "policy: no stages", post("/v1/policies", json{{"name", "p2"}, {"stages", json::array()}}.dump()));
-  refused(400, "policy: stages not an array", post("/v1/policies", json{{"name", "p2"}, {"stages", "canary"}}.dump()));
-  refused(400, "policy: bad approval", post("/v1/policies", json{{"name", "p2"}, {"stages", {{{"ring", "canary"}, {"approval", "maybe"}}}}}.dump()));
-  refused(400, "policy: percent 0", post("/v1/policies", json{{"name", "p2"}, {"stages", {{{"ring", "canary"}, {"percent", 0}}}}}.dump()));
-  refused(400, "policy: alpha out of range", post("/v1/policies", json{{"name", "p2"}, {"stages", {{{"ring", "canary"}, {"gate", {{"alpha", 0.9}}}}}}}.dump()));
-  refused(400, "policy: unknown stage field", post("/v1/policies", json{{"name", "p2"}, {"stages", {{{"ring", "canary"}, {"speed", "fast"}}}}}.dump()));
-  refused(409, "policy: exists", post("/v1/policies", json{{"name", "std"}, {"stages", {{{"ring", "canary"}}}}}.dump()));
-  refused(400, "rollout: version as string", post("/v1/rollouts", json{{"channel", "det"}, {"version", "1"}, {"policy", "std"}}.dump()));
-  refused(400, "rollout: huge version", post("/v1/rollouts", R"({"channel":"det","version":1e300,"policy":"std"})"));
-  refused(400, "rollout: policy and stages", post("/v1/rollouts", json{{"channel", "det"}, {"version", 1}, {"policy", "std"}, {"stages", {{{"ring", "canary"}}}}}.dump()));
-  refused(400, "rollout: stage ring unknown", post("/v1/rollouts", json{{"channel", "det"}, {"version", 1}, {"stages", {{{"ring", "ghost"}}}}}.dump()));
-  refused(404, "rollout: unknown policy", post("/v1/rollouts", json{{"channel", "det"}, {"version", 1}, {"policy", "ghost"}}.dump()));
-  refused(404, "rollout: unknown release", post("/v1/rollouts", json{{"channel", "det"}, {"version", 9}, {"policy", "std"}}.dump()));
+  refused(400, "policy: no stages",
+          post("/v1/policies", json{{"name", "p2"}, {"stages", json::array()}}.dump()));
+  refused(400, "policy: stages not an array",
+          post("/v1/policies", json{{"name", "p2"}, {"stages", "canary"}}.dump()));
+  refused(
+      400, "policy: bad approval",
+      post("/v1/policies",
+           json{{"name", "p2"}, {"stages", {{{"ring", "canary"}, {"approval", "maybe"}}}}}.dump()));
+  refused(400, "policy: percent 0",
+          post("/v1/policies",
+               json{{"name", "p2"}, {"stages", {{{"ring", "canary"}, {"percent", 0}}}}}.dump()));
+  refused(400, "policy: alpha out of range",
+          post("/v1/policies",
+               json{{"name", "p2"}, {"stages", {{{"ring", "canary"}, {"gate", {{"alpha", 0.9}}}}}}}
+                   .dump()));
+  refused(400, "policy: unknown stage field",
+          post("/v1/policies",
+               json{{"name", "p2"}, {"stages", {{{"ring", "canary"}, {"speed", "fast"}}}}}.dump()));
+  refused(409, "policy: exists",
+          post("/v1/policies", json{{"name", "std"}, {"stages", {{{"ring", "canary"}}}}}.dump()));
+  refused(
+      400, "rollout: version as string",
+      post("/v1/rollouts", json{{"channel", "det"}, {"version", "1"}, {"policy", "std"}}.dump()));
+  refused(400, "rollout: huge version",
+          post("/v1/rollouts", R"({"channel":"det","version":1e300,"policy":"std"})"));
+  refused(400, "rollout: policy and stages",
+          post("/v1/rollouts", json{{"channel", "det"},
+                                    {"version", 1},
+                                    {"policy", "std"},
+                                    {"stages", {{{"ring", "canary"}}}}}
+                                   .dump()));
+  refused(400, "rollout: stage ring unknown",
+          post("/v1/rollouts",
+               json{{"channel", "det"}, {"version", 1}, {"stages", {{{"ring", "ghost"}}}}}.dump()));
+  refused(
+      404, "rollout: unknown policy",
+      post("/v1/rollouts", json{{"channel", "det"}, {"version", 1}, {"policy", "ghost"}}.dump()));
+  refused(404, "rollout: unknown release",
+          post("/v1/rollouts", json{{"channel", "det"}, {"version", 9}, {"policy", "std"}}.dump()));
   refused(400, "token: bad role", post("/v1/tokens", json{{"name", "t"}, {"role", "root"}}.dump()));
-  refused(400, "token: unknown field", post("/v1/tokens", json{{"name", "t"}, {"role", "viewer"}, {"ttl", 5}}.dump()));
-  refused(400, "enrollment token: bad label", post("/v1/enrollment-tokens", json{{"name", "e"}, {"labels", {{"Bad Key", "v"}}}}.dump()));
+  refused(400, "token: unknown field",
+          post("/v1/tokens", json{{"name", "t"}, {"role", "viewer"}, {"ttl", 5}}.dump()));
+  refused(
+      400, "enrollment token: bad label",
+      post("/v1/enrollment-tokens", json{{"name", "e"}, {"labels", {{"Bad Key", "v"}}}}.dump()));
   refused(400, "emergency stop without reason", post("/v1/emergency-stop", "{}"));
   refused(400, "quarantine without reason", post("/v1/channels/det/releases/1/quarantine", "{}"));
-  refused(404, "quarantine of an unknown release", post("/v1/channels/det/releases/7/quarantine", json{{"reason", "x"}}.dump()));
+  refused(404, "quarantine of an unknown release",
+          post("/v1/channels/det/releases/7/quarantine", json{{"reason", "x"}}.dump()));
 }
 
 TEST_F(Api, BadIdsAndPathTricksChangeNothing) {
   basic_setup();
-  auto get = [&](const std::string& path) { return [this, path] { return c().get(path, kAdmin); }; };
+  auto get = [&](const std::string& path) {
+    return [this, path] { return c().get(path, kAdmin); };
+  };
   refused(400, "encoded dot-dot ring name", get("/v1/rings/..%2f.."));
   refused(400, "dot-dot ring name", get("/v1/rings/.."));
   refused(400, "encoded traversal in a channel", get("/v1/channels/..%2f..%2fetc/releases"));
@@ -558,7 +790,8 @@ TEST_F(Api, BadIdsAndPathTricksChangeNothing) {
     EXPECT_NE(r.header("allow").find("POST"), std::string::npos) << r.raw;
     EXPECT_EQ(snapshot(), before);
   }
-  refused(405, "PUT on a collection", [&] { return c().put("/v1/rollouts", kAdmin, json::object()); });
+  refused(405, "PUT on a collection",
+          [&] { return c().put("/v1/rollouts", kAdmin, json::object()); });
   refused(405, "GET on an action", get("/v1/rollouts/1/start"));
   refused(404, "delete an unknown token", [&] { return c().del("/v1/tokens/ghost", kAdmin); });
   refused(409, "delete the last admin token", [&] { return c().del("/v1/tokens/admin", kAdmin); });
@@ -569,15 +802,18 @@ TEST_F(Api, OversizedAndMalformedRequestsChangeNothing) {
   const std::string auth = "Authorization: Bearer " + kAdmin + "\r\n";
   {
     auto before = snapshot();
-    auto r = c().raw("POST /v1/rings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + auth +
-                     "Content-Length: 2000000\r\n\r\n" + std::string(1000, '{'));
+    auto r = c().raw("POST /v1/rings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
+                     auth + "Content-Length: 2000000\r\n\r\n" + std::string(1000, '{'));
     EXPECT_EQ(r.status, 413) << r.raw.substr(0, 300);
     EXPECT_TRUE(r.is_error_shape());
     EXPECT_EQ(snapshot(), before);
   }
   {
     // A body just over 1 MiB, really sent.
-    json big = {{"name", "big"}, {"rank", 0}, {"selector", {{"buckets", {0, 1}}}}, {"description", std::string((1 << 20) + 10, 'a')}};
+    json big = {{"name", "big"},
+                {"rank", 0},
+                {"selector", {{"buckets", {0, 1}}}},
+                {"description", std::string((1 << 20) + 10, 'a')}};
     auto before = snapshot();
     auto r = c().post("/v1/rings", kAdmin, big);
     EXPECT_EQ(r.status, 413) << r.raw.substr(0, 300);
@@ -585,13 +821,14 @@ TEST_F(Api, OversizedAndMalformedRequestsChangeNothing) {
   }
   {
     auto before = snapshot();
-    auto r = c().raw("GET /v1/rings HTTP/1.1\r\nHost: x\r\n" + auth + "X-Big: " + std::string(9000, 'a') + "\r\n\r\n");
+    auto r = c().raw("GET /v1/rings HTTP/1.1\r\nHost: x\r\n" + auth +
+                     "X-Big: " + std::string(9000, 'a') + "\r\n\r\n");
     EXPECT_TRUE(r.status == 431 || r.status == 400) << r.raw.substr(0, 300);
     EXPECT_EQ(snapshot(), before);
   }
   {
-    auto r = c().raw("POST /v1/rings HTTP/1.1\r\nHost: x\r\n" + auth + std::string(200, 'X') + ": " +
-                     std::string(8000, 'b') + "\r\nContent-Length: 2\r\n\r\n{}");
+    auto r = c().raw("POST /v1/rings HTTP/1.1\r\nHost: x\r\n" + auth + std::string(200, 'X') +
+                     ": " + std::string(8000, 'b') + "\r\nContent-Length: 2\r\n\r\n{}");
     EXPECT_TRUE(r.status == 431 || r.status == 400) << r.raw.substr(0, 300);
   }
   EXPECT_EQ(c().raw("GARBAGE\r\n\r\n").status, 400);
@@ -610,14 +847,17 @@ TEST_F(Api, OversizedAndMalformedRequestsChangeNothing) {
 TEST_F(Api, OversizedUploadsAreRefusedAndLeaveNoFile) {
   boot({"--upload-limit", "1024"});
   auto before = snapshot();
-  auto r = c().request("POST", "/v1/blobs", kAdmin, std::string(4096, 'x'), "application/octet-stream");
+  auto r =
+      c().request("POST", "/v1/blobs", kAdmin, std::string(4096, 'x'), "application/octet-stream");
   EXPECT_EQ(r.status, 413) << r.raw.substr(0, 300);
   EXPECT_EQ(snapshot(), before);
   EXPECT_EQ(c().get("/v1/blobs/" + proto::sha256_hex(std::string(4096, 'x')), kAdmin).status, 404);
-  ASSERT_TRUE(testing::eventually([&] {
-    return std::filesystem::is_empty(data() + "/uploads");
-  })) << "a refused upload left a partial file";
-  EXPECT_EQ(c().request("POST", "/v1/blobs", kAdmin, std::string(1000, 'y'), "application/octet-stream").status, 201);
+  ASSERT_TRUE(testing::eventually([&] { return std::filesystem::is_empty(data() + "/uploads"); }))
+      << "a refused upload left a partial file";
+  EXPECT_EQ(
+      c().request("POST", "/v1/blobs", kAdmin, std::string(1000, 'y'), "application/octet-stream")
+          .status,
+      201);
 }
 
 TEST_F(Api, AgentRoutesRefuseBadInput) {
@@ -627,26 +867,49 @@ TEST_F(Api, AgentRoutesRefuseBadInput) {
   auto agent_post = [&](const std::string& path, const std::string& tok, const std::string& body) {
     return [this, path, tok, body] { return c().request("POST", path, tok, body); };
   };
-  refused(401, "enroll with a wrong token", agent_post("/v1/agent/enroll", "",
-      json{{"enrollment_token", "rfe_wrong"}, {"host_id", kHost2}, {"labels", json::object()}, {"agent_version", "t"}}.dump()));
-  refused(400, "enroll with a bad host id", agent_post("/v1/agent/enroll", "",
-      json{{"enrollment_token", etok}, {"host_id", "HOST; rm -rf /"}, {"labels", json::object()}, {"agent_version", "t"}}.dump()));
-  refused(400, "enroll with a bad label", agent_post("/v1/agent/enroll", "",
-      json{{"enrollment_token", etok}, {"host_id", kHost2}, {"labels", {{"os", "a,b"}}}, {"agent_version", "t"}}.dump()));
+  refused(401, "enroll with a wrong token",
+          agent_post("/v1/agent/enroll", "",
+                     json{{"enrollment_token", "rfe_wrong"},
+                          {"host_id", kHost2},
+                          {"labels", json::object()},
+                          {"agent_version", "t"}}
+                         .dump()));
+  refused(400, "enroll with a bad host id",
+          agent_post("/v1/agent/enroll", "",
+                     json{{"enrollment_token", etok},
+                          {"host_id", "HOST; rm -rf /"},
+                          {"labels", json::object()},
+                          {"agent_version", "t"}}
+                         .dump()));
+  refused(400, "enroll with a bad label",
+          agent_post("/v1/agent/enroll", "",
+                     json{{"enrollment_token", etok},
+                          {"host_id", kHost2},
+                          {"labels", {{"os", "a,b"}}},
+                          {"agent_version", "t"}}
+                         .dump()));
   refused(400, "enroll: malformed JSON", agent_post("/v1/agent/enroll", "", "{"));
-  refused(401, "desired with an operator token", [&] { return c().get("/v1/agent/desired", kAdmin); });
+  refused(401, "desired with an operator token",
+          [&] { return c().get("/v1/agent/desired", kAdmin); });
   refused(401, "desired without a credential", [&] { return c().get("/v1/agent/desired", ""); });
-  refused(401, "forged host credential", [&] { return c().get("/v1/agent/desired", kHost1 + ".0000"); });
-  refused(401, "another host's id with this secret", [&] {
-    return c().get("/v1/agent/desired", kHost2 + cred.substr(kHost1.size()));
-  });
-  refused(400, "desired: bad wait", [&] { return c().get("/v1/agent/desired?wait=forever", cred); });
-  refused(400, "heartbeat of the wrong shape", agent_post("/v1/agent/heartbeat", cred, json{{"boot_id", 5}}.dump()));
-  refused(400, "heartbeat: malformed JSON", agent_post("/v1/agent/heartbeat", cred, "{\"boot_id\":"));
-  refused(401, "heartbeat without a credential", agent_post("/v1/agent/heartbeat", "", json{{"boot_id", "b"}, {"uptime_s", 1}, {"channels", json::object()}}.dump()));
-  refused(400, "unknown report kind", agent_post("/v1/agent/reports", cred,
-      json::array({{{"kind", "reboot"}, {"time", 1}, {"boot_id", "b"}}}).dump()));
-  refused(400, "reports not an array", agent_post("/v1/agent/reports", cred, json{{"kind", "crash"}}.dump()));
+  refused(401, "forged host credential",
+          [&] { return c().get("/v1/agent/desired", kHost1 + ".0000"); });
+  refused(401, "another host's id with this secret",
+          [&] { return c().get("/v1/agent/desired", kHost2 + cred.substr(kHost1.size())); });
+  refused(400, "desired: bad wait",
+          [&] { return c().get("/v1/agent/desired?wait=forever", cred); });
+  refused(400, "heartbeat of the wrong shape",
+          agent_post("/v1/agent/heartbeat", cred, json{{"boot_id", 5}}.dump()));
+  refused(400, "heartbeat: malformed JSON",
+          agent_post("/v1/agent/heartbeat", cred, "{\"boot_id\":"));
+  refused(401, "heartbeat without a credential",
+          agent_post("/v1/agent/heartbeat", "",
+                     json{{"boot_id", "b"}, {"uptime_s", 1}, {"channels", json::object()}}.dump()));
+  refused(400, "unknown report kind",
+          agent_post("/v1/agent/reports", cred,
+                     json::array({{{"kind", "reboot"}, {"time", 1}, {"boot_id", "b"}}}).dump()));
+  refused(400, "reports not an array",
+          agent_post("/v1/agent/reports", cred, json{{"kind", "crash"}}.dump()));
   json many = json::array();
   for (int i = 0; i < 300; ++i) many.push_back({{"kind", "crash"}, {"time", i}, {"boot_id", "b"}});
   {
@@ -674,7 +937,8 @@ TEST_F(Api, CredentialsAndRoles) {
   refused(401, "unknown token", post("/v1/rings", "rf_not-a-token", ring));
   refused(401, "unknown token on a read", [&] { return c().get("/v1/rings", "rf_not-a-token"); });
   refused(401, "Basic instead of Bearer", [&] {
-    return c().request("GET", "/v1/rings", "", std::nullopt, "", {{"Authorization", "Basic YWRtaW46YWRtaW4="}});
+    return c().request("GET", "/v1/rings", "", std::nullopt, "",
+                       {{"Authorization", "Basic YWRtaW46YWRtaW4="}});
   });
   refused(401, "empty bearer", [&] {
     return c().request("GET", "/v1/rings", "", std::nullopt, "", {{"Authorization", "Bearer "}});
@@ -683,20 +947,25 @@ TEST_F(Api, CredentialsAndRoles) {
   refused(403, "viewer cannot create rings", post("/v1/rings", viewer, ring));
   refused(403, "viewer cannot delete rings", [&] { return c().del("/v1/rings/rest", viewer); });
   refused(403, "viewer cannot enroll", post("/v1/enrollment-tokens", viewer, {{"name", "e"}}));
-  refused(403, "viewer cannot start rollouts", post("/v1/rollouts/1/start", viewer, json::object()));
-  refused(403, "operator cannot create releases", post("/v1/channels/det/releases", op, {{"sha256", sha_}}));
+  refused(403, "viewer cannot start rollouts",
+          post("/v1/rollouts/1/start", viewer, json::object()));
+  refused(403, "operator cannot create releases",
+          post("/v1/channels/det/releases", op, {{"sha256", sha_}}));
   refused(403, "operator cannot create channels", post("/v1/channels", op, {{"name", "c2"}}));
-  refused(403, "operator cannot create policies", post("/v1/policies", op, {{"name", "p2"}, {"stages", {{{"ring", "rest"}}}}}));
-  refused(403, "operator cannot create rollouts", post("/v1/rollouts", op, {{"channel", "det"}, {"version", 1}, {"policy", "std"}}));
-  refused(403, "operator cannot stop everything", post("/v1/emergency-stop", op, {{"reason", "x"}}));
-  refused(403, "operator cannot upload", [&] {
-    return c().request("POST", "/v1/blobs", op, "abc", "application/octet-stream");
-  });
-  refused(403, "release cannot create tokens", post("/v1/tokens", rel, {{"name", "t2"}, {"role", "admin"}}));
+  refused(403, "operator cannot create policies",
+          post("/v1/policies", op, {{"name", "p2"}, {"stages", {{{"ring", "rest"}}}}}));
+  refused(403, "operator cannot create rollouts",
+          post("/v1/rollouts", op, {{"channel", "det"}, {"version", 1}, {"policy", "std"}}));
+  refused(403, "operator cannot stop everything",
+          post("/v1/emergency-stop", op, {{"reason", "x"}}));
+  refused(403, "operator cannot upload",
+          [&] { return c().request("POST", "/v1/blobs", op, "abc", "application/octet-stream"); });
+  refused(403, "release cannot create tokens",
+          post("/v1/tokens", rel, {{"name", "t2"}, {"role", "admin"}}));
   refused(403, "release cannot list tokens", [&] { return c().get("/v1/tokens", rel); });
   refused(403, "release cannot delete tokens", [&] { return c().del("/v1/tokens/viewer1", rel); });
-  refused(403, "release cannot set a validator command", post("/v1/channels", rel,
-      {{"name", "c3"}, {"validator", {{"argv", {"/bin/true"}}}}}));
+  refused(403, "release cannot set a validator command",
+          post("/v1/channels", rel, {{"name", "c3"}, {"validator", {{"argv", {"/bin/true"}}}}}));
   // 403 names the role that is missing.
   auto r = c().post("/v1/rings", viewer, ring);
   EXPECT_NE(r.error_message().find("operator"), std::string::npos) << r.body;
@@ -706,7 +975,9 @@ TEST_F(Api, CredentialsAndRoles) {
   EXPECT_EQ(c().post("/v1/rings", op, ring).status, 201);
   EXPECT_EQ(c().post("/v1/enrollment-tokens", op, {{"name", "e1"}}).status, 201);
   EXPECT_EQ(c().post("/v1/channels", rel, {{"name", "c4"}}).status, 201);
-  EXPECT_EQ(c().post("/v1/rollouts", rel, {{"channel", "det"}, {"version", 1}, {"policy", "std"}}).status, 201);
+  EXPECT_EQ(
+      c().post("/v1/rollouts", rel, {{"channel", "det"}, {"version", 1}, {"policy", "std"}}).status,
+      201);
   // Tokens are stored hashed: the database file never holds the secret.
   auto db = slurp(data() + "/ringfence.db") + slurp(data() + "/ringfence.db-wal");
   EXPECT_EQ(db.find(viewer), std::string::npos);
@@ -717,7 +988,9 @@ TEST_F(Api, CredentialsAndRoles) {
 
 TEST_F(Api, InvalidTransitionsAre409NamingTheCurrentState) {
   basic_setup();
-  auto ro = expect(c().post("/v1/rollouts", kAdmin, {{"channel", "det"}, {"version", 1}, {"policy", "std"}}), 201, "rollout");
+  auto ro = expect(
+      c().post("/v1/rollouts", kAdmin, {{"channel", "det"}, {"version", 1}, {"policy", "std"}}),
+      201, "rollout");
   auto id = std::to_string(ro["id"].get<int>());
   auto action = [&](const std::string& a, json body = json::object()) {
     return [this, id, a, body] { return c().post("/v1/rollouts/" + id + "/" + a, kAdmin, body); };
@@ -728,16 +1001,17 @@ TEST_F(Api, InvalidTransitionsAre409NamingTheCurrentState) {
   }
   refused(409, "skip a pending rollout", action("skip", {{"to", 1}, {"reason", "urgent"}}));
   refused(409, "a second active rollout on the channel", [&] {
-    return c().post("/v1/rollouts", kAdmin, {{"channel", "det"}, {"version", 1}, {"policy", "std"}});
+    return c().post("/v1/rollouts", kAdmin,
+                    {{"channel", "det"}, {"version", 1}, {"policy", "std"}});
   });
   refused(404, "unknown action", action("explode"));
-  refused(404, "action on an unknown rollout", [&] { return c().post("/v1/rollouts/999/start", kAdmin, json::object()); });
+  refused(404, "action on an unknown rollout",
+          [&] { return c().post("/v1/rollouts/999/start", kAdmin, json::object()); });
   refused(415, "action with a wrong content type", [&] {
     return c().request("POST", "/v1/rollouts/" + id + "/start", kAdmin, "x", "text/plain");
   });
-  refused(400, "action with a non-object body", [&] {
-    return c().request("POST", "/v1/rollouts/" + id + "/start", kAdmin, "[1]");
-  });
+  refused(400, "action with a non-object body",
+          [&] { return c().request("POST", "/v1/rollouts/" + id + "/start", kAdmin, "[1]"); });
 
   auto started = expect(action("start")(), 200, "start");
   EXPECT_EQ(started["state"], "running");
@@ -745,8 +1019,10 @@ TEST_F(Api, InvalidTransitionsAre409NamingTheCurrentState) {
   EXPECT_EQ(expect(action("start")(), 200, "start again")["state"], "running");  // idempotent
   EXPECT_EQ(events_count(), n);
   refused(400, "skip without a reason", action("skip", {{"to", 1}}));
-  refused(409, "skip past a canary that has not passed", action("skip", {{"to", 1}, {"reason", "urgent"}}));
-  refused(400, "skip to a stage that does not exist", action("skip", {{"to", 7}, {"reason", "urgent"}}));
+  refused(409, "skip past a canary that has not passed",
+          action("skip", {{"to", 1}, {"reason", "urgent"}}));
+  refused(400, "skip to a stage that does not exist",
+          action("skip", {{"to", 7}, {"reason", "urgent"}}));
   EXPECT_EQ(expect(action("pause")(), 200, "pause")["state"], "paused");
   n = events_count();
   EXPECT_EQ(expect(action("pause")(), 200, "pause again")["state"], "paused");
@@ -761,15 +1037,19 @@ TEST_F(Api, InvalidTransitionsAre409NamingTheCurrentState) {
   }
   // The quarantined release cannot roll out again.
   refused(409, "rollout of a quarantined release", [&] {
-    return c().post("/v1/rollouts", kAdmin, {{"channel", "det"}, {"version", 1}, {"policy", "std"}});
+    return c().post("/v1/rollouts", kAdmin,
+                    {{"channel", "det"}, {"version", 1}, {"policy", "std"}});
   });
   // Emergency stop: a pending rollout may not start.
   auto sha2 = upload(R"({"rules":[9]})");
   expect(c().post("/v1/channels/det/releases", kAdmin, {{"sha256", sha2}}), 201, "release 2");
-  auto ro2 = expect(c().post("/v1/rollouts", kAdmin, {{"channel", "det"}, {"version", 2}, {"policy", "std"}}), 201, "rollout 2");
+  auto ro2 = expect(
+      c().post("/v1/rollouts", kAdmin, {{"channel", "det"}, {"version", 2}, {"policy", "std"}}),
+      201, "rollout 2");
   expect(c().post("/v1/emergency-stop", kAdmin, {{"reason", "incident"}}), 200, "stop");
   refused(409, "start during an emergency stop", [&] {
-    return c().post("/v1/rollouts/" + std::to_string(ro2["id"].get<int>()) + "/start", kAdmin, json::object());
+    return c().post("/v1/rollouts/" + std::to_string(ro2["id"].get<int>()) + "/start", kAdmin,
+                    json::object());
   });
 }
 
@@ -779,7 +1059,9 @@ TEST_F(Api, SigtermExitsCleanlyAndARestartKeepsEverything) {
   basic_setup();
   auto viewer = token("viewer1", "viewer");
   auto cred = enroll(kHost1);
-  auto ro = expect(c().post("/v1/rollouts", kAdmin, {{"channel", "det"}, {"version", 1}, {"policy", "std"}}), 201, "rollout");
+  auto ro = expect(
+      c().post("/v1/rollouts", kAdmin, {{"channel", "det"}, {"version", 1}, {"policy", "std"}}),
+      201, "rollout");
   auto id = std::to_string(ro["id"].get<int>());
   expect(c().post("/v1/rollouts/" + id + "/start", kAdmin, json::object()), 200, "start");
   expect(c().post("/v1/rollouts/" + id + "/pause", kAdmin, json::object()), 200, "pause");
@@ -792,8 +1074,9 @@ TEST_F(Api, SigtermExitsCleanlyAndARestartKeepsEverything) {
   // A held long poll is answered at shutdown, and the process exits 0 promptly.
   auto first = c().get("/v1/agent/desired", cred);
   Connection poll(c().port());
-  ASSERT_TRUE(poll.send("GET /v1/agent/desired?wait=30 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + cred +
-                        "\r\nIf-None-Match: " + first.header("etag") + "\r\n\r\n"));
+  ASSERT_TRUE(
+      poll.send("GET /v1/agent/desired?wait=30 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                cred + "\r\nIf-None-Match: " + first.header("etag") + "\r\n\r\n"));
   ASSERT_TRUE(testing::eventually([&] {
     return c().get("/metrics", "").body.find("ringfence_long_polls 1") != std::string::npos;
   }));
@@ -809,7 +1092,7 @@ TEST_F(Api, SigtermExitsCleanlyAndARestartKeepsEverything) {
   EXPECT_EQ(c().get("/v1/channels/det/releases", kAdmin).body, releases);
   EXPECT_EQ(c().get("/v1/policies", kAdmin).body, policies);
   EXPECT_EQ(c().get("/v1/signing-key", "").body, key);
-  EXPECT_EQ(c().get("/v1/rings", viewer).status, 200);  // tokens survive
+  EXPECT_EQ(c().get("/v1/rings", viewer).status, 200);        // tokens survive
   EXPECT_EQ(c().get("/v1/agent/desired", cred).status, 200);  // host credentials survive
   auto r = expect(c().get("/v1/rollouts/" + id, kAdmin), 200, "rollout after restart");
   EXPECT_EQ(r["state"], "paused");
@@ -861,20 +1144,23 @@ TEST(ApiProcess, TheDashboardServesItsFixedFilesOnlyWithAWebDir) {
     const char* type_prefix;
     const char* body;
   };
-  for (const File& f : {File{"/", "text/html", "<!doctype html><title>rf</title>"},
-                        File{"/app.js", "application/javascript", "console.log(1);"},
-                        File{"/app.css", "text/css", "body{}"},
-                        File{"/vendor/uPlot.iife.min.js", "application/javascript", "var uPlot;"}}) {
+  for (const File& f :
+       {File{"/", "text/html", "<!doctype html><title>rf</title>"},
+        File{"/app.js", "application/javascript", "console.log(1);"},
+        File{"/app.css", "text/css", "body{}"},
+        File{"/vendor/uPlot.iife.min.js", "application/javascript", "var uPlot;"}}) {
     auto r = c.get(f.route, "");
     EXPECT_EQ(r.status, 200) << f.route;
     EXPECT_EQ(r.body, f.body) << f.route;
-    EXPECT_EQ(r.header("content-type").rfind(f.type_prefix, 0), 0u) << f.route << ": " << r.header("content-type");
+    EXPECT_EQ(r.header("content-type").rfind(f.type_prefix, 0), 0u)
+        << f.route << ": " << r.header("content-type");
   }
   auto missing = c.get("/vendor/uPlot.min.css", "");
   EXPECT_EQ(missing.status, 404);
   EXPECT_TRUE(missing.is_error_shape());
   // Only the fixed list: no path is built from the request.
-  for (const char* p : {"/index.html", "/secret.txt", "/../secret.txt", "/%2e%2e/secret.txt", "/vendor/../app.js"}) {
+  for (const char* p : {"/index.html", "/secret.txt", "/../secret.txt", "/%2e%2e/secret.txt",
+                        "/vendor/../app.js"}) {
     auto r = c.get(p, "");
     EXPECT_TRUE(r.status == 404 || r.status == 400) << p << ": " << r.status;
     EXPECT_EQ(r.body.find("not served"), std::string::npos) << p;

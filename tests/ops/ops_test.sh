@@ -48,6 +48,7 @@ api -X POST "$url/v1/channels/detections/releases" -d "{\"sha256\":\"$sha\",\"no
 api -X POST "$url/v1/rollouts" -d '{"channel":"detections","version":1,"stages":[{"ring":"canary","bake_s":60,"min_hosts":1}]}' >/dev/null
 api -X POST "$url/v1/rollouts/1/start" >/dev/null
 api "$url/v1/rings/NOPE" >/dev/null
+for i in 1 2 3; do api "$url/scan/$i/wp-login.php" >/dev/null; api "$url/v1/hosts/$i" >/dev/null; done
 
 curl -sS "$url/v1/openapi.json" > "$work/openapi.json"
 curl -sS "$url/metrics" > "$work/metrics.txt"
@@ -56,6 +57,8 @@ check "openapi document is served" test -s "$work/openapi.json"
 check "redocly lint (recommended rules)" "$here/node_modules/.bin/redocly" lint --format stylish "$work/openapi.json"
 check "promtool check metrics" sh -c "promtool check metrics < '$work/metrics.txt'"
 check "metrics carry request counts by route" grep -q '^ringfence_http_requests_total{route="/v1/rings"' "$work/metrics.txt"
+check "metrics label routes by pattern" grep -q '^ringfence_http_requests_total{route="/v1/hosts/{id}",status="400"} 3' "$work/metrics.txt"
+check "metrics put unknown paths under one label" grep -q '^ringfence_http_requests_total{route="unmatched",status="404"} 3' "$work/metrics.txt"
 check "metrics carry the active gate statistic" grep -q '^ringfence_gate_statistic{rollout="1"' "$work/metrics.txt"
 check "metrics carry rollouts by state" grep -q '^ringfence_rollouts{state="baking"} 1' "$work/metrics.txt"
 
