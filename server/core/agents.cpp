@@ -300,10 +300,15 @@ Status Service::heartbeat(std::int64_t host, const proto::Heartbeat& hb) {
       m.mark_applied(r, e->second, now);
       changed = true;
     }
-    if (e->second.applied && rebooted && hb.uptime_s < 120 && !e->second.failed) {
+    // A boot loop: the second short-lived boot since applying (one reboot is a patch Tuesday;
+    // a crash before it is reported by the agent itself).
+    if (e->second.applied && rebooted && hb.uptime_s < 120 && !e->second.failed &&
+        ++e->second.short_boots >= 2) {
       m.mark_failed(r, e->second, false);
       (void)m.event("host:" + h.id.str(), "boot_loop_suspected", r.id,
-                    {{"host_id", h.id.str()}, {"uptime_s", hb.uptime_s}});
+                    {{"host_id", h.id.str()},
+                     {"uptime_s", hb.uptime_s},
+                     {"short_boots", e->second.short_boots}});
       changed = true;
     }
     if (running && e->second.applied && !e->second.failed && !e->second.healthy &&

@@ -12,8 +12,8 @@
 
 namespace ringfence::server::core {
 
-using nlohmann::json;
 using fleet::HostIndex;
+using nlohmann::json;
 
 struct ApiToken {
   std::string name, hash;
@@ -74,14 +74,16 @@ struct StagePlan {
 struct StageRuntime {
   std::int64_t started_ms = 0;  // 0 = not started
   bool approved = false;
-  health::StageCounts counts;   // exposed..silent maintained incrementally
+  health::StageCounts counts;  // exposed..silent maintained incrementally
   health::GateDecision decision;
-  std::string state = "waiting";  // waiting | baking | awaiting_approval | passed | failed | skipped
+  std::string state =
+      "waiting";  // waiting | baking | awaiting_approval | passed | failed | skipped
 };
 
 // Per host per rollout. stage = index of the stage that exposed it.
 struct Exposure {
   std::uint8_t stage = 0;
+  std::uint8_t short_boots = 0;  // new boot ids with a short uptime since applying
   bool applied = false, healthy = false, failed = false, silent = false;
   std::int64_t applied_ms = 0;
 };
@@ -206,7 +208,9 @@ struct Service::Impl {
   void publish(const store::EventRow& row);
   Status flush_hosts(std::size_t max = SIZE_MAX);
   // Silence: applied, then nothing for k exposed-heartbeat intervals (plus a second of grace).
-  std::int64_t silence_ms() const { return opt.silence_intervals * opt.exposed_heartbeat_s * 1000 + 1000; }
+  std::int64_t silence_ms() const {
+    return opt.silence_intervals * opt.exposed_heartbeat_s * 1000 + 1000;
+  }
   // Writes last_seen of up to max hosts of the seen queue (heartbeats that changed nothing else).
   Status flush_seen(std::size_t max);
   // Per tick (4 per second): bounds both the store's write rate for plain heartbeats and the time

@@ -201,8 +201,11 @@ TEST_F(Controller, ApplyFailuresAndBootLoopsCountAsFailures) {
   }
   report(0, proto::ReportKind::ApplyFailed, version_);
   EXPECT_EQ(get(id)["stages"][0]["failed"], 1);
-  // A new boot id with a short uptime after applying: a boot loop.
+  // One new boot id with a short uptime after applying is a reboot; a second one, a boot loop.
   heartbeat(1, version_, "b-new", 3);
+  EXPECT_EQ(get(id)["stages"][0]["failed"], 1);
+  EXPECT_FALSE(has_event(events(id), "boot_loop_suspected"));
+  heartbeat(1, version_, "b-newer", 4);
   EXPECT_EQ(get(id)["stages"][0]["failed"], 2);
   EXPECT_TRUE(has_event(events(id), "boot_loop_suspected"));
   // The same host failing again is still one failed host.
