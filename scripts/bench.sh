@@ -349,3 +349,6 @@ if rb["answered"] != rb["hosts"]:
     print("bench: FAILED: not every long poll was answered", file=sys.stderr)
     sys.exit(1)
 PY
+# The throughput figures as a chart beside the reference (full runs; the quick smoke has no use
+# for one): bench/throughput.svg, linked from bench/RESULTS.md.
+if [ $quick = 0 ]; then python3 bench/chart.py "$json_out" bench/throughput.svg; fi
