@@ -1,11 +1,22 @@
 // ringfence-server: flags / config file / environment, logging, then the App.
-#include <CLI/CLI.hpp>
-#include <cstdio>
-#include <iostream>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
 #include "server/app.hpp"
+
+#ifndef RINGFENCE_DEFAULT_WEB_DIR
+#define RINGFENCE_DEFAULT_WEB_DIR ""
+#endif
+
+namespace {
+// The repo's web/ at build time (server/CMakeLists.txt): the dashboard when --web-dir is not given.
+constexpr const char* kDefaultWebDir = RINGFENCE_DEFAULT_WEB_DIR;
+}  // namespace
 
 int main(int argc, char** argv) {
   ringfence::server::AppConfig cfg;
@@ -14,42 +25,86 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   auto& c = cfg.core;
   cli.add_option("--data-dir", cfg.data_dir, "Data directory (database, blobs, keys)")
-      ->envname("RINGFENCE_DATA_DIR")->required();
+      ->envname("RINGFENCE_DATA_DIR")
+      ->required();
   cli.add_option("--listen", cfg.listen, "host:port to listen on; port 0 picks a free one")
-      ->envname("RINGFENCE_LISTEN")->capture_default_str();
-  cli.add_option("--threads", cfg.threads, "I/O threads")->envname("RINGFENCE_THREADS")
-      ->check(CLI::Range(1, 64))->capture_default_str();
+      ->envname("RINGFENCE_LISTEN")
+      ->capture_default_str();
+  cli.add_option("--threads", cfg.threads, "I/O threads")
+      ->envname("RINGFENCE_THREADS")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
   cli.add_option("--upload-limit", cfg.upload_limit, "Largest blob upload, bytes")
-      ->envname("RINGFENCE_UPLOAD_LIMIT")->capture_default_str();
-  cli.add_option("--web-dir", cfg.web_dir, "Dashboard static files")->envname("RINGFENCE_WEB_DIR");
+      ->envname("RINGFENCE_UPLOAD_LIMIT")
+      ->capture_default_str();
+  auto* web_dir = cli.add_option("--web-dir", cfg.web_dir,
+                                 "Dashboard static files (default: " + std::string(kDefaultWebDir) +
+                                     " when it exists; \"\" serves no dashboard)")
+                      ->envname("RINGFENCE_WEB_DIR");
+  bool no_web = false;
+  cli.add_flag("--no-web", no_web, "Serve no dashboard (overrides --web-dir)")
+      ->envname("RINGFENCE_NO_WEB");
   cli.add_flag("!--no-access-log", cfg.access_log, "Do not log every request")
       ->envname("RINGFENCE_NO_ACCESS_LOG");
   cli.add_option("--log-level", log_level, "trace|debug|info|warn|error")
-      ->envname("RINGFENCE_LOG_LEVEL")->capture_default_str();
-  cli.add_option("--heartbeat-s", c.heartbeat_s, "Heartbeat interval for hosts not on a rolling release")
-      ->envname("RINGFENCE_HEARTBEAT_S")->check(CLI::Range(1, 86400))->capture_default_str();
+      ->envname("RINGFENCE_LOG_LEVEL")
+      ->capture_default_str();
+  cli.add_option("--heartbeat-s", c.heartbeat_s,
+                 "Heartbeat interval for hosts not on a rolling release")
+      ->envname("RINGFENCE_HEARTBEAT_S")
+      ->check(CLI::Range(1, 86400))
+      ->capture_default_str();
   cli.add_option("--exposed-heartbeat-s", c.exposed_heartbeat_s, "Heartbeat interval while exposed")
-      ->envname("RINGFENCE_EXPOSED_HEARTBEAT_S")->check(CLI::Range(1, 3600))->capture_default_str();
+      ->envname("RINGFENCE_EXPOSED_HEARTBEAT_S")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
   cli.add_option("--poll-s", c.poll_s, "Poll interval told to agents")
-      ->envname("RINGFENCE_POLL_S")->check(CLI::Range(1, 86400))->capture_default_str();
-  cli.add_option("--silence-intervals", c.silence_intervals, "Missed heartbeats that count as a crash")
-      ->envname("RINGFENCE_SILENCE_INTERVALS")->check(CLI::Range(1, 100))->capture_default_str();
+      ->envname("RINGFENCE_POLL_S")
+      ->check(CLI::Range(1, 86400))
+      ->capture_default_str();
+  cli.add_option("--silence-intervals", c.silence_intervals,
+                 "Missed heartbeats that count as a crash")
+      ->envname("RINGFENCE_SILENCE_INTERVALS")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
   cli.add_option("--healthy-after-s", c.healthy_after_s, "Healthy heartbeats needed after applying")
-      ->envname("RINGFENCE_HEALTHY_AFTER_S")->check(CLI::Range(0, 86400))->capture_default_str();
+      ->envname("RINGFENCE_HEALTHY_AFTER_S")
+      ->check(CLI::Range(0, 86400))
+      ->capture_default_str();
   cli.add_option("--manifest-ttl-s", c.manifest_ttl_s, "Manifest lifetime")
-      ->envname("RINGFENCE_MANIFEST_TTL_S")->check(CLI::Range(3600, 365 * 86400))->capture_default_str();
-  cli.add_option("--budget-per-hour", c.budget_per_hour, "Hosts newly exposed per hour, all rollouts (0 = off)")
-      ->envname("RINGFENCE_BUDGET_PER_HOUR")->check(CLI::Range(0, 1'000'000'000))->capture_default_str();
-  cli.add_option("--tenant-budget-per-hour", c.tenant_budget_per_hour, "The same per tenant (0 = off)")
-      ->envname("RINGFENCE_TENANT_BUDGET_PER_HOUR")->check(CLI::Range(0, 1'000'000'000))->capture_default_str();
+      ->envname("RINGFENCE_MANIFEST_TTL_S")
+      ->check(CLI::Range(3600, 365 * 86400))
+      ->capture_default_str();
+  cli.add_option("--budget-per-hour", c.budget_per_hour,
+                 "Hosts newly exposed per hour, all rollouts (0 = off)")
+      ->envname("RINGFENCE_BUDGET_PER_HOUR")
+      ->check(CLI::Range(0, 1'000'000'000))
+      ->capture_default_str();
+  cli.add_option("--tenant-budget-per-hour", c.tenant_budget_per_hour,
+                 "The same per tenant (0 = off)")
+      ->envname("RINGFENCE_TENANT_BUDGET_PER_HOUR")
+      ->check(CLI::Range(0, 1'000'000'000))
+      ->capture_default_str();
   cli.add_option("--max-long-poll-s", c.max_long_poll_s, "Longest long poll held")
-      ->envname("RINGFENCE_MAX_LONG_POLL_S")->check(CLI::Range(1, 600))->capture_default_str();
+      ->envname("RINGFENCE_MAX_LONG_POLL_S")
+      ->check(CLI::Range(1, 600))
+      ->capture_default_str();
   CLI11_PARSE(cli, argc, argv);
+  if (no_web) {
+    cfg.web_dir.clear();
+  } else if (web_dir->count() == 0 && std::filesystem::is_directory(kDefaultWebDir)) {
+    cfg.web_dir = kDefaultWebDir;
+  }
 
   auto logger = spdlog::stderr_color_mt("ringfence");
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(log_level));
   spdlog::flush_every(std::chrono::seconds(1));
+  if (cfg.web_dir.empty()) {
+    spdlog::info("serving no dashboard");
+  } else {
+    spdlog::info("dashboard files from {}", cfg.web_dir);
+  }
 
   ringfence::server::App app(cfg);
   auto port = app.start();

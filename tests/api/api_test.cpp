@@ -1165,11 +1165,38 @@ TEST(ApiProcess, TheDashboardServesItsFixedFilesOnlyWithAWebDir) {
     EXPECT_TRUE(r.status == 404 || r.status == 400) << p << ": " << r.status;
     EXPECT_EQ(r.body.find("not served"), std::string::npos) << p;
   }
-  // Without --web-dir (the Api fixture's servers) "/" is not a route at all.
-  testing::TempDir other;
-  Server plain(other.path() + "/data", {{"RINGFENCE_ADMIN_TOKEN", kAdmin}});
+  // --no-web wins over --web-dir: "/" is not a route at all.
+  testing::TempDir off;
+  Server no_web(off.path() + "/data", {{"RINGFENCE_ADMIN_TOKEN", kAdmin}},
+                {"--web-dir", web, "--no-web"});
+  ASSERT_GT(no_web.port(), 0);
+  EXPECT_EQ(Client(no_web.port()).get("/", "").status, 404);
+  EXPECT_EQ(Client(no_web.port()).get("/app.js", "").status, 404);
+}
+
+TEST(ApiProcess, WithoutAWebDirTheRepoDashboardIsServedUnlessDisabled) {
+  const std::string repo_web = RINGFENCE_SOURCE_DIR "/web";
+  ASSERT_TRUE(std::filesystem::is_regular_file(repo_web + "/index.html")) << repo_web;
+  // No --web-dir (the Api fixture's servers): the repo's web/ as it was at build time.
+  testing::TempDir dir;
+  Server plain(dir.path() + "/data", {{"RINGFENCE_ADMIN_TOKEN", kAdmin}});
   ASSERT_GT(plain.port(), 0);
-  EXPECT_EQ(Client(plain.port()).get("/", "").status, 404);
+  auto index = Client(plain.port()).get("/", "");
+  EXPECT_EQ(index.status, 200);
+  EXPECT_EQ(index.body, slurp(repo_web + "/index.html"));
+  EXPECT_EQ(Client(plain.port()).get("/app.js", "").body, slurp(repo_web + "/app.js"));
+  // Disabled by an empty --web-dir, by --no-web, or by RINGFENCE_NO_WEB.
+  const std::vector<std::pair<std::vector<std::string>, std::map<std::string, std::string>>> off = {
+      {{"--web-dir", ""}, {}}, {{"--no-web"}, {}}, {{}, {{"RINGFENCE_NO_WEB", "1"}}}};
+  for (const auto& [flags, env] : off) {
+    testing::TempDir d;
+    auto with_env = env;
+    with_env["RINGFENCE_ADMIN_TOKEN"] = kAdmin;
+    Server s(d.path() + "/data", with_env, flags);
+    ASSERT_GT(s.port(), 0) << slurp(d.path() + "/data.log");
+    EXPECT_EQ(Client(s.port()).get("/", "").status, 404) << (flags.empty() ? "env" : flags[0]);
+    EXPECT_EQ(Client(s.port()).get("/v1/signing-key", "").status, 200);
+  }
 }
 
 TEST(ApiProcess, BadStartUpIsOneClearLineAndExitCode1) {
