@@ -6,14 +6,22 @@ namespace ringfence::server::http {
 
 std::string_view to_string(Method m) noexcept {
   switch (m) {
-    case Method::Get: return "GET";
-    case Method::Head: return "HEAD";
-    case Method::Post: return "POST";
-    case Method::Put: return "PUT";
-    case Method::Patch: return "PATCH";
-    case Method::Delete: return "DELETE";
-    case Method::Options: return "OPTIONS";
-    case Method::Other: return "OTHER";
+    case Method::Get:
+      return "GET";
+    case Method::Head:
+      return "HEAD";
+    case Method::Post:
+      return "POST";
+    case Method::Put:
+      return "PUT";
+    case Method::Patch:
+      return "PATCH";
+    case Method::Delete:
+      return "DELETE";
+    case Method::Options:
+      return "OPTIONS";
+    case Method::Other:
+      return "OTHER";
   }
   return "OTHER";
 }
@@ -38,8 +46,7 @@ std::string percent_decode(std::string_view s) {
   for (size_t i = 0; i < s.size(); ++i) {
     if (s[i] == '+') {
       out += ' ';
-    } else if (s[i] == '%' && i + 2 < s.size() && hexval(s[i + 1]) >= 0 &&
-               hexval(s[i + 2]) >= 0) {
+    } else if (s[i] == '%' && i + 2 < s.size() && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
       out += static_cast<char>(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
       i += 2;
     } else {
@@ -80,22 +87,49 @@ Response Response::no_content() {
   return r;
 }
 
-Response Response::error(const Error& e) { return json(http_status(e.errc), proto::error_body(e)); }
+Response Response::error(const Error& e) {
+  Response r = json(http_status(e.errc), proto::error_body(e));
+  if (auto s = retry_after_s(e.errc)) r.headers.emplace_back("Retry-After", std::to_string(s));
+  return r;
+}
+
+int retry_after_s(Errc e) noexcept {
+  switch (e) {
+    case Errc::TooManyRequests:
+      return 1;  // a slot frees as soon as one client leaves
+    case Errc::Unavailable:
+      return 5;  // storage or a dependency has to come back first
+    default:
+      return 0;
+  }
+}
 
 int http_status(Errc e) noexcept {
   switch (e) {
-    case Errc::InvalidArgument: return 400;
-    case Errc::Unauthenticated: return 401;
-    case Errc::PermissionDenied: return 403;
-    case Errc::NotFound: return 404;
-    case Errc::MethodNotAllowed: return 405;
-    case Errc::Conflict: return 409;
-    case Errc::PayloadTooLarge: return 413;
-    case Errc::UnsupportedMedia: return 415;
-    case Errc::Unprocessable: return 422;
-    case Errc::TooManyRequests: return 429;
-    case Errc::Unavailable: return 503;
-    case Errc::Internal: return 500;
+    case Errc::InvalidArgument:
+      return 400;
+    case Errc::Unauthenticated:
+      return 401;
+    case Errc::PermissionDenied:
+      return 403;
+    case Errc::NotFound:
+      return 404;
+    case Errc::MethodNotAllowed:
+      return 405;
+    case Errc::Conflict:
+      return 409;
+    case Errc::PayloadTooLarge:
+      return 413;
+    case Errc::UnsupportedMedia:
+      return 415;
+    case Errc::Unprocessable:
+      return 422;
+    case Errc::TooManyRequests:
+      return 429;
+    case Errc::Unavailable:
+      return 503;
+    case Errc::Internal:
+      return 500;
   }
   return 500;
 }

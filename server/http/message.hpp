@@ -1,5 +1,6 @@
 #pragma once
-// Our own HTTP value types. Handlers see only these; Beast stays inside server/http/beast_server.cpp.
+// Our own HTTP value types. Handlers see only these; Beast stays inside
+// server/http/beast_server.cpp.
 
 #include <cstdint>
 #include <functional>
@@ -55,17 +56,22 @@ struct Response {
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
-  std::optional<FileBody> file;          // when set, body is ignored
-  std::shared_ptr<StreamBody> stream;    // when set, an SSE stream (chunked, never ends by itself)
+  std::optional<FileBody> file;        // when set, body is ignored
+  std::shared_ptr<StreamBody> stream;  // when set, an SSE stream (chunked, never ends by itself)
 
   static Response json(int status, std::string body);
   static Response no_content();
-  // API.md's error shape with the status mapped from e.errc (one mapping: http_status()).
+  // API.md's error shape with the status mapped from e.errc (one mapping: http_status()), and a
+  // Retry-After header when retry_after_s() has one for it (429, 503).
   static Response error(const Error& e);
 };
 
 // The one mapping from Errc to an HTTP status.
 int http_status(Errc e) noexcept;
+// Seconds a client should wait before retrying after an error of that kind (Retry-After), or 0
+// when retrying sooner is fine or pointless. Error carries no hint of its own, so these are the
+// same for every 429 and every 503.
+int retry_after_s(Errc e) noexcept;
 
 // Completes a request; may be called later (long polls) but exactly once, on the I/O thread.
 using Reply = std::function<void(Response)>;

@@ -844,6 +844,20 @@ TEST_F(Api, OversizedAndMalformedRequestsChangeNothing) {
   EXPECT_EQ(c().get("/v1/rings", kAdmin).status, 200);
 }
 
+TEST_F(Api, AnUploadTheDiskCannotTakeIs503WithRetryAfter) {
+  // The uploads folder replaced by a file: the server cannot store the body.
+  std::filesystem::remove_all(data() + "/uploads");
+  std::ofstream(data() + "/uploads") << "in the way";
+  auto r =
+      c().request("POST", "/v1/blobs", kAdmin, std::string(100, 'z'), "application/octet-stream");
+  EXPECT_EQ(r.status, 503) << r.raw.substr(0, 300);
+  EXPECT_TRUE(r.is_error_shape()) << r.raw.substr(0, 300);
+  EXPECT_EQ(r.header("retry-after"), "5");
+  // Other errors carry no Retry-After.
+  EXPECT_EQ(c().get("/v1/rings/NOPE", kAdmin).header("retry-after"), "");
+  EXPECT_EQ(c().get("/v1/tokens", "").header("retry-after"), "");
+}
+
 TEST_F(Api, OversizedUploadsAreRefusedAndLeaveNoFile) {
   boot({"--upload-limit", "1024"});
   auto before = snapshot();

@@ -764,6 +764,23 @@ TEST_F(HttpTest, StopEndsEventStreams) {
   EXPECT_FALSE(writer("data: late\n\n"));
 }
 
+TEST(HttpMessage, RetryAfterIsSentOn429And503Only) {
+  auto retry_after = [](Errc e) -> std::string {
+    for (const auto& [k, v] : Response::error(Error{e, "x"}).headers) {
+      if (k == "Retry-After") return v;
+    }
+    return "";
+  };
+  EXPECT_EQ(Response::error(Error{Errc::TooManyRequests, "x"}).status, 429);
+  EXPECT_EQ(retry_after(Errc::TooManyRequests), "1");
+  EXPECT_EQ(Response::error(Error{Errc::Unavailable, "x"}).status, 503);
+  EXPECT_EQ(retry_after(Errc::Unavailable), "5");
+  for (Errc e : {Errc::InvalidArgument, Errc::Unauthenticated, Errc::NotFound, Errc::Conflict,
+                 Errc::PayloadTooLarge, Errc::Internal}) {
+    EXPECT_EQ(retry_after(e), "") << http_status(e);
+  }
+}
+
 TEST(HttpListen, AddressesAndErrors) {
   net::io_context io;
   HttpServer s(io, ServerOptions{}, [](Request&, Reply reply) { reply(Response::no_content()); });
