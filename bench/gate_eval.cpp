@@ -1,6 +1,9 @@
 // gate_eval: proof by simulation that the health gate contains bad releases and lets good ones
 // through. Runs the real server::health::evaluate() on many simulated staged rollouts in fake
-// time (no sockets, no clock) and prints one table. Deterministic for a given --seed.
+// time (no sockets, no clock) and prints one table. Deterministic for a given --seed. The decision
+// rule is the server's (Service::Impl::evaluate in server/core/rollouts.cpp): on every signal, the
+// cumulative counts of every stage reached so far and the current stage's own counts are both
+// judged; either failing halts; the current stage's own verdict passes it.
 //
 //   gate_eval [--runs N] [--seed S] [--quick]
 //
@@ -14,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <queue>
 #include <string>
 #include <vector>
 
@@ -90,6 +94,10 @@ class Rng {
 };
 
 // ---- one rollout -----------------------------------------------------------------------------
+//
+// One timeline for the whole rollout, as the server sees it: a stage's hosts keep reporting after
+// their stage passed, and the gate is evaluated on every signal the way
+// Service::Impl::evaluate (server/core/rollouts.cpp) does it.
 
 enum class Ev : std::uint8_t {
   Apply,
@@ -101,18 +109,30 @@ enum class Ev : std::uint8_t {
 };
 
 struct Event {
-  double t;
+  double t;           // since the rollout started
+  std::uint64_t seq;  // ties break in push order: deterministic on every standard library
   Ev kind;
+  std::uint8_t stage;  // the host's stage (ControlFail: the stage that will expose it, or
+                       // stages.size() when none does); BakeDone: the stage baking
 };
 
+struct Later {
+  bool operator()(const Event& a, const Event& b) const {
+    return a.t != b.t ? a.t > b.t : a.seq > b.seq;
+  }
+};
+
+enum class Test : std::uint8_t { Cumulative, Stage };
+
 struct RunResult {
-  int halted_stage = -1;   // index of the stage that failed, -1 = never halted
+  int halted_stage = -1;  // index of the current stage when the gate failed, -1 = never halted
+  Test halted_by = Test::Cumulative;  // which of the two tests failed
   int stuck_stage = -1;    // a stage that ran out of signals without passing (should not happen)
   double halt_time_s = 0;  // since the rollout started
   std::int64_t applied_total = 0;    // hosts that applied the release before the halt (all stages)
   std::int64_t applied_at_halt = 0;  // in the halting stage
   std::int64_t failed_at_halt = 0;   // detected failures in the halting stage
-  double completed_s = 0;            // when the last stage first passed (good releases)
+  double completed_s = 0;            // when the last stage passed (the rollout completed)
   std::string reason;
 };
 
@@ -120,93 +140,128 @@ RunResult run_rollout(const Model& m, const Release& r, const health::GateParams
                       std::uint64_t seed) {
   Rng rng(seed);
   RunResult out;
-  double stage_start = 0;
-  std::int64_t before = 0;  // hosts exposed by earlier stages
-  std::vector<Event> events;
-  for (std::size_t s = 0; s < m.stages.size(); ++s) {
-    const bool last = s + 1 == m.stages.size();
-    const auto cumulative =
-        static_cast<std::int64_t>(std::llround(m.fleet * m.stages[s].percent / 100.0));
-    const std::int64_t hosts = cumulative - before;
-    const std::int64_t control = m.fleet - cumulative;
-    before = cumulative;
+  const std::size_t n = m.stages.size();
+  std::vector<std::int64_t> upto(n);  // hosts exposed once stage s has started (cumulative)
+  for (std::size_t s = 0; s < n; ++s) {
+    upto[s] = static_cast<std::int64_t>(std::llround(m.fleet * m.stages[s].percent / 100.0));
+  }
+  std::priority_queue<Event, std::vector<Event>, Later> q;
+  std::uint64_t seq = 0;
+  auto push = [&](double t, Ev kind, std::size_t stage) {
+    q.push({t, seq++, kind, static_cast<std::uint8_t>(stage)});
+  };
 
-    events.clear();
+  // Control cohort: every host not exposed at rollout start may fail within a window of the
+  // rollout's start. The server counts a crash of a host not (yet) on the release once, and keeps
+  // counting it after that host is exposed; a failure after the host's exposure is not a control
+  // failure (its own release draw below covers it).
+  for (std::size_t k = 1; k <= n; ++k) {
+    const std::int64_t hosts = (k < n ? upto[k] : m.fleet) - upto[k - 1];
     for (std::int64_t h = 0; h < hosts; ++h) {
-      const double apply = rng.exponential(m.apply_mean_s);
-      events.push_back({apply, Ev::Apply});
+      if (rng.uniform() < m.background) {
+        push(rng.uniform() * m.window_s + m.detect_s(), Ev::ControlFail, k);
+      }
+    }
+  }
+
+  std::vector<health::StageCounts> sc(n);
+  std::vector<double> started(n, 0);
+  std::size_t cur = 0;
+  std::int64_t control_failed = 0;
+  auto start_stage = [&](std::size_t s, double t0) {
+    started[s] = t0;
+    const std::int64_t hosts = upto[s] - (s > 0 ? upto[s - 1] : 0);
+    sc[s].exposed = hosts;
+    for (std::int64_t h = 0; h < hosts; ++h) {
+      const double apply = t0 + rng.exponential(m.apply_mean_s);
+      push(apply, Ev::Apply, s);
       const bool fails = rng.uniform() < r.fail_prob;
       const double fail_at =
           fails ? apply + (r.crash_on_apply ? 0.0 : rng.uniform() * m.window_s) : 0.0;
       const bool becomes_healthy = !fails || fail_at > apply + m.healthy_window_s;
-      if (becomes_healthy) events.push_back({apply + m.healthy_window_s, Ev::Healthy});
+      if (becomes_healthy) push(apply + m.healthy_window_s, Ev::Healthy, s);
       if (fails) {
-        events.push_back({fail_at + m.detect_s(),
-                          becomes_healthy ? Ev::FailDetectedWasHealthy : Ev::FailDetected});
+        push(fail_at + m.detect_s(),
+             becomes_healthy ? Ev::FailDetectedWasHealthy : Ev::FailDetected, s);
       }
     }
-    for (std::int64_t h = 0; h < control; ++h) {
-      if (rng.uniform() < m.background) {
-        events.push_back({rng.uniform() * m.window_s + m.detect_s(), Ev::ControlFail});
-      }
-    }
-    events.push_back({static_cast<double>(params.bake_s), Ev::BakeDone});
-    std::sort(events.begin(), events.end(),
-              [](const Event& a, const Event& b) { return a.t < b.t; });
+    push(t0 + static_cast<double>(params.bake_s), Ev::BakeDone, s);
+  };
+  start_stage(0, 0);
 
-    health::StageCounts c;
-    c.exposed = hosts;
-    c.control_hosts = control;
-    bool passed = false;
-    for (const Event& e : events) {
-      switch (e.kind) {
-        case Ev::Apply:
-          ++c.applied;
-          break;
-        case Ev::Healthy:
-          ++c.healthy;
-          break;
-        case Ev::FailDetectedWasHealthy:
-          --c.healthy;
-          [[fallthrough]];
-        case Ev::FailDetected:
-          ++c.failed;
-          ++c.silent;
-          break;
-        case Ev::ControlFail:
-          ++c.control_failed;
-          break;
-        case Ev::BakeDone:
-          break;
-      }
-      c.elapsed_s = e.t;
-      const health::GateDecision d = health::evaluate(params, c);  // on every signal
+  while (!q.empty()) {
+    const Event e = q.top();
+    q.pop();
+    health::StageCounts& own = sc[e.stage < n ? e.stage : 0];
+    switch (e.kind) {
+      case Ev::Apply:
+        ++own.applied;
+        break;
+      case Ev::Healthy:
+        ++own.healthy;
+        break;
+      case Ev::FailDetectedWasHealthy:
+        --own.healthy;
+        [[fallthrough]];
+      case Ev::FailDetected:
+        ++own.failed;
+        ++own.silent;
+        break;
+      case Ev::ControlFail:
+        if (e.stage <= cur) continue;  // exposed by now: not a control host any more
+        ++control_failed;
+        break;
+      case Ev::BakeDone:
+        if (e.stage != cur) continue;  // only the current stage's bake expiry is a signal
+        break;
+    }
+
+    // (a) every host the rollout reached so far, against the hosts not on the release.
+    health::StageCounts cum;
+    for (std::size_t s = 0; s <= cur; ++s) {
+      cum.exposed += sc[s].exposed;
+      cum.applied += sc[s].applied;
+      cum.healthy += sc[s].healthy;
+      cum.failed += sc[s].failed;
+      cum.silent += sc[s].silent;
+    }
+    cum.control_hosts = m.fleet - upto[cur];  // one ring: every host not exposed
+    cum.control_failed = control_failed;
+    cum.elapsed_s = e.t;
+    health::GateDecision d = health::evaluate(params, cum);
+    Test by = Test::Cumulative;
+    // (b) the current stage's own hosts (in stage 0 they are the same counts: one test).
+    if (d.verdict != health::Verdict::Fail && cur > 0) {
+      health::StageCounts own_stage = sc[cur];
+      own_stage.control_hosts = cum.control_hosts;
+      own_stage.control_failed = cum.control_failed;
+      own_stage.elapsed_s = e.t - started[cur];
+      d = health::evaluate(params, own_stage);
+      by = Test::Stage;
       if (d.verdict == health::Verdict::Fail) {
-        out.halted_stage = static_cast<int>(s);
-        out.halt_time_s = stage_start + e.t;
-        out.applied_at_halt = c.applied;
-        out.failed_at_halt = c.failed;
-        out.applied_total += c.applied;
-        out.reason = d.reason;
-        return out;
-      }
-      if (d.verdict == health::Verdict::Pass && !passed) {
-        passed = true;
-        if (!last) {
-          stage_start += e.t;
-          out.applied_total += c.applied;
-          break;
-        }
-        out.completed_s = stage_start + e.t;
-        // The last stage stays watched until every host's window has run out.
+        d.reason = "stage " + std::to_string(cur) + " alone: " + d.reason;
       }
     }
-    if (!passed) {
-      out.stuck_stage = static_cast<int>(s);
+    if (d.verdict == health::Verdict::Fail) {
+      out.halted_stage = static_cast<int>(cur);
+      out.halted_by = by;
+      out.halt_time_s = e.t;
+      out.applied_total = cum.applied;
+      out.applied_at_halt = sc[cur].applied;
+      out.failed_at_halt = sc[cur].failed;
+      out.reason = d.reason;
       return out;
     }
-    if (last) out.applied_total += c.applied;
+    if (d.verdict == health::Verdict::Pass) {
+      if (cur + 1 == n) {  // the rollout completes: the release is stable, no gate any more
+        out.completed_s = e.t;
+        return out;
+      }
+      ++cur;
+      start_stage(cur, e.t);
+    }
   }
+  out.stuck_stage = static_cast<int>(cur);
   return out;
 }
 
@@ -240,6 +295,7 @@ struct Summary {
   std::int64_t runs = 0;
   std::vector<std::int64_t> halted_by_stage;
   std::int64_t stuck = 0;
+  std::int64_t by_cumulative = 0, by_stage = 0;  // which test failed, over all halts
   std::vector<double> halt_time, applied_total, applied_at_halt, failed_at_halt, completed;
   std::string example_reason;
 };
@@ -260,6 +316,7 @@ Summary simulate(const Model& m, const Release& r, const health::GateParams& bas
     const RunResult res = run_rollout(m, r, params, splitmix64(mix));
     if (res.halted_stage >= 0) {
       ++sum.halted_by_stage[static_cast<std::size_t>(res.halted_stage)];
+      ++(res.halted_by == Test::Cumulative ? sum.by_cumulative : sum.by_stage);
       sum.halt_time.push_back(res.halt_time_s);
       sum.applied_total.push_back(static_cast<double>(res.applied_total));
       sum.applied_at_halt.push_back(static_cast<double>(res.applied_at_halt));
@@ -345,9 +402,17 @@ int main(int argc, char** argv) {
   std::printf("# Model (fake time, the real health::evaluate on every signal):\n");
   std::printf("#  fleet %lld hosts; stages", static_cast<long long>(m.fleet));
   for (const Stage& s : m.stages) std::printf(" %s %g%%", s.name, s.percent);
-  std::printf(" (cumulative); each stage gates its own newly exposed hosts;\n");
+  std::printf(" (cumulative), one ring.\n");
   std::printf(
-      "#  the control cohort = hosts not yet exposed, failures counted from stage start.\n");
+      "#  One timeline: a stage's hosts keep reporting after it passed. The gate as the server"
+      " runs it, on\n#  every signal: (a) the cumulative counts of every stage reached so far and"
+      " (b) the current stage's\n#  own counts; halt when either fails; pass when (b) passes"
+      " (bake_s since the stage started and\n#  min_hosts of its own hosts healthy) and (a) did"
+      " not fail.\n");
+  std::printf(
+      "#  The control cohort = hosts not yet exposed; its failures counted from rollout start,"
+      " each host once,\n#  and still counted after that host is exposed (as the server's set"
+      " does).\n");
   std::printf(
       "#  A stage exposes its hosts at its start; each applies after an exponential delay"
       " (mean %.0f s).\n",
@@ -358,7 +423,7 @@ int main(int argc, char** argv) {
       m.background * 100);
   std::printf(
       "#  a host on a bad release fails with the release's probability instead. A failing"
-      " host fails\n#  uniformly within %.0f s of applying (control: of stage start), or at"
+      " host fails\n#  uniformly within %.0f s of applying (control: of rollout start), or at"
       " once (crashes every host).\n",
       m.window_s);
   std::printf(
@@ -367,8 +432,8 @@ int main(int argc, char** argv) {
       "applied and fine for %.0f s.\n",
       m.silent_intervals, m.heartbeat_s, m.detect_s(), m.healthy_window_s);
   std::printf(
-      "#  Next stage starts the moment the gate says pass; the last stage is watched until"
-      " every window ends.\n");
+      "#  Next stage starts the moment the gate says pass; the rollout completes (and the gate"
+      " stops) when\n#  the last stage passes.\n");
   std::printf(
       "# Gate: alpha %g, beta %g, min_ratio %g, baseline_floor %g, prior %g x %g hosts,"
       " max_failure_rate %g, min_hosts %lld, bake_s %lld per stage (defaults unless a row says)\n",
@@ -404,7 +469,13 @@ int main(int argc, char** argv) {
                   quantile(s.halt_time, 0.95));
     }
   }
-  std::printf("\n");
+  std::printf("Halts by test (cumulative / stage's own):");
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    std::printf("%s %s %lld / %lld", i ? ";" : "", results[i].release->name,
+                static_cast<long long>(results[i].by_cumulative),
+                static_cast<long long>(results[i].by_stage));
+  }
+  std::printf(".\n\n");
 
   bool ok = true;
   // (a) detail: the canary, a handful of failures.
@@ -432,14 +503,15 @@ int main(int argc, char** argv) {
   for (const Summary& s : results) {
     if (!s.release->good) continue;
     const double alpha = s.release->alpha > 0 ? s.release->alpha : params.alpha;
-    const double per_stage = alpha / (1 - params.beta);
+    // Two tests per stage (cumulative and the stage's own): at most twice the one-test bound.
+    const double per_stage = 2 * alpha / (1 - params.beta);
     const double stages = static_cast<double>(m.stages.size());
     const double bound = 1 - std::pow(1 - per_stage, stages);
     const std::int64_t k = halted(s);
     const Interval ci = wilson(k, s.runs);
     std::printf(
         "%s: halted %lld of %lld (%.2f%%, 95%% CI %.2f%%..%.2f%%); alpha %g per stage, "
-        "bound alpha/(1-beta) = %.3f%% per stage, %.2f%% over %zu stages: %s.",
+        "bound 2 alpha/(1-beta) = %.3f%% per stage (two tests), %.2f%% over %zu stages: %s.",
         s.release->name, static_cast<long long>(k), static_cast<long long>(s.runs),
         100.0 * static_cast<double>(k) / static_cast<double>(s.runs), 100 * ci.lo, 100 * ci.hi,
         alpha, 100 * per_stage, 100 * bound, m.stages.size(),
@@ -448,6 +520,8 @@ int main(int argc, char** argv) {
     for (std::size_t st = 0; st < m.stages.size(); ++st) {
       std::printf(" %s %lld", m.stages[st].name, static_cast<long long>(s.halted_by_stage[st]));
     }
+    std::printf(" (cumulative test %lld, stage's own test %lld)",
+                static_cast<long long>(s.by_cumulative), static_cast<long long>(s.by_stage));
     if (!s.completed.empty()) {
       std::printf("; median time to pass all stages %.0f s", quantile(s.completed, 0.5));
     }
