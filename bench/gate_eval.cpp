@@ -152,9 +152,10 @@ RunResult run_rollout(const Model& m, const Release& r, const health::GateParams
   };
 
   // Control cohort: every host not exposed at rollout start may fail within a window of the
-  // rollout's start. The server counts a crash of a host not (yet) on the release once, and keeps
-  // counting it after that host is exposed; a failure after the host's exposure is not a control
-  // failure (its own release draw below covers it).
+  // rollout's start. The server counts a crash of a host not (yet) on the release once, and drops
+  // it from the control cohort when that host is exposed (the baseline is the failure rate of the
+  // hosts NOT on the release); a failure after the host's exposure is not a control failure (its
+  // own release draw below covers it).
   for (std::size_t k = 1; k <= n; ++k) {
     const std::int64_t hosts = (k < n ? upto[k] : m.fleet) - upto[k - 1];
     for (std::int64_t h = 0; h < hosts; ++h) {
@@ -168,8 +169,11 @@ RunResult run_rollout(const Model& m, const Release& r, const health::GateParams
   std::vector<double> started(n, 0);
   std::size_t cur = 0;
   std::int64_t control_failed = 0;
+  std::vector<std::int64_t> control_failed_of(n + 1, 0);  // by the stage that will expose them
   auto start_stage = [&](std::size_t s, double t0) {
     started[s] = t0;
+    control_failed -= control_failed_of[s];  // now on the release: out of the control cohort
+    control_failed_of[s] = 0;
     const std::int64_t hosts = upto[s] - (s > 0 ? upto[s - 1] : 0);
     sc[s].exposed = hosts;
     for (std::int64_t h = 0; h < hosts; ++h) {
@@ -210,6 +214,7 @@ RunResult run_rollout(const Model& m, const Release& r, const health::GateParams
       case Ev::ControlFail:
         if (e.stage <= cur) continue;  // exposed by now: not a control host any more
         ++control_failed;
+        ++control_failed_of[e.stage];
         break;
       case Ev::BakeDone:
         if (e.stage != cur) continue;  // only the current stage's bake expiry is a signal

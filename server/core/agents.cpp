@@ -119,6 +119,9 @@ DesiredAnswer Service::Impl::compute_desired(HostIndex i, bool want_body) {
             ex.stage = static_cast<std::uint8_t>(s);
             r->exposed[i] = ex;
             ++r->stages[s].counts.exposed;
+            // On the release now: its earlier crashes leave the control cohort's figures.
+            r->control_failed_ring.erase(i);
+            r->control_failed_fleet.erase(i);
             chosen = &ch.releases[r->version];
             break;
           }

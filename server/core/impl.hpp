@@ -76,6 +76,7 @@ struct StageRuntime {
   bool approved = false;
   health::StageCounts counts;  // exposed..silent maintained incrementally
   health::GateDecision decision;
+  std::int64_t control_hosts = 0, control_failed = 0;  // the baseline of that decision
   std::string state =
       "waiting";  // waiting | baking | awaiting_approval | passed | failed | skipped
 };
@@ -103,7 +104,8 @@ struct Rollout {
   std::int64_t created = 0, updated = 0;
   std::int64_t first_apply_ms = 0, halted_ms = 0;
   std::string halt_reason;
-  // Control cohort: distinct hosts NOT on the release that crashed since the rollout started,
+  // Control cohort: distinct hosts NOT on the release that crashed since the rollout started
+  // (a host leaves these sets when it is exposed: the baseline is the hosts not on the release),
   // in the rings reached so far, and anywhere in the fleet (the fallback when the reached rings
   // leave fewer than kMinControlHosts unexposed hosts, e.g. stages at 100 % of their ring).
   std::unordered_set<HostIndex> control_failed_ring, control_failed_fleet;

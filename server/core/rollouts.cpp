@@ -52,6 +52,8 @@ json Service::Impl::rollout_json(const Rollout& r) const {
     st["started"] = s.started_ms ? json(s.started_ms / 1000) : json(nullptr);
     st["gate"] = decision_json(s.decision);
     st["gate"]["params"] = params_json(p);
+    st["gate"]["control_hosts"] = s.control_hosts;
+    st["gate"]["control_failed"] = s.control_failed;
     stages_out.push_back(std::move(st));
   }
   json j = {{"id", r.id},
@@ -276,6 +278,8 @@ void Service::Impl::evaluate(Rollout& r) {
   }
   auto previous = st.decision.verdict;
   st.decision = decision;
+  st.control_hosts = cum.control_hosts;
+  st.control_failed = cum.control_failed;
   if (decision.verdict == health::Verdict::Fail) {
     json evidence = {{"stage", r.stage},
                      {"counts", counts_json(cum)},

@@ -227,6 +227,8 @@ Status Service::load() {
       }
     }
     ++r.stages[e.stage].counts.exposed;
+    r.control_failed_ring.erase(i);
+    r.control_failed_fleet.erase(i);
     return r.exposed[i] = e;
   };
   for (auto& [id, r] : m.rollouts) {

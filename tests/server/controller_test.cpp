@@ -662,6 +662,25 @@ TEST_F(Controller, ARestartAfterDowntimeDoesNotCountTheDowntimeAsSilence) {
   EXPECT_EQ(get(id)["stages"][0]["silent"], 1) << get(id).dump();
 }
 
+TEST_F(Controller, AControlHostLeavesTheBaselineWhenItIsExposed) {
+  fleet(3, 30);
+  auto id = rollout(two_stages(12, 1));
+  ASSERT_TRUE(act(id, "start"));
+  for (int h = 0; h < 3; ++h) heartbeat(h, offered(h));
+  // Five hosts of the rest ring crash on what they run now: the control cohort's failures.
+  for (int h = 3; h < 8; ++h) crash(h, version_ + 100);
+  auto g = get(id)["stages"][0]["gate"];
+  EXPECT_EQ(g["control_failed"], 5) << g.dump();
+  EXPECT_EQ(g["control_hosts"], 30);
+  for (int i = 0; i < 20 && get(id)["stage"] == 0; ++i) live_as_agents(4, 0, 3);
+  ASSERT_EQ(get(id)["stage"], 1);
+  // The rest ring is exposed: its crashes from before are not the baseline of hosts NOT on the
+  // release any more (they would make it look twice as bad as it is).
+  for (int h = 3; h < 33; ++h) heartbeat(h, offered(h));
+  g = get(id)["stages"][1]["gate"];
+  EXPECT_EQ(g["control_failed"], 0) << g.dump();
+}
+
 TEST_F(Controller, ARestartKeepsTheGatesEvidence) {
   fleet(6, 0);
   auto id = rollout(two_stages(600, 3));
