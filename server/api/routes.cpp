@@ -1,7 +1,9 @@
 #include "server/api/routes.hpp"
 
 #include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <utility>
 
 #include "proto/ids.hpp"
 #include "proto/json_fields.hpp"
@@ -183,6 +185,56 @@ void serve_blob(core::Service& svc, Request& req, Reply& reply) {
   }
   reply(std::move(r));
 }
+
+// An event stream subscribed before its response is sent. What the service writes before the
+// transport attaches (the replay, early live events) is held and flushed, in order, on attach.
+// write() is called by the service (its mutex held, any thread), attach() and abandon() by the
+// transport's I/O thread; the mutex orders them.
+class EarlyStream {
+ public:
+  // The subscription's writer: false once the client is gone (the service then drops it).
+  bool write(std::string frame) {
+    std::lock_guard lock(mu_);
+    if (gone_) return false;
+    if (!out_) {
+      held_ += frame;
+      return true;
+    }
+    if (!out_(std::move(frame))) gone_ = true;
+    return !gone_;
+  }
+  // The headers are sent: flush what is held, then write through.
+  void attach(http::StreamBody::Writer out) {
+    std::lock_guard lock(mu_);
+    if (gone_) return;
+    if (!held_.empty() && !out(std::exchange(held_, {}))) {
+      gone_ = true;
+      return;
+    }
+    out_ = std::move(out);
+  }
+  // The response went away without being attached (a HEAD, or the client left first).
+  void abandon() {
+    std::lock_guard lock(mu_);
+    if (out_) return;
+    gone_ = true;
+    held_.clear();
+  }
+  // Held by the response's StreamBody: abandons the stream if it is dropped unattached.
+  struct Owner {
+    explicit Owner(std::shared_ptr<EarlyStream> s) : stream(std::move(s)) {}
+    ~Owner() { stream->abandon(); }
+    Owner(const Owner&) = delete;
+    Owner& operator=(const Owner&) = delete;
+    std::shared_ptr<EarlyStream> stream;
+  };
+
+ private:
+  std::mutex mu_;
+  std::string held_;              // guarded by mu_; frames written before attach
+  http::StreamBody::Writer out_;  // guarded by mu_; set by attach
+  bool gone_ = false;             // guarded by mu_
+};
 
 }  // namespace
 
@@ -509,12 +561,19 @@ void register_routes(http::Router& router, core::Service& svc, const RequestMetr
          std::uint64_t n = 0;
          if (!last.empty() && proto::parse_u64(last, n)) after = static_cast<std::int64_t>(n);
          if (q && proto::parse_u64(*q, n)) after = static_cast<std::int64_t>(n);
+         // Subscribed before answering, so a refused subscription (too many streams) is a 429,
+         // not a 200 that never carries an event.
+         auto stream = std::make_shared<EarlyStream>();
+         auto sub = S.subscribe_events(
+             after, [stream](std::string frame) { return stream->write(std::move(frame)); });
+         if (!sub) return reply(Response::error(sub.error()));
          Response r;
          r.content_type = "text/event-stream";
          r.headers.emplace_back("Cache-Control", "no-cache");
          r.stream = std::make_shared<http::StreamBody>();
-         r.stream->attach = [&S, after](http::StreamBody::Writer w) {
-           (void)S.subscribe_events(after, std::move(w));
+         auto owner = std::make_shared<EarlyStream::Owner>(std::move(stream));
+         r.stream->attach = [owner](http::StreamBody::Writer w) {
+           owner->stream->attach(std::move(w));
          };
          reply(std::move(r));
        });

@@ -597,8 +597,64 @@ TEST_F(Api, TheEventStreamDeliversNewEvents) {
   sse.read_until(
       [](const std::string& s) { return s.find("event: ring_created") != std::string::npos; }, 5s);
   EXPECT_NE(sse.received().find("event: ring_created"), std::string::npos) << sse.received();
+  // A client coming back with Last-Event-ID gets what it missed first, then the live stream.
+  Connection back(c().port());
+  ASSERT_TRUE(back.send("GET /v1/events/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                        kAdmin + "\r\nLast-Event-ID: 0\r\n\r\n"));
+  back.read_until([](const std::string& s) { return s.find(": connected") != std::string::npos; },
+                  5s);
+  auto replayed = back.received().find("event: ring_created");
+  ASSERT_NE(replayed, std::string::npos) << back.received();
+  EXPECT_LT(replayed, back.received().find(": connected"));
   // Without a token the stream is refused.
   EXPECT_EQ(c().get("/v1/events/stream", "").status, 401);
+}
+
+TEST_F(Api, AnEventStreamOverTheSubscriberLimitIs429) {
+  const std::string request =
+      "GET /v1/events/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + kAdmin + "\r\n\r\n";
+  auto connected = [](const std::string& s) { return s.find(": connected") != std::string::npos; };
+  // Open streams until one is refused: every stream before it is a live subscription.
+  std::vector<std::unique_ptr<Connection>> streams;
+  HttpResponse refused;
+  for (int i = 0; i < 2000 && refused.status == 0; ++i) {
+    auto sse = std::make_unique<Connection>(c().port());
+    ASSERT_TRUE(sse->send(request));
+    sse->read_until([&](const std::string& s) { return connected(s) || response_complete(s); }, 5s);
+    if (connected(sse->received())) {
+      streams.push_back(std::move(sse));
+    } else {
+      refused = parse_response(sse->received());
+    }
+  }
+  ASSERT_FALSE(streams.empty());
+  ASSERT_EQ(refused.status, 429) << "after " << streams.size()
+                                 << " streams: " << refused.raw.substr(0, 300);
+  EXPECT_TRUE(refused.is_error_shape()) << refused.raw.substr(0, 300);
+  EXPECT_EQ(refused.header("retry-after"), "1");
+  EXPECT_EQ(refused.header("content-type"), "application/json");
+  // The streams that were let in still get events.
+  expect(c().post("/v1/rings", kAdmin,
+                  {{"name", "all"}, {"rank", 0}, {"selector", {{"buckets", {0, 10000}}}}}),
+         201, "ring");
+  auto& last = *streams.back();
+  last.read_until(
+      [](const std::string& s) { return s.find("event: ring_created") != std::string::npos; }, 5s);
+  EXPECT_NE(last.received().find("event: ring_created"), std::string::npos) << last.received();
+  // A client that leaves frees its place (once an event shows the server it is gone).
+  streams.front().reset();
+  int n = 0;
+  EXPECT_TRUE(testing::eventually([&] {
+    c().put("/v1/rings/all", kAdmin,
+            {{"rank", 0},
+             {"selector", {{"buckets", {0, 10000}}}},
+             {"description", std::to_string(++n)}});
+    Connection again(c().port());
+    again.send(request);
+    again.read_until([&](const std::string& s) { return connected(s) || response_complete(s); },
+                     5s);
+    return connected(again.received());
+  })) << "no place freed";
 }
 
 // ------------------------------------------------------------------ hostile input
