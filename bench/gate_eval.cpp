@@ -416,8 +416,7 @@ int main(int argc, char** argv) {
       " not fail.\n");
   std::printf(
       "#  The control cohort = hosts not yet exposed; its failures counted from rollout start,"
-      " each host once,\n#  and still counted after that host is exposed (as the server's set"
-      " does).\n");
+      " each host once,\n#  and dropped from it when that host is exposed (as the server does).\n");
   std::printf(
       "#  A stage exposes its hosts at its start; each applies after an exponential delay"
       " (mean %.0f s).\n",
