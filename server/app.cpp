@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -12,6 +13,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <thread>
 
 #include "proto/signing.hpp"
@@ -77,6 +79,7 @@ struct App::Impl {
   http::Router router;
   std::unique_ptr<http::HttpServer> http;
   std::unique_ptr<boost::asio::steady_timer> ticker;
+  std::atomic<bool> shutting_down{false};  // from the first SIGINT/SIGTERM on: /readyz is 503
 
   void schedule_tick() {
     ticker->expires_after(std::chrono::milliseconds(250));
@@ -116,7 +119,8 @@ Expected<std::uint16_t> App::start() {
     RF_CHECK(write_private_file(m.cfg.data_dir + "/admin.token", *admin + "\n", 0600));
     spdlog::info("created the admin token; it is in {}/admin.token", m.cfg.data_dir);
   }
-  api::register_routes(m.router, *m.service, m.requests, api::ApiOptions{m.cfg.web_dir});
+  api::register_routes(m.router, *m.service, m.requests,
+                       api::ApiOptions{m.cfg.web_dir, [&m] { return m.shutting_down.load(); }});
   http::ServerOptions opts;
   opts.upload_limit = m.cfg.upload_limit;
   opts.upload_dir = m.cfg.data_dir + "/uploads";
@@ -166,9 +170,11 @@ struct App::Drain {
 void App::run() {
   auto& m = *impl_;
   boost::asio::signal_set signals(m.io, SIGINT, SIGTERM);
-  signals.async_wait([&m](boost::system::error_code ec, int sig) {
-    if (ec) return;
-    spdlog::info("signal {}: shutting down", sig);
+  boost::asio::steady_timer grace(m.io);
+  // Handlers may run on any of the io threads: the two flags are atomics.
+  std::atomic<bool> stopped{false};
+  auto stop = [&m, &stopped] {
+    if (stopped.exchange(true)) return;
     m.http->stop();
     m.ticker->cancel();
     m.service->release_long_polls();
@@ -177,7 +183,26 @@ void App::run() {
     auto drain =
         std::make_shared<Drain>(m.io, std::chrono::steady_clock::now() + std::chrono::seconds(5));
     drain->step(drain, m);
-  });
+  };
+  // The first signal makes /readyz answer 503; with a grace period the server keeps serving that
+  // long (so load balancers take it out first), and a second signal ends the wait.
+  std::function<void(boost::system::error_code, int)> on_signal = [&](boost::system::error_code ec,
+                                                                      int sig) {
+    if (ec) return;
+    bool again = m.shutting_down.exchange(true);
+    if (again || m.cfg.shutdown_grace_s <= 0) {
+      spdlog::info("signal {}: shutting down", sig);
+      return stop();  // a grace timer still pending is harmless: stop() runs once
+    }
+    spdlog::info("signal {}: not ready; shutting down in {} s (a second signal: now)", sig,
+                 m.cfg.shutdown_grace_s);
+    grace.expires_after(std::chrono::seconds(m.cfg.shutdown_grace_s));
+    grace.async_wait([&stop](boost::system::error_code gec) {
+      if (!gec) stop();
+    });
+    signals.async_wait(on_signal);
+  };
+  signals.async_wait(on_signal);
   std::vector<std::thread> extra;
   for (int i = 1; i < m.cfg.threads; ++i) extra.emplace_back([&m] { m.io.run(); });
   m.io.run();

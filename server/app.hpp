@@ -18,6 +18,8 @@ struct AppConfig {
   std::uint64_t upload_limit = 256ull << 20;
   bool access_log = true;
   std::string web_dir;
+  // After SIGINT/SIGTERM: seconds to keep serving with /readyz answering 503 before stopping.
+  int shutdown_grace_s = 0;
   core::Options core;
 };
 
@@ -31,8 +33,8 @@ class App {
   // Prepares the data dir (signing key, admin token), opens + migrates the store, loads state,
   // binds. Returns the bound port. Errors are fatal start-up problems, one clear line each.
   Expected<std::uint16_t> start();
-  // Runs until SIGINT/SIGTERM: then stops accepting, lets in-flight requests finish, flushes and
-  // closes the store.
+  // Runs until SIGINT/SIGTERM: then /readyz answers 503 and, after shutdown_grace_s (or at a second
+  // signal), it stops accepting, lets in-flight requests finish, flushes and closes the store.
   void run();
 
  private:

@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 
@@ -21,7 +22,13 @@ constexpr const char* kDefaultWebDir = RINGFENCE_DEFAULT_WEB_DIR;
 int main(int argc, char** argv) {
   ringfence::server::AppConfig cfg;
   CLI::App cli{"ringfence-server: staged rollouts of content updates with automatic rollback"};
-  cli.set_config("--config", "", "TOML/INI config file with any of these options");
+  // CLI11 reads the config file before it looks at environment variables, so RINGFENCE_CONFIG is
+  // passed as the default file, required when set: a file it names that is missing is fatal.
+  const char* env_config = std::getenv("RINGFENCE_CONFIG");
+  std::string config_from_env = env_config ? env_config : "";
+  cli.set_config("--config", config_from_env,
+                 "TOML/INI config file with any of these options (env RINGFENCE_CONFIG)",
+                 !config_from_env.empty());
   std::string log_level = "info";
   auto& c = cfg.core;
   cli.add_option("--data-dir", cfg.data_dir, "Data directory (database, blobs, keys)")
@@ -44,6 +51,11 @@ int main(int argc, char** argv) {
   bool no_web = false;
   cli.add_flag("--no-web", no_web, "Serve no dashboard (overrides --web-dir)")
       ->envname("RINGFENCE_NO_WEB");
+  cli.add_option("--shutdown-grace-s", cfg.shutdown_grace_s,
+                 "After SIGTERM, keep serving this long with /readyz answering 503, then stop")
+      ->envname("RINGFENCE_SHUTDOWN_GRACE_S")
+      ->check(CLI::Range(0, 3600))
+      ->capture_default_str();
   cli.add_flag("!--no-access-log", cfg.access_log, "Do not log every request")
       ->envname("RINGFENCE_NO_ACCESS_LOG");
   cli.add_option("--log-level", log_level, "trace|debug|info|warn|error")

@@ -246,10 +246,16 @@ void register_routes(http::Router& router, core::Service& svc, const RequestMetr
   // ---- open
   R.open(Method::Get, "/healthz",
          [](Request&, Reply reply) { reply(Response::json(200, R"({"status":"ok"})")); });
-  R.open(Method::Get, "/readyz", [&S](Request&, Reply reply) {
-    auto m = S.emergency_state();  // takes the state lock: proves the core is loaded and live
-    reply(ok_json({{"status", "ready"}, {"emergency_stop", m["emergency_stop"]}}));
-  });
+  R.open(
+      Method::Get, "/readyz", [&S, shutting_down = options.shutting_down](Request&, Reply reply) {
+        if (shutting_down && shutting_down()) {
+          return reply(Response::error({Errc::Unavailable,
+                                        "the server is shutting down; send requests elsewhere",
+                                        "shutting_down"}));
+        }
+        auto m = S.emergency_state();  // takes the state lock: proves the core is loaded and live
+        reply(ok_json({{"status", "ready"}, {"emergency_stop", m["emergency_stop"]}}));
+      });
   R.open(Method::Get, "/v1/openapi.json", [&router](Request&, Reply reply) {
     reply(Response::json(200, openapi_document(router)));
   });

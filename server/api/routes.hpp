@@ -2,6 +2,7 @@
 // Every REST route of ringfence-server, registered in one place (routes.cpp). Handlers turn our
 // Request into a Response by calling the Service; no transport code here.
 
+#include <functional>
 #include <string>
 
 #include "server/api/metrics.hpp"
@@ -12,6 +13,8 @@ namespace ringfence::server::api {
 
 struct ApiOptions {
   std::string web_dir;  // dashboard static files; empty = no dashboard
+  // True once the server is shutting down: /readyz then answers 503. Called from any I/O thread.
+  std::function<bool()> shutting_down;
 };
 
 // Registers all routes. svc and requests (served at /metrics) must outlive the router.

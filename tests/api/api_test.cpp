@@ -1169,6 +1169,55 @@ TEST_F(Api, SigtermExitsCleanlyAndARestartKeepsEverything) {
   EXPECT_GE(events_count(), events);
 }
 
+TEST_F(Api, ReadyzIs503FromSigtermOnWhileTheGracePeriodServes) {
+  boot({"--shutdown-grace-s", "30"});
+  expect(c().get("/readyz", ""), 200, "readyz before");
+  server_->process().signal(SIGTERM);
+  ASSERT_TRUE(testing::eventually([&] { return c().get("/readyz", "").status == 503; }))
+      << "readyz still " << c().get("/readyz", "").status;
+  auto r = c().get("/readyz", "");
+  EXPECT_TRUE(r.is_error_shape()) << r.raw.substr(0, 300);
+  EXPECT_EQ(r.error_code(), "shutting_down");
+  EXPECT_FALSE(r.header("retry-after").empty());
+  // Everything else is still served during the grace period.
+  expect(c().get("/healthz", ""), 200, "healthz while shutting down");
+  expect(c().get("/v1/rings", kAdmin), 200, "rings while shutting down");
+  // A second signal ends the wait: a clean exit well before the 30 s.
+  auto status = server_->terminate(8s);
+  ASSERT_TRUE(status) << "no exit within 8 s of the second SIGTERM";
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << "wait status " << *status;
+}
+
+TEST(ApiProcess, RingfenceConfigNamesTheConfigFile) {
+  testing::TempDir dir;
+  auto conf = dir.path() + "/server.toml";
+  std::ofstream(conf) << "upload-limit = 1024\n";
+  auto data = dir.path() + "/data";
+  {
+    Server s(data, {{"RINGFENCE_ADMIN_TOKEN", kAdmin}, {"RINGFENCE_CONFIG", conf}});
+    ASSERT_GT(s.port(), 0) << slurp(data + ".log");
+    Client c(s.port());
+    auto big =
+        c.request("POST", "/v1/blobs", kAdmin, std::string(4096, 'x'), "application/octet-stream");
+    EXPECT_EQ(big.status, 413) << "the config file's upload-limit is not in force";
+    EXPECT_EQ(
+        c.request("POST", "/v1/blobs", kAdmin, std::string(1000, 'x'), "application/octet-stream")
+            .status,
+        201);
+  }
+  // A file it names that is missing is a start-up error naming the file.
+  auto missing = dir.path() + "/missing.toml";
+  auto p = testing::Process::start(
+      {testing::built_program("server/ringfence-server"), "--data-dir", dir.path() + "/d2",
+       "--listen", "127.0.0.1:0"},
+      {{"RINGFENCE_ADMIN_TOKEN", kAdmin}, {"RINGFENCE_CONFIG", missing}}, dir.path() + "/err.log");
+  auto st = p.wait(10s);
+  ASSERT_TRUE(st);
+  EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) != 0);
+  EXPECT_NE(slurp(dir.path() + "/err.log").find(missing), std::string::npos)
+      << slurp(dir.path() + "/err.log");
+}
+
 TEST(ApiProcess, WithoutAnEnvTokenTheAdminTokenIsWritten0600) {
   testing::TempDir dir;
   auto data = dir.path() + "/data";
