@@ -29,7 +29,9 @@ std::int64_t Backoff::next_delay_ms(std::int64_t retry_after_ms) {
   ++failures_;
   double r = std::clamp(rand01_(), 0.0, 0.999999);
   auto delay = static_cast<std::int64_t>(r * static_cast<double>(ceiling + 1));
-  if (retry_after_ms > 0) delay = std::max(delay, std::min(retry_after_ms, cap_ms_ * 10));
+  // Retry-After is a floor, and the jitter goes on top of it: a fleet told "1 s" all at once must
+  // not come back all at once.
+  if (retry_after_ms > 0) delay += std::min(retry_after_ms, cap_ms_ * 10);
   return delay;
 }
 

@@ -2,7 +2,8 @@
 // Exponential backoff with full jitter (AWS architecture blog, "Exponential Backoff And
 // Jitter"): the n-th consecutive failure waits uniform(0, min(cap, base * 2^n)) — so a server
 // restart is met by a spread-out trickle, not a thundering herd. A server's Retry-After is a
-// floor. Thread-compatible; the random source is injected for tests.
+// floor, with the jitter drawn on top of it. Thread-compatible; the random source is injected for
+// tests.
 
 #include <cstdint>
 #include <functional>
@@ -16,7 +17,8 @@ class Backoff {
                    std::function<double()> rand01 = {});
 
   // Delay before the next attempt after one more failure. retry_after_ms > 0 (from the
-  // server's Retry-After) is honoured as a lower bound, still capped at 10 * cap.
+  // server's Retry-After, itself capped at 10 * cap) is a lower bound: the delay is it plus the
+  // usual jittered draw.
   std::int64_t next_delay_ms(std::int64_t retry_after_ms = 0);
   // The upper bound the next call draws from (for tests and logs).
   std::int64_t ceiling_ms() const noexcept;

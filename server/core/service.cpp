@@ -758,10 +758,17 @@ Expected<json> Service::list_events(std::optional<std::int64_t> rollout, std::in
   return res;
 }
 
+constexpr std::size_t kMaxSubscribers = 256;
+
 Status Service::subscribe_events(std::int64_t after, std::function<bool(std::string)> writer) {
   auto& m = *impl_;
   std::lock_guard lock(m.mu);
-  if (m.subscribers.size() >= 256) {
+  if (m.subscribers.size() >= kMaxSubscribers) {
+    // Streams whose client left are dropped only when a write fails: probe them all with a
+    // comment line first, so a quiet server is not full of dashboards that were closed.
+    std::erase_if(m.subscribers, [](auto& s) { return !s.second(": probe\n\n"); });
+  }
+  if (m.subscribers.size() >= kMaxSubscribers) {
     return fail(Errc::TooManyRequests, "too many event stream subscribers");
   }
   // Replay what the client missed (up to kMaxReplay events), then stream live. A client further

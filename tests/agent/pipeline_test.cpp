@@ -433,6 +433,9 @@ TEST(Backoff, FullJitterWithinExponentialBoundsAndCap) {
   r = 0.0;
   EXPECT_EQ(b.next_delay_ms(), 0) << "full jitter reaches zero";
   EXPECT_EQ(b.next_delay_ms(7000), 7000) << "Retry-After is a floor";
+  r = 0.5;  // ... with the jitter on top of it, so clients told the same wait spread out
+  auto ceiling = b.ceiling_ms();
+  EXPECT_EQ(b.next_delay_ms(7000), 7000 + static_cast<std::int64_t>(0.5 * (ceiling + 1)));
   b.reset();
   EXPECT_EQ(b.ceiling_ms(), 500);
 }

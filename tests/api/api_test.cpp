@@ -655,6 +655,24 @@ TEST_F(Api, AnEventStreamOverTheSubscriberLimitIs429) {
                      5s);
     return connected(again.received());
   })) << "no place freed";
+  // Full again; then three clients leave while nothing happens on the server: the next ones are
+  // let in all the same (the server probes its streams when it is full).
+  for (int i = 0; i < 2000; ++i) {
+    auto sse = std::make_unique<Connection>(c().port());
+    ASSERT_TRUE(sse->send(request));
+    sse->read_until([&](const std::string& s) { return connected(s) || response_complete(s); }, 5s);
+    if (!connected(sse->received())) break;
+    streams.push_back(std::move(sse));
+  }
+  for (int i = 1; i <= 3; ++i) streams[static_cast<std::size_t>(i)].reset();
+  std::vector<std::unique_ptr<Connection>> newcomers;
+  EXPECT_TRUE(testing::eventually([&] {
+    auto sse = std::make_unique<Connection>(c().port());
+    sse->send(request);
+    sse->read_until([&](const std::string& s) { return connected(s) || response_complete(s); }, 5s);
+    if (connected(sse->received())) newcomers.push_back(std::move(sse));
+    return newcomers.size() == 3;
+  })) << "closed streams kept their places on a quiet server: " << newcomers.size() << " let in";
 }
 
 // ------------------------------------------------------------------ hostile input
