@@ -3,7 +3,8 @@
 # SQLite in a temporary data dir with a simulated fleet of a few thousand hosts, play a good
 # rollout through every ring, then the content of 19 July 2024 (a template with 21 fields, a
 # consumer with 20 values) — halted in the canary and rolled back — with the timeline and the
-# summary figures. Stops everything at the end unless --keep-running.
+# summary figures. Stops everything at the end unless --keep-running; INT or TERM (Ctrl-C) stops
+# the server and the fleet it started at any point.
 #
 #   scripts/demo.sh [--keep-running] [--hosts N]
 set -euo pipefail
@@ -15,16 +16,22 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --keep-running) keep=(--keep-running) ;;
     --hosts) hosts="$2"; shift ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "demo: unknown argument '$1' (--keep-running, --hosts N)" >&2; exit 2 ;;
   esac
   shift
 done
 
 bash scripts/install-deps.sh build
-# python3 (scenarios.py) is in the test profile; only pull that profile in when it is missing.
+# python3 runs scenarios.py (standard library only). install-deps.sh has it only in the test
+# profile, which also brings gtest, prometheus, wrk, nginx and npm: install python3 alone instead.
 if ! command -v python3 >/dev/null 2>&1; then
-  bash scripts/install-deps.sh test
+  echo "demo: installing python3"
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends python3
 fi
 
 build=build-demo  # its own dir: scripts/test.sh keeps build/ for the test configuration
@@ -35,6 +42,37 @@ cmake --build "$build" --target ringfence-server fleetsim sample-sensor
 # The dashboard's chart library; the demo runs without charts if it cannot be had.
 bash scripts/vendor-web.sh || echo "demo: dashboard charts unavailable (vendor-web.sh failed)"
 
+# scenarios.py runs in a session of its own, with the server and fleetsim it starts, so that on
+# INT, TERM or any exit this script can stop exactly that group: first a TERM to scenarios.py
+# (it stops fleetsim and the server, and prints their reports), then whatever of the group is
+# still alive after the grace period is killed. Ctrl-C reaches this shell only (the group is not
+# in the terminal's foreground), and the trap turns it into that same sequence.
+group=""
+cleanup() {
+  trap - INT TERM EXIT
+  [ -n "$group" ] || return 0
+  if kill -0 "$group" 2>/dev/null; then
+    kill -TERM "$group" 2>/dev/null || true
+    for _ in $(seq 1 60); do kill -0 "$group" 2>/dev/null || break; sleep 0.5; done
+  fi
+  if kill -0 -- "-$group" 2>/dev/null; then
+    echo "demo: stopping what is left of the demo's processes" >&2
+    kill -TERM -- "-$group" 2>/dev/null || true
+    for _ in $(seq 1 20); do kill -0 -- "-$group" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL -- "-$group" 2>/dev/null || true
+  fi
+  group=""
+}
+trap 'echo "demo: interrupted, stopping the server and the fleet" >&2; cleanup; exit 130' INT
+trap 'echo "demo: terminated, stopping the server and the fleet" >&2; cleanup; exit 143' TERM
+trap cleanup EXIT
+
 echo
 echo "demo: a fleet of $hosts simulated hosts; rings canary 1% / early 10% / broad the rest"
-exec python3 scripts/scenarios.py --scenario demo --build-dir "$build" --hosts "$hosts" "${keep[@]}"
+setsid python3 scripts/scenarios.py --scenario demo --build-dir "$build" --hosts "$hosts" \
+  "${keep[@]}" &
+group=$!
+rc=0
+wait "$group" || rc=$?
+cleanup
+exit "$rc"

@@ -46,6 +46,31 @@ class ScenarioFailed(Exception):
     pass
 
 
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP: unwinds through every finally (like KeyboardInterrupt for SIGINT)."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def on_stop_signal(signum, frame):
+    # Once: a second signal must not interrupt the cleanup the first one started.
+    for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(s, signal.SIG_IGN)
+    raise Stopped(signum)
+
+
+# Every server and fleet started and not yet stopped: whatever a scenario's own cleanup missed
+# (a failure or a signal while it was still being set up) is stopped by stop_all().
+RUNNING = []
+
+
+def stop_all():
+    while RUNNING:
+        RUNNING[-1].stop()  # newest first: the fleet before its server
+
+
 def check(cond, message):
     if not cond:
         raise ScenarioFailed(message)
@@ -97,6 +122,7 @@ class Server:
         self.proc = subprocess.Popen(
             [binary, "--data-dir", self.data, "--listen", "127.0.0.1:0", "--no-access-log"] + extra_flags,
             stdout=subprocess.PIPE, stderr=self.log, env=env)
+        RUNNING.append(self)
         deadline = time.time() + 30
         line = b""
         while time.time() < deadline:
@@ -117,6 +143,8 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+        if self in RUNNING:
+            RUNNING.remove(self)
 
 
 class Fleet:
@@ -137,6 +165,7 @@ class Fleet:
         argv += list(extra)
         self.hosts = hosts
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
+        RUNNING.append(self)
 
     def status(self):
         try:
@@ -169,6 +198,8 @@ class Fleet:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+        if self in RUNNING:
+            RUNNING.remove(self)
         try:
             with open(self.report_file) as f:
                 return json.load(f)
@@ -565,7 +596,7 @@ def scenario_demo(args, workdir):
             try:
                 while True:
                     time.sleep(3600)
-            except KeyboardInterrupt:
+            except Stopped:
                 say("stopping")
         else:
             say("stopping the fleet and the server (--keep-running keeps them up)")
@@ -613,10 +644,15 @@ def main():
             names += [n for n in SCENARIOS if n != "demo"]
         elif part:
             names.append(part)
-    failed = []
     for name in names:
         if name not in SCENARIOS:
             sys.exit(f"scenarios: unknown scenario '{name}' ({', '.join(SCENARIOS)})")
+    signal.signal(signal.SIGTERM, on_stop_signal)
+    signal.signal(signal.SIGHUP, on_stop_signal)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, on_stop_signal)
+    failed = []
+    for name in names:
         workdir = tempfile.mkdtemp(prefix=f"ringfence-{name}-")
         say(f"===== scenario {name} ({args.hosts} hosts; logs in {workdir})")
         try:
@@ -626,7 +662,12 @@ def main():
             say(f"===== scenario {name}: FAILED: {e}")
             failed.append(name)
             args.keep_dirs = True
+        except Stopped as e:
+            stop_all()
+            say(f"===== scenario {name}: stopped by {e}; its server and fleet are stopped")
+            sys.exit(128 + e.signum)
         finally:
+            stop_all()
             if not args.keep_dirs:
                 shutil.rmtree(workdir, ignore_errors=True)
     if failed:
