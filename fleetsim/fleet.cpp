@@ -858,6 +858,7 @@ std::string Fleet::summary_json() const {
               {"silent_hosts", m.silent},
               {"long_poll_hosts", long_polls},
               {"elapsed_s", static_cast<double>(m.now_ms()) / 1000.0},
+              {"time_ms", unix_ms()},  // wall clock of this snapshot, comparable to the server's
               {"crashes", m.crashes},
               {"background_crashes", m.background_crashes},
               {"channels", channels},

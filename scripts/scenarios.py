@@ -18,8 +18,9 @@ asserts the outcome, printing the timeline (from /v1/events and /v1/rollouts/{id
 
   scripts/scenarios.py --build-dir build --hosts 300 --scenario good,silent   (or all)
 
-Every scenario ends with a summary line: hosts exposed (count, % of fleet), time from first
-apply to halt, time until all live exposed hosts were back on stable.
+Every scenario ends with a SUMMARY line: hosts exposed (count, % of fleet), time from first
+apply to halt, time from the halt until all live exposed hosts were back on stable, and the same
+from the first apply.
 
 python3 standard library only. Exit status 0 when every assertion held.
 """
@@ -154,7 +155,7 @@ class Fleet:
         self.report_file = os.path.join(workdir, "fleet-report.json")
         self.log = open(os.path.join(workdir, "fleetsim.log"), "wb")
         argv = [binary, "--server", server_url, "--enroll-token", token, "--hosts", str(hosts),
-                "--status-file", self.status_file, "--status-every", "1", "--report", self.report_file,
+                "--status-file", self.status_file, "--status-every", "0.25", "--report", self.report_file,
                 "--seed", str(seed), "--long-poll-wait", "20"]
         for m in models:
             argv += ["--model", m]
@@ -174,9 +175,10 @@ class Fleet:
         except (OSError, ValueError):
             return None
 
-    def live_on(self, channel):
-        """{version: live hosts} from the latest status."""
-        s = self.status() or {}
+    def live_on(self, channel, s=None):
+        """{version: live hosts} from the given status, else the latest."""
+        if s is None:
+            s = self.status() or {}
         return {int(v): c["live"] for v, c in s.get("channels", {}).get(channel, {}).items()}
 
     def wait_enrolled(self, timeout=120):
@@ -369,33 +371,40 @@ def halted(r):
     return r["state"] in ("rolled_back", "aborted")
 
 
-def wait_back_on_stable(fleet, channel, bad_version, timeout=60):
-    """Seconds until no live host runs bad_version (None at the deadline)."""
+def wait_back_on_stable(fleet, channel, bad_version, since_ms, timeout=60):
+    """Unix time (s) of the first fleet snapshot taken at or after since_ms (the halt, server
+    time in ms) in which no live host runs bad_version; None at the deadline. fleetsim stamps
+    each snapshot (time_ms) and writes one every 0.25 s, so the figure is that fine."""
     t = time.time()
     while time.time() - t < timeout:
-        if fleet.live_on(channel).get(bad_version, 0) == 0:
-            return time.time()
-        time.sleep(0.25)
+        s = fleet.status() or {}
+        at_ms = s.get("time_ms")
+        if at_ms is not None and at_ms >= since_ms and fleet.live_on(channel, s).get(bad_version, 0) == 0:
+            return at_ms / 1000
+        time.sleep(0.1)
     return None
 
 
 def summary(name, r, fleet_hosts, back_at, fleet):
+    """Prints and returns the SUMMARY line: fields separated by '; ', each 'what value', times in
+    s or 'n/a'. 'halt -> ... back on stable' is the rollback's reach (from the server's halt to
+    the fleet snapshot in which no live host runs the release); 'first apply -> ...' adds the
+    time the gate needed to halt."""
     exposed = r.get("exposed", sum(s["exposed"] for s in r["stages"]))
     pct = 100.0 * exposed / fleet_hosts
     first = r.get("first_apply")
     halt = r.get("halted")
     s = fleet.status() or {}
-    if first and halt:
-        to_halt = f"{(halt - first) / 1000:.1f} s"
-    else:
-        to_halt = "n/a (not halted)"
-    if first and back_at is not None and halt:
-        back = f"{back_at - first / 1000:.1f} s"
-    else:
-        back = "n/a"
+    to_halt = f"{(halt - first) / 1000:.1f} s" if first and halt else "n/a (not halted)"
+    from_halt = from_first = "n/a"
+    if halt and back_at is not None:
+        from_halt = f"{max(0.0, back_at - halt / 1000):.2f} s"
+        if first:
+            from_first = f"{max(0.0, back_at - first / 1000):.1f} s"
     line = (f"SUMMARY {name}: state {r['state']} at stage {r['stage']} ({r['stages'][r['stage']]['ring']}); "
             f"hosts exposed {exposed} ({pct:.2f}% of {fleet_hosts}); first apply -> halt {to_halt}; "
-            f"first apply -> all live exposed hosts back on stable {back}; "
+            f"halt -> all live exposed hosts back on stable {from_halt}; "
+            f"first apply -> all live exposed hosts back on stable {from_first}; "
             f"silent hosts {s.get('silent_hosts', 0)}, crashes {s.get('crashes', 0)}")
     say(line)
     return line
@@ -477,7 +486,7 @@ def halting_scenario(args, workdir, name, model, max_stage, halt_within_s=None, 
         rel = release(env.api, CHANNEL, content(sample, f"{name}-2"), f"the {name} release")
         check(rel["version"] == 2, "expected release 2")
         r, _ = run_rollout(env.api, env.fleet, CHANNEL, 2, policy, halted, 150, f"{name} release")
-        back = wait_back_on_stable(env.fleet, CHANNEL, 2)
+        back = wait_back_on_stable(env.fleet, CHANNEL, 2, r.get("halted") or 0)
         line = summary(name, r, args.hosts, back, env.fleet)
         check(r["stage"] <= max_stage,
               f"halted at stage {r['stage']} ({r['stages'][r['stage']]['ring']}), expected <= {max_stage}")
@@ -583,7 +592,7 @@ def scenario_demo(args, workdir):
         bad = release(env.api, CHANNEL, content("v3-bad-21-fields.json", "demo-bad"),
                       "new named-pipe template (21 fields)")
         r, _ = run_rollout(env.api, env.fleet, CHANNEL, bad["version"], "staged", halted, 300, "bad release")
-        back = wait_back_on_stable(env.fleet, CHANNEL, bad["version"])
+        back = wait_back_on_stable(env.fleet, CHANNEL, bad["version"], r.get("halted") or 0)
         summary("demo-bad", r, args.hosts, back, env.fleet)
         check(r["stage"] == 0, "the bad release left the canary")
         say("")
