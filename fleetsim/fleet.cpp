@@ -77,10 +77,13 @@ struct Host {
   bool long_poll = false;
   bool poll_in_flight = false;
   bool report_in_flight = false;
+  std::uint16_t hb_in_flight = 0;  // heartbeats queued or unanswered
   HttpClient::LaneId lane = 0;
   std::uint32_t hb_epoch = 0, poll_epoch = 0, crash_epoch = 0;
   std::int64_t next_hb_ms = 0;
-  int failures = 0;  // consecutive request failures, for backoff
+  std::int64_t last_hb_ok_ms = -1;    // when the last heartbeat was answered 2xx (-1: never)
+  std::int64_t last_hb_every_ms = 0;  // the interval that one was sent at
+  int failures = 0;                   // consecutive request failures, for backoff
   // A crash scheduled after an apply (crash:P): the version it is attributed to.
   std::string crash_channel;
   std::int64_t crash_version = 0;
@@ -94,6 +97,20 @@ struct VersionStats {
   std::int64_t crashes = 0;           // crashes attributed to this version (model or rate)
   std::int64_t went_silent = 0;       // hosts that went silent right after applying it
   std::int64_t rolled_back_from = 0;  // hosts that left it for a lower version
+};
+
+// Whether the fleet keeps the heartbeat rate the server asks for. The server counts a host as
+// silent after k intervals (default 3) without a heartbeat, so gaps of 3x the interval between
+// answered heartbeats would be false silences caused by the simulator, not by the host.
+struct HeartbeatStats {
+  std::int64_t sent = 0;
+  std::int64_t answered = 0;        // 2xx
+  std::int64_t overrun = 0;         // due while the previous one was unanswered
+  std::int64_t latency_ms_sum = 0;  // due -> answered, over the answered ones
+  std::int64_t latency_ms_max = 0;
+  std::int64_t gaps_over_2x = 0;  // answered heartbeats more than 2x / 3x the interval after
+  std::int64_t gaps_over_3x = 0;  // the host's previous answered one
+  double gap_ratio_max = 0;       // the longest such gap, in intervals
 };
 
 struct Blob {
@@ -128,6 +145,8 @@ struct Fleet::Impl {
   std::set<std::string> verified_signatures;  // signature texts already verified
   std::map<ModelKey, VersionStats> versions;
   std::map<std::string, std::int64_t> requests, responses, errors;
+  HeartbeatStats hb;
+  std::int64_t behind_checked_ms = 0, behind_overrun = 0, behind_expired = 0;
   std::int64_t crashes = 0, background_crashes = 0;
 
   // ---------------------------------------------------------------- helpers
@@ -270,9 +289,32 @@ struct Fleet::Impl {
   }
 
   // ---------------------------------------------------------------- scheduler
+  // Says so on stderr, at most every 5 s, while the fleet falls behind the server's heartbeat
+  // rate: what the server then counts as silence is the simulator's, not the hosts'.
+  void warn_if_behind(std::int64_t now) {
+    if (now - behind_checked_ms < 5000) return;
+    behind_checked_ms = now;
+    auto pool = client.pool_stats();
+    auto overrun = hb.overrun - behind_overrun;
+    auto expired = static_cast<std::int64_t>(pool.expired) - behind_expired;
+    behind_overrun = hb.overrun;
+    behind_expired = static_cast<std::int64_t>(pool.expired);
+    if (overrun > 0 || expired > 0) {
+      std::fprintf(stderr,
+                   "fleetsim: behind the heartbeat rate the server asks for (%.0f/s): %lld "
+                   "heartbeats came due before the host's previous one was answered and %lld "
+                   "requests timed out in the queue in the last 5 s, %zu queued; the server may "
+                   "count healthy hosts as silent (fewer --hosts, longer intervals, or a less "
+                   "loaded machine)\n",
+                   heartbeat_rate_asked(), static_cast<long long>(overrun),
+                   static_cast<long long>(expired), client.pool_backlog());
+    }
+  }
+
   void tick() {
     if (stopped) return;
     auto now = now_ms();
+    warn_if_behind(now);
     // Bounded work per tick keeps the io thread responsive to completions.
     std::size_t budget = 20000;
     while (!events.empty() && events.top().at_ms <= now && budget-- > 0) {
@@ -594,6 +636,11 @@ struct Fleet::Impl {
   void heartbeat(std::uint32_t i) {
     auto& h = hosts[i];
     if (!h.enrolled) return;
+    std::int64_t every = scaled_ms(h.heartbeat_s);
+    // The previous one still queued or unanswered: the fleet is behind the rate the server asks
+    // for. It is sent all the same (the server sees the rate the pool can keep); the pool's
+    // queue stays bounded because a heartbeat that waits most of its timeout is dropped unsent.
+    if (h.hb_in_flight > 0) ++this->hb.overrun;
     proto::Heartbeat hb;
     hb.boot_id = h.boot_id;
     hb.uptime_s = std::max<std::int64_t>(0, (now_ms() - h.boot_ms) / 1000);
@@ -607,12 +654,45 @@ struct Fleet::Impl {
     req.body = proto::encode(hb);
     req.timeout = std::chrono::milliseconds(kOneShotTimeoutMs);
     ++requests["heartbeat"];
-    client.submit(std::move(req), [this, i](HttpResponse r) {
+    ++this->hb.sent;
+    std::int64_t due = h.next_hb_ms;
+    ++h.hb_in_flight;
+    client.submit(std::move(req), [this, i, due, every](HttpResponse r) {
       count_response("heartbeat", r);
-      if (r.status == 401 && !hosts[i].silent) reenroll(i);
+      auto& host = hosts[i];
+      --host.hb_in_flight;
+      if (r.status >= 200 && r.status < 300) on_heartbeat_answered(host, due, every);
+      if (r.status == 401 && !host.silent) reenroll(i);
     });
-    std::int64_t every = scaled_ms(h.heartbeat_s);
     schedule_heartbeat(i, every + jitter_ms(-every / 20, every / 20));
+  }
+
+  void on_heartbeat_answered(Host& h, std::int64_t due_ms, std::int64_t every_ms) {
+    auto now = now_ms();
+    ++hb.answered;
+    std::int64_t latency = std::max<std::int64_t>(0, now - due_ms);
+    hb.latency_ms_sum += latency;
+    hb.latency_ms_max = std::max(hb.latency_ms_max, latency);
+    if (h.last_hb_ok_ms >= 0) {
+      // Against the longer of the two intervals: a host just told to heartbeat faster was not
+      // late before it knew.
+      double ratio = static_cast<double>(now - h.last_hb_ok_ms) /
+                     static_cast<double>(std::max(every_ms, h.last_hb_every_ms));
+      hb.gap_ratio_max = std::max(hb.gap_ratio_max, ratio);
+      if (ratio > 2) ++hb.gaps_over_2x;
+      if (ratio > 3) ++hb.gaps_over_3x;
+    }
+    h.last_hb_ok_ms = now;
+    h.last_hb_every_ms = every_ms;
+  }
+
+  // Heartbeats per second the server asks of the live enrolled hosts (their intervals, scaled).
+  double heartbeat_rate_asked() const {
+    double rate = 0;
+    for (const auto& h : hosts) {
+      if (h.enrolled && !h.silent) rate += 1000.0 / static_cast<double>(scaled_ms(h.heartbeat_s));
+    }
+    return rate;
   }
 
   void add_report(std::uint32_t i, proto::ReportKind kind, const std::string& channel,
@@ -796,15 +876,16 @@ void Fleet::stop() {
 
 std::string Fleet::status_line() const {
   const auto& m = *impl_;
-  char head[256];
+  char head[384];
   std::snprintf(
       head, sizeof head,
       "fleetsim t=%llds enrolled=%zu/%zu live=%zu silent=%zu crashes=%lld req=%lld err=%lld "
-      "conns=%zu backlog=%zu",
+      "conns=%zu backlog=%zu hb_late=%lld expired=%llu",
       static_cast<long long>(m.now_ms() / 1000), m.enrolled, m.hosts.size(), m.enrolled - m.silent,
       m.silent, static_cast<long long>(m.crashes), static_cast<long long>(m.total_requests()),
       static_cast<long long>(m.total_errors()), m.client.open_connections(),
-      m.client.pool_backlog());
+      m.client.pool_backlog(), static_cast<long long>(m.hb.overrun),
+      static_cast<unsigned long long>(m.client.pool_stats().expired));
   std::string out = head;
   std::string last_channel;
   for (const auto& [key, counts] : m.ended_on()) {
@@ -850,6 +931,7 @@ std::string Fleet::summary_json() const {
   req["total"] = m.total_requests();
   json err = m.errors;
   err["total"] = m.total_errors();
+  auto pool = m.client.pool_stats();
   std::size_t long_polls = 0;
   for (const auto& h : m.hosts) long_polls += (h.long_poll && h.enrolled && !h.silent) ? 1 : 0;
   return json{{"hosts", m.hosts.size()},
@@ -866,6 +948,22 @@ std::string Fleet::summary_json() const {
               {"requests", req},
               {"responses", m.responses},
               {"errors", err},
+              {"heartbeats",
+               {{"sent", m.hb.sent},
+                {"answered", m.hb.answered},
+                {"overrun", m.hb.overrun},
+                {"latency_ms_avg", m.hb.answered ? m.hb.latency_ms_sum / m.hb.answered : 0},
+                {"latency_ms_max", m.hb.latency_ms_max},
+                {"gaps_over_2x", m.hb.gaps_over_2x},
+                {"gaps_over_3x", m.hb.gaps_over_3x},
+                {"gap_intervals_max", m.hb.gap_ratio_max},
+                {"rate_asked", m.heartbeat_rate_asked()}}},
+              {"pool",
+               {{"started", pool.started},
+                {"expired_in_queue", pool.expired},
+                {"wait_ms_avg",
+                 pool.started ? pool.wait_ms_sum / static_cast<std::int64_t>(pool.started) : 0},
+                {"wait_ms_max", pool.wait_ms_max}}},
               {"open_connections", m.client.open_connections()},
               {"pool_backlog", m.client.pool_backlog()}}
       .dump(1);

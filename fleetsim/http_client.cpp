@@ -1,9 +1,11 @@
 // The one Beast translation unit of fleetsim: pooled keep-alive connections and long-poll lanes.
 #include "fleetsim/http_client.hpp"
 
+#include <algorithm>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/read.hpp>
@@ -24,10 +26,25 @@ using tcp = asio::ip::tcp;
 constexpr auto kConnectTimeout = std::chrono::seconds(5);
 constexpr std::size_t kBodyLimit = 64u << 20;
 
+using Clock = std::chrono::steady_clock;
+
 struct Job {
   HttpRequest req;
   HttpCallback cb;
+  Clock::time_point submitted{};
+  Clock::time_point deadline{};  // submitted + req.timeout: the whole exchange, queue included
+  // Not started later than this (a quarter of the timeout before the deadline): an exchange
+  // started with almost no time left would time out on the wire, and every timeout costs a
+  // connection (the server may be mid-answer), which slows the pool further.
+  Clock::time_point start_by{};
 };
+
+Job make_job(HttpRequest req, HttpCallback cb) {
+  auto now = Clock::now();
+  auto deadline = now + req.timeout;
+  auto start_by = deadline - req.timeout / 4;
+  return Job{std::move(req), std::move(cb), now, deadline, start_by};
+}
 
 struct Queue {
   std::deque<Job> jobs;
@@ -37,13 +54,14 @@ struct Shared {
   tcp::resolver::results_type endpoints;
   std::string host_header;
   std::size_t open = 0;
+  PoolStats pool;
 };
 
 // One connection working through one queue, one exchange at a time.
 class Conn : public std::enable_shared_from_this<Conn> {
  public:
-  Conn(asio::io_context& io, Shared& shared, std::shared_ptr<Queue> queue)
-      : stream_(io), shared_(shared), queue_(std::move(queue)) {}
+  Conn(asio::io_context& io, Shared& shared, std::shared_ptr<Queue> queue, bool pooled)
+      : stream_(io), shared_(shared), queue_(std::move(queue)), pooled_(pooled) {}
 
   bool busy() const noexcept { return busy_; }
 
@@ -59,6 +77,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
 
  private:
   void next() {
+    expire_queued();
     if (closed_ || queue_->jobs.empty()) {
       busy_ = false;
       return;
@@ -66,12 +85,40 @@ class Conn : public std::enable_shared_from_this<Conn> {
     busy_ = true;
     job_ = std::move(queue_->jobs.front());
     queue_->jobs.pop_front();
+    if (pooled_) {
+      auto waited =
+          std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - job_.submitted)
+              .count();
+      ++shared_.pool.started;
+      shared_.pool.wait_ms_sum += waited;
+      shared_.pool.wait_ms_max = std::max(shared_.pool.wait_ms_max, waited);
+    }
     retried_ = false;
     build();
     if (connected_) {
       write();
     } else {
       connect();
+    }
+  }
+
+  // Requests at the head of the queue that waited past their start_by are answered as timed out
+  // without being sent: a heartbeat that waited that long would reach the server too late to
+  // mean anything, and the caller must learn that it fell behind. Their callbacks run from the
+  // io_context (never inline), and not at all once this is closed.
+  void expire_queued() {
+    auto now = Clock::now();
+    auto& jobs = queue_->jobs;
+    while (!closed_ && !jobs.empty() && jobs.front().start_by <= now) {
+      auto cb = std::move(jobs.front().cb);
+      jobs.pop_front();
+      if (pooled_) ++shared_.pool.expired;
+      asio::post(stream_.get_executor(), [self = shared_from_this(), cb = std::move(cb)]() {
+        if (self->closed_ || !cb) return;
+        HttpResponse out;
+        out.error = "timed out in the queue";
+        cb(std::move(out));
+      });
     }
   }
 
@@ -109,7 +156,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
 
   void write() {
     reused_ = exchanges_ > 0;
-    stream_.expires_after(job_.req.timeout);
+    stream_.expires_at(job_.deadline);
     http::async_write(
         stream_, req_,
         [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_write(ec); });
@@ -176,6 +223,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
   beast::tcp_stream stream_;
   Shared& shared_;
   std::shared_ptr<Queue> queue_;
+  bool pooled_;
   beast::flat_buffer buffer_;
   http::request<http::string_body> req_;
   std::optional<http::response_parser<http::string_body>> parser_;
@@ -193,7 +241,7 @@ class ClientImpl final : public HttpClient {
   ClientImpl(asio::io_context& io, std::size_t pool_size) : io_(io) {
     pool_queue_ = std::make_shared<Queue>();
     for (std::size_t i = 0; i < pool_size; ++i) {
-      pool_.push_back(std::make_shared<Conn>(io_, shared_, pool_queue_));
+      pool_.push_back(std::make_shared<Conn>(io_, shared_, pool_queue_, true));
     }
   }
   ~ClientImpl() override { shutdown(); }
@@ -201,7 +249,7 @@ class ClientImpl final : public HttpClient {
   Shared& shared() { return shared_; }
 
   void submit(HttpRequest req, HttpCallback cb) override {
-    pool_queue_->jobs.push_back({std::move(req), std::move(cb)});
+    pool_queue_->jobs.push_back(make_job(std::move(req), std::move(cb)));
     // Hand it to an idle connection, if any; busy ones pick it up when they finish.
     for (auto& c : pool_) {
       if (!c->busy()) {
@@ -215,7 +263,7 @@ class ClientImpl final : public HttpClient {
     LaneId id = next_lane_++;
     Lane lane;
     lane.queue = std::make_shared<Queue>();
-    lane.conn = std::make_shared<Conn>(io_, shared_, lane.queue);
+    lane.conn = std::make_shared<Conn>(io_, shared_, lane.queue, false);
     lanes_.emplace(id, std::move(lane));
     return id;
   }
@@ -223,7 +271,7 @@ class ClientImpl final : public HttpClient {
   void submit_on(LaneId id, HttpRequest req, HttpCallback cb) override {
     auto it = lanes_.find(id);
     if (it == lanes_.end()) return;  // closed: dropped, as documented
-    it->second.queue->jobs.push_back({std::move(req), std::move(cb)});
+    it->second.queue->jobs.push_back(make_job(std::move(req), std::move(cb)));
     it->second.conn->kick();
   }
 
@@ -236,6 +284,7 @@ class ClientImpl final : public HttpClient {
   }
 
   std::size_t pool_backlog() const override { return pool_queue_->jobs.size(); }
+  PoolStats pool_stats() const override { return shared_.pool; }
   std::size_t open_connections() const override { return shared_.open; }
 
   void shutdown() override {

@@ -6,6 +6,12 @@
 // connection with its own queue: a host's long poll). A connection that the server closed while
 // idle is reopened and the request retried once. Beast lives only in http_client.cpp.
 //
+// The queue has no limit of its own, but a request's timeout runs from submit: one that waited
+// so long that less than a quarter of its timeout is left is answered "timed out in the queue"
+// without being sent. So a queue that grows faster than the pool drains it stays bounded (by
+// the submit rate times the timeout) and shows up as errors (pool_stats().expired), instead of
+// every request in it arriving later and later.
+//
 // Threading: everything runs on the io_context given at construction, which must be run by
 // exactly one thread; every member function must be called from that thread, and callbacks are
 // invoked on it (never inline from submit()).
@@ -31,7 +37,9 @@ struct HttpRequest {
   std::string authorization;  // the whole header value ("Bearer ..."); empty = none
   std::string if_none_match;  // the whole header value (quoted); empty = none
   std::string body;           // sent as application/json when non-empty
-  std::chrono::milliseconds timeout{std::chrono::seconds(20)};  // whole exchange
+  // The whole exchange, counted from submit: time spent queued behind other requests counts (see
+  // the queue above).
+  std::chrono::milliseconds timeout{std::chrono::seconds(20)};
 };
 
 struct HttpResponse {
@@ -42,6 +50,14 @@ struct HttpResponse {
 };
 
 using HttpCallback = std::function<void(HttpResponse)>;
+
+// How long pool requests waited in the queue before they were sent.
+struct PoolStats {
+  std::uint64_t started = 0;     // requests taken from the queue and sent
+  std::uint64_t expired = 0;     // waited past 3/4 of their timeout: not sent
+  std::int64_t wait_ms_sum = 0;  // queue waits of the started ones, summed
+  std::int64_t wait_ms_max = 0;  // the longest of them
+};
 
 class HttpClient {
  public:
@@ -63,6 +79,7 @@ class HttpClient {
 
   // Requests queued on the pool and not yet sent.
   virtual std::size_t pool_backlog() const = 0;
+  virtual PoolStats pool_stats() const = 0;
   // Open TCP connections (pool and lanes).
   virtual std::size_t open_connections() const = 0;
   // Closes everything; pending callbacks are dropped.

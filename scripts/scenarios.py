@@ -15,6 +15,8 @@ asserts the outcome, printing the timeline (from /v1/events and /v1/rollouts/{id
   incident   the 21-field release is refused (422) by sample-sensor's check (and by the pinned
              schema); with the validator off it is caught by the canary
   demo       (for scripts/demo.sh) one fleet: a good rollout, then the 21-field release
+  scale      (not in all) a large fleet at the server's real intervals, a good release: the
+             heartbeat rate fleetsim keeps, false silences, CPU and RSS (bench/RESULTS.md)
 
   scripts/scenarios.py --build-dir build --hosts 300 --scenario good,silent   (or all)
 
@@ -150,12 +152,12 @@ class Server:
 
 class Fleet:
     def __init__(self, binary, workdir, server_url, token, hosts, models=(), from_content=False,
-                 background=0.0, seed=1, extra=()):
+                 background=0.0, seed=1, extra=(), status_every=0.25):
         self.status_file = os.path.join(workdir, "fleet-status.json")
         self.report_file = os.path.join(workdir, "fleet-report.json")
         self.log = open(os.path.join(workdir, "fleetsim.log"), "wb")
         argv = [binary, "--server", server_url, "--enroll-token", token, "--hosts", str(hosts),
-                "--status-file", self.status_file, "--status-every", "0.25", "--report", self.report_file,
+                "--status-file", self.status_file, "--status-every", str(status_every), "--report", self.report_file,
                 "--seed", str(seed), "--long-poll-wait", "20"]
         for m in models:
             argv += ["--model", m]
@@ -414,14 +416,17 @@ def summary(name, r, fleet_hosts, back_at, fleet):
 class Env:
     """One server + one fleet + rings, policies and a stable release 1."""
 
+    # Compressed time: 2 s heartbeats while exposed (silence = 3 missed = ~7 s), healthy 3 s
+    # after applying.
+    COMPRESSED = ["--exposed-heartbeat-s", "2", "--healthy-after-s", "3", "--silence-intervals", "3",
+                  "--poll-s", "10", "--heartbeat-s", "30"]
+
     def __init__(self, args, workdir, models=(), from_content=False, background=0.0,
-                 channels=(CHANNEL,), bake=(6, 6, 4), server_flags=()):
+                 channels=(CHANNEL,), bake=(6, 6, 4), server_flags=(), timing=COMPRESSED,
+                 fleet_extra=(), status_every=0.25, patience=1.0):
         self.args = args
-        # Compressed time: 2 s heartbeats while exposed (silence = 3 missed = ~7 s), healthy 3 s
-        # after applying.
-        self.server = Server(args.server_bin, workdir, [
-            "--exposed-heartbeat-s", "2", "--healthy-after-s", "3", "--silence-intervals", "3",
-            "--poll-s", "10", "--heartbeat-s", "30"] + list(server_flags))
+        self.patience = patience  # multiplies the set-up timeouts (a large fleet, real intervals)
+        self.server = Server(args.server_bin, workdir, list(timing) + list(server_flags))
         say(f"server at {self.server.url} (data in {self.server.data})")
         self.api = Api(self.server.url, ADMIN_TOKEN)
         make_rings(self.api)
@@ -430,21 +435,24 @@ class Env:
             self.api.post("/v1/channels", {"name": ch, "schema": schema("schema-weak.json")})
         token = self.api.post("/v1/enrollment-tokens", {"name": "fleetsim"})["token"]
         self.fleet = Fleet(args.fleetsim_bin, workdir, self.server.url, token, args.hosts, models,
-                           from_content, background, seed=args.seed)
+                           from_content, background, seed=args.seed, extra=fleet_extra,
+                           status_every=status_every)
         t = time.time()
-        s = self.fleet.wait_enrolled()
-        say(f"fleet: {s['enrolled']} hosts enrolled in {time.time() - t:.1f} s")
+        s = self.fleet.wait_enrolled(timeout=120 * patience)
+        self.enroll_s = time.time() - t
+        say(f"fleet: {s['enrolled']} hosts enrolled in {self.enroll_s:.1f} s")
         rings = self.api.get("/v1/rings")
         rings = rings.get("rings", rings) if isinstance(rings, dict) else rings
         say("rings: " + ", ".join(f"{x['name']}={x.get('hosts', '?')} hosts" for x in rings))
         for ch in channels:
             rel = release(self.api, ch, content("v1-good.json", f"{ch}-1"), "baseline")
-            r, _ = run_rollout(self.api, self.fleet, ch, rel["version"], "bootstrap", finished, 120,
-                               f"bootstrap {ch}")
+            r, _ = run_rollout(self.api, self.fleet, ch, rel["version"], "bootstrap", finished,
+                               120 * patience, f"bootstrap {ch}")
             check(r["state"] == "completed", f"bootstrap of {ch} ended {r['state']}")
             self.wait_all_on(ch, rel["version"])
 
     def wait_all_on(self, channel, version, timeout=60):
+        timeout *= self.patience
         t = time.time()
         while time.time() - t < timeout:
             s = self.fleet.status() or {}
@@ -613,6 +621,112 @@ def scenario_demo(args, workdir):
         env.close()
 
 
+def proc_usage(pid):
+    """(cpu seconds, rss MiB, peak rss MiB) of a live process, from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        rss = hwm = 0.0
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) / 1024
+                elif line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1]) / 1024
+        return cpu, rss, hwm
+    except (OSError, IndexError, ValueError):
+        return 0.0, 0.0, 0.0
+
+
+def scenario_scale(args, workdir):
+    """A large fleet at the server's real intervals (300 s heartbeats, 5 s while exposed, silence
+    after 3 missed, healthy 10 s after applying, 60 s polls), --long-poll of them holding long
+    polls, a good release through canary / early / broad; then --soak seconds more. Every 5 s:
+    heartbeats/s answered against the rate the server asks for, heartbeat gaps, the rollout's
+    silent counts (every host is healthy, so any silent host is a false one) and the CPU and RSS
+    of fleetsim and the server. Fails if a host was counted silent or the release did not
+    complete."""
+    extra = ["--connections", str(args.connections)]
+    if args.long_poll is not None:
+        extra += ["--long-poll", str(args.long_poll)]
+    patience = max(1.0, args.hosts / 10000)
+    t_start = time.time()
+    bake = tuple(int(x) for x in args.bake.split(","))
+    env = Env(args, workdir, timing=[], bake=bake, fleet_extra=extra, status_every=1,
+              patience=patience, server_flags=["--max-long-poll-s", "60"])
+    try:
+        procs = {"fleetsim": env.fleet.proc.pid, "server": env.server.proc.pid}
+        say(f"set-up (enroll + bootstrap) took {time.time() - t_start:.1f} s; enrollment "
+            f"{env.enroll_s:.1f} s ({args.hosts / max(env.enroll_s, 1e-3):.0f} hosts/s)")
+        rel = release(env.api, CHANNEL, content("v2-good.json", "scale-2"), "good, at scale")
+        r = env.api.post("/v1/rollouts", {"channel": CHANNEL, "version": rel["version"],
+                                         "policy": "staged"})
+        env.api.post(f"/v1/rollouts/{r['id']}/start")
+        say(f"--- good release: rollout {r['id']} with policy 'staged' (bake {args.bake} s)")
+        t0 = time.time()
+        prev = None
+        samples = []
+        done_at = None
+        deadline = t0 + 300 * patience
+        while True:
+            time.sleep(5)
+            now = time.time()
+            st = env.fleet.status() or {}
+            r = env.api.get(f"/v1/rollouts/{r['id']}")
+            usage = {k: proc_usage(p) for k, p in procs.items()}
+            hb = st.get("heartbeats", {})
+            if prev is not None:
+                dt = now - prev[0]
+                rate = (hb.get("answered", 0) - prev[1].get("answered", 0)) / dt
+                cpu = {k: (usage[k][0] - prev[2][k][0]) / dt * 100 for k in procs}
+                sample = {"t": now - t0, "answered_per_s": rate, "asked_per_s": hb.get("rate_asked", 0),
+                          "cpu": cpu, "usage": usage, "state": r["state"], "stage": r["stage"],
+                          "silent": sum(x["silent"] for x in r["stages"]),
+                          "exposed": sum(x["exposed"] for x in r["stages"])}
+                samples.append(sample)
+                say(f"  [{sample['t']:6.1f}s] {r['state']:<9} stage {r['stage']} exposed {sample['exposed']:>6} "
+                    f"silent {sample['silent']} | heartbeats {rate:7.0f}/s answered, {sample['asked_per_s']:7.0f}/s "
+                    f"asked; latency avg {hb.get('latency_ms_avg', 0)} max {hb.get('latency_ms_max', 0)} ms; "
+                    f"gaps >2x {hb.get('gaps_over_2x', 0)} >3x {hb.get('gaps_over_3x', 0)}; overrun "
+                    f"{hb.get('overrun', 0)}; backlog {st.get('pool_backlog', '?')} | fleetsim "
+                    f"{cpu['fleetsim']:.0f}% cpu {usage['fleetsim'][1]:.0f} MiB | server "
+                    f"{cpu['server']:.0f}% cpu {usage['server'][1]:.0f} MiB")
+            prev = (now, hb, usage)
+            if finished(r) and done_at is None:
+                done_at = now
+                say(f"  rollout {r['state']} after {now - t0:.1f} s; soaking {args.soak} s more")
+            if done_at is not None and now - done_at >= args.soak:
+                break
+            if now > deadline:
+                break
+        st = env.fleet.status() or {}
+        hb = st.get("heartbeats", {})
+        pool = st.get("pool", {})
+        silent_max = max((x["silent"] for x in samples), default=0)
+        # The busy part: the samples in which the server asked for at least 80% of its peak rate.
+        peak = max((x["asked_per_s"] for x in samples), default=0)
+        busy = [x for x in samples if x["asked_per_s"] >= 0.8 * peak] or samples
+        fs = max(samples, key=lambda x: x["usage"]["fleetsim"][2]) if samples else None
+        say(f"SUMMARY scale: state {r['state']}; hosts {args.hosts}, long polls "
+            f"{st.get('long_poll_hosts', '?')}, connections {args.connections}; enrollment "
+            f"{env.enroll_s:.1f} s; peak exposed {max(x['exposed'] for x in samples)}; heartbeats/s "
+            f"answered {min(x['answered_per_s'] for x in busy):.0f}-{max(x['answered_per_s'] for x in busy):.0f} "
+            f"while asked {min(x['asked_per_s'] for x in busy):.0f}-{peak:.0f} ({len(busy)} samples of 5 s); heartbeat latency avg {hb.get('latency_ms_avg')} "
+            f"max {hb.get('latency_ms_max')} ms; gaps >2x {hb.get('gaps_over_2x')} >3x {hb.get('gaps_over_3x')} "
+            f"(max {hb.get('gap_intervals_max', 0):.2f} intervals); overrun {hb.get('overrun')}; "
+            f"queue wait avg {pool.get('wait_ms_avg')} max {pool.get('wait_ms_max')} ms, expired "
+            f"{pool.get('expired_in_queue')}; silent hosts counted {silent_max}; fleetsim cpu "
+            f"{sum(x['cpu']['fleetsim'] for x in busy) / len(busy):.0f}% avg, rss peak "
+            f"{fs['usage']['fleetsim'][2] if fs else 0:.0f} MiB; server cpu "
+            f"{sum(x['cpu']['server'] for x in busy) / len(busy):.0f}% avg, rss peak "
+            f"{max(x['usage']['server'][2] for x in samples):.0f} MiB")
+        check(silent_max == 0, f"{silent_max} healthy hosts were counted silent")
+        check(r["state"] == "completed", f"the good release ended {r['state']}, not completed")
+    finally:
+        env.close()
+
+
 SCENARIOS = {
     "good": scenario_good,
     "silent": scenario_silent,
@@ -621,6 +735,7 @@ SCENARIOS = {
     "noise": scenario_noise,
     "incident": scenario_incident,
     "demo": scenario_demo,
+    "scale": scenario_scale,
 }
 
 
@@ -637,6 +752,12 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--background-rate", type=float, default=36.0,
                    help="rise5x scenario: background crashes per host per hour (compressed time)")
+    p.add_argument("--long-poll", type=int, help="scale: hosts holding long polls (fleetsim's default)")
+    p.add_argument("--connections", type=int, default=32, help="scale: fleetsim's pooled connections")
+    p.add_argument("--bake", default="30,30,90",
+                   help="scale: bake seconds of canary,early,broad (broad long enough for every "
+                        "host to poll, so the whole fleet heartbeats at the exposed rate)")
+    p.add_argument("--soak", type=float, default=60, help="scale: seconds to keep measuring after the rollout")
     p.add_argument("--keep-running", action="store_true", help="demo: keep the server up at the end")
     p.add_argument("--keep-dirs", action="store_true", help="keep the temporary data directories")
     args = p.parse_args()
@@ -650,7 +771,7 @@ def main():
     for part in args.scenario.split(",") + list(args.scenarios):
         part = part.strip()
         if part == "all":
-            names += [n for n in SCENARIOS if n != "demo"]
+            names += [n for n in SCENARIOS if n not in ("demo", "scale")]
         elif part:
             names.append(part)
     for name in names:
