@@ -120,7 +120,6 @@ DesiredAnswer Service::Impl::compute_desired(HostIndex i, bool want_body) {
             r->exposed[i] = ex;
             ++r->stages[s].counts.exposed;
             // On the release now: its earlier crashes leave the control cohort's figures.
-            r->control_failed_ring.erase(i);
             r->control_failed_fleet.erase(i);
             chosen = &ch.releases[r->version];
             break;
@@ -164,7 +163,10 @@ DesiredAnswer Service::Impl::compute_desired(HostIndex i, bool want_body) {
       key += ':';
       key += std::to_string(p.release->version);
       // A downgrade authorisation names the channel's newest version: part of the key.
-      if (p.rollback) key += "r" + std::to_string(channels.at(*p.channel).releases.rbegin()->first);
+      if (p.rollback) {
+        key += 'r';
+        key += std::to_string(channels.at(*p.channel).releases.rbegin()->first);
+      }
     }
     if (body_cache_generation != desired_generation || body_cache.size() > 4096) {
       body_cache.clear();
@@ -334,14 +336,8 @@ void Service::Impl::host_signal(HostIndex i, const std::string& channel, std::in
     if (e == r.exposed.end()) {
       // Control cohort: a crash on a host that is not on the release (each host counts once).
       if (kind == proto::ReportKind::Crash && version != r.version) {
-        const auto& h = fleet.at(i);
         r.control_failed_fleet.insert(i);
-        for (std::size_t s = 0; s <= r.stage && s < r.plan.size(); ++s) {
-          if (fleet.ring_index(r.plan[s].ring) == h.ring) {
-            r.control_failed_ring.insert(i);
-            break;
-          }
-        }
+        r.control_failed_ever.insert(i);
         evaluate(r);
       }
       continue;

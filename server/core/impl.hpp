@@ -104,11 +104,14 @@ struct Rollout {
   std::int64_t created = 0, updated = 0;
   std::int64_t first_apply_ms = 0, halted_ms = 0;
   std::string halt_reason;
-  // Control cohort: distinct hosts NOT on the release that crashed since the rollout started
-  // (a host leaves these sets when it is exposed: the baseline is the hosts not on the release),
-  // in the rings reached so far, and anywhere in the fleet (the fallback when the reached rings
-  // leave fewer than kMinControlHosts unexposed hosts, e.g. stages at 100 % of their ring).
-  std::unordered_set<HostIndex> control_failed_ring, control_failed_fleet;
+  // Control cohort: distinct hosts NOT on the release that crashed since the rollout started; a
+  // host leaves the set when it is exposed (the baseline is the hosts not on the release).
+  // evaluate() counts those of the rings reached so far, or of the whole fleet when the reached
+  // rings leave fewer than kMinControlHosts unexposed hosts (stages at 100 % of their ring).
+  std::unordered_set<HostIndex> control_failed_fleet;
+  // Every host that crashed while not on the release, exposed since or not: the last resort
+  // baseline when the release has reached (nearly) the whole fleet and no control is left.
+  std::unordered_set<HostIndex> control_failed_ever;
   std::unordered_map<HostIndex, Exposure> exposed;
   // The earliest time an applied host of this rollout can be found silent: the tick scans the
   // exposed hosts only from then on (heartbeats only push deadlines later; mark_applied pulls

@@ -228,12 +228,12 @@ void Service::Impl::evaluate(Rollout& r) {
   auto& st = r.stages[r.stage];
   // Control cohort: members of the rings reached so far that are not on the release.
   std::int64_t reached_ring_hosts = 0;
-  std::set<std::string> seen;
+  std::vector<int> reached;  // ring indices
   for (std::size_t i = 0; i <= r.stage; ++i) {
-    if (!seen.insert(r.plan[i].ring).second) continue;
     int ri = fleet.ring_index(r.plan[i].ring);
-    if (ri >= 0)
-      reached_ring_hosts += static_cast<std::int64_t>(fleet.rings()[static_cast<size_t>(ri)].size);
+    if (ri < 0 || std::find(reached.begin(), reached.end(), ri) != reached.end()) continue;
+    reached.push_back(ri);
+    reached_ring_hosts += static_cast<std::int64_t>(fleet.rings()[static_cast<size_t>(ri)].size);
   }
   health::StageCounts cum;
   for (std::size_t i = 0; i <= r.stage; ++i) {
@@ -248,11 +248,26 @@ void Service::Impl::evaluate(Rollout& r) {
   // baseline (stages at 100 % of their ring), every unexposed host of the fleet.
   auto total_exposed = static_cast<std::int64_t>(r.exposed.size());
   cum.control_hosts = std::max<std::int64_t>(0, reached_ring_hosts - total_exposed);
-  cum.control_failed = static_cast<std::int64_t>(r.control_failed_ring.size());
+  // Their crashes since the rollout started, whenever their ring was reached: a ring's hosts are
+  // a control group from the start, not only from the stage that reaches the ring.
+  cum.control_failed = 0;
+  for (auto i : r.control_failed_fleet) {
+    if (std::find(reached.begin(), reached.end(), fleet.at(i).ring) != reached.end()) {
+      ++cum.control_failed;
+    }
+  }
   if (cum.control_hosts < kMinControlHosts) {
     cum.control_hosts =
         std::max<std::int64_t>(0, static_cast<std::int64_t>(fleet.live()) - total_exposed);
     cum.control_failed = static_cast<std::int64_t>(r.control_failed_fleet.size());
+  }
+  if (cum.control_hosts < kMinControlHosts) {
+    // No control cohort is left (the release is on nearly every host): the fleet's failure rate
+    // while it was not on the release, over the rollout so far. Conservative (that window is
+    // longer than the exposed hosts'), never the bare prior, which a busy fleet's background
+    // can exceed.
+    cum.control_hosts = static_cast<std::int64_t>(fleet.live());
+    cum.control_failed = static_cast<std::int64_t>(r.control_failed_ever.size());
   }
   cum.elapsed_s = r.stages[0].started_ms ? (now - r.stages[0].started_ms) / 1000.0 : 0;
   health::StageCounts cur = st.counts;

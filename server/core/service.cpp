@@ -227,7 +227,6 @@ Status Service::load() {
       }
     }
     ++r.stages[e.stage].counts.exposed;
-    r.control_failed_ring.erase(i);
     r.control_failed_fleet.erase(i);
     return r.exposed[i] = e;
   };

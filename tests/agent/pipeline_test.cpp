@@ -49,9 +49,9 @@ TEST(Agent, EnrollFailureBacksOffAndRetries) {
   h.api.enrolls.clear();
   cb(tl::unexpected(failure(503, 5000)));
   EXPECT_EQ(h.agent->machine_state(), State::Unenrolled);
-  h.clock.advance(4900);
+  h.clock.advance(4999);
   EXPECT_TRUE(h.api.enrolls.empty()) << "Retry-After is a floor";
-  h.clock.advance(200);
+  h.clock.advance(501);  // ... with the first backoff's jitter (up to 500 ms) on top
   EXPECT_EQ(h.api.enrolls.size(), 1u);
 }
 
@@ -458,8 +458,8 @@ TEST(Agent, PollFailuresBackOffAndAnsweringAtOnceDoesNotStorm) {
   h.api.answer_desired(tl::unexpected(failure(503, 2000)));
   EXPECT_TRUE(h.api.desireds.empty());
   h.clock.advance(1999);
-  EXPECT_TRUE(h.api.desireds.empty());
-  h.clock.advance(1);
+  EXPECT_TRUE(h.api.desireds.empty()) << "Retry-After is a floor";
+  h.clock.advance(501);  // ... with the first backoff's jitter (up to 500 ms) on top
   ASSERT_EQ(h.api.desireds.size(), 1u);
   // A server that answers 304 instantly: after two fast answers the agent waits poll_s.
   int polls = 0;

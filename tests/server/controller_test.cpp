@@ -663,22 +663,49 @@ TEST_F(Controller, ARestartAfterDowntimeDoesNotCountTheDowntimeAsSilence) {
 }
 
 TEST_F(Controller, AControlHostLeavesTheBaselineWhenItIsExposed) {
+  fleet(3, 60);
+  auto id = rollout(
+      json::array({{{"ring", "canary"}, {"bake_s", 12}, {"min_hosts", 1}},
+                   {{"ring", "rest"}, {"percent", 50}, {"bake_s", 600}, {"min_hosts", 1}}}));
+  ASSERT_TRUE(act(id, "start"));
+  for (int h = 0; h < 3; ++h) heartbeat(h, offered(h));
+  // Ten hosts of the rest ring crash on what they run now: the control cohort's failures, counted
+  // for the rest ring from the start, though the rollout reaches it only at stage 1.
+  for (int h = 3; h < 13; ++h) crash(h, version_ + 100);
+  auto g = get(id)["stages"][0]["gate"];
+  EXPECT_EQ(g["control_failed"], 10) << g.dump();
+  EXPECT_EQ(g["control_hosts"], 60);
+  for (int i = 0; i < 20 && get(id)["stage"] == 0; ++i) live_as_agents(4, 0, 3);
+  ASSERT_EQ(get(id)["stage"], 1);
+  // Half of the rest ring is exposed: the crashes of those hosts from before are not the baseline
+  // of the hosts NOT on the release any more.
+  int exposed = 3, crashed_unexposed = 0;
+  for (int h = 3; h < 63; ++h) {
+    bool on = offered(h) == version_;
+    exposed += on;
+    if (on) heartbeat(h, version_);
+    if (!on && h < 13) ++crashed_unexposed;
+  }
+  ASSERT_GT(exposed, 3);
+  ASSERT_LT(exposed, 63 - 20);
+  g = get(id)["stages"][1]["gate"];
+  EXPECT_EQ(g["control_hosts"], 63 - exposed) << g.dump();
+  EXPECT_EQ(g["control_failed"], crashed_unexposed) << g.dump();
+}
+
+TEST_F(Controller, WithNoControlCohortLeftTheBaselineIsTheFleetsOwnRate) {
   fleet(3, 30);
   auto id = rollout(two_stages(12, 1));
   ASSERT_TRUE(act(id, "start"));
   for (int h = 0; h < 3; ++h) heartbeat(h, offered(h));
-  // Five hosts of the rest ring crash on what they run now: the control cohort's failures.
   for (int h = 3; h < 8; ++h) crash(h, version_ + 100);
-  auto g = get(id)["stages"][0]["gate"];
-  EXPECT_EQ(g["control_failed"], 5) << g.dump();
-  EXPECT_EQ(g["control_hosts"], 30);
   for (int i = 0; i < 20 && get(id)["stage"] == 0; ++i) live_as_agents(4, 0, 3);
   ASSERT_EQ(get(id)["stage"], 1);
-  // The rest ring is exposed: its crashes from before are not the baseline of hosts NOT on the
-  // release any more (they would make it look twice as bad as it is).
-  for (int h = 3; h < 33; ++h) heartbeat(h, offered(h));
-  g = get(id)["stages"][1]["gate"];
-  EXPECT_EQ(g["control_failed"], 0) << g.dump();
+  for (int h = 3; h < 33; ++h) heartbeat(h, offered(h));  // everyone is on the release
+  // Not the bare 1 % prior: the 5 of 33 hosts that crashed before they were exposed.
+  auto g = get(id)["stages"][1]["gate"];
+  EXPECT_EQ(g["control_hosts"], 33) << g.dump();
+  EXPECT_EQ(g["control_failed"], 5) << g.dump();
 }
 
 TEST_F(Controller, ARestartKeepsTheGatesEvidence) {
