@@ -22,17 +22,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-bash scripts/install-deps.sh build
-# python3 runs scenarios.py (standard library only). install-deps.sh has it only in the test
-# profile, which also brings gtest, prometheus, wrk, nginx and npm: install python3 alone instead.
-if ! command -v python3 >/dev/null 2>&1; then
-  echo "demo: installing python3"
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends python3
-fi
+# The build's packages and python3 (scenarios.py), and Node.js/npm for the dashboard's chart
+# library when the machine has none; not the test suite's (gtest, prometheus, wrk, nginx).
+bash scripts/install-deps.sh demo
 
 build=build-demo  # its own dir: scripts/test.sh keeps build/ for the test configuration
 echo "demo: configuring and building (Release, Ninja, $build/)"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian package Ringfence needs to build, test and run its demo.
 # Idempotent: when everything is present it only runs `dpkg-query` and exits.
-# Usage: scripts/install-deps.sh [build|test|bench|all]   (default: test)
+# Usage: scripts/install-deps.sh [build|demo|test|bench|all]   (default: test)
 set -euo pipefail
 
 profile="${1:-test}"
@@ -15,6 +15,9 @@ test_pkgs=(
   libgtest-dev libgmock-dev json-schema-test-suite python3 curl prometheus
   wrk nginx-light   # bench_smoke runs scripts/bench.sh --quick in the suite
 )
+demo_pkgs=(
+  python3   # scripts/scenarios.py (standard library only) drives the demo
+)
 bench_pkgs=(
   wrk nginx-light libbenchmark-dev linux-perf valgrind
 )
@@ -22,10 +25,11 @@ bench_pkgs=(
 want=("${build_pkgs[@]}")
 case "$profile" in
   build) ;;
+  demo) want+=("${demo_pkgs[@]}") ;;
   test) want+=("${test_pkgs[@]}") ;;
   bench) want+=("${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
   all) want+=("${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
-  *) echo "install-deps: unknown profile '$profile' (build|test|bench|all)" >&2; exit 2 ;;
+  *) echo "install-deps: unknown profile '$profile' (build|demo|test|bench|all)" >&2; exit 2 ;;
 esac
 
 # Node.js and npm (the OpenAPI linter, the dashboard's browser test): a machine may already carry

@@ -592,19 +592,28 @@ TEST_F(Controller, AStageWhoseOwnHostsFailHaltsEvenWhenTheCumulativeFiguresLookF
   EXPECT_EQ(halt["data"]["params"]["max_failure_rate"], 0.2);
 }
 
-TEST_F(Controller, ARestartFinishesAHaltThatWasCutShort) {
-  fleet(2, 0);
-  auto id = rollout(two_stages());
-  ASSERT_TRUE(act(id, "start"));
-  for (int h = 0; h < 2; ++h) heartbeat(h, offered(h));
-  service_->flush();
-  // A process killed right after persisting "halted": the row is there, the quarantine is not.
-  auto snap = store_->load();
-  ASSERT_TRUE(snap);
-  auto row = snap->rollouts.at(0);
-  row.state = "halted";
-  ASSERT_TRUE(store_->put_rollout(row));
-  open();
+class Restart : public Harness {
+ protected:
+  // A two-host rollout running, then a process killed right after persisting `state` for it:
+  // the row says so, its side effects (quarantine, rollback) never happened. Reopens the service.
+  std::int64_t killed_after_persisting(const char* state) {
+    fleet(2, 0);
+    auto id = rollout(two_stages());
+    EXPECT_TRUE(act(id, "start"));
+    for (int h = 0; h < 2; ++h) heartbeat(h, offered(h));
+    service_->flush();
+    auto snap = store_->load();
+    EXPECT_TRUE(snap);
+    auto row = snap->rollouts.at(0);
+    row.state = state;
+    EXPECT_TRUE(store_->put_rollout(row));
+    open();
+    return id;
+  }
+};
+
+TEST_F(Restart, ARestartFinishesAHaltThatWasCutShort) {
+  auto id = killed_after_persisting("halted");
   auto r = get(id);
   EXPECT_EQ(r["state"], "rolled_back");
   EXPECT_EQ((*service_->get_release("det", version_))["state"], "quarantined");
@@ -619,19 +628,8 @@ TEST_F(Controller, ARestartFinishesAHaltThatWasCutShort) {
   EXPECT_EQ(event_count(), n);
 }
 
-TEST_F(Controller, ARestartFinishesAnAbortThatWasCutShort) {
-  fleet(2, 0);
-  auto id = rollout(two_stages());
-  ASSERT_TRUE(act(id, "start"));
-  for (int h = 0; h < 2; ++h) heartbeat(h, offered(h));
-  service_->flush();
-  // Killed right after persisting "aborted": the release is not quarantined yet.
-  auto snap = store_->load();
-  ASSERT_TRUE(snap);
-  auto row = snap->rollouts.at(0);
-  row.state = "aborted";
-  ASSERT_TRUE(store_->put_rollout(row));
-  open();
+TEST_F(Restart, ARestartFinishesAnAbortThatWasCutShort) {
+  auto id = killed_after_persisting("aborted");
   EXPECT_EQ(get(id)["state"], "aborted");
   EXPECT_EQ((*service_->get_release("det", version_))["state"], "quarantined");
   EXPECT_EQ(poll(0)["known_bad"].size(), 1u);
