@@ -120,7 +120,7 @@ DesiredAnswer Service::Impl::compute_desired(HostIndex i, bool want_body) {
             r->exposed[i] = ex;
             ++r->stages[s].counts.exposed;
             // On the release now: its earlier crashes leave the control cohort's figures.
-            r->control_failed_fleet.erase(i);
+            r->control.exposed(i);
             chosen = &ch.releases[r->version];
             break;
           }
@@ -336,8 +336,7 @@ void Service::Impl::host_signal(HostIndex i, const std::string& channel, std::in
     if (e == r.exposed.end()) {
       // Control cohort: a crash on a host that is not on the release (each host counts once).
       if (kind == proto::ReportKind::Crash && version != r.version) {
-        r.control_failed_fleet.insert(i);
-        r.control_failed_ever.insert(i);
+        r.control.crashed(i, fleet.at(i).ring);
         evaluate(r);
       }
       continue;

@@ -91,6 +91,36 @@ struct Exposure {
 
 inline constexpr std::int64_t kMinControlHosts = 20;
 
+// The control cohort's failures for one rollout: distinct hosts NOT on the release that crashed
+// since the rollout started, counted by the ring each was in when it crashed, so evaluate() reads
+// a count per reached ring instead of walking the hosts on every signal. A host leaves the cohort
+// when it is exposed (the baseline is the hosts not on the release); `ever` keeps every host that
+// crashed while unexposed, the last-resort baseline once (nearly) the whole fleet is on it.
+class ControlFailures {
+ public:
+  void crashed(HostIndex i, int ring) {
+    ever_.insert(i);
+    if (ring_of_.emplace(i, ring).second) ++by_ring_[ring];
+  }
+  void exposed(HostIndex i) {
+    auto it = ring_of_.find(i);
+    if (it == ring_of_.end()) return;
+    --by_ring_[it->second];
+    ring_of_.erase(it);
+  }
+  std::int64_t in_ring(int ring) const {
+    auto it = by_ring_.find(ring);
+    return it == by_ring_.end() ? 0 : it->second;
+  }
+  std::int64_t unexposed() const { return static_cast<std::int64_t>(ring_of_.size()); }
+  std::int64_t ever() const { return static_cast<std::int64_t>(ever_.size()); }
+
+ private:
+  std::unordered_map<HostIndex, int> ring_of_;  // crashed, not on the release: their ring then
+  std::unordered_map<int, std::int64_t> by_ring_;
+  std::unordered_set<HostIndex> ever_;
+};
+
 struct Rollout {
   std::int64_t id = 0;
   std::string channel;
@@ -104,22 +134,16 @@ struct Rollout {
   std::int64_t created = 0, updated = 0;
   std::int64_t first_apply_ms = 0, halted_ms = 0;
   std::string halt_reason;
-  // Control cohort: distinct hosts NOT on the release that crashed since the rollout started; a
-  // host leaves the set when it is exposed (the baseline is the hosts not on the release).
-  // evaluate() counts those of the rings reached so far, or of the whole fleet when the reached
-  // rings leave fewer than kMinControlHosts unexposed hosts (stages at 100 % of their ring).
-  std::unordered_set<HostIndex> control_failed_fleet;
-  // Every host that crashed while not on the release, exposed since or not: the last resort
-  // baseline when the release has reached (nearly) the whole fleet and no control is left.
-  std::unordered_set<HostIndex> control_failed_ever;
+  ControlFailures control;
   std::unordered_map<HostIndex, Exposure> exposed;
   // The earliest time an applied host of this rollout can be found silent: the tick scans the
   // exposed hosts only from then on (heartbeats only push deadlines later; mark_applied pulls
   // this earlier). 0 = scan at the next tick (as after a restart).
   std::int64_t next_silence_scan_ms = 0;
   // The gate failed but the halt could not be persisted yet (store unavailable): no new host is
-  // exposed while the controller retries it on every tick.
+  // exposed, and evaluate() retries the halt (with its evidence) instead of judging again.
   bool halt_pending = false;
+  json halt_evidence;
 };
 
 struct Waiter {

@@ -223,6 +223,12 @@ void Service::Impl::evaluate(Rollout& r) {
   if (r.state != State::Baking && r.state != State::Paused && r.state != State::AwaitingApproval) {
     return;
   }
+  if (r.halt_pending) {
+    // The gate failed once: that stands. Retry the halt it decided, not a new judgement (later
+    // successes must not let a failed stage pass while the store was away).
+    if (halt(r, "gate", r.halt_reason, r.halt_evidence, false)) r.halt_pending = false;
+    return;
+  }
   auto now = clock.now_ms();
   const auto& plan = r.plan[r.stage];
   auto& st = r.stages[r.stage];
@@ -251,15 +257,11 @@ void Service::Impl::evaluate(Rollout& r) {
   // Their crashes since the rollout started, whenever their ring was reached: a ring's hosts are
   // a control group from the start, not only from the stage that reaches the ring.
   cum.control_failed = 0;
-  for (auto i : r.control_failed_fleet) {
-    if (std::find(reached.begin(), reached.end(), fleet.at(i).ring) != reached.end()) {
-      ++cum.control_failed;
-    }
-  }
+  for (int ri : reached) cum.control_failed += r.control.in_ring(ri);
   if (cum.control_hosts < kMinControlHosts) {
     cum.control_hosts =
         std::max<std::int64_t>(0, static_cast<std::int64_t>(fleet.live()) - total_exposed);
-    cum.control_failed = static_cast<std::int64_t>(r.control_failed_fleet.size());
+    cum.control_failed = r.control.unexposed();
   }
   if (cum.control_hosts < kMinControlHosts) {
     // No control cohort is left (the release is on nearly every host): the fleet's failure rate
@@ -267,7 +269,7 @@ void Service::Impl::evaluate(Rollout& r) {
     // longer than the exposed hosts'), never the bare prior, which a busy fleet's background
     // can exceed.
     cum.control_hosts = static_cast<std::int64_t>(fleet.live());
-    cum.control_failed = static_cast<std::int64_t>(r.control_failed_ever.size());
+    cum.control_failed = r.control.ever();
   }
   cum.elapsed_s = r.stages[0].started_ms ? (now - r.stages[0].started_ms) / 1000.0 : 0;
   health::StageCounts cur = st.counts;
@@ -305,6 +307,7 @@ void Service::Impl::evaluate(Rollout& r) {
                      {"params", params_json(plan)}};
     st.state = "failed";
     r.halt_pending = true;
+    r.halt_evidence = evidence;
     if (halt(r, "gate", decision.reason, evidence, false)) r.halt_pending = false;
     return;
   }

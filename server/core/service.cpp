@@ -227,7 +227,7 @@ Status Service::load() {
       }
     }
     ++r.stages[e.stage].counts.exposed;
-    r.control_failed_fleet.erase(i);
+    r.control.exposed(i);
     return r.exposed[i] = e;
   };
   for (auto& [id, r] : m.rollouts) {
