@@ -9,11 +9,15 @@ profile="${1:-test}"
 build_pkgs=(
   build-essential cmake ninja-build ccache pkg-config
   libboost1.81-dev nlohmann-json3-dev libsqlite3-dev libspdlog-dev libsodium-dev
-  libexpected-dev libcli11-dev libssl-dev
+  libexpected-dev libcli11-dev libssl-dev libpq-dev libhowardhinnant-date-dev libsystemd-dev
 )
 test_pkgs=(
   libgtest-dev libgmock-dev json-schema-test-suite python3 curl prometheus
   wrk nginx-light   # bench_smoke runs scripts/bench.sh --quick in the suite
+  openssl testssl.sh haproxy          # TLS tests: certificates made in the test, the scanner, a proxy
+  postgresql-15 libpq-dev             # the PostgreSQL store's tests (initdb into a temp dir)
+  clang libfuzzer-14-dev              # libFuzzer targets (short runs in the suite)
+  lintian                             # the Debian packages' checks
 )
 demo_pkgs=(
   python3   # scripts/scenarios.py (standard library only) drives the demo
