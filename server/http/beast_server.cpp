@@ -48,6 +48,7 @@
 #include <deque>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <unordered_set>
 
@@ -67,6 +68,7 @@ constexpr std::size_t kFileChunk = 256 * 1024;        // bytes per sendfile call
 constexpr int kFileChunksPerTurn = 8;                 // then yield to other sessions
 constexpr std::uint64_t kUploadProgress = 64 * 1024;  // bytes that buy an upload more time
 constexpr std::size_t kUploadReadSize = 64 * 1024;    // read buffer while streaming an upload
+constexpr std::size_t kHeadReadSize = 16 * 1024;      // bytes asked for per read of a head
 constexpr std::int64_t kNever = INT64_MAX;
 constexpr std::int64_t kLingerMs = 2000;  // draining after an error before close
 
@@ -151,6 +153,72 @@ void append_number(std::string& out, std::uint64_t v) {
     v /= 10;
   } while (v);
   out.append(p, static_cast<std::size_t>(buf + sizeof buf - p));
+}
+
+// Trims optional whitespace (SP / HTAB) from both ends.
+std::string_view trim_ows(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  return v;
+}
+
+// Every check of a request head beyond what Beast's parser does, in one place (the fuzz target
+// feeds raw bytes through the session and reaches it). `raw` is the head exactly as received
+// (request line through the empty line); `h` is the parser's reading of it. Returns the 400 to
+// answer, or nullopt when the head may be acted on.
+//  - obs-fold (a field line starting with SP/HTAB): Beast unfolds it silently, and a proxy in
+//    front may not, so the two would disagree on the headers (RFC 9112 5.2 allows a 400).
+//  - Transfer-Encoding: only one final "chunked" coding is framed by us; any other coding, a
+//    coding list, TE with Content-Length or TE on HTTP/1.0 would leave the body's length
+//    ambiguous (request smuggling, RFC 9112 6.1-6.3).
+//  - Host: exactly one on HTTP/1.1, at most one on 1.0 (RFC 9112 3.2).
+std::optional<Error> check_request_head(std::string_view raw, const bhttp::request_header<>& h) {
+  auto bad = [](std::string msg) {
+    return Error{Errc::InvalidArgument, "malformed HTTP request: " + std::move(msg), "bad_request"};
+  };
+  for (auto pos = raw.find('\n'); pos != std::string_view::npos && pos + 1 < raw.size();
+       pos = raw.find('\n', pos + 1)) {
+    if (raw[pos + 1] == ' ' || raw[pos + 1] == '\t') {
+      return bad("obsolete line folding in a header");
+    }
+  }
+  std::size_t hosts = 0, codings = 0, te_fields = 0;
+  bool content_length = false, chunked_only = true;
+  for (const auto& f : h) {
+    switch (f.name()) {
+      case bhttp::field::host:
+        ++hosts;
+        break;
+      case bhttp::field::content_length:
+        content_length = true;
+        break;
+      case bhttp::field::transfer_encoding: {
+        ++te_fields;
+        std::string_view v = f.value();
+        while (true) {
+          auto comma = v.find(',');
+          auto coding = trim_ows(v.substr(0, comma));
+          ++codings;
+          if (!iequals(coding, "chunked")) chunked_only = false;
+          if (comma == std::string_view::npos) break;
+          v.remove_prefix(comma + 1);
+        }
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  if (te_fields > 0) {
+    if (h.version() < 11) return bad("Transfer-Encoding on HTTP/1.0");
+    if (content_length) return bad("both Transfer-Encoding and Content-Length");
+    if (codings != 1 || !chunked_only) {
+      return bad("Transfer-Encoding other than a single \"chunked\" is not supported");
+    }
+  }
+  if (hosts > 1) return bad("more than one Host header");
+  if (hosts == 0 && h.version() >= 11) return bad("HTTP/1.1 request without a Host header");
+  return std::nullopt;
 }
 
 bool bodiless_status(int status) { return status < 200 || status == 204 || status == 304; }
@@ -305,19 +373,47 @@ class Session : public std::enable_shared_from_this<Session> {
     // Admit up to the larger limit here; on_header applies the one for this route.
     parser_->body_limit(std::max<std::uint64_t>(opt().body_limit, opt().upload_limit));
     arm_read();
-    bhttp::async_read_header(
-        socket_, buffer_, *parser_,
-        [self = shared_from_this()](error_code ec, std::size_t) { self->on_header(ec); });
+    parse_head();
   }
 
-  void on_header(error_code ec) {
-    if (ec) return on_read_error(ec);
+  // The head is parsed from our own buffer (not async_read_header) so that the raw bytes are
+  // still there to be checked (check_request_head) before the parser's view is trusted.
+  void parse_head() {
+    if (buffer_.size() > 0) {
+      error_code ec;
+      auto used = parser_->put(buffer_.data(), ec);
+      if (ec != bhttp::error::need_more) {
+        if (ec) return on_read_error(ec);
+        std::string_view raw(static_cast<const char*>(buffer_.data().data()), used);
+        auto bad = check_request_head(raw, parser_->get());
+        buffer_.consume(used);
+        if (bad) return read_failed(*bad);
+        return on_header();
+      }
+    }
+    if (buffer_.size() >= buffer_.max_size()) return on_read_error(bhttp::error::buffer_overflow);
+    auto room = std::min<std::size_t>(buffer_.max_size() - buffer_.size(), kHeadReadSize);
+    socket_.async_read_some(buffer_.prepare(room),
+                            [self = shared_from_this()](error_code ec, std::size_t n) {
+                              self->buffer_.commit(n);
+                              if (ec == net::error::eof) {
+                                ec = self->buffer_.size() == 0 ? bhttp::error::end_of_stream
+                                                               : bhttp::error::partial_message;
+                              }
+                              if (ec) return self->on_read_error(ec);
+                              if (self->streaming_ || self->closed_) return self->abandon_read();
+                              self->parse_head();
+                            });
+  }
+
+  void on_header() {
     if (streaming_ || closed_) return abandon_read();
     auto& h = parser_->get();
-    auto method = to_method(h.method());
-    std::string_view target = h.target();
-    std::string_view path = target.substr(0, target.find('?'));
     if (opt().access_log) started_ = std::chrono::steady_clock::now();
+    head_req_ = Request{};
+    fill(head_req_, h);
+    auto method = head_req_.method;
+    const std::string& path = head_req_.path;
     bool upload = opt().is_upload && opt().is_upload(method, path);
     std::uint64_t limit = upload ? opt().upload_limit : opt().body_limit;
     auto len = parser_->content_length();
@@ -480,13 +576,12 @@ class Session : public std::enable_shared_from_this<Session> {
     if (streaming_ || closed_) return abandon_read();
     reading_ = false;
     read_deadline_.store(kNever, std::memory_order_relaxed);
-    Request req;
+    Request req = std::move(head_req_);
     Slot slot;
     if (upload_parser_) {
       end_upload_buffer();
       auto& m = upload_parser_->get();
       m.body().close();
-      fill(req, m);
       slot.keep_alive = m.keep_alive();
       slot.version = m.version();
       req.body_file = upload_path_;
@@ -495,7 +590,6 @@ class Session : public std::enable_shared_from_this<Session> {
       upload_parser_.reset();
     } else {
       auto m = parser_->release();
-      fill(req, m);
       slot.keep_alive = m.keep_alive();
       slot.version = m.version();
       req.body = std::move(m.body());
@@ -889,6 +983,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   std::optional<bhttp::request_parser<bhttp::file_body>> upload_parser_;
   std::string upload_path_;  // the upload being read
+  Request head_req_;         // the request whose body is being read (filled at its head)
   std::uint64_t upload_credit_ = 0;
   std::chrono::steady_clock::time_point started_{};
   bool reading_ = false;

@@ -7,6 +7,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -335,8 +336,9 @@ TEST_F(UploadTest, ExpectContinueIsAnsweredBeforeTheBodyIsSent) {
   };
   start_uploads(1 << 20);
   RawClient c(port_);
-  ASSERT_TRUE(c.send("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
-                     "Expect: 100-continue\r\n\r\n"));
+  ASSERT_TRUE(
+      c.send("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+             "Expect: 100-continue\r\n\r\n"));
   auto interim = c.read_response();
   ASSERT_TRUE(interim);
   EXPECT_EQ(interim->status, 100);
@@ -673,6 +675,102 @@ TEST_F(HttpTest, MalformedRequestsAre400AndClose) {
   auto bad = c.read_response();
   ASSERT_TRUE(bad);
   EXPECT_EQ(bad->status, 400);
+}
+
+// Request smuggling: a body the server does not frame exactly as the client meant is never read
+// as the next request. Only a single, final "chunked" coding is accepted; everything else is 400
+// and the connection closes without reading further.
+TEST_F(HttpTest, TransferEncodingOtherThanASingleChunkedIs400AndCloses) {
+  std::vector<std::string> seen;
+  std::mutex mu;
+  handler_ = [&](Request& req, Reply reply) {
+    {
+      std::lock_guard lock(mu);
+      seen.push_back(req.path);
+    }
+    reply(Response::json(200, "{}"));
+  };
+  start();
+  const std::string smuggled = "GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n";
+  for (std::string te :
+       {"gzip", "identity", "chunked, identity", "gzip, chunked", "chunked, chunked",
+        "chunked\r\nTransfer-Encoding: chunked", "compress", "chunked;x=1", "CHUNKED, gzip", ""}) {
+    RawClient c(port_);
+    ASSERT_TRUE(c.send("POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: " + te + "\r\n\r\n" +
+                       smuggled));
+    auto r = c.read_response();
+    ASSERT_TRUE(r) << te;
+    EXPECT_EQ(r->status, 400) << te;
+    EXPECT_TRUE(is_json_error(*r, "bad_request")) << te << ": " << r->body;
+    EXPECT_EQ(r->header("connection"), "close") << te;
+    EXPECT_TRUE(c.wait_closed()) << te;
+  }
+  // Transfer-Encoding together with Content-Length, and on HTTP/1.0 (which has no chunked coding).
+  for (std::string head : {"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                           "Transfer-Encoding: chunked\r\n\r\n",
+                           "POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+                           "Content-Length: 5\r\n\r\n",
+                           "POST /x HTTP/1.0\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"}) {
+    RawClient c(port_);
+    ASSERT_TRUE(c.send(head + "0\r\n\r\n" + smuggled));
+    auto r = c.read_response();
+    ASSERT_TRUE(r) << head;
+    EXPECT_EQ(r->status, 400) << head;
+    EXPECT_TRUE(c.wait_closed()) << head;
+  }
+  {
+    std::lock_guard lock(mu);
+    EXPECT_TRUE(seen.empty()) << seen.front();
+  }
+  // A single chunked coding (any case, with spaces) still works.
+  RawClient c(port_);
+  ASSERT_TRUE(
+      c.send("POST /ok HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:  Chunked \r\n\r\n"
+             "5\r\nhello\r\n0\r\n\r\n"));
+  auto r = c.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
+TEST_F(HttpTest, Http11WithoutExactlyOneHostIs400) {
+  start();
+  for (std::string bad : {std::string("GET / HTTP/1.1\r\n\r\n"),
+                          std::string("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+                          std::string("POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi")}) {
+    RawClient c(port_);
+    ASSERT_TRUE(c.send(bad));
+    auto r = c.read_response();
+    ASSERT_TRUE(r) << bad;
+    EXPECT_EQ(r->status, 400) << bad;
+    EXPECT_TRUE(is_json_error(*r, "bad_request")) << r->body;
+    EXPECT_TRUE(c.wait_closed()) << bad;
+  }
+  EXPECT_EQ(requests_.load(), 0);
+  // HTTP/1.0 needs no Host; an empty Host is allowed on 1.1 (RFC 9112 3.2).
+  auto r10 = request_once(port_, "GET /old HTTP/1.0\r\n\r\n");
+  ASSERT_TRUE(r10);
+  EXPECT_EQ(r10->status, 200);
+  auto empty = request_once(port_, "GET /e HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n");
+  ASSERT_TRUE(empty);
+  EXPECT_EQ(empty->status, 200);
+}
+
+TEST_F(HttpTest, ObsoleteLineFoldingIs400) {
+  start();
+  for (std::string bad : {std::string("GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n b\r\n\r\n"),
+                          std::string("GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n\tb\r\n\r\n"),
+                          std::string("GET / HTTP/1.1\r\nHost: t\r\n Host: u\r\n\r\n"),
+                          std::string("POST / HTTP/1.1\r\nHost: t\r\nContent-Length:\r\n 4\r\n\r\n"
+                                      "GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n")}) {
+    RawClient c(port_);
+    ASSERT_TRUE(c.send(bad));
+    auto r = c.read_response();
+    ASSERT_TRUE(r) << bad;
+    EXPECT_EQ(r->status, 400) << bad;
+    EXPECT_TRUE(is_json_error(*r, "bad_request")) << r->body;
+    EXPECT_TRUE(c.wait_closed()) << bad;
+  }
+  EXPECT_EQ(requests_.load(), 0);
 }
 
 TEST_F(HttpTest, ConnectionCloseAndHttp10) {
