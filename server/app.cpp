@@ -81,6 +81,31 @@ struct App::Impl {
   std::unique_ptr<boost::asio::steady_timer> ticker;
   std::atomic<bool> shutting_down{false};  // from the first SIGINT/SIGTERM on: /readyz is 503
 
+  // The credential a route with a body needs, checked on its head before the body is read (so a
+  // stranger cannot make the server read or store anything): host credentials on /v1/agent/*
+  // (enroll carries its token in the body), an API token elsewhere, the release role for blob
+  // uploads. Unrouted requests pass: the router answers them 404/405 after a bounded read.
+  std::optional<http::Response> check_before_body(const http::Request& head) const {
+    const auto* route = router.find(head.method, head.path);
+    if (!route) return std::nullopt;
+    std::string_view pattern = route->pattern;
+    auto auth = head.header("authorization");
+    if (pattern.rfind("/v1/agent/", 0) == 0) {
+      if (pattern == "/v1/agent/enroll") return std::nullopt;
+      auto host = service->authenticate_host(auth);
+      if (!host) return http::Response::error(host.error());
+      return std::nullopt;
+    }
+    auto p = service->authenticate(auth);
+    if (!p) return http::Response::error(p.error());
+    if (pattern == "/v1/blobs" && p->role < core::Role::Release) {
+      return http::Response::error(Error{
+          Errc::PermissionDenied, "uploading blobs needs the release role; token '" + p->name +
+                                      "' has " + std::string(core::to_string(p->role))});
+    }
+    return std::nullopt;
+  }
+
   void schedule_tick() {
     ticker->expires_after(std::chrono::milliseconds(250));
     ticker->async_wait([this](boost::system::error_code ec) {
@@ -127,6 +152,10 @@ Expected<std::uint16_t> App::start() {
   opts.is_upload = [](http::Method method, std::string_view path) {
     return method == http::Method::Post && path == "/v1/blobs";
   };
+  opts.upload_timeout = std::chrono::seconds(m.cfg.upload_timeout_s);
+  opts.upload_min_rate = m.cfg.upload_min_rate;
+  opts.upload_space = m.cfg.upload_space_bytes;
+  opts.before_body = [&m](const http::Request& head) { return m.check_before_body(head); };
   opts.access_log = m.cfg.access_log;
   opts.io_threads = static_cast<unsigned>(m.cfg.threads);  // 1: sessions need no strand
   auto* router = &m.router;

@@ -16,6 +16,19 @@ struct AppConfig {
   std::string listen = "127.0.0.1:8080";
   int threads = 1;
   std::uint64_t upload_limit = 256ull << 20;
+  // Uploads: whole-upload deadline, minimum average rate (bytes/s, 0 = off), and the bytes all
+  // uploads in progress may hold on disk together (503 upload_space_full beyond it).
+  int upload_timeout_s = 600;
+  std::uint64_t upload_min_rate = 16 * 1024;
+  std::uint64_t upload_space_bytes = 1ull << 30;
+  // Connection caps (sized for one long poll per agent): beyond them a new connection is closed
+  // at once and counted.
+  std::size_t max_connections = 20000;
+  std::size_t max_connections_per_ip = 256;
+  // TLS: PEM certificate chain and key (SIGHUP reloads both); a CA whose client certificates
+  // /v1/agent/* then requires. Plain HTTP on a non-loopback address needs allow_plaintext.
+  std::string tls_cert, tls_key, agent_client_ca;
+  bool allow_plaintext = false;
   bool access_log = true;
   std::string web_dir;
   // After SIGINT/SIGTERM: seconds to keep serving with /readyz answering 503 before stopping.

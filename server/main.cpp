@@ -44,6 +44,43 @@ int main(int argc, char** argv) {
   cli.add_option("--upload-limit", cfg.upload_limit, "Largest blob upload, bytes")
       ->envname("RINGFENCE_UPLOAD_LIMIT")
       ->capture_default_str();
+  cli.add_option("--upload-timeout-s", cfg.upload_timeout_s,
+                 "Longest a blob upload may take; its connection is closed then")
+      ->envname("RINGFENCE_UPLOAD_TIMEOUT_S")
+      ->check(CLI::Range(1, 86400))
+      ->capture_default_str();
+  cli.add_option("--upload-min-rate", cfg.upload_min_rate,
+                 "Slowest average upload rate, bytes/s, after 10 s (0 = off); slower is 408")
+      ->envname("RINGFENCE_UPLOAD_MIN_RATE")
+      ->capture_default_str();
+  cli.add_option("--upload-space-bytes", cfg.upload_space_bytes,
+                 "Bytes all uploads in progress may hold on disk together; beyond it 503")
+      ->envname("RINGFENCE_UPLOAD_SPACE_BYTES")
+      ->capture_default_str();
+  cli.add_option("--max-connections", cfg.max_connections,
+                 "Open connections in total (each agent holds one long poll); more are closed")
+      ->envname("RINGFENCE_MAX_CONNECTIONS")
+      ->check(CLI::Range(1, 10'000'000))
+      ->capture_default_str();
+  cli.add_option("--max-connections-per-ip", cfg.max_connections_per_ip,
+                 "Open connections per peer address (a NAT or proxy counts as one)")
+      ->envname("RINGFENCE_MAX_CONNECTIONS_PER_IP")
+      ->check(CLI::Range(1, 10'000'000))
+      ->capture_default_str();
+  auto* tls_cert = cli.add_option("--tls-cert", cfg.tls_cert,
+                                  "TLS certificate chain, PEM (server first); SIGHUP reloads it")
+                       ->envname("RINGFENCE_TLS_CERT");
+  auto* tls_key = cli.add_option("--tls-key", cfg.tls_key, "TLS private key, PEM")
+                      ->envname("RINGFENCE_TLS_KEY");
+  tls_cert->needs(tls_key);
+  tls_key->needs(tls_cert);
+  cli.add_option("--agent-client-ca", cfg.agent_client_ca,
+                 "CA (PEM) whose client certificates /v1/agent/* requires (needs --tls-cert)")
+      ->envname("RINGFENCE_AGENT_CLIENT_CA")
+      ->needs(tls_cert);
+  cli.add_flag("--allow-plaintext", cfg.allow_plaintext,
+               "Allow plain HTTP on a non-loopback address (behind a TLS-terminating proxy)")
+      ->envname("RINGFENCE_ALLOW_PLAINTEXT");
   auto* web_dir = cli.add_option("--web-dir", cfg.web_dir,
                                  "Dashboard static files (default: " + std::string(kDefaultWebDir) +
                                      " when it exists; \"\" serves no dashboard)")

@@ -21,6 +21,7 @@
 #include <spdlog/fmt/fmt.h>
 #include <spdlog/spdlog.h>
 #include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -50,6 +51,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "server/http/server.hpp"
@@ -70,7 +72,9 @@ constexpr std::uint64_t kUploadProgress = 64 * 1024;  // bytes that buy an uploa
 constexpr std::size_t kUploadReadSize = 64 * 1024;    // read buffer while streaming an upload
 constexpr std::size_t kHeadReadSize = 16 * 1024;      // bytes asked for per read of a head
 constexpr std::int64_t kNever = INT64_MAX;
-constexpr std::int64_t kLingerMs = 2000;  // draining after an error before close
+constexpr std::int64_t kLingerMs = 2000;          // draining after an error before close
+constexpr std::int64_t kAcceptLogEvery = 10'000;  // ms between accept-error lines
+constexpr std::int64_t kAcceptBackoffMin = 10, kAcceptBackoffMax = 1000;  // ms
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -224,6 +228,15 @@ std::optional<Error> check_request_head(std::string_view raw, const bhttp::reque
 bool bodiless_status(int status) { return status < 200 || status == 204 || status == 304; }
 
 class Session;
+
+// HttpStats as relaxed atomics, bumped from every session.
+struct AtomicStats {
+  using C = std::atomic<std::uint64_t>;
+  C connections_accepted{0}, connections_rejected_limit{0}, connections_rejected_per_ip{0},
+      accept_errors{0}, bad_requests{0}, timeouts{0}, refused_before_body{0}, uploads_space_full{0},
+      uploads_too_slow{0}, uploads_timed_out{0}, uploads_disk_full{0}, tls_handshakes{0},
+      tls_handshake_failures{0}, tls_handshake_timeouts{0}, tls_reloads{0}, tls_reload_failures{0};
+};
 }  // namespace
 
 struct HttpServer::Impl {
@@ -237,10 +250,19 @@ struct HttpServer::Impl {
   std::atomic<std::size_t> open{0};
   std::atomic<bool> stopping{false};
   std::atomic<std::uint64_t> upload_seq{0};
+  std::atomic<std::uint64_t> upload_space_used{0};
+  AtomicStats stats;
   std::uint64_t upload_salt = 0;
   std::string upload_dir;
   std::mutex mu;
   std::unordered_set<Session*> sessions;  // guarded by mu; a Session removes itself when destroyed
+  std::unordered_map<net::ip::address, std::size_t> per_ip;  // guarded by mu; open per peer
+  // Accept errors (out of fds, ...) back off on this timer instead of spinning; one log line per
+  // kAcceptLogEvery says how many there were. Control executor only.
+  std::optional<net::steady_timer> accept_timer;
+  std::int64_t accept_backoff_ms = 0;
+  std::int64_t accept_logged_at = INT64_MIN / 2;
+  std::uint64_t accept_errors_unlogged = 0;
   std::weak_ptr<Impl> self;
 
   Impl(net::io_context& i, ServerOptions o, Handler h)
@@ -257,6 +279,8 @@ struct HttpServer::Impl {
     sweep_every_ms = std::clamp<std::int64_t>(ms(shortest) / 4, 50, 1000);
   }
   void accept();
+  void on_accept_error(const error_code& ec);
+  void admit(tcp::socket socket, const std::shared_ptr<Impl>& me);
   void sweep();
   void schedule_sweep();
 };
@@ -265,9 +289,9 @@ namespace {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, std::shared_ptr<HttpServer::Impl> srv)
-      : socket_(std::move(socket)), srv_(std::move(srv)) {
-    ++srv_->open;
+  // The caller (Impl::admit) has counted the connection in open and per_ip.
+  Session(tcp::socket socket, std::shared_ptr<HttpServer::Impl> srv, net::ip::address peer)
+      : socket_(std::move(socket)), srv_(std::move(srv)), peer_(std::move(peer)) {
     buffer_.max_size(read_buffer_size());
   }
 
@@ -275,11 +299,15 @@ class Session : public std::enable_shared_from_this<Session> {
     {
       std::lock_guard lock(srv_->mu);
       srv_->sessions.erase(this);
+      auto it = srv_->per_ip.find(peer_);
+      if (it != srv_->per_ip.end() && --it->second == 0) srv_->per_ip.erase(it);
     }
     --srv_->open;
-    upload_parser_.reset();  // closes the file before it is removed
-    remove_file(upload_path_);
-    for (auto& s : queue_) remove_file(s.upload_path);
+    drop_upload();
+    for (auto& s : queue_) {
+      remove_file(s.upload_path);
+      release_upload_space(s.upload_reserved);
+    }
   }
 
   Session(const Session&) = delete;
@@ -288,7 +316,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // Called once, right after construction, before any other thread can see the session.
   void start() {
     error_code ec;
-    remote_ = socket_.remote_endpoint(ec).address().to_string();
+    remote_ = peer_.to_string();
     socket_.set_option(tcp::no_delay(true), ec);
     socket_.native_non_blocking(true, ec);
     {
@@ -315,6 +343,7 @@ class Session : public std::enable_shared_from_this<Session> {
         return;
       }
       spdlog::debug("{}: connection timed out", self->remote_);
+      self->srv_->stats.timeouts.fetch_add(1, std::memory_order_relaxed);
       self->close();
     });
   }
@@ -334,7 +363,8 @@ class Session : public std::enable_shared_from_this<Session> {
     bool linger = false;  // an error reply: drain what the client still sends before closing
     unsigned version = 11;
     Response resp;
-    std::string upload_path;  // removed after the reply unless the handler adopted it
+    std::string upload_path;            // removed after the reply unless the handler adopted it
+    std::uint64_t upload_reserved = 0;  // upload space held until upload_path is gone
     Method method = Method::Get;
     std::string log_path;
     std::chrono::steady_clock::time_point started{};
@@ -356,8 +386,9 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void arm_read() {
-    read_deadline_.store(queue_.empty() ? now_ms() + ms(opt().read_timeout) : kNever,
-                         std::memory_order_relaxed);
+    auto d = queue_.empty() ? now_ms() + ms(opt().read_timeout) : kNever;
+    if (upload_parser_) d = std::min(d, upload_deadline_);  // progress never buys past it
+    read_deadline_.store(d, std::memory_order_relaxed);
   }
   void arm_write() {
     write_deadline_.store(now_ms() + ms(opt().write_timeout), std::memory_order_relaxed);
@@ -414,12 +445,24 @@ class Session : public std::enable_shared_from_this<Session> {
     fill(head_req_, h);
     auto method = head_req_.method;
     const std::string& path = head_req_.path;
+    if (!parser_->is_done() && opt().before_body) {
+      // Authentication and the like, before a byte of the body is read or stored.
+      auto refusal = opt().before_body(head_req_);
+      if (refusal) {
+        srv_->stats.refused_before_body.fetch_add(1, std::memory_order_relaxed);
+        return read_refused(std::move(*refusal));
+      }
+    }
     bool upload = opt().is_upload && opt().is_upload(method, path);
     std::uint64_t limit = upload ? opt().upload_limit : opt().body_limit;
     auto len = parser_->content_length();
     if (len && *len > limit) {
       return read_failed(Error{Errc::PayloadTooLarge,
                                "request body is larger than " + std::to_string(limit) + " bytes"});
+    }
+    if (upload && !parser_->is_done()) {
+      upload_announced_ = len.has_value();
+      if (!reserve_upload(len.value_or(0))) return upload_space_full();
     }
     bool expect_continue = iequals(h[bhttp::field::expect], "100-continue");
     if (upload) {
@@ -432,11 +475,13 @@ class Session : public std::enable_shared_from_this<Session> {
       upload_parser_->get().body().open(upload_path_.c_str(), beast::file_mode::write_new, fec);
       if (fec) {
         spdlog::error("cannot create upload file {}: {}", upload_path_, fec.message());
-        upload_parser_.reset();
-        upload_path_.clear();
+        if (disk_full(fec)) return read_failed(insufficient_storage(), 507);
         return read_failed(Error{Errc::Unavailable, "cannot store the upload"});
       }
       upload_credit_ = 0;
+      upload_bytes_ = 0;
+      upload_started_ = now_ms();
+      upload_deadline_ = upload_started_ + ms(opt().upload_timeout);
       buffer_.max_size(std::max<std::size_t>(read_buffer_size(), kUploadReadSize));
     } else {
       parser_->body_limit(limit);
@@ -481,7 +526,39 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_upload_some(error_code ec, std::size_t n) {
     if (ec) {
       end_upload_buffer();
+      if (disk_full(ec)) {
+        spdlog::error("upload to {} failed: {}", upload_path_, ec.message());
+        srv_->stats.uploads_disk_full.fetch_add(1, std::memory_order_relaxed);
+        return read_failed(insufficient_storage(), 507);
+      }
       return on_read_error(ec);
+    }
+    upload_bytes_ += n;
+    if (!upload_announced_ && upload_bytes_ > upload_reserved_ &&
+        !reserve_upload(upload_bytes_ - upload_reserved_)) {
+      end_upload_buffer();
+      return upload_space_full();
+    }
+    auto now = now_ms();
+    auto elapsed = now - upload_started_;
+    if (now >= upload_deadline_) {
+      end_upload_buffer();
+      srv_->stats.uploads_timed_out.fetch_add(1, std::memory_order_relaxed);
+      return read_failed(Error{Errc::InvalidArgument,
+                               "the upload took longer than " +
+                                   std::to_string(opt().upload_timeout.count()) + " s",
+                               "upload_timeout"},
+                         408);
+    }
+    if (opt().upload_min_rate > 0 && elapsed >= ms(opt().upload_rate_grace) &&
+        upload_bytes_ * 1000 < opt().upload_min_rate * static_cast<std::uint64_t>(elapsed)) {
+      end_upload_buffer();
+      srv_->stats.uploads_too_slow.fetch_add(1, std::memory_order_relaxed);
+      return read_failed(
+          Error{Errc::InvalidArgument,
+                "the upload is slower than " + std::to_string(opt().upload_min_rate) + " bytes/s",
+                "upload_too_slow"},
+          408);
     }
     upload_credit_ += n;
     if (upload_credit_ >= kUploadProgress) {
@@ -499,11 +576,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void on_read_error(error_code ec) {
     reading_ = false;
-    if (upload_parser_) {
-      upload_parser_.reset();
-      remove_file(upload_path_);
-      upload_path_.clear();
-    }
+    drop_upload();
     parser_.reset();
     if (closed_) return;
     if (streaming_) return close();
@@ -537,21 +610,25 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // The request cannot be read: queue an error reply in order, then stop reading and close.
   void read_failed(const Error& e, int status = 0) {
+    if (e.errc == Errc::InvalidArgument && status != 408) {
+      srv_->stats.bad_requests.fetch_add(1, std::memory_order_relaxed);
+    }
+    auto resp = Response::error(e);
+    if (status) resp.status = status;
+    read_refused(std::move(resp));
+  }
+
+  void read_refused(Response resp) {
     reading_ = false;
     no_more_reads_ = true;
     parser_.reset();
-    if (upload_parser_) {
-      upload_parser_.reset();
-      remove_file(upload_path_);
-      upload_path_.clear();
-    }
+    drop_upload();
     read_deadline_.store(kNever, std::memory_order_relaxed);
     Slot s;
     s.id = next_id_++;
     s.keep_alive = false;
     s.linger = true;
-    s.resp = Response::error(e);
-    if (status) s.resp.status = status;
+    s.resp = std::move(resp);
     s.ready = true;
     s.log_path = "-";
     s.method = Method::Other;
@@ -560,15 +637,52 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!writing_) write_front();
   }
 
+  // The upload being read is abandoned: its file removed, its space given back.
+  void drop_upload() {
+    upload_parser_.reset();  // closes the file before it is removed
+    remove_file(upload_path_);
+    upload_path_.clear();
+    release_upload_space(upload_reserved_);
+  }
+
+  // Takes n bytes of the server-wide upload space for the upload being read; false when they do
+  // not fit (nothing taken then).
+  bool reserve_upload(std::uint64_t n) {
+    auto& used = srv_->upload_space_used;
+    auto cur = used.load(std::memory_order_relaxed);
+    do {
+      if (cur + n > opt().upload_space || cur + n < cur) return false;
+    } while (!used.compare_exchange_weak(cur, cur + n, std::memory_order_relaxed));
+    upload_reserved_ += n;
+    return true;
+  }
+
+  void release_upload_space(std::uint64_t& reserved) {
+    if (reserved) srv_->upload_space_used.fetch_sub(reserved, std::memory_order_relaxed);
+    reserved = 0;
+  }
+
+  void upload_space_full() {
+    srv_->stats.uploads_space_full.fetch_add(1, std::memory_order_relaxed);
+    read_failed(Error{Errc::Unavailable, "too many uploads in progress; try again later",
+                      "upload_space_full"});
+  }
+
+  static bool disk_full(const error_code& ec) {
+    return ec.category() == boost::system::system_category() &&
+           (ec.value() == ENOSPC || ec.value() == EDQUOT);
+  }
+
+  static Error insufficient_storage() {
+    return Error{Errc::Unavailable, "the server has no room to store the upload",
+                 "insufficient_storage"};
+  }
+
   // A read that completes after the connection turned into an event stream (or closed).
   void abandon_read() {
     reading_ = false;
     parser_.reset();
-    if (upload_parser_) {
-      upload_parser_.reset();
-      remove_file(upload_path_);
-      upload_path_.clear();
-    }
+    drop_upload();
     if (streaming_ && !closed_) discard_reads();
   }
 
@@ -587,6 +701,8 @@ class Session : public std::enable_shared_from_this<Session> {
       req.body_file = upload_path_;
       slot.upload_path = std::move(upload_path_);
       upload_path_.clear();
+      slot.upload_reserved = upload_reserved_;
+      upload_reserved_ = 0;
       upload_parser_.reset();
     } else {
       auto m = parser_->release();
@@ -734,6 +850,7 @@ class Session : public std::enable_shared_from_this<Session> {
     log_access(s);
     bool keep_alive = s.keep_alive, linger = s.linger;
     remove_file(s.upload_path);  // still there: the handler did not adopt it
+    release_upload_space(s.upload_reserved);
     queue_.pop_front();
     body_ = std::string();
     if (head_.capacity() > 4096) std::string().swap(head_);
@@ -977,6 +1094,7 @@ class Session : public std::enable_shared_from_this<Session> {
   tcp::socket socket_;
   beast::flat_buffer buffer_;
   std::shared_ptr<HttpServer::Impl> srv_;
+  net::ip::address peer_;
   std::string remote_;
 
   // Reading (strand only).
@@ -985,6 +1103,10 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string upload_path_;  // the upload being read
   Request head_req_;         // the request whose body is being read (filled at its head)
   std::uint64_t upload_credit_ = 0;
+  std::uint64_t upload_bytes_ = 0;     // body bytes of the upload read so far
+  std::uint64_t upload_reserved_ = 0;  // its share of the server's upload space
+  bool upload_announced_ = false;      // Content-Length known (reserved up front)
+  std::int64_t upload_started_ = 0, upload_deadline_ = kNever;
   std::chrono::steady_clock::time_point started_{};
   bool reading_ = false;
   bool no_more_reads_ = false;  // Connection: close, an error, EOF, or stop()
@@ -1019,13 +1141,13 @@ void HttpServer::Impl::accept() {
   if (!me || !acceptor) return;
   auto on_accept = [this, me](error_code ec, tcp::socket socket) {
     if (stopping) return;
-    if (!ec) {
-      std::make_shared<Session>(std::move(socket), me)->start();
-    } else if (ec == net::error::operation_aborted || ec == net::error::bad_descriptor) {
-      return;
-    } else {
-      spdlog::warn("accept failed: {}", ec.message());  // e.g. out of file descriptors
+    if (ec == net::error::operation_aborted || ec == net::error::bad_descriptor) return;
+    if (ec && ec != net::error::connection_aborted && ec != net::error::try_again &&
+        ec != net::error::interrupted) {
+      return on_accept_error(ec);
     }
+    accept_backoff_ms = 0;
+    if (!ec) admit(std::move(socket), me);
     accept();
   };
   if (opt.io_threads == 1) {
@@ -1033,6 +1155,59 @@ void HttpServer::Impl::accept() {
   } else {
     acceptor->async_accept(net::make_strand(io), std::move(on_accept));
   }
+}
+
+// Out of file descriptors (EMFILE/ENFILE), memory or buffers: accepting again at once fails again
+// at once (the pending connection stays queued), which would spin a core and flood the log. Wait,
+// doubling up to a second, and log once per interval with the count.
+void HttpServer::Impl::on_accept_error(const error_code& ec) {
+  stats.accept_errors.fetch_add(1, std::memory_order_relaxed);
+  ++accept_errors_unlogged;
+  auto now = now_ms();
+  if (now - accept_logged_at >= kAcceptLogEvery) {
+    spdlog::warn("accept failed {} time(s) in the last {} s: {}; backing off",
+                 accept_errors_unlogged, kAcceptLogEvery / 1000, ec.message());
+    accept_logged_at = now;
+    accept_errors_unlogged = 0;
+  }
+  accept_backoff_ms =
+      std::clamp<std::int64_t>(accept_backoff_ms * 2, kAcceptBackoffMin, kAcceptBackoffMax);
+  if (!accept_timer) accept_timer.emplace(control);
+  accept_timer->expires_after(std::chrono::milliseconds(accept_backoff_ms));
+  accept_timer->async_wait([me = self.lock()](error_code tec) {
+    if (!me || tec || me->stopping) return;
+    me->accept();
+  });
+}
+
+void HttpServer::Impl::admit(tcp::socket socket, const std::shared_ptr<Impl>& me) {
+  error_code ec;
+  auto peer = socket.remote_endpoint(ec).address();
+  if (ec) return;  // already gone
+  bool over_total = open.load(std::memory_order_relaxed) >= opt.max_connections;
+  bool over_peer = false;
+  if (!over_total) {
+    std::lock_guard lock(mu);
+    auto& n = per_ip[peer];
+    over_peer = n >= opt.max_connections_per_ip;
+    if (!over_peer) ++n;
+  }
+  if (over_total || over_peer) {
+    (over_total ? stats.connections_rejected_limit : stats.connections_rejected_per_ip)
+        .fetch_add(1, std::memory_order_relaxed);
+    // Best effort, never blocking: the client learns why instead of seeing a bare close.
+    static constexpr std::string_view kBusy =
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        "Retry-After: 5\r\nConnection: close\r\nContent-Length: 79\r\n\r\n"
+        "{\"error\":{\"code\":\"too_many_connections\",\"message\":\"too many open connections\"}}";
+    (void)!::send(socket.native_handle(), kBusy.data(), kBusy.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    socket.shutdown(tcp::socket::shutdown_both, ec);
+    socket.close(ec);
+    return;
+  }
+  ++open;
+  stats.connections_accepted.fetch_add(1, std::memory_order_relaxed);
+  std::make_shared<Session>(std::move(socket), me, std::move(peer))->start();
 }
 
 void HttpServer::Impl::schedule_sweep() {
@@ -1113,6 +1288,7 @@ void HttpServer::stop() {
   net::post(impl->control, [impl] {
     error_code ec;
     if (impl->acceptor) impl->acceptor->close(ec);
+    if (impl->accept_timer) impl->accept_timer->cancel();
     if (impl->sweeper) impl->sweeper->cancel();  // re-runs it at the stopping pace
   });
   std::vector<std::shared_ptr<Session>> live;
@@ -1126,5 +1302,31 @@ void HttpServer::stop() {
 }
 
 std::size_t HttpServer::connections() const noexcept { return impl_ ? impl_->open.load() : 0; }
+
+HttpStats HttpServer::stats() const noexcept {
+  HttpStats out;
+  if (!impl_) return out;
+  const auto& a = impl_->stats;
+  auto get = [](const std::atomic<std::uint64_t>& c) { return c.load(std::memory_order_relaxed); };
+  out.connections_open = impl_->open.load(std::memory_order_relaxed);
+  out.connections_accepted = get(a.connections_accepted);
+  out.connections_rejected_limit = get(a.connections_rejected_limit);
+  out.connections_rejected_per_ip = get(a.connections_rejected_per_ip);
+  out.accept_errors = get(a.accept_errors);
+  out.bad_requests = get(a.bad_requests);
+  out.timeouts = get(a.timeouts);
+  out.refused_before_body = get(a.refused_before_body);
+  out.uploads_space_full = get(a.uploads_space_full);
+  out.uploads_too_slow = get(a.uploads_too_slow);
+  out.uploads_timed_out = get(a.uploads_timed_out);
+  out.uploads_disk_full = get(a.uploads_disk_full);
+  out.upload_space_used_bytes = impl_->upload_space_used.load(std::memory_order_relaxed);
+  out.tls_handshakes = get(a.tls_handshakes);
+  out.tls_handshake_failures = get(a.tls_handshake_failures);
+  out.tls_handshake_timeouts = get(a.tls_handshake_timeouts);
+  out.tls_reloads = get(a.tls_reloads);
+  out.tls_reload_failures = get(a.tls_reload_failures);
+  return out;
+}
 
 }  // namespace ringfence::server::http

@@ -19,6 +19,28 @@ std::vector<std::string> split(std::string_view path) {
 }
 }  // namespace
 
+namespace {
+bool matches(const std::vector<std::string>& pattern, const std::vector<std::string>& segs) {
+  if (pattern.size() != segs.size()) return false;
+  for (size_t i = 0; i < segs.size(); ++i) {
+    const auto& p = pattern[i];
+    bool param = p.size() >= 2 && p.front() == '{' && p.back() == '}';
+    if (!param && p != segs[i]) return false;
+    if (param && segs[i].empty()) return false;
+  }
+  return true;
+}
+}  // namespace
+
+const Router::Route* Router::find(Method method, std::string_view path) const {
+  auto segs = split(path);
+  for (const auto& r : routes_) {
+    bool head_as_get = method == Method::Head && r.method == Method::Get;
+    if ((r.method == method || head_as_get) && matches(r.segments, segs)) return &r;
+  }
+  return nullptr;
+}
+
 void Router::add(Method method, std::string_view pattern, Handler handler) {
   routes_.push_back(Route{method, std::string(pattern), split(pattern), std::move(handler)});
 }
@@ -33,15 +55,7 @@ void Router::dispatch(Request& req,
   const Route* path_match = nullptr;
   std::string allow;
   for (const auto& r : routes_) {
-    if (r.segments.size() != segs.size()) continue;
-    bool match = true;
-    for (size_t i = 0; i < segs.size() && match; ++i) {
-      const auto& p = r.segments[i];
-      bool param = p.size() >= 2 && p.front() == '{' && p.back() == '}';
-      if (!param && p != segs[i]) match = false;
-      if (param && segs[i].empty()) match = false;
-    }
-    if (!match) continue;
+    if (!matches(r.segments, segs)) continue;
     if (!path_match) path_match = &r;
     bool head_as_get = req.method == Method::Head && r.method == Method::Get;
     if (r.method != req.method && !head_as_get) {

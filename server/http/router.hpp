@@ -27,6 +27,11 @@ class Router {
   // per-route accounting has one entry per pattern whatever paths clients send.
   void dispatch(Request& req, const std::function<Reply(std::string_view route)>& make_reply) const;
 
+  struct Route;
+  // The route a request with this method and path would be dispatched to (HEAD finds GET), or
+  // nullptr when dispatch would answer 404/405. Any thread once routes are added.
+  const Route* find(Method method, std::string_view path) const;
+
   struct Route {
     Method method;
     std::string pattern;

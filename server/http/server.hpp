@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -23,21 +24,64 @@ class io_context;
 namespace ringfence::server::http {
 
 struct ServerOptions {
-  std::size_t header_limit = 8 * 1024;            // 431/400 above it
-  std::size_t body_limit = 1024 * 1024;           // JSON bodies; 413 above it
-  std::uint64_t upload_limit = 256ull << 20;      // streamed uploads; 413 above it
-  std::string upload_dir;                         // where streamed uploads are written
+  std::size_t header_limit = 8 * 1024;        // 431/400 above it
+  std::size_t body_limit = 1024 * 1024;       // JSON bodies; 413 above it
+  std::uint64_t upload_limit = 256ull << 20;  // streamed uploads; 413 above it
+  std::string upload_dir;                     // where streamed uploads are written
   // True for requests whose body is streamed to a file in upload_dir (e.g. POST /v1/blobs).
   std::function<bool(Method, std::string_view path)> is_upload;
-  std::chrono::seconds read_timeout{30};          // idle keep-alive / slow header or body
+  // Called once a request's head is parsed and it announces a body (Content-Length > 0 or
+  // chunked), before any byte of the body is read or stored: authentication belongs here, so a
+  // stranger cannot fill the disk or hold memory. Returning a Response answers the request with
+  // it and closes the connection without reading the body; nullopt lets the body be read. Runs
+  // on the session's I/O thread (several at once with several io threads); must not block.
+  std::function<std::optional<Response>(const Request& head)> before_body;
+  // Uploads (is_upload): a whole-upload deadline (the connection is closed when it passes) and a
+  // minimum average rate after a grace period (408 upload_too_slow); 0 turns the rate check off.
+  std::chrono::seconds upload_timeout{600};
+  std::uint64_t upload_min_rate = 16 * 1024;  // bytes/s
+  std::chrono::seconds upload_rate_grace{10};
+  // Bytes that all uploads in progress (and their files awaiting the handler) may hold in
+  // upload_dir together: an announced length is reserved at the head, a chunked upload as it
+  // arrives; an upload that does not fit is 503 upload_space_full with Retry-After.
+  std::uint64_t upload_space = 1ull << 30;
+  std::chrono::seconds read_timeout{30};  // idle keep-alive / slow header or body
   std::chrono::seconds write_timeout{30};
-  std::size_t max_pipelined = 16;                 // queued responses per connection
-  bool access_log = true;                         // one spdlog line per request
-  std::string server_header = "ringfence";        // empty: no Server header
-  bool date_header = true;                        // a Date header, formatted once per second
+  std::size_t max_pipelined = 16;  // queued responses per connection
+  // Open connections in total and per peer address. Every agent holds one long poll, so the total
+  // is sized for a fleet per server (raise the process's fd limit to match); the per-address cap
+  // stops one client from taking them all, while leaving room for a NAT or a proxy in front. A
+  // connection over either cap is answered 503 (plain HTTP) or closed (TLS) at once, and counted.
+  std::size_t max_connections = 20000;
+  std::size_t max_connections_per_ip = 256;
+  bool access_log = true;                   // one spdlog line per request
+  std::string server_header = "ringfence";  // empty: no Server header
+  bool date_header = true;                  // a Date header, formatted once per second
   // How many threads run the io_context. 1 lets sessions skip their strand (cheaper); 0 means
   // unknown and is treated as "several".
   unsigned io_threads = 0;
+};
+
+// What the transport refused or cut, for /metrics. Counters only grow; gauges say "now".
+struct HttpStats {
+  std::uint64_t connections_open = 0;  // gauge
+  std::uint64_t connections_accepted = 0;
+  std::uint64_t connections_rejected_limit = 0;   // over max_connections
+  std::uint64_t connections_rejected_per_ip = 0;  // over max_connections_per_ip
+  std::uint64_t accept_errors = 0;                // accept() failed (EMFILE, ENFILE, ...)
+  std::uint64_t bad_requests = 0;                 // heads answered 400/431 by the transport
+  std::uint64_t timeouts = 0;                     // connections closed by a read/write deadline
+  std::uint64_t refused_before_body = 0;          // answered by before_body
+  std::uint64_t uploads_space_full = 0;
+  std::uint64_t uploads_too_slow = 0;
+  std::uint64_t uploads_timed_out = 0;
+  std::uint64_t uploads_disk_full = 0;        // ENOSPC/EDQUOT while writing: 507
+  std::uint64_t upload_space_used_bytes = 0;  // gauge
+  std::uint64_t tls_handshakes = 0;           // completed
+  std::uint64_t tls_handshake_failures = 0;   // bad or plain-HTTP clients, wrong versions
+  std::uint64_t tls_handshake_timeouts = 0;
+  std::uint64_t tls_reloads = 0;
+  std::uint64_t tls_reload_failures = 0;
 };
 
 class HttpServer {
@@ -56,6 +100,9 @@ class HttpServer {
   void stop();
   // Number of open connections (for /metrics).
   std::size_t connections() const noexcept;
+  // A snapshot of the counters (relaxed atomics: each figure is exact, the set is not one
+  // instant). Any thread.
+  HttpStats stats() const noexcept;
 
   struct Impl;  // defined in beast_server.cpp
 

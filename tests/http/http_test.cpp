@@ -1,6 +1,11 @@
 // The HTTP transport against a real server on port 0 (io_context on a background thread), driven
 // over raw TCP sockets by tests/http/http_client.hpp.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
@@ -277,7 +282,8 @@ TEST_F(HttpTest, BodyTooLargeIs413WithJsonError) {
 
 class UploadTest : public HttpTest {
  protected:
-  void start_uploads(std::uint64_t limit) {
+  void start_uploads(std::uint64_t limit,
+                     const std::function<void(ServerOptions&)>& tweak = nullptr) {
     auto o = base_options();
     o.upload_dir = dir_.path() + "/uploads";
     std::filesystem::create_directories(o.upload_dir);
@@ -285,6 +291,7 @@ class UploadTest : public HttpTest {
     o.is_upload = [](Method m, std::string_view path) {
       return m == Method::Post && path == "/upload";
     };
+    if (tweak) tweak(o);
     start(o);
   }
   TempDir dir_;
@@ -380,6 +387,219 @@ TEST_F(UploadTest, AClientLeavingMidUploadLeavesNoFile) {
   }
   EXPECT_TRUE(eventually([&] { return files_in(dir_.path() + "/uploads") == 0; }));
   EXPECT_TRUE(eventually([&] { return server_->connections() == 0; }));
+}
+
+// The pre-body hook answers before a byte of the body is read or stored.
+TEST_F(UploadTest, BeforeBodyRefusesWithoutReadingOrStoringTheBody) {
+  std::atomic<int> hook_calls{0};
+  std::string seen_auth;
+  start_uploads(256 << 20, [&](ServerOptions& o) {
+    o.before_body = [&](const Request& head) -> std::optional<Response> {
+      ++hook_calls;
+      seen_auth = std::string(head.header("authorization"));
+      if (head.header("authorization") != "Bearer good") {
+        return Response::error(Error{Errc::Unauthenticated, "no"});
+      }
+      return std::nullopt;
+    };
+  });
+  {  // 200 MB announced; the client sends a first piece and then waits for the answer
+    RawClient c(port_);
+    ASSERT_TRUE(
+        c.send("POST /upload HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer bad\r\n"
+               "Content-Length: 200000000\r\n\r\n" +
+               std::string(64 * 1024, 'x')));
+    auto r = c.read_response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 401);
+    EXPECT_TRUE(is_json_error(*r, "unauthenticated")) << r->body;
+    EXPECT_EQ(r->header("connection"), "close");
+    EXPECT_EQ(files_in(dir_.path() + "/uploads"), 0u);
+    EXPECT_TRUE(c.wait_closed());
+  }
+  {  // Expect: 100-continue gets the refusal instead of the 100
+    RawClient c(port_);
+    ASSERT_TRUE(
+        c.send("POST /upload HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+               "Content-Length: 5000\r\n\r\n"));
+    auto r = c.read_response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 401);
+  }
+  {  // a JSON route's body is refused the same way
+    auto r = request_once(port_, post("/json", "{\"a\":1}"));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 401);
+  }
+  EXPECT_EQ(hook_calls.load(), 3);
+  EXPECT_EQ(requests_.load(), 0);
+  {  // allowed: the body is read and the handler runs; a body-less GET does not call the hook
+    auto r = request_once(port_, post("/upload", "abc", "Authorization: Bearer good\r\n"));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(seen_auth, "Bearer good");
+    auto g = request_once(port_, get("/x"));
+    ASSERT_TRUE(g);
+    EXPECT_EQ(g->status, 200);
+  }
+  EXPECT_EQ(hook_calls.load(), 4);
+  EXPECT_EQ(requests_.load(), 2);
+  EXPECT_TRUE(eventually([&] { return files_in(dir_.path() + "/uploads") == 0; }));
+}
+
+// A slow upload cannot keep its temp file forever: below the minimum rate it is answered 408;
+// past the whole-upload deadline the connection is closed. Either way the file goes.
+TEST_F(UploadTest, SlowUploadsAreCutAndTheirFilesRemoved) {
+  start_uploads(64 << 20, [](ServerOptions& o) {
+    o.upload_min_rate = 1 << 20;  // 1 MiB/s after the grace
+    o.upload_rate_grace = 1s;
+    o.upload_timeout = 60s;
+  });
+  {
+    RawClient c(port_, "127.0.0.1", 50ms);
+    ASSERT_TRUE(c.send("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 60000000\r\n\r\n"));
+    std::optional<RawResponse> r;
+    auto until = std::chrono::steady_clock::now() + 10s;
+    while (!r && std::chrono::steady_clock::now() < until) {
+      if (!c.send(std::string(16 * 1024, 's'))) break;
+      r = c.read_response();
+    }
+    if (!r) r = c.read_response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 408);
+    EXPECT_TRUE(is_json_error(*r, "upload_too_slow")) << r->body;
+  }
+  EXPECT_TRUE(eventually([&] { return files_in(dir_.path() + "/uploads") == 0; }));
+  stop_and_drain();
+}
+
+TEST_F(UploadTest, AWholeUploadDeadlineEndsEvenAProgressingUpload) {
+  start_uploads(64 << 20, [](ServerOptions& o) {
+    o.upload_min_rate = 0;
+    o.upload_timeout = 1s;
+  });
+  RawClient c(port_, "127.0.0.1", 50ms);
+  ASSERT_TRUE(c.send("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 60000000\r\n\r\n"));
+  bool closed = false;
+  auto until = std::chrono::steady_clock::now() + 10s;
+  while (!closed && std::chrono::steady_clock::now() < until) {
+    // keep sending well above any per-read idle timeout: only the whole-upload deadline ends it
+    closed = !c.send(std::string(80 * 1024, 'p')) || c.read_response().has_value();
+  }
+  EXPECT_TRUE(closed);
+  EXPECT_TRUE(eventually([&] { return files_in(dir_.path() + "/uploads") == 0; }));
+}
+
+// Concurrent uploads share one space budget: one that does not fit is 503 with Retry-After.
+TEST_F(UploadTest, UploadSpaceIsSharedAndAnUploadThatDoesNotFitIs503) {
+  start_uploads(8 << 20, [](ServerOptions& o) { o.upload_space = 1 << 20; });
+  RawClient a(port_);
+  ASSERT_TRUE(a.send("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 800000\r\n\r\n" +
+                     std::string(1000, 'a')));
+  ASSERT_TRUE(eventually([&] { return files_in(dir_.path() + "/uploads") == 1; }));
+  {  // announced: refused at the head
+    auto r = request_once(port_, post("/upload", std::string(400000, 'b')));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 503);
+    EXPECT_TRUE(is_json_error(*r, "upload_space_full")) << r->body;
+    EXPECT_FALSE(r->header("retry-after").empty());
+  }
+  {  // chunked: refused when its bytes would cross the budget
+    std::string req = "POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for (int i = 0; i < 8; ++i) req += "10000\r\n" + std::string(0x10000, 'c') + "\r\n";
+    req += "0\r\n\r\n";
+    auto r = request_once(port_, req);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 503);
+    EXPECT_TRUE(is_json_error(*r, "upload_space_full")) << r->body;
+  }
+  ASSERT_TRUE(a.send(std::string(799000, 'a')));
+  auto ra = a.read_response();
+  ASSERT_TRUE(ra);
+  EXPECT_EQ(ra->status, 200);
+  // Space is given back once the first upload's file is gone.
+  EXPECT_TRUE(eventually([&] { return files_in(dir_.path() + "/uploads") == 0; }));
+  auto r = request_once(port_, post("/upload", std::string(400000, 'b')));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(requests_.load(), 2);
+}
+
+// A disk that fills during an upload gets the JSON answer 507, not a closed connection. The
+// server runs in a child process whose upload dir is a 1 MiB tmpfs in its own mount namespace.
+TEST(UploadDiskFull, EnospcIs507WithJsonAndNoFileIsLeft) {
+  int ports[2];
+  ASSERT_EQ(::pipe(ports), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(ports[0]);
+    std::uint16_t port = 0;
+    auto report = [&](std::uint16_t p) {
+      (void)!::write(ports[1], &p, sizeof p);
+      ::close(ports[1]);
+    };
+    uid_t uid = ::getuid();
+    gid_t gid = ::getgid();
+    char dir[] = "/tmp/rf-enospc-XXXXXX";
+    if (!::mkdtemp(dir) || ::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) {
+      report(0);
+      ::_exit(2);
+    }
+    auto write_file = [](const char* path, const std::string& s) {
+      int fd = ::open(path, O_WRONLY);
+      bool ok = fd >= 0 && ::write(fd, s.data(), s.size()) == static_cast<ssize_t>(s.size());
+      if (fd >= 0) ::close(fd);
+      return ok;
+    };
+    write_file("/proc/self/setgroups", "deny");
+    if (!write_file("/proc/self/uid_map", "0 " + std::to_string(uid) + " 1") ||
+        !write_file("/proc/self/gid_map", "0 " + std::to_string(gid) + " 1") ||
+        ::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount("tmpfs", dir, "tmpfs", 0, "size=1m") != 0) {
+      report(0);
+      ::_exit(2);
+    }
+    net::io_context io;
+    ServerOptions o;
+    o.access_log = false;
+    o.upload_dir = dir;
+    o.is_upload = [](Method, std::string_view path) { return path == "/upload"; };
+    HttpServer s(io, o, [](Request& req, Reply reply) {
+      reply(Response::json(200, "{\"file\":\"" + req.body_file + "\"}"));
+    });
+    auto p = s.listen("127.0.0.1:0");
+    port = p ? *p : 0;
+    report(port);
+    if (!port) ::_exit(3);
+    io.run_for(30s);
+    ::umount(dir);
+    ::rmdir(dir);
+    ::_exit(0);
+  }
+  ::close(ports[1]);
+  std::uint16_t port = 0;
+  ASSERT_EQ(::read(ports[0], &port, sizeof port), static_cast<ssize_t>(sizeof port));
+  ::close(ports[0]);
+  if (port == 0) {
+    ::waitpid(pid, nullptr, 0);
+    GTEST_SKIP() << "no user and mount namespaces here to make a full disk";
+  }
+  {
+    RawClient c(port);
+    ASSERT_TRUE(c.send(post("/upload", std::string(3 << 20, 'f'))));
+    auto r = c.read_response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 507);
+    EXPECT_TRUE(is_json_error(*r, "insufficient_storage")) << r->body;
+  }
+  {  // the space came back: the partial file was removed
+    auto r = request_once(port, post("/upload", std::string(512 << 10, 'g')));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200) << r->body;
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
 }
 
 TEST_F(HttpTest, DeferredReplyFromATimer) {
@@ -860,6 +1080,55 @@ TEST_F(HttpTest, StopEndsEventStreams) {
   EXPECT_TRUE(stop_and_drain());
   EXPECT_TRUE(c.wait_closed());
   EXPECT_FALSE(writer("data: late\n\n"));
+}
+
+TEST_F(HttpTest, ConnectionsOverTheCapsAre503AndCounted) {
+  auto o = base_options();
+  o.max_connections = 100;
+  o.max_connections_per_ip = 2;
+  start(o);
+  RawClient a(port_), b(port_);
+  ASSERT_TRUE(a.send(get("/a")));
+  ASSERT_TRUE(a.read_response());
+  ASSERT_TRUE(b.send(get("/b")));
+  ASSERT_TRUE(b.read_response());
+  {
+    RawClient c(port_);
+    auto r = c.read_response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 503);
+    EXPECT_TRUE(is_json_error(*r, "too_many_connections")) << r->body;
+    EXPECT_EQ(r->header("retry-after"), "5");
+    EXPECT_TRUE(c.wait_closed());
+  }
+  EXPECT_EQ(server_->stats().connections_rejected_per_ip, 1u);
+  EXPECT_EQ(server_->stats().connections_open, 2u);
+  // The admitted ones still work; once one leaves there is room again.
+  ASSERT_TRUE(a.send(get("/again")));
+  ASSERT_TRUE(a.read_response());
+  b.close();
+  ASSERT_TRUE(eventually([&] { return server_->connections() == 1; }));
+  auto r = request_once(port_, get("/c"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
+TEST_F(HttpTest, TheTotalConnectionCapHolds) {
+  auto o = base_options();
+  o.max_connections = 3;
+  start(o);
+  std::vector<std::unique_ptr<RawClient>> held;
+  for (int i = 0; i < 3; ++i) {
+    held.push_back(std::make_unique<RawClient>(port_));
+    ASSERT_TRUE(held.back()->send(get("/h")));
+    ASSERT_TRUE(held.back()->read_response());
+  }
+  RawClient extra(port_);
+  auto r = extra.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503);
+  EXPECT_EQ(server_->stats().connections_rejected_limit, 1u);
+  EXPECT_EQ(server_->stats().connections_accepted, 3u);
 }
 
 TEST(HttpMessage, RetryAfterIsSentOn429And503Only) {
