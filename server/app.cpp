@@ -174,6 +174,7 @@ Expected<std::uint16_t> App::start() {
           };
         });
       });
+  m.requests.set_transport_stats([http = m.http.get()] { return http->stats(); });
   RF_TRY(port, m.http->listen(m.cfg.listen));
   m.ticker = std::make_unique<boost::asio::steady_timer>(m.io);
   m.schedule_tick();

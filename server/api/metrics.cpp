@@ -26,6 +26,48 @@ std::string esc(std::string_view s) {
   }
   return o;
 }
+
+void write_transport(std::ostream& o, const http::HttpStats& t) {
+  auto family = [&o](const char* name, const char* type, const char* help, std::uint64_t v) {
+    o << "# HELP ringfence_http_" << name << " " << help << "\n# TYPE ringfence_http_" << name
+      << " " << type << "\nringfence_http_" << name << " " << v << "\n";
+  };
+  family("connections_open", "gauge", "Open connections.", t.connections_open);
+  family("connections_accepted_total", "counter", "Connections accepted.", t.connections_accepted);
+  o << "# HELP ringfence_http_connections_rejected_total Connections closed at once over a cap.\n"
+       "# TYPE ringfence_http_connections_rejected_total counter\n"
+       "ringfence_http_connections_rejected_total{cap=\"total\"} "
+    << t.connections_rejected_limit
+    << "\nringfence_http_connections_rejected_total{cap=\"per_ip\"} "
+    << t.connections_rejected_per_ip << "\n";
+  family("accept_errors_total", "counter", "Failed accepts (e.g. out of file descriptors).",
+         t.accept_errors);
+  family("bad_requests_total", "counter", "Request heads refused by the transport (400/431).",
+         t.bad_requests);
+  family("timeouts_total", "counter", "Connections closed by a read or write deadline.",
+         t.timeouts);
+  family("refused_before_body_total", "counter",
+         "Requests answered on their head, body unread (401/403).", t.refused_before_body);
+  o << "# HELP ringfence_http_uploads_refused_total Uploads cut short, by reason.\n"
+       "# TYPE ringfence_http_uploads_refused_total counter\n";
+  for (auto [reason, v] :
+       {std::pair{"space_full", t.uploads_space_full}, std::pair{"too_slow", t.uploads_too_slow},
+        std::pair{"timed_out", t.uploads_timed_out}, std::pair{"disk_full", t.uploads_disk_full}}) {
+    o << "ringfence_http_uploads_refused_total{reason=\"" << reason << "\"} " << v << "\n";
+  }
+  family("upload_space_used_bytes", "gauge", "Upload space held by uploads in progress.",
+         t.upload_space_used_bytes);
+  family("tls_handshakes_total", "counter", "Completed TLS handshakes.", t.tls_handshakes);
+  o << "# HELP ringfence_http_tls_handshake_failures_total TLS handshakes that failed, by reason.\n"
+       "# TYPE ringfence_http_tls_handshake_failures_total counter\n"
+       "ringfence_http_tls_handshake_failures_total{reason=\"error\"} "
+    << t.tls_handshake_failures
+    << "\nringfence_http_tls_handshake_failures_total{reason=\"timeout\"} "
+    << t.tls_handshake_timeouts << "\n";
+  family("tls_reloads_total", "counter", "Certificate reloads that took effect.", t.tls_reloads);
+  family("tls_reload_failures_total", "counter", "Certificate reloads refused (old one kept).",
+         t.tls_reload_failures);
+}
 }  // namespace
 
 void RequestMetrics::record(std::string_view route, int status, double seconds) {
@@ -66,6 +108,12 @@ void RequestMetrics::write_prometheus(std::ostream& o) const {
     o << "ringfence_http_request_duration_seconds_count{route=\"" << esc(route) << "\"} " << s.count
       << "\n";
   }
+  if (transport_) write_transport(o, transport_());
+}
+
+void RequestMetrics::set_transport_stats(std::function<http::HttpStats()> source) {
+  std::lock_guard lock(mu_);
+  transport_ = std::move(source);
 }
 
 std::string prometheus_text(core::Service& svc, const RequestMetrics& requests) {

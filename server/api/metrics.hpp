@@ -14,6 +14,8 @@
 #include <string>
 #include <string_view>
 
+#include "server/http/server.hpp"
+
 namespace ringfence::server::api {
 
 class RequestMetrics {
@@ -26,8 +28,11 @@ class RequestMetrics {
   // process, so pass a route pattern ("/v1/hosts/{id}") or http::Router::kUnmatched, never a raw
   // path.
   void record(std::string_view route, int status, double seconds);
-  // Appends the ringfence_http_* families in Prometheus text exposition format.
+  // Appends the ringfence_http_* families in Prometheus text exposition format, and the
+  // transport's counters when a source for them is set.
   void write_prometheus(std::ostream& out) const;
+  // Where the transport's counters come from (the App sets it once the HttpServer exists).
+  void set_transport_stats(std::function<http::HttpStats()> source);
 
  private:
   static constexpr std::size_t kBucketCount = 10;
@@ -39,6 +44,7 @@ class RequestMetrics {
   };
   mutable std::mutex mu_;
   std::map<std::string, RouteStats, std::less<>> routes_;  // guarded by mu_
+  std::function<http::HttpStats()> transport_;             // guarded by mu_
 };
 
 }  // namespace ringfence::server::api
