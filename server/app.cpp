@@ -7,10 +7,14 @@
 
 #include <atomic>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -46,11 +50,21 @@ std::string read_all(const std::string& path) {
 }
 
 // DIR/signing.key (0600) holds the Ed25519 secret key, created on first start; the public key is
-// written to DIR/signing.pub.
+// written to DIR/signing.pub. Nothing already there is written again: a start on a full disk
+// must not fail on a file it did not need to touch. A key others can read is refused: whoever
+// read it can sign content every agent trusts.
 Expected<proto::KeyPair> load_or_create_key(const std::string& dir) {
   auto key_path = dir + "/signing.key", pub_path = dir + "/signing.pub";
   proto::KeyPair kp;
-  if (fs::exists(key_path)) {
+  struct stat st {};
+  if (::stat(key_path.c_str(), &st) == 0) {
+    if ((st.st_mode & 077) != 0) {
+      char mode[8];
+      std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+      return fail(Errc::InvalidArgument, "the signing key " + key_path +
+                                             " is readable by others (mode " + mode +
+                                             "); run: chmod 600 " + key_path);
+    }
     RF_TRY(sk, proto::parse_secret_key(read_all(key_path)));
     kp.secret_key = sk;
     std::copy(sk.begin() + 32, sk.end(), kp.public_key.begin());  // libsodium: sk = seed || pk
@@ -64,8 +78,43 @@ Expected<proto::KeyPair> load_or_create_key(const std::string& dir) {
   }
   auto pub = proto::base64_encode(
       std::string_view(reinterpret_cast<const char*>(kp.public_key.data()), 32));
-  RF_CHECK(write_private_file(pub_path, pub + "\n", 0644));
+  if (read_all(pub_path) != pub + "\n") RF_CHECK(write_private_file(pub_path, pub + "\n", 0644));
   return kp;
+}
+
+// The data dir holds credential hashes and the signing key: owner only (0700). Created so, and
+// tightened when an older version left it open (chmod needs no free space).
+Status prepare_data_dir(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) {
+    auto parent = fs::path(dir).parent_path();
+    if (!parent.empty()) fs::create_directories(parent, ec);
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      return fail(Errc::Unavailable, "cannot create data dir " + dir + ": " + std::strerror(errno));
+    }
+  }
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return fail(Errc::Unavailable, "data dir " + dir + " is not a directory");
+  }
+  if ((st.st_mode & 077) != 0) {
+    if (::chmod(dir.c_str(), 0700) != 0) {
+      return fail(Errc::Unavailable,
+                  "cannot make data dir " + dir + " private (chmod 700): " + std::strerror(errno));
+    }
+    spdlog::warn("data dir {} was open to others; made it private (0700)", dir);
+  }
+  auto token = dir + "/admin.token";
+  if (::stat(token.c_str(), &st) == 0 && (st.st_mode & 077) != 0 &&
+      ::chmod(token.c_str(), 0600) != 0) {
+    return fail(Errc::Unavailable,
+                "cannot make " + token + " private (chmod 600): " + std::strerror(errno));
+  }
+  for (const char* sub : {"/uploads", "/blobs"}) {
+    fs::create_directories(dir + sub, ec);
+    if (ec) return fail(Errc::Unavailable, "cannot create " + dir + sub + ": " + ec.message());
+  }
+  return {};
 }
 }  // namespace
 
@@ -123,11 +172,7 @@ Expected<std::uint16_t> App::start() {
   auto& m = *impl_;
   std::error_code ec;
   if (m.cfg.data_dir.empty()) return fail(Errc::InvalidArgument, "--data-dir is required");
-  fs::create_directories(m.cfg.data_dir + "/uploads", ec);
-  fs::create_directories(m.cfg.data_dir + "/blobs", ec);
-  if (ec)
-    return fail(Errc::Unavailable,
-                "cannot create data dir " + m.cfg.data_dir + ": " + ec.message());
+  RF_CHECK(prepare_data_dir(m.cfg.data_dir));
   // Leftover partial uploads from a killed process are dropped.
   for (const auto& e : fs::directory_iterator(m.cfg.data_dir + "/uploads", ec))
     fs::remove(e.path(), ec);
@@ -136,6 +181,10 @@ Expected<std::uint16_t> App::start() {
   m.store = std::move(store);
   m.cfg.core.data_dir = m.cfg.data_dir;
   m.service = std::make_unique<core::Service>(*m.store, m.clock, key, m.cfg.core);
+  // Group commit: agents' evidence is answered once durable; the commit job runs on the loop
+  // after the requests already read, so they share one transaction.
+  m.service->set_commit_scheduler(
+      [io = &m.io](std::function<void()> job) { boost::asio::post(*io, std::move(job)); });
   RF_CHECK(m.service->load());
   const char* env_token = std::getenv("RINGFENCE_ADMIN_TOKEN");
   RF_TRY(admin, m.service->bootstrap_admin(env_token ? std::optional<std::string>(env_token)

@@ -134,6 +134,11 @@ int main(int argc, char** argv) {
       ->envname("RINGFENCE_TENANT_BUDGET_PER_HOUR")
       ->check(CLI::Range(0, 1'000'000'000))
       ->capture_default_str();
+  cli.add_option("--restart-grace-s", c.restart_grace_s,
+                 "After a start, seconds before any host can be found silent (agents come back)")
+      ->envname("RINGFENCE_RESTART_GRACE_S")
+      ->check(CLI::Range(0, 3600))
+      ->capture_default_str();
   cli.add_option("--max-long-poll-s", c.max_long_poll_s, "Longest long poll held")
       ->envname("RINGFENCE_MAX_LONG_POLL_S")
       ->check(CLI::Range(1, 600))

@@ -634,17 +634,20 @@ void register_routes(http::Router& router, core::Service& svc, const RequestMetr
     if (!r) return (*shared)(Response::error(r.error()));
     if (*r) (*shared)(to_response(std::move(**r)));
   });
+  // Acknowledged = durable: a heartbeat that changed state and every report are answered once
+  // the group commit holding them has committed (503 when it failed), like a parked long poll.
   R.agent(Method::Post, "/v1/agent/heartbeat", [&S](Request& req, std::int64_t host, Reply& reply) {
     auto hb = proto::decode_heartbeat(req.body);
     if (!hb) return reply(Response::error(hb.error()));
-    reply(status_result(S.heartbeat(host, *hb)));
+    S.heartbeat(host, *hb, [reply = std::move(reply)](Status st) { reply(status_result(st)); });
   });
   R.agent(Method::Post, "/v1/agent/reports", [&S](Request& req, std::int64_t host, Reply& reply) {
     auto rs = proto::decode_reports(req.body);
     if (!rs) return reply(Response::error(rs.error()));
-    auto st = S.reports(host, *rs);
-    if (!st) return reply(Response::error(st.error()));
-    reply(Response::json(202, R"({"accepted":)" + std::to_string(rs->size()) + "}"));
+    S.reports(host, *rs, [reply = std::move(reply), n = rs->size()](Status st) {
+      if (!st) return reply(Response::error(st.error()));
+      reply(Response::json(202, R"({"accepted":)" + std::to_string(n) + "}"));
+    });
   });
 
   // ---- dashboard (static files from a fixed list; no path is built from user input)

@@ -1,6 +1,7 @@
 // Service: the agent API (enroll, desired state + long polls, heartbeats, reports) and the
 // periodic work (silence sweep, bake expiry, batched flushes).
 #include <algorithm>
+#include <optional>
 
 #include "proto/bucket.hpp"
 #include "proto/try.hpp"
@@ -115,12 +116,7 @@ DesiredAnswer Service::Impl::compute_desired(HostIndex i, bool want_body) {
           if (stage_covers(*r, s, h)) {
             if (!budget_allows(h)) break;  // the stage waits: visible in its exposed count
             budget_take(h);
-            Exposure ex;
-            ex.stage = static_cast<std::uint8_t>(s);
-            r->exposed[i] = ex;
-            ++r->stages[s].counts.exposed;
-            // On the release now: its earlier crashes leave the control cohort's figures.
-            r->control.exposed(i);
+            expose(*r, i, s);  // counted, out of the control cohort, persisted
             chosen = &ch.releases[r->version];
             break;
           }
@@ -259,18 +255,19 @@ std::size_t Service::long_polls() const {
   return m.waiters.size();
 }
 
-Status Service::heartbeat(std::int64_t host, const proto::Heartbeat& hb) {
+void Service::heartbeat(std::int64_t host, const proto::Heartbeat& hb, Ack done) {
   auto& m = *impl_;
   std::lock_guard lock(m.mu);
   auto i = static_cast<HostIndex>(host);
   if (i >= m.fleet.slots() || m.fleet.at(i).deleted)
-    return fail(Errc::Unauthenticated, "unknown host");
+    return done(fail(Errc::Unauthenticated, "unknown host"));
   auto& h = m.fleet.at(i);
   auto now = m.clock.now_ms();
   ++m.heartbeats_total;
   // Boot loop signal: a new boot id with a short uptime while exposed.
   auto boot = hb.boot_id.empty() ? 0 : proto::fnv1a64(hb.boot_id) | 1;  // 0 = none reported
   bool rebooted = h.boot_id_hash != 0 && h.boot_id_hash != boot;
+  bool new_boot = boot != 0 && boot != h.boot_id_hash;  // first or new boot id: stored
   h.boot_id_hash = boot;
   h.uptime_s = hb.uptime_s;
   h.last_seen_ms = now;
@@ -287,13 +284,14 @@ Status Service::heartbeat(std::int64_t host, const proto::Heartbeat& hb) {
       ++c;
     }
   }
-  if (same) {
-    m.fleet.mark_seen(i);
-  } else {
+  if (!same) {
     h.channels.clear();
-    for (const auto& [name, st] : hb.channels) h.channels.push_back({name, st.version, st.state});
-    m.fleet.mark_dirty(i);
+    for (const auto& [name, st] : hb.channels) {
+      h.channels.push_back({name, st.version, st.state});
+      m.reattach(i, name, st.version);
+    }
   }
+  bool evidence = false;  // an exposure changed (applied, healthy, failed)
   for (auto& [id, r] : m.rollouts) {
     if (!rollout::is_active(r.state)) continue;
     auto e = r.exposed.find(i);
@@ -301,6 +299,7 @@ Status Service::heartbeat(std::int64_t host, const proto::Heartbeat& hb) {
     auto cs = hb.channels.find(r.channel);
     bool running = cs != hb.channels.end() && cs->second.version == r.version;
     bool changed = false;
+    auto short_boots = e->second.short_boots;
     if (running && !e->second.applied) {
       m.mark_applied(r, e->second, now);
       changed = true;
@@ -322,9 +321,29 @@ Status Service::heartbeat(std::int64_t host, const proto::Heartbeat& hb) {
       ++r.stages[e->second.stage].counts.healthy;
       changed = true;
     }
+    if (changed || e->second.short_boots != short_boots) {
+      evidence = true;
+      m.touch(r, e->second);
+    }
     if (changed) m.evaluate(r);
   }
-  return {};
+  // A heartbeat that changed state is answered once the store has it; a plain repeat (only
+  // last_seen moved) goes through the bounded seen queue and is answered at once: losing it to
+  // a crash costs nothing. A repeat of a change the store has not taken yet (its commit failed:
+  // the host is still dirty) waits for it like the first one.
+  if (same && !new_boot && !evidence && !h.dirty) {
+    m.fleet.mark_seen(i);
+    return done({});
+  }
+  m.fleet.mark_dirty(i);
+  m.park(std::move(done));
+}
+
+Status Service::heartbeat(std::int64_t host, const proto::Heartbeat& hb) {
+  std::optional<Status> out;
+  heartbeat(host, hb, [&out](Status st) { out = std::move(st); });
+  if (!out) commit();
+  return out.value_or(Status{});
 }
 
 void Service::Impl::host_signal(HostIndex i, const std::string& channel, std::int64_t version,
@@ -357,12 +376,18 @@ void Service::Impl::host_signal(HostIndex i, const std::string& channel, std::in
   }
 }
 
-Status Service::reports(std::int64_t host, const std::vector<proto::Report>& reports) {
+void Service::reports(std::int64_t host, const std::vector<proto::Report>& reports, Ack done) {
   auto& m = *impl_;
   std::lock_guard lock(m.mu);
   auto i = static_cast<HostIndex>(host);
   if (i >= m.fleet.slots() || m.fleet.at(i).deleted)
-    return fail(Errc::Unauthenticated, "unknown host");
+    return done(fail(Errc::Unauthenticated, "unknown host"));
+  // The store has been failing long enough for this much evidence to wait in memory: take no
+  // more than can be acknowledged (the agent spools it and resends).
+  if (m.pending_reports.size() + reports.size() > Impl::kMaxPendingReports) {
+    return done(fail(Errc::Unavailable, "storage is not taking reports; send them again later",
+                     "storage_unavailable"));
+  }
   auto& h = m.fleet.at(i);
   auto now = m.clock.now_ms();
   h.last_seen_ms = now;
@@ -371,33 +396,146 @@ Status Service::reports(std::int64_t host, const std::vector<proto::Report>& rep
     m.pending_reports.push_back({h.id.str(), r.boot_id, std::string(proto::to_string(r.kind)),
                                  r.time, r.channel, r.version, r.detail_json, now / 1000});
     if (r.channel && r.version) {
+      m.reattach(i, *r.channel, *r.version);
       m.host_signal(i, *r.channel, *r.version, r.kind);
     } else if (r.kind == proto::ReportKind::Crash) {
       // A crash without a named channel counts against every version the host runs.
       for (const auto& c : h.channels) m.host_signal(i, c.channel, c.version, r.kind);
     }
   }
-  if (m.pending_reports.size() > 5000) RF_CHECK(m.flush_reports());
-  return {};
+  m.park(std::move(done));
 }
 
-Status Service::Impl::flush_hosts(std::size_t max) {
-  auto dirty = fleet.dirty_hosts(max);
-  if (dirty.empty()) return {};
-  std::vector<store::HostRow> rows;
-  rows.reserve(dirty.size());
+Status Service::reports(std::int64_t host, const std::vector<proto::Report>& reports) {
+  std::optional<Status> out;
+  this->reports(host, reports, [&out](Status st) { out = std::move(st); });
+  if (!out) commit();
+  return out.value_or(Status{});
+}
+
+void Service::set_commit_scheduler(std::function<void(std::function<void()>)> post) {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  m.commit_scheduler = std::move(post);
+}
+
+void Service::commit() {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  (void)m.commit_batch();
+}
+
+void Service::Impl::park(Ack done) {
+  if (commit_waiters.empty()) first_parked = std::chrono::steady_clock::now();
+  commit_waiters.push_back(std::move(done));
+  if (!commit_scheduler) {
+    (void)commit_batch();
+    return;
+  }
+  if (commit_scheduled) return;
+  commit_scheduled = true;
+  // The job runs after the requests already read (one io thread: everything queued before it),
+  // so they share this commit: writes stay batched under load, and one alone waits only for its
+  // own commit.
+  commit_scheduler([this] {
+    std::lock_guard lock(mu);
+    (void)commit_batch();
+  });
+}
+
+void Service::Impl::touch(Rollout& r, Exposure& e) {
+  if (e.queued) return;
+  e.queued = true;
+  r.dirty_exposures.push_back(e.host);
+}
+
+void Service::Impl::reattach(HostIndex i, const std::string& channel, std::int64_t version) {
+  Rollout* r = active_rollout(channel);
+  if (!r || r->version != version || r->exposed.count(i) || r->stages.empty()) return;
+  if (r->state != State::Baking && r->state != State::AwaitingApproval &&
+      r->state != State::Paused) {
+    return;
+  }
+  const auto& h = fleet.at(i);
+  if (h.pinned) return;
+  for (std::size_t s = 0; s <= r->stage && s < r->plan.size(); ++s) {
+    if (stage_covers(*r, s, h)) {
+      expose(*r, i, s);
+      return;
+    }
+  }
+}
+
+Exposure& Service::Impl::expose(Rollout& r, HostIndex i, std::size_t stage) {
+  auto& e = r.exposed[i];
+  e.host = i;
+  e.stage = static_cast<std::uint8_t>(stage);
+  ++r.stages[stage].counts.exposed;
+  // On the release now: its earlier crashes leave the control cohort's figures.
+  r.control.exposed(i);
+  touch(r, e);
+  return e;
+}
+
+Status Service::Impl::commit_batch() {
+  commit_scheduled = false;
+  auto waiters = std::move(commit_waiters);
+  commit_waiters.clear();
+  auto dirty = fleet.dirty_hosts();
+  std::vector<store::HostRow> hosts;
+  hosts.reserve(dirty.size());
   for (auto i : dirty) {
     const auto& h = fleet.at(i);
     json chans = json::object();
     for (const auto& c : h.channels)
       chans[c.channel] = {{"version", c.version}, {"state", c.state}};
-    rows.push_back({h.id.str(), h.credential_hash.hex(), json(*h.labels).dump(), h.tenant, h.pinned,
-                    h.agent_version, h.enrolled, h.last_seen_ms / 1000, chans.dump()});
+    hosts.push_back({h.id.str(), h.credential_hash.hex(), json(*h.labels).dump(), h.tenant,
+                     h.pinned, h.agent_version, h.enrolled, h.last_seen_ms / 1000, chans.dump(),
+                     static_cast<std::int64_t>(h.boot_id_hash)});
   }
-  auto st = store.upsert_hosts(rows);
-  if (!st) {
-    for (auto i : dirty) fleet.mark_dirty(i);  // retry on the next flush
+  std::vector<store::ExposureRow> exposures;
+  std::vector<std::pair<Rollout*, HostIndex>> taken;
+  for (auto& [id, r] : rollouts) {
+    for (auto i : r.dirty_exposures) {
+      auto it = r.exposed.find(i);
+      if (it == r.exposed.end()) continue;  // the host was deleted
+      auto& e = it->second;
+      e.queued = false;
+      taken.emplace_back(&r, i);
+      exposures.push_back({r.id, fleet.at(i).id.str(), e.stage, e.applied ? e.applied_ms : 0,
+                           e.healthy, e.failed, e.silent, e.short_boots});
+    }
+    r.dirty_exposures.clear();
   }
+  Status st;
+  if (!pending_reports.empty() || !hosts.empty() || !exposures.empty()) {
+    st = store.transaction([&]() -> Status {
+      if (!pending_reports.empty()) RF_CHECK(store.insert_reports(pending_reports));
+      if (!hosts.empty()) RF_CHECK(store.upsert_hosts(hosts));
+      if (!exposures.empty()) RF_CHECK(store.upsert_exposures(exposures));
+      return {};
+    });
+    ++group_commits_total;
+  }
+  if (st) {
+    pending_reports.clear();
+  } else {
+    // Nothing of it is durable: all of it waits for the next attempt (tick, or the next batch).
+    ++group_commit_failures_total;
+    for (auto i : dirty) fleet.mark_dirty(i);
+    for (auto [r, i] : taken) {
+      auto it = r->exposed.find(i);
+      if (it != r->exposed.end()) touch(*r, it->second);
+    }
+  }
+  if (!waiters.empty()) {
+    double wait_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - first_parked).count();
+    group_commit_wait_s_total += wait_s;
+    group_commit_wait_s_max = std::max(group_commit_wait_s_max, wait_s);
+    group_commit_answers_total += waiters.size();
+  }
+  for (auto& w : waiters) w(st);
   return st;
 }
 
@@ -411,13 +549,6 @@ Status Service::Impl::flush_seen(std::size_t max) {
   if (!st) {
     for (auto i : seen) fleet.mark_seen(i);  // retry later
   }
-  return st;
-}
-
-Status Service::Impl::flush_reports() {
-  if (pending_reports.empty()) return {};
-  auto st = store.insert_reports(pending_reports);
-  if (st) pending_reports.clear();
   return st;
 }
 
@@ -460,10 +591,12 @@ void Service::tick() {
     }
     m.evaluate(r);  // also catches bake expiry
   }
+  m.retry_rollbacks();
   m.refresh_manifests();
-  (void)m.flush_hosts(Impl::kHostRowsPerTick);
+  // Exposures of newly offered hosts and whatever a failed commit left behind (its requests
+  // were answered 503 by that attempt) go in a commit of their own.
+  (void)m.commit_batch();
   (void)m.flush_seen(Impl::kSeenRowsPerTick);
-  (void)m.flush_reports();
 }
 
 void Service::release_long_polls() {
@@ -477,9 +610,8 @@ void Service::release_long_polls() {
 void Service::flush() {
   auto& m = *impl_;
   std::lock_guard lock(m.mu);
-  (void)m.flush_hosts();
+  (void)m.commit_batch();
   (void)m.flush_seen(SIZE_MAX);
-  (void)m.flush_reports();
 }
 
 json Service::metrics() const {
@@ -526,6 +658,12 @@ json Service::metrics() const {
           {"reports_total", m.reports_total},
           {"polls_total", m.polls_total},
           {"enrolls_total", m.enrolls_total},
+          {"group_commits_total", m.group_commits_total},
+          {"group_commit_failures_total", m.group_commit_failures_total},
+          {"group_commit_answers_total", m.group_commit_answers_total},
+          {"group_commit_wait_seconds_total", m.group_commit_wait_s_total},
+          {"group_commit_wait_seconds_max", m.group_commit_wait_s_max},
+          {"reports_pending", m.pending_reports.size()},
           {"long_polls", m.waiters.size()},
           {"emergency_stop", m.emergency}};
 }

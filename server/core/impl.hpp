@@ -1,6 +1,7 @@
 #pragma once
 // Private to server/core: the in-memory model behind Service. Included only by core/*.cpp.
 
+#include <chrono>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -81,11 +82,14 @@ struct StageRuntime {
       "waiting";  // waiting | baking | awaiting_approval | passed | failed | skipped
 };
 
-// Per host per rollout. stage = index of the stage that exposed it.
+// Per host per rollout. stage = index of the stage that exposed it. Persisted (the exposures
+// table) by the group commit after every change: touch() queues it.
 struct Exposure {
+  HostIndex host = fleet::kNoHost;
   std::uint8_t stage = 0;
   std::uint8_t short_boots = 0;  // new boot ids with a short uptime since applying
   bool applied = false, healthy = false, failed = false, silent = false;
+  bool queued = false;  // in its rollout's dirty_exposures, awaiting the next group commit
   std::int64_t applied_ms = 0;
 };
 
@@ -144,6 +148,8 @@ struct Rollout {
   // exposed, and evaluate() retries the halt (with its evidence) instead of judging again.
   bool halt_pending = false;
   json halt_evidence;
+  // Exposures changed since the last group commit (see Exposure::queued).
+  std::vector<HostIndex> dirty_exposures;
 };
 
 struct Waiter {
@@ -175,9 +181,8 @@ struct Service::Impl {
   std::string emergency_reason;
   std::uint64_t desired_generation = 0;
   // Silence is evidence only once hosts could have spoken to this process: until then (its
-  // start plus the agents' longest backoff, kRestartGraceMs) nobody is found silent.
+  // start plus the agents' longest backoff, Options::restart_grace_s) nobody is found silent.
   std::int64_t silence_not_before_ms = 0;
-  static constexpr std::int64_t kRestartGraceMs = 60'000;
   // Encoded desired-state bodies around the etag, by offered releases (see compute_desired).
   std::unordered_map<std::string, std::pair<std::string, std::string>> body_cache;
   std::uint64_t body_cache_generation = ~0ull;
@@ -185,6 +190,31 @@ struct Service::Impl {
 
   std::multimap<HostIndex, Waiter> waiters;
   std::vector<store::ReportRow> pending_reports;
+  // ---- group commit: an agent's evidence is answered only once it is durable.
+  // Answers parked until the next group commit writes what they acknowledge.
+  std::vector<Service::Ack> commit_waiters;
+  std::chrono::steady_clock::time_point first_parked;  // of the current batch, for the metrics
+  bool commit_scheduled = false;
+  std::function<void(std::function<void()>)> commit_scheduler;  // see set_commit_scheduler
+  // Parks `done` until the next group commit (scheduling one), or commits at once when there is
+  // no scheduler.
+  void park(Service::Ack done);
+  // Writes pending reports, dirty hosts and dirty exposures in one transaction, then answers every
+  // parked request with its outcome. On failure everything stays queued for the next attempt.
+  Status commit_batch();
+  // Reports waiting while the store fails are capped: past this, new reports get a 503 at once.
+  static constexpr std::size_t kMaxPendingReports = 100'000;
+  // Queues an exposure for the next group commit.
+  void touch(Rollout& r, Exposure& e);
+  // Exposes host i to r at `stage` (counts, control cohort, persistence); returns the exposure.
+  Exposure& expose(Rollout& r, HostIndex i, std::size_t stage);
+  // A host that reports running (or having applied) the release of an active rollout it is not
+  // exposed to got it from a process killed before that exposure was written (the manifest
+  // is this server's): it is exposed again, at the first stage so far that covers it.
+  void reattach(HostIndex i, const std::string& channel, std::int64_t version);
+  // Rollouts halted or aborted whose quarantine or rollback could not be written yet: retried
+  // from tick() until the store takes them.
+  void retry_rollbacks();
   std::vector<std::pair<std::int64_t, std::function<bool(std::string)>>> subscribers;
 
   // Blast-radius budget: exposures per minute over the last hour, global and per tenant.
@@ -193,6 +223,9 @@ struct Service::Impl {
 
   // metrics
   std::uint64_t heartbeats_total = 0, reports_total = 0, polls_total = 0, enrolls_total = 0;
+  std::uint64_t group_commits_total = 0, group_commit_failures_total = 0,
+                group_commit_answers_total = 0;
+  double group_commit_wait_s_total = 0, group_commit_wait_s_max = 0;  // first park -> answered
 
   // ---- helpers (called with mu held)
   std::int64_t now_s() const { return clock.now_ms() / 1000; }
@@ -235,7 +268,6 @@ struct Service::Impl {
   void mark_applied(Rollout& r, Exposure& e, std::int64_t when_ms);
   std::int64_t heartbeat_for(HostIndex h) const;
   void publish(const store::EventRow& row);
-  Status flush_hosts(std::size_t max = SIZE_MAX);
   // Silence: applied, then nothing for k exposed-heartbeat intervals (plus a second of grace).
   std::int64_t silence_ms() const {
     return opt.silence_intervals * opt.exposed_heartbeat_s * 1000 + 1000;
@@ -246,9 +278,6 @@ struct Service::Impl {
   // a tick holds the loop; last_seen in the store then lags by at most seen_pending / 8192 s
   // (12 s for 100 000 hosts heartbeating faster than that; the API reads memory, never lags).
   static constexpr std::size_t kSeenRowsPerTick = 2048;
-  // Full host rows (reported channels changed) per tick; the shutdown flush writes all.
-  static constexpr std::size_t kHostRowsPerTick = 1024;
-  Status flush_reports();
   // Re-signs manifests of offered releases (validated, rolling, stable) whose expiry is less
   // than half a TTL away, so content an agent may still need never looks stale. Cheap when
   // nothing is due; called from tick().

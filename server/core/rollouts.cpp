@@ -201,6 +201,7 @@ void Service::Impl::mark_applied(Rollout& r, Exposure& e, std::int64_t when_ms) 
   r.next_silence_scan_ms = std::min(r.next_silence_scan_ms, when_ms + silence_ms());
   ++r.stages[e.stage].counts.applied;
   if (!r.first_apply_ms) r.first_apply_ms = when_ms;
+  touch(r, e);
 }
 
 void Service::Impl::mark_failed(Rollout& r, Exposure& e, bool silent) {
@@ -216,6 +217,7 @@ void Service::Impl::mark_failed(Rollout& r, Exposure& e, bool silent) {
     e.healthy = false;
     --c.healthy;
   }
+  touch(r, e);
 }
 
 // The gate decision for the current stage, on every new signal and on bake expiry.
@@ -325,9 +327,12 @@ void Service::Impl::evaluate(Rollout& r) {
              {"params", params_json(plan)}};
   std::size_t next = r.stage + 1;
   if (next >= r.plan.size()) {
-    // Completed: the release becomes stable; the previous stable is superseded.
+    // Completed: the release becomes stable; the previous stable is superseded. The rollout and
+    // the channel change in memory only once the store has both: a failed write (a full disk)
+    // leaves them as they were, and the next evaluation (every tick) tries again.
     auto& ch = channels[r.channel];
-    auto saved = ch;
+    auto saved_channel = ch;
+    Rollout saved = r;
     st.state = "passed";
     auto old_stable = ch.stable_version;
     ch.stable_version = r.version;
@@ -344,15 +349,18 @@ void Service::Impl::evaluate(Rollout& r) {
       return {};
     });
     if (!ok) {
-      ch = saved;
-      st.state = "baking";
+      // transition() swapped the rollout in when its part was written, but the transaction it
+      // joined did not commit.
+      ch = std::move(saved_channel);
+      r = std::move(saved);
+      return;
     }
     notify_waiters();
     return;
   }
   bool needs_approval = r.plan[next].manual && !r.stages[next].approved;
-  st.state = "passed";
   Rollout saved = r;
+  st.state = "passed";
   r.stage = next;
   r.stages[next].state = needs_approval ? "awaiting_approval" : "baking";
   r.stages[next].started_ms = now;
@@ -367,24 +375,46 @@ void Service::Impl::evaluate(Rollout& r) {
 // Halt (gate) or abort (operator): persisted first, then quarantine and send everyone back.
 Status Service::Impl::halt(Rollout& r, const std::string& actor, const std::string& reason,
                            json evidence, bool operator_abort) {
+  auto saved_reason = r.halt_reason;
+  auto saved_ms = r.halted_ms;
   r.halt_reason = reason;
   r.halted_ms = clock.now_ms();
   evidence["reason"] = reason;
-  RF_CHECK(transition(r, operator_abort ? Event::Abort : Event::GateFail, actor, evidence));
+  auto st = transition(r, operator_abort ? Event::Abort : Event::GateFail, actor, evidence);
+  if (!st) {
+    r.halt_reason = std::move(saved_reason);
+    r.halted_ms = saved_ms;
+    return st;
+  }
+  // Halted (or aborted) is durable from here on: what follows, if the store refuses it now, is
+  // finished by retry_rollbacks() (each tick) or by the next start.
   return finish_rollback(r);
+}
+
+void Service::Impl::retry_rollbacks() {
+  for (auto& [id, r] : rollouts) {
+    if (r.state != State::Halted && r.state != State::Aborted) continue;
+    auto& ch = channels[r.channel];
+    auto rit = ch.releases.find(r.version);
+    bool quarantined = rit == ch.releases.end() || rit->second.state == ReleaseState::Quarantined;
+    if (r.state == State::Halted || !quarantined) (void)finish_rollback(r);
+  }
 }
 
 Status Service::Impl::finish_rollback(Rollout& r) {
   auto& ch = channels[r.channel];
   auto rit = ch.releases.find(r.version);
   if (rit != ch.releases.end() && rit->second.state != ReleaseState::Quarantined) {
-    rit->second.state = ReleaseState::Quarantined;
+    // Memory follows the store: quarantined in memory once it is written.
+    auto quarantined = rit->second;
+    quarantined.state = ReleaseState::Quarantined;
     RF_CHECK(store.transaction([&]() -> Status {
-      RF_CHECK(persist_release(rit->second));
+      RF_CHECK(persist_release(quarantined));
       RF_CHECK(event("controller", "release_quarantined", r.id,
                      {{"channel", r.channel}, {"version", r.version}, {"reason", r.halt_reason}}));
       return {};
     }));
+    rit->second.state = ReleaseState::Quarantined;
   }
   rebuild_known_bad();
   notify_waiters();  // long-polling hosts hear the rollback now

@@ -121,6 +121,7 @@ Status Service::load() {
     host.agent_version = h.agent_version;
     host.enrolled = h.enrolled;
     host.last_seen_ms = h.last_seen * 1000;
+    host.boot_id_hash = static_cast<std::uint64_t>(h.boot_hash);
     auto cj = json::parse(h.channels_json, nullptr, false);
     if (cj.is_object()) {
       for (auto it = cj.begin(); it != cj.end(); ++it) {
@@ -203,6 +204,17 @@ Status Service::load() {
         ro.stages[i].started_ms = st[i].value("started_ms", std::int64_t{0});
         ro.stages[i].approved = st[i].value("approved", false);
         ro.stages[i].state = st[i].value("state", std::string("waiting"));
+        if (rollout::is_terminal(ro.state) && st[i].contains("counts")) {
+          // A finished rollout's figures as it ended (an active one's are rebuilt from its
+          // exposures below).
+          auto c = st[i]["counts"];
+          auto& k = ro.stages[i].counts;
+          k.exposed = c.value("exposed", std::int64_t{0});
+          k.applied = c.value("applied", std::int64_t{0});
+          k.healthy = c.value("healthy", std::int64_t{0});
+          k.failed = c.value("failed", std::int64_t{0});
+          k.silent = c.value("silent", std::int64_t{0});
+        }
       }
     }
     m.next_rollout_id = std::max(m.next_rollout_id, r.id + 1);
@@ -215,23 +227,52 @@ Status Service::load() {
       m.emergency_reason = j.value("reason", std::string());
     }
   }
-  // Exposure is not stored per host: it is rebuilt from what the hosts said. A host exposed at
-  // the stage of the first reached ring that covers it.
+  // Exposure is stored per host (every acknowledged change is); for a database from before it
+  // was, or a host whose exposure was not written yet, it is rebuilt from what the hosts said:
+  // a host exposed at the stage of the first reached ring that covers it.
   auto attach = [&m](Rollout& r, HostIndex i) -> Exposure& {
     if (auto e = r.exposed.find(i); e != r.exposed.end()) return e->second;
-    Exposure e;
+    std::size_t stage = 0;
     for (std::size_t s = 0; s <= r.stage && s < r.plan.size(); ++s) {
       if (m.stage_covers(r, s, m.fleet.at(i))) {
-        e.stage = static_cast<std::uint8_t>(s);
+        stage = s;
         break;
       }
     }
-    ++r.stages[e.stage].counts.exposed;
-    r.control.exposed(i);
-    return r.exposed[i] = e;
+    return m.expose(r, i, stage);
   };
   for (auto& [id, r] : m.rollouts) {
-    if (rollout::is_terminal(r.state)) continue;
+    if (rollout::is_terminal(r.state) || r.stages.empty()) continue;
+    RF_TRY(stored, m.store.list_exposures(r.id));
+    for (const auto& row : stored) {
+      auto i = m.fleet.find(row.host_id);
+      if (!i || r.exposed.count(*i)) continue;
+      auto stage = static_cast<std::size_t>(
+          std::clamp<std::int64_t>(row.stage, 0, static_cast<std::int64_t>(r.stages.size()) - 1));
+      auto& e = r.exposed[*i];
+      e.host = *i;
+      e.stage = static_cast<std::uint8_t>(stage);
+      e.short_boots = static_cast<std::uint8_t>(std::clamp<std::int64_t>(row.short_boots, 0, 255));
+      auto& c = r.stages[stage].counts;
+      ++c.exposed;
+      r.control.exposed(*i);
+      if (row.applied_ms > 0) {
+        e.applied = true;
+        e.applied_ms = row.applied_ms;
+        ++c.applied;
+      }
+      if (row.failed) {
+        e.failed = true;
+        ++c.failed;
+        if (row.silent) {
+          e.silent = true;
+          ++c.silent;
+        }
+      } else if (row.healthy && e.applied) {
+        e.healthy = true;
+        ++c.healthy;
+      }
+    }
     // Hosts that report running the rolling release applied it.
     for (HostIndex i = 0; i < m.fleet.slots(); ++i) {
       const auto& h = m.fleet.at(i);
@@ -258,16 +299,14 @@ Status Service::load() {
   }
   // A halt or an abort a killed process left half-done is finished now (the quarantine and the
   // rollback are idempotent: a finished one changes nothing).
-  for (auto& [id, r] : m.rollouts) {
-    if (r.state == rollout::State::Halted || r.state == rollout::State::Aborted) {
-      RF_CHECK(m.finish_rollback(r));
-    }
-  }
+  // When the store cannot take them now (a full disk at start), tick() retries them: the server
+  // still comes up to serve reads and agents.
+  m.retry_rollbacks();
   // The fleet could not talk to a stopped server: silence counts again once every agent has
   // had the time to come back (the stored last_seen may be from long ago).
   for (const auto& [id, r] : m.rollouts) {
     if (rollout::is_active(r.state))
-      m.silence_not_before_ms = m.clock.now_ms() + Impl::kRestartGraceMs;
+      m.silence_not_before_ms = m.clock.now_ms() + m.opt.restart_grace_s * 1000;
   }
   m.rebuild_known_bad();
   return {};

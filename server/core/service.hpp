@@ -13,12 +13,11 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 #include "proto/error.hpp"
 #include "proto/messages.hpp"
@@ -42,16 +41,19 @@ struct Principal {
 
 struct Options {
   std::string data_dir;
-  std::int64_t heartbeat_s = 300;          // hosts not exposed to a rolling release
-  std::int64_t exposed_heartbeat_s = 5;    // hosts exposed to a rolling release
+  std::int64_t heartbeat_s = 300;        // hosts not exposed to a rolling release
+  std::int64_t exposed_heartbeat_s = 5;  // hosts exposed to a rolling release
   std::int64_t poll_s = 60;
-  std::int64_t silence_intervals = 3;      // k heartbeat intervals of silence = suspected crash
-  std::int64_t healthy_after_s = 10;       // healthy heartbeats needed after applying
+  std::int64_t silence_intervals = 3;  // k heartbeat intervals of silence = suspected crash
+  std::int64_t healthy_after_s = 10;   // healthy heartbeats needed after applying
   std::int64_t manifest_ttl_s = 30 * 86400;
   std::int64_t default_max_bytes = 16 << 20;
-  std::int64_t budget_per_hour = 0;        // hosts newly exposed per hour, all rollouts; 0 = off
-  std::int64_t tenant_budget_per_hour = 0; // the same per tenant; 0 = off
+  std::int64_t budget_per_hour = 0;         // hosts newly exposed per hour, all rollouts; 0 = off
+  std::int64_t tenant_budget_per_hour = 0;  // the same per tenant; 0 = off
   std::int64_t max_long_poll_s = 60;
+  // After a start, nobody is found silent for this long (the agents' longest backoff): the fleet
+  // could not talk to a stopped server.
+  std::int64_t restart_grace_s = 60;
 };
 
 struct DesiredAnswer {
@@ -153,11 +155,30 @@ class Service {
   Expected<std::optional<DesiredAnswer>> desired(std::int64_t host, std::string_view if_none_match,
                                                  std::int64_t wait_s,
                                                  std::function<void(DesiredAnswer)> reply);
+  // Acknowledged = durable, for evidence. `done` is called exactly once, with the mutex held
+  // (like reply callbacks it must only queue work): at once for an error found before anything
+  // was taken (unknown host, too much evidence waiting for a failing store) and for a heartbeat
+  // that changed nothing but last_seen (batched, not durable); otherwise once the group commit
+  // holding what the call changed (reports, the host's row, its exposures) has committed - {} -
+  // or failed - Errc::Unavailable (503), the agent resends. Memory takes the evidence at once
+  // (the gates see it at once); resending it is idempotent.
+  using Ack = std::function<void(Status)>;
+  void heartbeat(std::int64_t host, const proto::Heartbeat& hb, Ack done);
+  void reports(std::int64_t host, const std::vector<proto::Report>& reports, Ack done);
+  // The same, committing at once if needed: durable (or failed) when they return.
   Status heartbeat(std::int64_t host, const proto::Heartbeat& hb);
   Status reports(std::int64_t host, const std::vector<proto::Report>& reports);
 
+  // How the group commit is scheduled: `post(job)` must run job later on a thread that may call
+  // the Service (the App posts it to its io_context, so every request read in the meantime joins
+  // the batch). Without one, every parked call commits at once. Call before serving.
+  void set_commit_scheduler(std::function<void(std::function<void()>)> post);
+  // Runs the pending group commit now (answers every parked call).
+  void commit();
+
   // Periodic work (call every ~250 ms): expire long polls, silence sweep, gate evaluation on
-  // bake expiry, flush dirty hosts and reports in one batch each.
+  // bake expiry, retries of transitions the store refused, a group commit (exposures of newly
+  // offered hosts, anything a failed commit left), last_seen of repeat heartbeats (bounded).
   void tick();
   // Flushes everything dirty now (shutdown).
   void flush();

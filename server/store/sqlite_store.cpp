@@ -1,6 +1,11 @@
 // SQLite implementation of Store. The only file of the server that includes sqlite3.h.
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <string>
 #include <variant>
 
@@ -74,7 +79,7 @@ class SqliteStore final : public Store {
     if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
       std::string m = err ? err : "unknown error";
       sqlite3_free(err);
-      return fail(Errc::Unavailable, "storage error: " + m, "storage_unavailable");
+      return fail(Errc::Unavailable, "storage error: " + m, code());
     }
     return {};
   }
@@ -93,8 +98,12 @@ class SqliteStore final : public Store {
 
   tl::unexpected<Error> error(const char* what) {
     return fail(Errc::Unavailable,
-                std::string("storage ") + what + " failed: " + sqlite3_errmsg(db_),
-                "storage_unavailable");
+                std::string("storage ") + what + " failed: " + sqlite3_errmsg(db_), code());
+  }
+  // A full disk (or a database at its size limit) is told apart: space has to come back first.
+  std::string code() const {
+    int e = sqlite3_extended_errcode(db_);
+    return (e & 0xff) == SQLITE_FULL ? "storage_full" : "storage_unavailable";
   }
 
   Status migrate(const std::vector<Migration>& migrations) {
@@ -140,7 +149,7 @@ class SqliteStore final : public Store {
     {
       Stmt st(db_,
               "SELECT host_id, credential_hash, labels, tenant, pinned, agent_version, enrolled, "
-              "last_seen, channels FROM hosts");
+              "last_seen, channels, boot_hash FROM hosts");
       while (st.step() == SQLITE_ROW) {
         HostRow h;
         h.host_id = st.text(0);
@@ -152,6 +161,7 @@ class SqliteStore final : public Store {
         h.enrolled = st.i64(6);
         h.last_seen = st.i64(7);
         h.channels_json = st.text(8);
+        h.boot_hash = st.i64(9);
         s.hosts.push_back(std::move(h));
       }
     }
@@ -253,16 +263,17 @@ class SqliteStore final : public Store {
     return transaction([&]() -> Status {
       Stmt st(db_,
               "INSERT INTO hosts(host_id, credential_hash, labels, tenant, pinned, agent_version, "
-              "enrolled, last_seen, channels) VALUES(?,?,?,?,?,?,?,?,?) "
+              "enrolled, last_seen, channels, boot_hash) VALUES(?,?,?,?,?,?,?,?,?,?) "
               "ON CONFLICT(host_id) DO UPDATE SET credential_hash=excluded.credential_hash, "
               "labels=excluded.labels, tenant=excluded.tenant, pinned=excluded.pinned, "
               "agent_version=excluded.agent_version, last_seen=excluded.last_seen, "
-              "channels=excluded.channels");
+              "channels=excluded.channels, boot_hash=CASE excluded.boot_hash WHEN 0 THEN "
+              "hosts.boot_hash ELSE excluded.boot_hash END");
       if (!st.ok()) return error("prepare");
       for (const auto& h : rows) {
         st.bind({h.host_id, h.credential_hash, h.labels_json, h.tenant,
                  std::int64_t{h.pinned ? 1 : 0}, h.agent_version, h.enrolled, h.last_seen,
-                 h.channels_json});
+                 h.channels_json, h.boot_hash});
         if (st.step() != SQLITE_DONE) return error("host write");
         st.reset();
       }
@@ -385,6 +396,36 @@ class SqliteStore final : public Store {
         "value=excluded.value",
         {key, value});
   }
+  Status upsert_exposures(const std::vector<ExposureRow>& rows) override {
+    return transaction([&]() -> Status {
+      Stmt st(db_,
+              "INSERT OR REPLACE INTO exposures(rollout, host_id, stage, applied_ms, healthy, "
+              "failed, silent, short_boots) VALUES(?,?,?,?,?,?,?,?)");
+      if (!st.ok()) return error("prepare");
+      for (const auto& e : rows) {
+        st.bind({e.rollout, e.host_id, e.stage, e.applied_ms, std::int64_t{e.healthy ? 1 : 0},
+                 std::int64_t{e.failed ? 1 : 0}, std::int64_t{e.silent ? 1 : 0}, e.short_boots});
+        if (st.step() != SQLITE_DONE) return error("exposure write");
+        st.reset();
+      }
+      return {};
+    });
+  }
+  Expected<std::vector<ExposureRow>> list_exposures(std::int64_t rollout) override {
+    std::vector<ExposureRow> out;
+    Stmt st(db_,
+            "SELECT host_id, stage, applied_ms, healthy, failed, silent, short_boots FROM "
+            "exposures WHERE rollout = ?");
+    if (!st.ok()) return error("prepare");
+    st.bind({rollout});
+    int rc;
+    while ((rc = st.step()) == SQLITE_ROW) {
+      out.push_back({rollout, st.text(0), st.i64(1), st.i64(2), st.i64(3) != 0, st.i64(4) != 0,
+                     st.i64(5) != 0, st.i64(6)});
+    }
+    if (rc != SQLITE_DONE) return error("read");
+    return out;
+  }
 
  private:
   sqlite3* db_;
@@ -394,8 +435,32 @@ class SqliteStore final : public Store {
 
 }  // namespace
 
-Expected<std::unique_ptr<Store>> open_sqlite(const std::string& path,
-                                             const std::vector<Migration>& migrations) {
+namespace {
+// The database holds token and credential hashes: owner only. SQLite creates the -wal and -shm
+// files with the database file's mode, so the database is created 0600 before SQLite opens it,
+// and files an older version left readable by others are tightened.
+Status make_private(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return fail(Errc::Unavailable, "cannot open database " + path + ": " + std::strerror(errno),
+                "storage_unavailable");
+  }
+  ::close(fd);
+  for (const auto& p : {path, path + "-wal", path + "-shm"}) {
+    struct stat st {};
+    if (::stat(p.c_str(), &st) != 0) continue;
+    if ((st.st_mode & 077) != 0 && ::chmod(p.c_str(), 0600) != 0) {
+      return fail(Errc::Unavailable,
+                  "cannot make " + p + " private (chmod 600): " + std::strerror(errno),
+                  "storage_unavailable");
+    }
+  }
+  return {};
+}
+}  // namespace
+
+namespace {
+Expected<std::unique_ptr<SqliteStore>> open_once(const std::string& path, bool exclusive) {
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(
       path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
@@ -407,12 +472,44 @@ Expected<std::unique_ptr<Store>> open_sqlite(const std::string& path,
   }
   auto store = std::make_unique<SqliteStore>(db);
   sqlite3_busy_timeout(db, 5000);
+  if (exclusive) RF_CHECK(store->exec("PRAGMA locking_mode=EXCLUSIVE"));
   // WAL: readers never block the writer; synchronous=NORMAL is durable across process crashes
   // in WAL mode (a power loss may drop the last commits, never corrupt).
   if (path != ":memory:") RF_CHECK(store->exec("PRAGMA journal_mode=WAL"));
-  RF_CHECK(store->exec("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON"));
-  RF_CHECK(store->migrate(migrations));
-  return std::unique_ptr<Store>(std::move(store));
+  return store;
+}
+}  // namespace
+
+Expected<std::unique_ptr<Store>> open_sqlite(const std::string& path,
+                                             const std::vector<Migration>& migrations) {
+  if (path != ":memory:") RF_CHECK(make_private(path));
+  auto store = open_once(path, false);
+  if (!store && path != ":memory:") {
+    // A first connection must size a fresh wal-index (-shm) before it can read, which a full
+    // disk refuses. In exclusive locking mode the wal-index lives in this process's memory and
+    // needs no file: the server comes up for reads and agents while writes cannot be made
+    // (nothing else may open the database meanwhile, which nothing else does).
+    store = open_once(path, true);
+  }
+  if (!store) return tl::unexpected(store.error());
+  RF_CHECK((*store)->exec("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON"));
+  RF_CHECK((*store)->migrate(migrations));
+  return std::unique_ptr<Store>(std::move(*store));
+}
+
+Expected<std::string> sqlite_integrity_check(const std::string& path) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+    sqlite3_close_v2(db);
+    return fail(Errc::Unavailable, "cannot open database " + path);
+  }
+  std::string out;
+  {
+    Stmt st(db, "PRAGMA integrity_check");
+    while (st.step() == SQLITE_ROW) out += (out.empty() ? "" : "\n") + st.text(0);
+  }
+  sqlite3_close_v2(db);
+  return out;
 }
 
 Expected<int> sqlite_user_version(const std::string& path) {

@@ -33,6 +33,9 @@ struct HostRow {
   std::string agent_version;
   std::int64_t enrolled = 0, last_seen = 0;
   std::string channels_json = "{}";
+  // proto::fnv1a64 of the boot id it last reported; 0 = none (an upsert with 0 keeps the stored
+  // one)
+  std::int64_t boot_hash = 0;
 };
 // A heartbeat that changed nothing but the time it was seen: only last_seen is written.
 struct HostSeenRow {
@@ -85,6 +88,16 @@ struct ReportRow {
   std::optional<std::int64_t> version;
   std::string detail_json = "{}";
   std::int64_t received = 0;
+};
+
+// One host's exposure to one rollout (the gates' evidence a restart rebuilds from).
+struct ExposureRow {
+  std::int64_t rollout = 0;
+  std::string host_id;
+  std::int64_t stage = 0;
+  std::int64_t applied_ms = 0;  // 0 = not applied
+  bool healthy = false, failed = false, silent = false;
+  std::int64_t short_boots = 0;
 };
 
 // Everything the server loads into memory at start.
@@ -144,6 +157,10 @@ class Store {
                                                         std::int64_t received_since,
                                                         std::int64_t limit) = 0;
   virtual Status put_setting(const std::string& key, const std::string& value) = 0;
+  // Inserts or replaces exposures by (rollout, host_id) (batch, one transaction).
+  virtual Status upsert_exposures(const std::vector<ExposureRow>& rows) = 0;
+  // The exposures of one rollout, in no particular order.
+  virtual Expected<std::vector<ExposureRow>> list_exposures(std::int64_t rollout) = 0;
 };
 
 // Opens (creating if needed) the SQLite database at path (":memory:" for tests), in WAL mode,
@@ -154,5 +171,8 @@ Expected<std::unique_ptr<Store>> open_sqlite(const std::string& path,
 
 // The user_version of an open SQLite file (for tests and diagnostics).
 Expected<int> sqlite_user_version(const std::string& path);
+
+// Result of PRAGMA integrity_check on a closed SQLite file: "ok" or the problems it lists.
+Expected<std::string> sqlite_integrity_check(const std::string& path);
 
 }  // namespace ringfence::server::store
