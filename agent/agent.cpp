@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "proto/ids.hpp"
+#include "proto/keyset.hpp"
 #include "proto/signing.hpp"
 
 namespace ringfence::agent {
@@ -18,6 +19,7 @@ constexpr std::string_view kMarker = "agent.running";
 constexpr std::string_view kIdentity = "identity.json";
 constexpr std::string_view kState = "state.json";
 constexpr std::string_view kSpool = "spool.json";
+constexpr std::string_view kTrust = "trust.json";
 
 // A fresh random UUID v4, lower case.
 std::string new_uuid_v4() {
@@ -133,6 +135,7 @@ Status Agent::start() {
     st_ = std::move(**loaded);
   }
   if (auto st = spool_.load(); !st) spdlog::error("{}", st.error().message);
+  load_trust();
 
   boot_id_ = deps_.system.boot_id();
   detect_previous_crash();  // counts the crash against armed guards; reverts come below
@@ -343,6 +346,12 @@ void Agent::poll() {
   if (stopped_ || polling_ || !enrolled()) return;
   polling_ = true;
   std::int64_t t0 = deps_.clock.mono_ms();
+  // A 304 keeps the last verified answer in force only until it expires: past that, ask for a
+  // whole new one (no If-None-Match) and hold still meanwhile.
+  if (desired_expired()) {
+    enter_stale("the desired state in force expired at " + std::to_string(desired_->expires));
+    etag_.clear();
+  }
   deps_.api.desired(id_->credential, etag_, cfg_.poll_wait_s,
                     [this, alive = alive_, t0](net::Result<net::DesiredAnswer> r) {
                       if (!*alive || stopped_) return;
@@ -366,7 +375,101 @@ void Agent::poll() {
                     });
 }
 
+// ---------------------------------------------------------------- trust
+
+void Agent::load_trust() {
+  auto configured = cfg_.root_key ? proto::encode_public_key(*cfg_.root_key) : std::string();
+  trust_.root = cfg_.root_key;
+  trust_.keys = cfg_.public_key ? proto::implicit_key_set(*cfg_.public_key) : proto::KeySet{};
+  if (!cfg_.root_key) return;  // --public-key only: that key, for good
+  auto rec = state::load_trust(deps_.fs, join(cfg_.state_dir, kTrust));
+  if (!rec) {
+    spdlog::error("{}; starting from the configured keys", rec.error().message);
+    return;
+  }
+  if (!*rec) return;
+  if ((*rec)->configured_root != configured) {
+    spdlog::warn("--root-key changed since the key set in {} was taken: it is dropped", kTrust);
+    return;
+  }
+  auto root = proto::parse_public_key((*rec)->root);
+  auto set = proto::decode_key_set((*rec)->key_set);
+  if (!root || !set) {
+    spdlog::error("{} is unreadable: starting from the configured keys", kTrust);
+    return;
+  }
+  trust_.root = *root;
+  trust_.keys = set->set;
+  spdlog::info("key set v{} (root {})", trust_.keys.version, proto::key_id(*trust_.root));
+}
+
+void Agent::learn_key_set(const std::string& text) {
+  auto set = proto::decode_key_set(text);
+  if (!set) {
+    ++refusals_["key_set_invalid"];
+    spdlog::warn("refusing the key set in the desired state: {}", set.error().message);
+    return;
+  }
+  if (set->set.version <= trust_.keys.version) return;  // the one we have (or older): nothing new
+  auto now_s = deps_.clock.wall_ms() / 1000;
+  auto next = proto::accept_key_set(trust_, *set, now_s);
+  if (!next) {
+    ++refusals_[std::string(next.error().code_or_default())];
+    spdlog::warn("refusing key set v{}: {} [{}]", set->set.version, next.error().message,
+                 next.error().code_or_default());
+    return;
+  }
+  state::TrustRecord rec{proto::encode_public_key(*cfg_.root_key),
+                         proto::encode_public_key(*next->root), proto::encode(*set)};
+  if (auto st = deps_.fs.write_atomic(join(cfg_.state_dir, kTrust), state::encode(rec), 0600);
+      !st) {
+    spdlog::error("cannot store key set v{}: {}", set->set.version, st.error().message);
+    return;  // not taken: asked again with the next answer
+  }
+  bool rotated = *next->root != *trust_.root;
+  trust_ = std::move(*next);
+  spdlog::info("accepted key set v{} ({} keys, {} revoked{})", trust_.keys.version,
+               trust_.keys.keys.size(), trust_.keys.revoked.size(),
+               rotated ? ", new root " + proto::key_id(*trust_.root) : std::string());
+}
+
+bool Agent::desired_expired() const {
+  return desired_ && desired_->expires <= deps_.clock.wall_ms() / 1000;
+}
+
+void Agent::enter_stale(const std::string& why) {
+  if (stale_) return;
+  stale_ = true;
+  spdlog::warn(
+      "desired state is stale ({}): keeping the current content until a fresh one "
+      "verifies",
+      why);
+  json detail = {{"reason", why},
+                 {"generation", st_.generation},
+                 {"expires", desired_ ? desired_->expires : 0},
+                 {"versions", json::parse(versions_json())}};
+  report(proto::ReportKind::StaleDesiredState, std::nullopt, std::nullopt, detail.dump());
+}
+
+void Agent::refuse_desired(const Error& why, const proto::DesiredState& ds) {
+  std::string code(why.code_or_default());
+  ++refusals_[code];
+  spdlog::warn("refusing desired state (generation {}, key {}): {} [{}]", ds.generation,
+               ds.key_id.empty() ? "-" : ds.key_id, why.message, code);
+  if (code == "stale_desired_state") enter_stale(why.message);
+}
+
 void Agent::on_desired(const proto::DesiredState& ds) {
+  if (ds.key_set && trust_.root) learn_key_set(*ds.key_set);
+  // Nothing of an answer is acted on before the whole of it verifies.
+  auto now_s = deps_.clock.wall_ms() / 1000;
+  if (auto ok = proto::verify_desired_state(ds, trust_.keys, id_->host_id, st_.generation, now_s);
+      !ok) {
+    return refuse_desired(ok.error(), ds);
+  }
+  if (stale_) spdlog::info("fresh desired state (generation {}): no longer stale", ds.generation);
+  stale_ = false;
+  st_.generation = ds.generation;
   etag_ = ds.etag;
   poll_s_ = ds.poll_s;
   if (ds.heartbeat_s != heartbeat_s_) {
@@ -513,6 +616,10 @@ std::optional<proto::DesiredChannel> Agent::next_job() const {
 
 void Agent::maybe_start_job() {
   if (stopped_ || !enrolled() || job_hold_timer_ != 0 || !desired_) return;
+  if (desired_expired()) {
+    return enter_stale("the desired state in force expired at " +
+                       std::to_string(desired_->expires));
+  }
   if (st_.machine == State::Downloading && st_.job) {
     bool still_wanted = std::any_of(
         desired_->channels.begin(), desired_->channels.end(),
@@ -544,7 +651,7 @@ void Agent::maybe_start_job() {
 
 content::VerifyContext Agent::verify_context(const std::string& channel) const {
   content::VerifyContext ctx;
-  ctx.public_key = cfg_.public_key;
+  ctx.keys = &trust_.keys;
   ctx.now_s = deps_.clock.wall_ms() / 1000;
   ctx.max_size = cfg_.max_content_bytes;
   auto it = st_.channels.find(channel);

@@ -36,7 +36,10 @@ struct Config {
   std::string content_dir;
   std::string enroll_token;
   proto::Labels labels;
-  proto::PublicKey public_key{};
+  // Trust: the pinned root of the key set (--root-key) and/or the first key set's one key
+  // (--public-key, trusted for content and desired states until a root-signed set replaces it).
+  std::optional<proto::PublicKey> root_key;
+  std::optional<proto::PublicKey> public_key;
   int poll_wait_s = 30;  // long-poll hold asked of the server
   int crash_loop_k = 2;  // restarts/crashes within the window that revert
   std::int64_t crash_loop_window_s = 600;
@@ -85,6 +88,13 @@ class Agent {
   std::int64_t heartbeat_interval_s() const noexcept { return heartbeat_s_; }
   // content_dir/<channel>/current
   std::string current_link(const std::string& channel) const;
+  // The keys trusted now (the implicit --public-key set, or the last root-signed set taken).
+  const proto::Trust& trust() const noexcept { return trust_; }
+  // Refusals of desired states and key sets so far, by code (wrong_host, replayed_generation,
+  // stale_desired_state, desired_signature, unknown_key, revoked_key, key_set_signature, ...).
+  const std::map<std::string, std::int64_t>& refusals() const noexcept { return refusals_; }
+  // True while frozen: the answer in force expired and no fresh verified one came yet.
+  bool stale() const noexcept { return stale_; }
 
  private:
   // --- state machine ---
@@ -104,6 +114,13 @@ class Agent {
   void poll();
   void schedule_poll(std::int64_t delay_ms);
   void on_desired(const proto::DesiredState& ds);
+  // Verifies and, when newer, adopts the key set an answer carries (root-signed, unexpired).
+  void learn_key_set(const std::string& text);
+  void load_trust();
+  void refuse_desired(const Error& why, const proto::DesiredState& ds);
+  // The answer in force expired: freeze on the current content, report it once.
+  void enter_stale(const std::string& why);
+  bool desired_expired() const;
   void send_heartbeat();
   void schedule_heartbeat(std::int64_t delay_ms);
   void flush_reports();
@@ -155,7 +172,10 @@ class Agent {
   std::int64_t heartbeat_s_ = 60;
   std::int64_t poll_s_ = 30;
   std::string etag_;
-  std::optional<proto::DesiredState> desired_;
+  std::optional<proto::DesiredState> desired_;  // the last verified answer
+  proto::Trust trust_;
+  std::map<std::string, std::int64_t> refusals_;
+  bool stale_ = false;
 
   bool polling_ = false;
   bool hb_inflight_ = false;

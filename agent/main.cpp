@@ -52,9 +52,14 @@ int main(int argc, char** argv) {
   app.add_option("--content-dir", content_dir, "content lands in DIR/<channel>/current")
       ->envname("RINGFENCE_CONTENT_DIR")
       ->required();
-  app.add_option("--public-key", key_file, "file with the base64 Ed25519 content-signing key")
-      ->envname("RINGFENCE_PUBLIC_KEY")
-      ->required();
+  std::string root_key_file;
+  app.add_option("--public-key", key_file,
+                 "file with the base64 Ed25519 signing key (the first key set, until a "
+                 "root-signed one arrives)")
+      ->envname("RINGFENCE_PUBLIC_KEY");
+  app.add_option("--root-key", root_key_file,
+                 "file with the base64 Ed25519 root key that signs key sets (pinned)")
+      ->envname("RINGFENCE_ROOT_KEY");
   app.add_option("--label", labels, "host label k=v (repeatable)")
       ->envname("RINGFENCE_LABELS")
       ->delimiter(',');
@@ -108,11 +113,16 @@ int main(int argc, char** argv) {
   cfg.check_timeout_ms = check_timeout_s * 1000;
   {
     RealFs fs;
-    auto text = fs.read(key_file);
-    if (!text) die("cannot read --public-key: " + text.error().message);
-    auto pk = proto::parse_public_key(trim(*text));
-    if (!pk) die("--public-key " + key_file + ": " + pk.error().message);
-    cfg.public_key = *pk;
+    if (key_file.empty() && root_key_file.empty()) die("--root-key or --public-key is required");
+    auto read_key = [&](const std::string& file, const char* flag) {
+      auto text = fs.read(file);
+      if (!text) die(std::string("cannot read ") + flag + ": " + text.error().message);
+      auto pk = proto::parse_public_key(trim(*text));
+      if (!pk) die(std::string(flag) + " " + file + ": " + pk.error().message);
+      return *pk;
+    };
+    if (!key_file.empty()) cfg.public_key = read_key(key_file, "--public-key");
+    if (!root_key_file.empty()) cfg.root_key = read_key(root_key_file, "--root-key");
     auto id = state::load_identity(fs, state_dir + "/identity.json");
     bool enrolled = id && *id && !(*id)->credential.empty();
     if (!enrolled && token.empty()) die("--enroll-token is required until the host is enrolled");

@@ -17,6 +17,7 @@
 
 #include "fleetsim/sample_content.hpp"
 #include "proto/bucket.hpp"
+#include "proto/keyset.hpp"
 #include "proto/messages.hpp"
 #include "proto/signing.hpp"
 
@@ -67,6 +68,7 @@ struct Host {
   std::int64_t boot_ms = 0;
   proto::Labels labels;
   std::string etag;
+  std::int64_t generation = 0;  // of the last desired state acted on (a lower one is a replay)
   std::int64_t heartbeat_s = 60;
   std::int64_t poll_s = 60;
   std::map<std::string, ChannelState> channels;
@@ -133,6 +135,7 @@ struct Fleet::Impl {
   Clock::time_point t0 = Clock::now();
   bool stopped = false;
   std::optional<proto::PublicKey> public_key;
+  proto::Trust trust;  // keys for desired states: GET /v1/keys (root pinned on first use)
 
   std::vector<Host> hosts;
   std::priority_queue<Ev, std::vector<Ev>, std::greater<Ev>> events;
@@ -275,7 +278,8 @@ struct Fleet::Impl {
           auto pk = proto::parse_public_key(j["public_key"].get<std::string>());
           if (pk) {
             public_key = *pk;
-            start_enrolls();
+            trust.keys = proto::implicit_key_set(*pk);
+            fetch_keys();
             return;
           }
         }
@@ -422,6 +426,60 @@ struct Fleet::Impl {
     schedule(i, EvKind::Enroll, backoff_ms(h));
   }
 
+  // The server's key set, if it has one: its root is pinned from here on (first use), later
+  // sets arrive in the desired states. An older server (404) leaves the signing key alone.
+  void fetch_keys() {
+    if (stopped) return;
+    HttpRequest req;
+    req.target = "/v1/keys";
+    req.timeout = std::chrono::milliseconds(kOneShotTimeoutMs);
+    ++requests["keys"];
+    client.submit(std::move(req), [this](HttpResponse r) {
+      count_response("keys", r);
+      auto j = json::parse(r.body, nullptr, false);
+      if (r.status == 200 && j.is_object() && j.contains("key_set") && j["key_set"].is_object()) {
+        auto set = proto::decode_key_set(j["key_set"].dump());
+        if (set) {
+          trust.root = set->set.root;
+          trust.keys = set->set;
+        } else {
+          ++errors["keys"];
+        }
+      }
+      start_enrolls();
+    });
+  }
+
+  // Verifies a desired state as the agent does (proto::verify_desired_state) before any part
+  // of it is used: signed by a trusted desired-state key, for this host, not a replay, not
+  // expired. Newer root-signed key sets are taken on the way. False = refused (counted).
+  bool verify_desired(std::uint32_t i, const proto::DesiredState& ds) {
+    auto& h = hosts[i];
+    auto now_s = unix_ms() / 1000;
+    if (ds.key_set && trust.root) {
+      auto set = proto::decode_key_set(*ds.key_set);
+      if (set && set->set.version > trust.keys.version) {
+        auto next = proto::accept_key_set(trust, *set, now_s);
+        if (next) {
+          trust = std::move(*next);
+        } else {
+          ++errors[std::string(next.error().code_or_default())];
+        }
+      }
+    }
+    auto ok = proto::verify_desired_state(ds, trust.keys, h.id, h.generation, now_s);
+    if (!ok) {
+      auto code = std::string(ok.error().code_or_default());
+      if (errors[code]++ == 0) {
+        std::fprintf(stderr, "fleetsim: refusing a desired state: %s\n",
+                     ok.error().message.c_str());
+      }
+      return false;
+    }
+    h.generation = ds.generation;
+    return true;
+  }
+
   // ---------------------------------------------------------------- desired state
   void poll(std::uint32_t i) {
     auto& h = hosts[i];
@@ -457,6 +515,11 @@ struct Fleet::Impl {
         ++errors["decode_desired"];
         std::fprintf(stderr, "fleetsim: undecodable desired state: %s\n",
                      ds.error().message.c_str());
+        ++h.failures;
+        schedule(i, EvKind::Poll, backoff_ms(h), h.poll_epoch);
+        return;
+      }
+      if (!verify_desired(i, *ds)) {
         ++h.failures;
         schedule(i, EvKind::Poll, backoff_ms(h), h.poll_epoch);
         return;

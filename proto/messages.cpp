@@ -84,6 +84,8 @@ std::string_view to_string(ReportKind k) noexcept {
       return "crash";
     case ReportKind::LocalRollback:
       return "local_rollback";
+    case ReportKind::StaleDesiredState:
+      return "stale_desired_state";
   }
   return "applied";
 }
@@ -93,6 +95,7 @@ std::optional<ReportKind> report_kind_from(std::string_view s) noexcept {
   if (s == "apply_failed") return ReportKind::ApplyFailed;
   if (s == "crash") return ReportKind::Crash;
   if (s == "local_rollback") return ReportKind::LocalRollback;
+  if (s == "stale_desired_state") return ReportKind::StaleDesiredState;
   return std::nullopt;
 }
 
@@ -112,24 +115,74 @@ std::string encode(const EnrollResponse& m) {
       .dump();
 }
 
+namespace {
+json channel_json(const DesiredChannel& c) {
+  json o = {
+      {"channel", c.channel},    {"version", c.version}, {"sha256", c.sha256},
+      {"size", c.size},          {"url", c.url},         {"manifest", manifest_json(c.manifest)},
+      {"signature", c.signature}};
+  if (!c.key_id.empty()) o["key_id"] = c.key_id;
+  if (c.rollback) o["rollback"] = true;
+  return o;
+}
+}  // namespace
+
+std::string canonical_channels(const std::vector<DesiredChannel>& channels) {
+  json chans = json::array();
+  for (const auto& c : channels) chans.push_back(channel_json(c));
+  return chans.dump();
+}
+
+std::string canonical_known_bad(const std::vector<KnownBad>& known_bad) {
+  json bad = json::array();
+  for (const auto& k : known_bad) bad.push_back({{"channel", k.channel}, {"version", k.version}});
+  return bad.dump();
+}
+
+std::string canonical_desired_bytes(std::string_view channels_json, std::string_view known_bad_json,
+                                    const DesiredHeader& h) {
+  std::string out;
+  out.reserve(channels_json.size() + known_bad_json.size() + 256);
+  out += "{\"channels\":";
+  out += channels_json;
+  out += ",\"expires\":" + std::to_string(h.expires);
+  out += ",\"generation\":" + std::to_string(h.generation);
+  out += ",\"heartbeat_s\":" + std::to_string(h.heartbeat_s);
+  out += ",\"host_id\":" + json(std::string(h.host_id)).dump();
+  out += ",\"issued\":" + std::to_string(h.issued);
+  out += ",\"key_set_version\":" + std::to_string(h.key_set_version);
+  out += ",\"known_bad\":";
+  out += known_bad_json;
+  out += ",\"poll_s\":" + std::to_string(h.poll_s);
+  out += '}';
+  return out;
+}
+
+std::string canonical_bytes(const DesiredState& ds) {
+  return canonical_desired_bytes(canonical_channels(ds.channels), canonical_known_bad(ds.known_bad),
+                                 DesiredHeader{ds.host_id, ds.generation, ds.issued, ds.expires,
+                                               ds.heartbeat_s, ds.poll_s, ds.key_set_version});
+}
+
 std::string encode(const DesiredState& m) {
   json chans = json::array();
-  for (const auto& c : m.channels) {
-    json o = {
-        {"channel", c.channel},    {"version", c.version}, {"sha256", c.sha256},
-        {"size", c.size},          {"url", c.url},         {"manifest", manifest_json(c.manifest)},
-        {"signature", c.signature}};
-    if (c.rollback) o["rollback"] = true;
-    chans.push_back(std::move(o));
-  }
+  for (const auto& c : m.channels) chans.push_back(channel_json(c));
   json bad = json::array();
   for (const auto& k : m.known_bad) bad.push_back({{"channel", k.channel}, {"version", k.version}});
-  return json{{"etag", m.etag},
+  json out = {{"etag", m.etag},
+              {"host_id", m.host_id},
+              {"generation", m.generation},
+              {"issued", m.issued},
+              {"expires", m.expires},
               {"channels", std::move(chans)},
               {"known_bad", std::move(bad)},
               {"heartbeat_s", m.heartbeat_s},
-              {"poll_s", m.poll_s}}
-      .dump();
+              {"poll_s", m.poll_s},
+              {"key_set_version", m.key_set_version},
+              {"key_id", m.key_id},
+              {"signature", m.signature}};
+  if (m.key_set) out["key_set"] = json::parse(*m.key_set, nullptr, false);
+  return out.dump();
 }
 
 std::string encode(const Heartbeat& m) {
@@ -190,11 +243,30 @@ Expected<DesiredState> decode_desired_state(std::string_view body) {
   RF_TRY(j, parse_object(body, "desired state"));
   DesiredState m;
   RF_TRY(etag, get_string(j, "etag", 128));
+  // The signed header is optional here (an old server sends none): the decoder checks shape,
+  // proto/keyset.hpp's verify_desired_state refuses an answer without a valid signature.
+  RF_TRY(host, get_opt_string(j, "host_id", 36));
+  RF_TRY(generation, get_opt_int(j, "generation", 0, kMaxTime * 1000));
+  RF_TRY(issued, get_opt_int(j, "issued", 0, kMaxTime));
+  RF_TRY(expires, get_opt_int(j, "expires", 0, kMaxTime));
   RF_TRY(hb, get_int(j, "heartbeat_s", 1, 86400));
   RF_TRY(poll, get_int(j, "poll_s", 1, 86400));
+  RF_TRY(ksv, get_opt_int(j, "key_set_version", 0, kMaxVersion));
+  RF_TRY(key_id, get_opt_string(j, "key_id", 64));
+  RF_TRY(signature, get_opt_string(j, "signature", 128));
+  if (host && !host->empty() && !is_uuid(*host)) {
+    return fail(Errc::InvalidArgument, "host_id must be a lower-case UUID");
+  }
   m.etag = etag;
+  m.host_id = host.value_or("");
+  m.generation = generation.value_or(0);
+  m.issued = issued.value_or(0);
+  m.expires = expires.value_or(0);
   m.heartbeat_s = hb;
   m.poll_s = poll;
+  m.key_set_version = ksv.value_or(0);
+  m.key_id = key_id.value_or("");
+  m.signature = signature.value_or("");
   auto ch = j.find("channels");
   if (ch == j.end() || !ch->is_array() || ch->size() > kMaxChannels) {
     return fail(Errc::InvalidArgument, "field 'channels' must be an array of at most 64");
@@ -208,6 +280,7 @@ Expected<DesiredState> decode_desired_state(std::string_view body) {
     RF_TRY(size, get_int(c, "size", 0, kMaxSize));
     RF_TRY(url, get_string(c, "url", 512));
     RF_TRY(sig, get_string(c, "signature", 128));
+    RF_TRY(kid, get_opt_string(c, "key_id", 64));
     RF_TRY(rb, get_opt_bool(c, "rollback"));
     auto mf = c.find("manifest");
     if (mf == c.end()) return fail(Errc::InvalidArgument, "field 'manifest' is required");
@@ -221,14 +294,15 @@ Expected<DesiredState> decode_desired_state(std::string_view body) {
     d.size = size;
     d.url = url;
     d.signature = sig;
+    d.key_id = kid.value_or("");
     d.manifest = std::move(manifest);
     d.rollback = rb.value_or(false);
     m.channels.push_back(std::move(d));
   }
   auto kb = j.find("known_bad");
   if (kb != j.end() && !kb->is_null()) {
-    if (!kb->is_array() || kb->size() > 4096) {
-      return fail(Errc::InvalidArgument, "field 'known_bad' must be an array");
+    if (!kb->is_array() || kb->size() > kMaxKnownBad) {
+      return fail(Errc::InvalidArgument, "field 'known_bad' must be an array of at most 4096");
     }
     for (const auto& k : *kb) {
       RF_CHECK(require_object(k, "known_bad entry"));
@@ -236,6 +310,15 @@ Expected<DesiredState> decode_desired_state(std::string_view body) {
       RF_TRY(version, get_int(k, "version", 1, kMaxVersion));
       m.known_bad.push_back({name, version});
     }
+  }
+  auto ks = j.find("key_set");
+  if (ks != j.end() && !ks->is_null()) {
+    if (!ks->is_object()) return fail(Errc::InvalidArgument, "field 'key_set' must be an object");
+    auto text = ks->dump();
+    if (text.size() > kMaxKeySetBytes) {
+      return fail(Errc::InvalidArgument, "field 'key_set' is larger than 16 KiB");
+    }
+    m.key_set = std::move(text);
   }
   return m;
 }

@@ -27,6 +27,8 @@ inline constexpr std::size_t kMaxLabels = 32;
 inline constexpr std::size_t kMaxChannels = 64;
 inline constexpr std::size_t kMaxReportsPerBatch = 256;
 inline constexpr std::size_t kMaxDetailBytes = 4096;
+inline constexpr std::size_t kMaxKnownBad = 4096;
+inline constexpr std::size_t kMaxKeySetBytes = 16 * 1024;
 
 using Labels = std::map<std::string, std::string>;
 
@@ -52,6 +54,7 @@ struct DesiredChannel {
   std::string url;  // path on the server, e.g. /v1/blobs/<sha256>
   Manifest manifest;
   std::string signature;  // base64 Ed25519 over canonical_bytes(manifest)
+  std::string key_id;     // the key (proto/keyset.hpp) that made `signature`; empty = unnamed
   // Set when the server sends this host *back* to this version (a rollback target, or N-1 for a
   // pinned host). A hint for logs and dashboards only: what lets an agent accept a lower version
   // is the signed manifest's rollback_from, never this unsigned flag.
@@ -63,13 +66,45 @@ struct KnownBad {
   std::int64_t version = 0;
 };
 
+// The whole answer of GET /v1/agent/desired. Everything but etag, key_id, signature and
+// key_set is covered by `signature` (see canonical_bytes below); proto/keyset.hpp verifies it.
 struct DesiredState {
-  std::string etag;
+  std::string etag;  // a transport hint for If-None-Match, not signed
+  std::string host_id;
+  std::int64_t generation = 0;  // per host, only ever grows (the agent refuses a lower one)
+  std::int64_t issued = 0;      // unix seconds
+  std::int64_t expires = 0;     // unix seconds; past it the agent freezes (stale_desired_state)
   std::vector<DesiredChannel> channels;
   std::vector<KnownBad> known_bad;
   std::int64_t heartbeat_s = 0;
   std::int64_t poll_s = 0;
+  std::int64_t key_set_version = 0;  // the key set the server signed under
+  std::string key_id;                // the desired-state key that made `signature`
+  std::string signature;             // base64 Ed25519 over canonical_bytes(*this)
+  // The server's current signed key set (proto/keyset.hpp wire form), raw JSON. Not covered by
+  // `signature`: it carries its own root signatures. Absent on a server without a key set.
+  std::optional<std::string> key_set;
 };
+
+// The signed fields of a desired state that differ per host.
+struct DesiredHeader {
+  std::string_view host_id;
+  std::int64_t generation = 0, issued = 0, expires = 0;
+  std::int64_t heartbeat_s = 0, poll_s = 0, key_set_version = 0;
+};
+
+// Canonical JSON (keys sorted, no white space) of the channel entries: each entry's wire fields
+// (key_id only when set, rollback only when true) with the manifest in its canonical form.
+std::string canonical_channels(const std::vector<DesiredChannel>& channels);
+// Canonical JSON of the known-bad list: [{"channel":..,"version":..},...] in list order.
+std::string canonical_known_bad(const std::vector<KnownBad>& known_bad);
+// The bytes a desired state's signature covers:
+//   {"channels":C,"expires":E,"generation":G,"heartbeat_s":H,"host_id":"..","issued":I,
+//    "key_set_version":K,"known_bad":KB,"poll_s":P}
+// from pre-rendered parts, so a server can sign per host around a shared body cheaply.
+std::string canonical_desired_bytes(std::string_view channels_json, std::string_view known_bad_json,
+                                    const DesiredHeader& h);
+std::string canonical_bytes(const DesiredState& ds);
 
 // Per-channel state an agent reports: "active" (running it), "staged", "failed", "rolled_back".
 struct ChannelStatus {
@@ -83,7 +118,9 @@ struct Heartbeat {
   std::map<std::string, ChannelStatus> channels;
 };
 
-enum class ReportKind { Applied, ApplyFailed, Crash, LocalRollback };
+// StaleDesiredState: the agent's desired state expired (or only expired ones arrive); it froze on
+// its current content. Evidence of nothing about a release: the gates ignore it.
+enum class ReportKind { Applied, ApplyFailed, Crash, LocalRollback, StaleDesiredState };
 std::string_view to_string(ReportKind k) noexcept;
 std::optional<ReportKind> report_kind_from(std::string_view s) noexcept;
 

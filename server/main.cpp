@@ -7,8 +7,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <string_view>
 
 #include "server/app.hpp"
+#include "server/keys_command.hpp"
 
 #ifndef RINGFENCE_DEFAULT_WEB_DIR
 #define RINGFENCE_DEFAULT_WEB_DIR ""
@@ -20,6 +22,9 @@ constexpr const char* kDefaultWebDir = RINGFENCE_DEFAULT_WEB_DIR;
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string_view(argv[1]) == "keys") {
+    return ringfence::server::keys_command(argc - 1, argv + 1);
+  }
   ringfence::server::AppConfig cfg;
   CLI::App cli{"ringfence-server: staged rollouts of content updates with automatic rollback"};
   // CLI11 reads the config file before it looks at environment variables, so RINGFENCE_CONFIG is
@@ -143,7 +148,19 @@ int main(int argc, char** argv) {
       ->envname("RINGFENCE_MAX_LONG_POLL_S")
       ->check(CLI::Range(1, 600))
       ->capture_default_str();
+  cli.add_option(
+         "--desired-ttl-s", c.desired_ttl_s,
+         "Lifetime of a signed desired state (re-signed half way; above 2x the long-poll cap)")
+      ->envname("RINGFENCE_DESIRED_TTL_S")
+      ->check(CLI::Range(60, 7 * 86400))
+      ->capture_default_str();
   CLI11_PARSE(cli, argc, argv);
+  if (c.desired_ttl_s < 2 * c.max_long_poll_s + 10) {
+    std::fprintf(
+        stderr,
+        "ringfence-server: --desired-ttl-s must be at least twice --max-long-poll-s + 10\n");
+    return 2;
+  }
   if (no_web) {
     cfg.web_dir.clear();
   } else if (web_dir->count() == 0 && std::filesystem::is_directory(kDefaultWebDir)) {

@@ -27,8 +27,28 @@ Status verify_entry(const proto::DesiredChannel& e, const VerifyContext& ctx) {
                                   " v" + std::to_string(m.version) + " vs " + e.channel + " v" +
                                   std::to_string(e.version) + ")");
   }
-  if (!proto::verify(ctx.public_key, proto::canonical_bytes(m), e.signature)) {
-    return refuse("signature", "manifest signature does not verify with the configured public key");
+  static const proto::KeySet kNone;
+  const auto& keys = ctx.keys ? *ctx.keys : kNone;
+  auto bytes = proto::canonical_bytes(m);
+  if (!e.key_id.empty()) {
+    auto pk = proto::trusted_key(keys, e.key_id, proto::KeyRole::Content, ctx.now_s);
+    if (!pk) {
+      return refuse(std::string(pk.error().code_or_default()),
+                    "manifest signed by an untrusted key: " + pk.error().message);
+    }
+    if (!proto::verify(*pk, bytes, e.signature)) {
+      return refuse("signature", "manifest signature does not verify with key " + e.key_id);
+    }
+  } else {
+    bool ok = false;
+    for (const auto& k : keys.keys) {
+      if (k.role != proto::KeyRole::Content) continue;
+      if (!proto::trusted_key(keys, k.id, k.role, ctx.now_s)) continue;
+      if (proto::verify(k.public_key, bytes, e.signature)) ok = true;
+    }
+    if (!ok) {
+      return refuse("signature", "manifest signature does not verify with any trusted content key");
+    }
   }
   if (m.expires <= ctx.now_s) {
     return refuse("expired", "manifest expired at " + std::to_string(m.expires) + " (now " +

@@ -1,8 +1,8 @@
 #pragma once
 // The agent's checks before it loads anything, as pure functions. Each refusal is an
 // Unprocessable error whose message is the reason sent in the apply_failed report, and whose
-// code names the check (signature, expired, known_bad, quarantined, downgrade, manifest,
-// sha256, size, too_large). Thread-safe.
+// code names the check (signature, revoked_key, unknown_key, key_role, key_expired, expired,
+// known_bad, quarantined, downgrade, manifest, sha256, size, too_large). Thread-safe.
 
 #include <cstdint>
 #include <optional>
@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "proto/error.hpp"
+#include "proto/keyset.hpp"
 #include "proto/messages.hpp"
 #include "proto/signing.hpp"
 
@@ -21,7 +22,7 @@ namespace ringfence::agent::content {
 using VersionSet = std::set<std::pair<std::string, std::int64_t>>;
 
 struct VerifyContext {
-  proto::PublicKey public_key{};
+  const proto::KeySet* keys = nullptr;         // the agent's trusted keys (null = trusts none)
   std::int64_t now_s = 0;                      // wall clock, unix seconds
   const VersionSet* known_bad = nullptr;       // from the server (may be null)
   const VersionSet* quarantined = nullptr;     // this host's own crash-loop verdicts (may be null)
@@ -30,7 +31,9 @@ struct VerifyContext {
 };
 
 // Checks a desired channel entry before download: manifest fields equal the entry's, the
-// Ed25519 signature over proto::canonical_bytes(manifest) verifies with the configured key,
+// Ed25519 signature over proto::canonical_bytes(manifest) verifies with the content key the
+// entry names (trusted now: listed for content, not revoked, not past not_after; an entry that
+// names no key may be signed by any trusted content key),
 // the manifest has not expired, the version is neither known-bad nor quarantined, it is not a
 // downgrade unless the entry is a server-signed rollback target, and the size is within limit.
 Status verify_entry(const proto::DesiredChannel& entry, const VerifyContext& ctx);

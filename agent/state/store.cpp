@@ -19,6 +19,7 @@ json job_json(const proto::DesiredChannel& c) {
 
 Expected<proto::DesiredChannel> job_from(const json& j) {
   json wrap = {{"etag", "job"}, {"heartbeat_s", 1}, {"poll_s", 1}, {"channels", json::array({j})}};
+  // (only the channel entry matters here; the signed header of a desired state is optional)
   auto ds = proto::decode_desired_state(wrap.dump());
   if (!ds) return tl::unexpected(ds.error());
   return ds->channels.at(0);
@@ -67,6 +68,7 @@ std::string encode(const AgentState& s) {
   json out = {{"machine", to_string(s.machine)}, {"channels", channels}, {"quarantine", quarantine},
               {"known_bad", known_bad},          {"refused", s.refused}, {"guards", guards}};
   out["job"] = s.job ? job_json(*s.job) : json(nullptr);
+  out["generation"] = s.generation;
   if (s.revert) {
     const auto& r = *s.revert;
     out["revert"] = {{"channel", r.channel},   {"version", r.version},
@@ -106,6 +108,7 @@ Expected<AgentState> decode_state(std::string_view text) {
                         g.at("activated_ms").get<std::int64_t>(), g.at("failures").get<int>(),
                         g.at("healthy").get<bool>()};
     }
+    s.generation = j.value("generation", std::int64_t{0});  // absent in older state files
     if (!j.at("job").is_null()) {
       auto job = job_from(j.at("job"));
       if (!job) return tl::unexpected(job.error());
@@ -123,6 +126,36 @@ Expected<AgentState> decode_state(std::string_view text) {
   } catch (const std::exception& e) {
     return fail(Errc::InvalidArgument, std::string("state file is corrupt: ") + e.what());
   }
+}
+
+std::string encode(const TrustRecord& t) {
+  json out = {{"configured_root", t.configured_root}, {"root", t.root}};
+  out["key_set"] = t.key_set.empty() ? json(nullptr) : json::parse(t.key_set, nullptr, false);
+  return out.dump();
+}
+
+Expected<TrustRecord> decode_trust(std::string_view text) {
+  try {
+    json j = json::parse(text);
+    TrustRecord t;
+    t.configured_root = j.at("configured_root").get<std::string>();
+    t.root = j.at("root").get<std::string>();
+    if (!j.at("key_set").is_null()) t.key_set = j.at("key_set").dump();
+    return t;
+  } catch (const std::exception& e) {
+    return fail(Errc::InvalidArgument, std::string("trust file is corrupt: ") + e.what());
+  }
+}
+
+Expected<std::optional<TrustRecord>> load_trust(Fs& fs, const std::string& path) {
+  auto text = fs.read(path);
+  if (!text) {
+    if (text.error().errc == Errc::NotFound) return std::optional<TrustRecord>{};
+    return tl::unexpected(text.error());
+  }
+  auto t = decode_trust(*text);
+  if (!t) return tl::unexpected(t.error());
+  return std::optional<TrustRecord>(std::move(*t));
 }
 
 Expected<std::optional<Identity>> load_identity(Fs& fs, const std::string& path) {

@@ -2,7 +2,9 @@
 // What the agent keeps in its state dir, as plain structs with a JSON codec:
 //   identity.json  host_id + credential (mode 0600)
 //   state.json     the state machine's state, the job in progress, per-channel active and
-//                  last-known-good versions, local quarantine, the crash-loop guards (0600)
+//                  last-known-good versions, local quarantine, the crash-loop guards, the
+//                  highest desired-state generation acted on (0600)
+//   trust.json     the root pinned now and the last key set accepted (0600)
 // Both are replaced atomically through the Fs seam. Thread-compatible.
 
 #include <cstdint>
@@ -63,6 +65,15 @@ struct AgentState {
   std::vector<proto::KnownBad> known_bad;  // the server's list, last seen
   std::vector<std::string> refused;        // "channel|version|sha256" refused for good
   std::map<std::string, Guard> guards;
+  // The highest desired-state generation this host acted on: a lower one is a replay.
+  std::int64_t generation = 0;
+};
+
+// What the agent learned about keys (proto/keyset.hpp), kept across restarts.
+struct TrustRecord {
+  std::string configured_root;  // base64 of --root-key when this was written
+  std::string root;             // base64 of the root pinned now (differs after a root rotation)
+  std::string key_set;          // the last accepted signed key set (wire JSON); may be empty
 };
 
 std::string encode(const Identity& id);
@@ -73,5 +84,8 @@ Expected<AgentState> decode_state(std::string_view text);
 // Loads a document; a missing file is nullopt; a corrupt one is an InvalidArgument error.
 Expected<std::optional<Identity>> load_identity(Fs& fs, const std::string& path);
 Expected<std::optional<AgentState>> load_state(Fs& fs, const std::string& path);
+std::string encode(const TrustRecord& t);
+Expected<TrustRecord> decode_trust(std::string_view text);
+Expected<std::optional<TrustRecord>> load_trust(Fs& fs, const std::string& path);
 
 }  // namespace ringfence::agent::state

@@ -24,6 +24,8 @@ const std::map<std::string, Doc>& docs() {
       {"GET /metrics", {"Prometheus metrics", "service", "none", 200}},
       {"GET /v1/openapi.json", {"This document", "service", "none", 200}},
       {"GET /v1/signing-key", {"Content signing public key (Ed25519, base64)", "service", "none", 200}},
+      {"GET /v1/keys", {"Keys in use: key set (root-signed), content and desired-state key ids", "service", "none", 200}},
+      {"POST /v1/keys/reload", {"Re-read the key files (keyset.json, keys/) now (admin)", "service", "token", 200}},
       {"POST /v1/tokens", {"Create an API token (admin)", "tokens", "token", 201}},
       {"GET /v1/tokens", {"List API tokens (admin)", "tokens", "token", 200}},
       {"DELETE /v1/tokens/{name}", {"Delete an API token (admin)", "tokens", "token", 204}},
@@ -68,9 +70,9 @@ const std::map<std::string, Doc>& docs() {
       {"DELETE /v1/emergency-stop", {"Lift the emergency stop", "rollouts", "token", 200}},
       {"GET /v1/emergency-stop", {"Emergency stop state", "rollouts", "token", 200}},
       {"POST /v1/agent/enroll", {"Enroll a host with an enrollment token", "agent", "none", 200}},
-      {"GET /v1/agent/desired", {"Desired state (ETag, 304, long poll with wait=)", "agent", "host", 200}},
+      {"GET /v1/agent/desired", {"Signed desired state {host_id, generation, issued, expires, channels, known_bad, heartbeat_s, poll_s, key_set_version, key_id, signature, key_set?} (ETag, 304, long poll with wait=)", "agent", "host", 200}},
       {"POST /v1/agent/heartbeat", {"Heartbeat", "agent", "host", 204}},
-      {"POST /v1/agent/reports", {"Batched reports (applied, apply_failed, crash, local_rollback)", "agent", "host", 202}},
+      {"POST /v1/agent/reports", {"Batched reports (applied, apply_failed, crash, local_rollback, stale_desired_state)", "agent", "host", 202}},
   };
   return kDocs;
 }

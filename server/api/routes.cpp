@@ -268,6 +268,10 @@ void register_routes(http::Router& router, core::Service& svc, const RequestMetr
   R.open(Method::Get, "/v1/signing-key", [&S](Request&, Reply reply) {
     reply(ok_json(json{{"algorithm", "ed25519"}, {"public_key", S.signing_public_key()}}));
   });
+  // ---- keys: public facts (the key set carries its own root signatures); reload is admin
+  R.open(Method::Get, "/v1/keys", [&S](Request&, Reply reply) { reply(ok_json(S.keys())); });
+  R.op(Method::Post, "/v1/keys/reload", Role::Admin,
+       [&S](Request&, const Principal& p, Reply& reply) { reply(result(S.reload_keys(p), 200)); });
 
   // ---- tokens (admin)
   R.op(Method::Post, "/v1/tokens", Role::Admin,

@@ -80,24 +80,111 @@ const Channel::Downgrade& Service::Impl::downgrade_to(Channel& ch, const Release
   auto now = clock.now_ms() / 1000;
   auto& d = ch.downgrades[target.version];
   if (d.signature.empty() || d.manifest.rollback_from != newest ||
-      d.manifest.expires - now <= opt.manifest_ttl_s / 2) {
+      d.manifest.expires - now <= opt.manifest_ttl_s / 2 || d.key_id != keys.content_id) {
     d.manifest = target.manifest;
     d.manifest.rollback_from = newest;
     d.manifest.expires = now + opt.manifest_ttl_s;
-    d.signature = proto::sign(key.secret_key, proto::canonical_bytes(d.manifest));
+    d.signature = proto::sign(keys.content().secret_key, proto::canonical_bytes(d.manifest));
+    d.key_id = keys.content_id;
   }
   return d;
 }
 
+std::int64_t Service::Impl::next_generation() {
+  last_generation = std::max(last_generation + 1, clock.now_ms() * 1000);
+  return last_generation;
+}
+
+namespace {
+std::uint64_t mix(std::uint64_t h, std::uint64_t v) { return (h ^ v) * 0x100000001b3ULL; }
+
+void append_hex16(std::string& out, std::uint64_t v) {
+  static const char* kHex = "0123456789abcdef";
+  for (int k = 0; k < 16; ++k) out += kHex[(v >> (60 - 4 * k)) & 15];
+}
+}  // namespace
+
+void Service::Impl::sign_host(HostIndex i, std::uint64_t tag, HostSigned& hs) {
+  const auto& h = fleet.at(i);
+  auto id_text = h.id.text();
+  std::string_view host_id(id_text.data(), id_text.size());
+  auto hb = heartbeat_for(i);
+  // Hosts offered the same releases share the channels, the known-bad list and the wire body
+  // up to the per-host fields; desired_generation (manifests re-signed, known-bad or keys
+  // changed) empties the cache.
+  std::string key = std::to_string(hb);
+  for (const auto& p : picks) {
+    key += '|';
+    key += *p.channel;
+    key += ':';
+    key += std::to_string(p.release->version);
+    // A downgrade authorisation names the channel's newest version: part of the key.
+    if (p.rollback) {
+      key += 'r';
+      key += std::to_string(channels.at(*p.channel).releases.rbegin()->first);
+    }
+  }
+  if (body_cache_generation != desired_generation || body_cache.size() > 4096) {
+    body_cache.clear();
+    body_cache_generation = desired_generation;
+  }
+  auto it = body_cache.find(key);
+  if (it == body_cache.end()) {
+    std::vector<proto::DesiredChannel> chans;
+    for (const auto& p : picks) {
+      proto::DesiredChannel dc;
+      dc.channel = *p.channel;
+      dc.version = p.release->version;
+      dc.sha256 = p.release->sha256;
+      dc.size = p.release->size;
+      dc.url = "/v1/blobs/" + p.release->sha256;
+      if (p.rollback) {
+        const auto& down = downgrade_to(channels.at(*p.channel), *p.release);
+        dc.manifest = down.manifest;
+        dc.signature = down.signature;
+        dc.key_id = down.key_id;
+      } else {
+        dc.manifest = p.release->manifest;
+        dc.signature = p.release->signature;
+        dc.key_id = p.release->key_id;
+      }
+      dc.rollback = p.rollback;
+      chans.push_back(std::move(dc));
+    }
+    auto shared = std::make_shared<SharedDesired>();
+    shared->channels_json = proto::canonical_channels(chans);
+    shared->known_bad_json = proto::canonical_known_bad(known_bad);
+    shared->heartbeat_s = hb;
+    shared->poll_s = opt.poll_s;
+    shared->key_set_version = keys.version();
+    auto& w = shared->prefix;
+    w = "{\"channels\":" + shared->channels_json + ",\"known_bad\":" + shared->known_bad_json +
+        ",\"heartbeat_s\":" + std::to_string(hb) + ",\"poll_s\":" + std::to_string(opt.poll_s) +
+        ",\"key_set_version\":" + std::to_string(keys.version()) + ",\"key_id\":\"" +
+        keys.desired_id + "\",";
+    if (!keys.key_set_json.empty()) w += "\"key_set\":" + keys.key_set_json + ",";
+    it = body_cache.emplace(std::move(key), std::move(shared)).first;
+  }
+  const auto& sh = *it->second;
+  auto now_ms = clock.now_ms();
+  hs.tag = tag;
+  hs.shared = it->second;
+  hs.generation = next_generation();
+  hs.issued = now_ms / 1000;
+  hs.expires = hs.issued + opt.desired_ttl_s;
+  hs.refresh_ms = now_ms + opt.desired_ttl_s * 500;
+  hs.etag = mix(tag, static_cast<std::uint64_t>(hs.generation) * 0x9e3779b97f4a7c15ULL);
+  auto bytes = proto::canonical_desired_bytes(
+      sh.channels_json, sh.known_bad_json,
+      proto::DesiredHeader{host_id, hs.generation, hs.issued, hs.expires, sh.heartbeat_s, sh.poll_s,
+                           sh.key_set_version});
+  auto sig = proto::sign(keys.desired().secret_key, bytes);
+  std::copy_n(sig.data(), std::min(sig.size(), hs.signature.size()), hs.signature.begin());
+}
+
 DesiredAnswer Service::Impl::compute_desired(HostIndex i, bool want_body) {
   const auto& h = fleet.at(i);
-  proto::DesiredState ds;
-  struct Pick {
-    const std::string* channel;
-    const Release* release;
-    bool rollback;
-  };
-  std::vector<Pick> picked;
+  picks.clear();
   auto id_text = h.id.text();
   std::uint64_t tag = proto::fnv1a64(std::string_view(id_text.data(), id_text.size())) ^
                       (desired_generation * 0x9e3779b97f4a7c15ULL);
@@ -134,73 +221,37 @@ DesiredAnswer Service::Impl::compute_desired(HostIndex i, bool want_body) {
       }
     }
     if (!chosen) continue;
-    tag = (tag ^ proto::fnv1a64(name)) * 0x100000001b3ULL;
-    tag = (tag ^ static_cast<std::uint64_t>(chosen->version) ^
-           (rollback ? 0x8000000000000000ULL : 0)) *
-          0x100000001b3ULL;
-    if (want_body) picked.push_back({&name, chosen, rollback});
+    tag = mix(tag, proto::fnv1a64(name));
+    tag = mix(tag,
+              static_cast<std::uint64_t>(chosen->version) ^ (rollback ? 0x8000000000000000ULL : 0));
+    picks.push_back({&name, chosen, rollback});
   }
-  ds.heartbeat_s = heartbeat_for(i);
-  ds.poll_s = opt.poll_s;
-  tag = (tag ^ static_cast<std::uint64_t>(ds.heartbeat_s)) * 0x100000001b3ULL;
-  static const char* kHex = "0123456789abcdef";
-  std::string etag(16, '0');
-  for (int k = 0; k < 16; ++k) etag[static_cast<size_t>(k)] = kHex[(tag >> (60 - 4 * k)) & 15];
+  tag = mix(tag, static_cast<std::uint64_t>(heartbeat_for(i)));
+  // The signed answer is made once per host per change (or half way to its expiry): a poll
+  // that finds it current costs a comparison, a 200 a few string appends.
+  if (host_signed.size() <= i) host_signed.resize(std::max<std::size_t>(i + 1, fleet.slots()));
+  auto& hs = host_signed[i];
+  if (!hs.shared || hs.tag != tag || clock.now_ms() >= hs.refresh_ms) sign_host(i, tag, hs);
   DesiredAnswer a;
-  a.etag = etag;
+  a.etag.reserve(16);
+  append_hex16(a.etag, hs.etag);
   if (want_body) {
-    // Hosts offered the same releases get the same body but for the etag: the encoded body is
-    // cached per (releases, intervals) and the etag spliced in. desired_generation (manifests
-    // re-signed, known-bad changed) invalidates the cache.
-    std::string key = std::to_string(ds.heartbeat_s);
-    for (const auto& p : picked) {
-      key += '|';
-      key += *p.channel;
-      key += ':';
-      key += std::to_string(p.release->version);
-      // A downgrade authorisation names the channel's newest version: part of the key.
-      if (p.rollback) {
-        key += 'r';
-        key += std::to_string(channels.at(*p.channel).releases.rbegin()->first);
-      }
-    }
-    if (body_cache_generation != desired_generation || body_cache.size() > 4096) {
-      body_cache.clear();
-      body_cache_generation = desired_generation;
-    }
-    auto it = body_cache.find(key);
-    if (it == body_cache.end()) {
-      for (const auto& p : picked) {
-        proto::DesiredChannel dc;
-        dc.channel = *p.channel;
-        dc.version = p.release->version;
-        dc.sha256 = p.release->sha256;
-        dc.size = p.release->size;
-        dc.url = "/v1/blobs/" + p.release->sha256;
-        if (p.rollback) {
-          const auto& down = downgrade_to(channels.at(*p.channel), *p.release);
-          dc.manifest = down.manifest;
-          dc.signature = down.signature;
-        } else {
-          dc.manifest = p.release->manifest;
-          dc.signature = p.release->signature;
-        }
-        dc.rollback = p.rollback;
-        ds.channels.push_back(std::move(dc));
-      }
-      static const std::string kMarker = "@@rf-etag@@";
-      ds.etag = kMarker;
-      ds.known_bad = known_bad;
-      auto full = proto::encode(ds);
-      auto at = full.find(kMarker);
-      it = body_cache
-               .emplace(key, std::make_pair(full.substr(0, at), full.substr(at + kMarker.size())))
-               .first;
-    }
-    a.body.reserve(it->second.first.size() + etag.size() + it->second.second.size());
-    a.body = it->second.first;
-    a.body += etag;
-    a.body += it->second.second;
+    const auto& sh = *hs.shared;
+    a.body.reserve(sh.prefix.size() + 320);
+    a.body = sh.prefix;
+    a.body += "\"etag\":\"";
+    a.body += a.etag;
+    a.body += "\",\"host_id\":\"";
+    a.body.append(id_text.data(), id_text.size());
+    a.body += "\",\"generation\":";
+    a.body += std::to_string(hs.generation);
+    a.body += ",\"issued\":";
+    a.body += std::to_string(hs.issued);
+    a.body += ",\"expires\":";
+    a.body += std::to_string(hs.expires);
+    a.body += ",\"signature\":\"";
+    a.body.append(hs.signature.data(), hs.signature.size());
+    a.body += "\"}";
   }
   return a;
 }
@@ -348,6 +399,7 @@ Status Service::heartbeat(std::int64_t host, const proto::Heartbeat& hb) {
 
 void Service::Impl::host_signal(HostIndex i, const std::string& channel, std::int64_t version,
                                 proto::ReportKind kind) {
+  if (kind == proto::ReportKind::StaleDesiredState) return;  // about the host's link, not a release
   auto now = clock.now_ms();
   for (auto& [id, r] : rollouts) {
     if (!rollout::is_active(r.state) || r.channel != channel) continue;
@@ -370,6 +422,8 @@ void Service::Impl::host_signal(HostIndex i, const std::string& channel, std::in
       case proto::ReportKind::LocalRollback:
         mark_applied(r, e->second, now);  // it reached the host
         mark_failed(r, e->second, false);
+        break;
+      case proto::ReportKind::StaleDesiredState:
         break;
     }
     evaluate(r);
@@ -593,6 +647,7 @@ void Service::tick() {
   }
   m.retry_rollbacks();
   m.refresh_manifests();
+  m.check_key_files();
   // Exposures of newly offered hosts and whatever a failed commit left behind (its requests
   // were answered 503 by that attempt) go in a commit of their own.
   (void)m.commit_batch();

@@ -40,6 +40,7 @@ json Service::Impl::release_json(const Release& r) const {
           {"state", to_string(r.state)},
           {"manifest", json::parse(proto::canonical_bytes(r.manifest))},
           {"signature", r.signature},
+          {"key_id", r.key_id},
           {"validation", r.validation},
           {"created", r.created}};
 }
@@ -243,7 +244,8 @@ Expected<json> Service::create_release(const Principal& by, const std::string& c
   r.created = m.now_s();
   r.manifest = {channel, r.version, sha,
                 size,    r.created, r.created + ttl.value_or(m.opt.manifest_ttl_s)};
-  r.signature = proto::sign(m.key.secret_key, proto::canonical_bytes(r.manifest));
+  r.signature = proto::sign(m.keys.content().secret_key, proto::canonical_bytes(r.manifest));
+  r.key_id = m.keys.content_id;
   r.validation = validation;
   RF_CHECK(m.store.transaction([&]() -> Status {
     RF_CHECK(m.persist_release(r));
@@ -349,7 +351,8 @@ void Service::Impl::refresh_manifests() {
       if (r.manifest.expires - now > opt.manifest_ttl_s / 2) continue;
       auto saved = r;
       r.manifest.expires = now + opt.manifest_ttl_s;
-      r.signature = proto::sign(key.secret_key, proto::canonical_bytes(r.manifest));
+      r.signature = proto::sign(keys.content().secret_key, proto::canonical_bytes(r.manifest));
+      r.key_id = keys.content_id;
       if (!persist_release(r)) {
         r = saved;
         continue;

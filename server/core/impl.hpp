@@ -1,14 +1,17 @@
 #pragma once
 // Private to server/core: the in-memory model behind Service. Included only by core/*.cpp.
 
+#include <array>
 #include <chrono>
 #include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 #include <unordered_set>
 
+#include "server/core/keys.hpp"
 #include "server/core/service.hpp"
 
 namespace ringfence::server::core {
@@ -42,6 +45,7 @@ struct Release {
   ReleaseState state = ReleaseState::Validated;
   proto::Manifest manifest;
   std::string signature;
+  std::string key_id;  // the content key that made `signature` (found again at load)
   json validation = json::object();
   std::int64_t created = 0;
 };
@@ -59,6 +63,7 @@ struct Channel {
   struct Downgrade {
     proto::Manifest manifest;
     std::string signature;
+    std::string key_id;
   };
   std::map<std::int64_t, Downgrade> downgrades;
 };
@@ -159,9 +164,33 @@ struct Waiter {
   std::function<void(DesiredAnswer)> reply;
 };
 
+// The part of a desired-state answer that hosts offered the same releases share (see
+// compute_desired): canonical channel and known-bad JSON for signing, and the wire body up to
+// the per-host fields.
+struct SharedDesired {
+  std::string channels_json, known_bad_json;
+  std::string prefix;  // {"channels":..,...,"key_id":"..",  (the per-host fields follow)
+  std::int64_t heartbeat_s = 0, poll_s = 0, key_set_version = 0;
+};
+
+// The last signed answer of one host: re-signed only when its state tag changes or it is half
+// way to expiry, so a poll never signs (a 304 compares the etag, a 200 splices these fields).
+struct HostSigned {
+  std::uint64_t tag = 0;   // the state it was signed for
+  std::uint64_t etag = 0;  // tag mixed with the generation
+  std::int64_t generation = 0, issued = 0, expires = 0;
+  std::int64_t refresh_ms = 0;       // re-sign at or after this
+  std::array<char, 88> signature{};  // base64 of 64 bytes
+  std::shared_ptr<const SharedDesired> shared;
+};
+
 struct Service::Impl {
   Impl(store::Store& s, const Clock& c, proto::KeyPair k, Options o)
-      : store(s), clock(c), key(k), opt(std::move(o)) {}
+      : store(s), clock(c), key(k), opt(std::move(o)) {
+    // Until load() reads the key files, the first key signs everything.
+    keys.content_id = keys.desired_id = proto::key_id(k.public_key);
+    keys.online[keys.content_id] = k;
+  }
 
   store::Store& store;
   const Clock& clock;
@@ -183,9 +212,22 @@ struct Service::Impl {
   // Silence is evidence only once hosts could have spoken to this process: until then (its
   // start plus the agents' longest backoff, Options::restart_grace_s) nobody is found silent.
   std::int64_t silence_not_before_ms = 0;
-  // Encoded desired-state bodies around the etag, by offered releases (see compute_desired).
-  std::unordered_map<std::string, std::pair<std::string, std::string>> body_cache;
+  // Shared desired-state parts by offered releases (see compute_desired), and per host the
+  // signed header (by HostIndex; grown on demand).
+  std::unordered_map<std::string, std::shared_ptr<const SharedDesired>> body_cache;
   std::uint64_t body_cache_generation = ~0ull;
+  std::vector<HostSigned> host_signed;
+  std::int64_t last_generation = 0;
+  struct Pick {
+    const std::string* channel;
+    const Release* release;
+    bool rollback;
+  };
+  std::vector<Pick> picks;  // compute_desired's scratch (mu held)
+  // Keys (keys.hpp): the ones in use, keyset.json's stamp when read, the next file check.
+  ServerKeys keys;
+  std::pair<std::int64_t, std::int64_t> key_stamp{0, 0};
+  std::int64_t next_key_check_ms = 0;
   std::vector<proto::KnownBad> known_bad;
 
   std::multimap<HostIndex, Waiter> waiters;
@@ -253,9 +295,22 @@ struct Service::Impl {
   Status halt(Rollout& r, const std::string& actor, const std::string& reason, json evidence,
               bool operator_abort);
   Status finish_rollback(Rollout& r);
+  // The known-bad list agents get: quarantined versions that can still matter (rollouts.cpp).
   void rebuild_known_bad();
+  static constexpr std::size_t kMaxKnownBadPerChannel = 256;
   void notify_waiters();
   DesiredAnswer compute_desired(HostIndex h, bool want_body);
+  // Signs host h's answer for state `tag` over the shared part of its picks.
+  void sign_host(HostIndex h, std::uint64_t tag, HostSigned& hs);
+  // A generation above every one given out: wall-clock microseconds, or the last one + 1.
+  std::int64_t next_generation();
+  // Keys (keys.cpp): switch to a loaded set (re-signing content for a new content key and every
+  // host's answer for a new desired key or set); reload keyset.json; its JSON for the API.
+  void install_keys(ServerKeys k);
+  void resign_content();
+  void check_key_files();
+  Status reload_keys_locked(const std::string& actor);
+  json keys_json() const;
   // The release a pinned host holds: N-1, the newest once-stable (superseded) release below the
   // channel's stable one, else the stable one; nullptr when the channel has no stable release.
   const Release* pinned_release(const Channel& ch) const;

@@ -430,9 +430,22 @@ Status Service::Impl::finish_rollback(Rollout& r) {
 void Service::Impl::rebuild_known_bad() {
   known_bad.clear();
   for (const auto& [n, c] : channels) {
-    for (const auto& [v, r] : c.releases) {
-      if (r.state == ReleaseState::Quarantined) known_bad.push_back({n, v});
+    // Only what can still matter: versions at or above the oldest one any host may be offered
+    // (the stable release, or N-1 for pinned hosts); every host is sent at least that, and the
+    // agent never loads a version below it without a signed rollback. With no stable release
+    // every quarantined version counts, the newest kMaxKnownBadPerChannel of them.
+    std::int64_t floor = 0;
+    if (c.stable_version) {
+      floor = *c.stable_version;
+      if (const auto* pinned = pinned_release(c)) floor = std::min(floor, pinned->version);
     }
+    std::vector<proto::KnownBad> mine;
+    for (auto it = c.releases.rbegin(); it != c.releases.rend() && it->first >= floor; ++it) {
+      if (it->second.state != ReleaseState::Quarantined) continue;
+      mine.push_back({n, it->first});
+      if (mine.size() >= kMaxKnownBadPerChannel) break;
+    }
+    known_bad.insert(known_bad.end(), mine.rbegin(), mine.rend());
   }
   ++desired_generation;
 }

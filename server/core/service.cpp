@@ -100,6 +100,9 @@ Expected<std::vector<fleet::Ring>> rings_from_rows(const std::vector<store::Ring
 Status Service::load() {
   auto& m = *impl_;
   std::lock_guard lock(m.mu);
+  RF_TRY(keys, load_server_keys(m.opt.data_dir, m.key, m.now_s()));
+  m.keys = std::move(keys);
+  m.key_stamp = file_stamp(m.opt.data_dir + "/keyset.json");
   RF_TRY(snap, m.store.load());
   for (const auto& t : snap.tokens) {
     m.tokens.push_back({t.name, t.hash, role_from(t.role).value_or(Role::Viewer), t.created});
@@ -167,6 +170,14 @@ Status Service::load() {
                     mj.value("created", std::int64_t{0}),
                     mj.value("expires", std::int64_t{0})};
     rel.signature = r.signature;
+    // Which online key signed it is not stored: found again here for content still offered
+    // (resign_content then signs with the current content key whatever no key here verifies).
+    if (rel.state != ReleaseState::Quarantined && rel.state != ReleaseState::Superseded) {
+      auto bytes = proto::canonical_bytes(rel.manifest);
+      for (const auto& [id, kp] : m.keys.online) {
+        if (proto::verify(kp.public_key, bytes, rel.signature)) rel.key_id = id;
+      }
+    }
     rel.validation = json::parse(r.validation_json, nullptr, false);
     rel.created = r.created;
     cit->second.releases[r.version] = std::move(rel);
@@ -308,6 +319,7 @@ Status Service::load() {
     if (rollout::is_active(r.state))
       m.silence_not_before_ms = m.clock.now_ms() + m.opt.restart_grace_s * 1000;
   }
+  m.resign_content();
   m.rebuild_known_bad();
   return {};
 }
@@ -329,7 +341,9 @@ Expected<std::optional<std::string>> Service::bootstrap_admin(std::optional<std:
 }
 
 std::string Service::signing_public_key() const {
-  const auto& pk = impl_->key.public_key;
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  const auto& pk = m.keys.content().public_key;
   return proto::base64_encode(
       std::string_view(reinterpret_cast<const char*>(pk.data()), pk.size()));
 }

@@ -54,6 +54,9 @@ struct Options {
   // After a start, nobody is found silent for this long (the agents' longest backoff): the fleet
   // could not talk to a stopped server.
   std::int64_t restart_grace_s = 60;
+  // Lifetime of a signed desired state; each host's is re-signed half way (so keep it above
+  // twice the long-poll cap: a parked poll always ends before the answer it holds expires).
+  std::int64_t desired_ttl_s = 3600;
 };
 
 struct DesiredAnswer {
@@ -74,8 +77,14 @@ class Service {
   // Creates the bootstrap admin token when the store has none; returns it (else nullopt).
   Expected<std::optional<std::string>> bootstrap_admin(std::optional<std::string> wanted);
 
-  // The content signing public key, base64.
+  // The content signing public key in use, base64.
   std::string signing_public_key() const;
+  // The keys in use: {version, content_key_id, desired_key_id, root, key_set, expires?}.
+  nlohmann::json keys() const;
+  // Re-reads the key files (keys.hpp) now; the server signs with the new keys at once and every
+  // host gets a fresh answer carrying the key set. Errors: InvalidArgument (the files are
+  // refused: the old keys stay), Conflict (an older key set than the one in use).
+  Expected<nlohmann::json> reload_keys(const Principal& by);
 
   // ---- auth
   Expected<Principal> authenticate(std::string_view authorization_header) const;

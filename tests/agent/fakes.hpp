@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "agent/agent.hpp"
+#include "proto/keyset.hpp"
 #include "proto/signing.hpp"
 #include "tests/support/process.hpp"
 
@@ -333,9 +334,12 @@ class Harness {
                                  clock.wall_ms() / 1000,
                                  clock.wall_ms() / 1000 + expires_in_s};
     c.signature = proto::sign(keys.secret_key, proto::canonical_bytes(c.manifest));
+    c.key_id = proto::key_id(keys.public_key);
     api.blobs[c.url] = bytes;
     return c;
   }
+  // A desired state for this agent's host, signed with `keys` (the --public-key of the harness
+  // unless a test set a root) under a generation above every earlier one, valid for an hour.
   proto::DesiredState desired(std::vector<proto::DesiredChannel> chans,
                               std::vector<proto::KnownBad> bad = {}, std::int64_t hb = 60) {
     proto::DesiredState ds;
@@ -344,7 +348,17 @@ class Harness {
     ds.known_bad = std::move(bad);
     ds.heartbeat_s = hb;
     ds.poll_s = 30;
+    ds.host_id = agent && agent->identity() ? agent->identity()->host_id : "";
+    ds.generation = ++generation_;
+    ds.issued = clock.wall_ms() / 1000;
+    ds.expires = ds.issued + 3600;
+    sign(ds, desired_keys);
     return ds;
+  }
+  // (Re)signs ds with kp, naming kp's key id and the key set version in use.
+  static void sign(proto::DesiredState& ds, const proto::KeyPair& kp) {
+    ds.key_id = proto::key_id(kp.public_key);
+    ds.signature = proto::sign(kp.secret_key, proto::canonical_bytes(ds));
   }
   // Answers the pending long poll with ds.
   void deliver(const proto::DesiredState& ds) {
@@ -385,6 +399,7 @@ class Harness {
   FakeConsumer consumer;
   FakeSystem sys;
   proto::KeyPair keys = proto::generate_keypair();
+  proto::KeyPair desired_keys = keys;  // the key desired() signs with
   Config cfg;
   std::unique_ptr<Agent> agent;
 
@@ -392,6 +407,7 @@ class Harness {
   bool with_consumer_;
   std::string kill_at_;
   int etag_n_ = 0;
+  std::int64_t generation_ = 1000;
 };
 
 }  // namespace ringfence::agent::testing

@@ -17,8 +17,18 @@ now = int(time.time())
 manifest = {"channel": "rules", "created": now, "expires": now + 86400, "sha256": sha, "size": len(blob), "version": 1}
 canon = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
 sig = base64.b64encode(key.sign(canon)).decode()
-desired = {"etag": "e1", "channels": [{"channel": "rules", "version": 1, "sha256": sha, "size": len(blob),
-           "url": "/v1/blobs/" + sha, "manifest": manifest, "signature": sig}], "known_bad": [], "heartbeat_s": 5, "poll_s": 30}
+key_id = hashlib.sha256(pub).hexdigest()[:16]
+channels = [{"channel": "rules", "version": 1, "sha256": sha, "size": len(blob), "url": "/v1/blobs/" + sha,
+             "manifest": manifest, "signature": sig, "key_id": key_id}]
+hosts = {}  # host_id -> the signed desired state (README: "The desired state is signed")
+
+def desired_for(host_id):
+    if host_id not in hosts:
+        signed = {"host_id": host_id, "generation": int(time.time() * 1e6), "issued": now, "expires": now + 86400,
+                  "channels": channels, "known_bad": [], "heartbeat_s": 5, "poll_s": 30, "key_set_version": 0}
+        canon_d = json.dumps(signed, separators=(",", ":"), sort_keys=True).encode()
+        hosts[host_id] = dict(signed, etag="e1", key_id=key_id, signature=base64.b64encode(key.sign(canon_d)).decode())
+    return hosts[host_id]
 log = open(sys.argv[1] + ".requests", "a")
 
 class H(BaseHTTPRequestHandler):
@@ -35,7 +45,7 @@ class H(BaseHTTPRequestHandler):
         log.write(f"POST {self.path} {body[:300]!r}\n"); log.flush()
         if self.path == "/v1/agent/enroll":
             req = json.loads(body)
-            self.send(200, json.dumps({"host_id": req["host_id"], "credential": "c1", "heartbeat_s": 5, "poll_s": 30}).encode())
+            self.send(200, json.dumps({"host_id": req["host_id"], "credential": req["host_id"] + ".c1", "heartbeat_s": 5, "poll_s": 30}).encode())
         elif self.path == "/v1/agent/heartbeat": self.send(204)
         elif self.path == "/v1/agent/reports": self.send(202, b"{}")
         else: self.send(404)
@@ -45,7 +55,8 @@ class H(BaseHTTPRequestHandler):
             if self.headers.get("If-None-Match") == '"e1"':
                 time.sleep(int(self.path.split("wait=")[1]))
                 self.send(304, b"", [("ETag", '"e1"')]); return
-            self.send(200, json.dumps(desired).encode(), [("ETag", '"e1"'), ("Content-Type", "application/json")])
+            host_id = self.headers.get("Authorization", "").removeprefix("Bearer ").split(".")[0]
+            self.send(200, json.dumps(desired_for(host_id)).encode(), [("ETag", '"e1"'), ("Content-Type", "application/json")])
         elif self.path == "/v1/blobs/" + sha:
             r = self.headers.get("Range")
             if r:

@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "proto/keyset.hpp"
 #include "proto/signing.hpp"
 #include "tests/support/process.hpp"
 
@@ -503,9 +504,9 @@ TEST_F(AgentIntegration, ServerOutageIsMetWithBackoffNotAStorm) {
 
 // --------------------------------------------------------------- forged or stale input
 
-TEST_F(AgentIntegration, ContentSignedByAnotherKeyIsNeverActivated) {
-  // The agent trusts a key that is not the server's: every manifest the server signs is forged as
-  // far as this agent is concerned.
+TEST_F(AgentIntegration, AnswersSignedByAnotherKeyAreNeverActedOn) {
+  // The agent trusts a key that is not the server's: every desired state the server signs is
+  // forged as far as this agent is concerned, so no part of it is acted on.
   auto other = ringfence::proto::generate_keypair();
   public_key_file_ = dir_.path() + "/other.pub";
   {
@@ -521,37 +522,158 @@ TEST_F(AgentIntegration, ContentSignedByAnotherKeyIsNeverActivated) {
       << agent_log();
   auto v = release("rules signed by the server, not by the key this agent trusts\n");
   ASSERT_GT(v, 0);
-  // The refusal is reported to the server: the rollout counts the host as failed, and the
-  // server stores the apply_failed report with the check that refused it.
-  ASSERT_TRUE(eventually([&] { return rollout_stage0().value("failed", 0) >= 1; }, 60s))
-      << rollout_stage0().dump() << "\n"
-      << agent_log();
-  json rep;
   ASSERT_TRUE(eventually(
       [&] {
-        rep = server_report("apply_failed", v);
-        return !rep.is_null();
+        return agent_log().find("refusing desired state") != std::string::npos &&
+               agent_log().find("[unknown_key]") != std::string::npos;
       },
       30s))
-      << server_reports().dump() << "\n"
       << agent_log();
-  EXPECT_EQ(rep["detail"].value("check", ""), "signature") << rep.dump();
-  EXPECT_NE(agent_log().find("refusing rules v" + std::to_string(v) +
-                             ": manifest signature does not verify"),
-            std::string::npos)
-      << agent_log();
-  EXPECT_TRUE(eventually([&] { return spool() == "[]"; }, 30s)) << spool();
-  // Nothing was activated, and nothing was even downloaded (the signature is checked first).
+  // Nothing was activated, and nothing was even downloaded.
   EXPECT_FALSE(exists(dir_.path() + "/content/rules/current"));
   EXPECT_FALSE(exists(dir_.path() + "/content/rules/versions/v" + std::to_string(v)));
   EXPECT_TRUE(std::filesystem::is_empty(dir_.path() + "/state/staging"));
   EXPECT_EQ(agent_log().find("activated rules"), std::string::npos) << agent_log();
-  // The server never saw the host run it.
-  auto h = http(port(), "GET", "/v1/hosts/" + host_id()).j();
-  EXPECT_FALSE(h.contains("channels") && h["channels"].contains("rules") &&
-               h["channels"]["rules"].value("version", std::int64_t{0}) == v)
-      << h.dump();
+  EXPECT_EQ(agent_log().find("new desired content"), std::string::npos) << agent_log();
   ASSERT_TRUE(agent.running()) << agent_log();
+}
+
+// --------------------------------------------------------------- keys
+
+// `ringfence-server keys ARGS...` on the server's data dir; true when it exits 0.
+bool keys_cli(const std::string& log, std::vector<std::string> args) {
+  std::vector<std::string> argv = {ringfence::testing::built_program("server/ringfence-server"),
+                                   "keys"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto p = Process::start(argv, {}, log);
+  auto st = p.wait(30s);
+  return st && WIFEXITED(*st) && WEXITSTATUS(*st) == 0;
+}
+
+std::string key_id_of_file(const std::string& path) {
+  auto text = slurp(path);
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  auto pk = ringfence::proto::parse_public_key(text);
+  return pk ? ringfence::proto::key_id(*pk) : "";
+}
+
+TEST_F(AgentIntegration, KeyRotationMidRolloutKeepsEveryAgentWorking) {
+  auto data = server_->data_dir();
+  auto cli_log = dir_.path() + "/keys.log";
+  auto root = dir_.path() + "/offline/root.key";
+  ::mkdir((dir_.path() + "/offline").c_str(), 0700);
+  ASSERT_TRUE(keys_cli(cli_log, {"init", "--data-dir", data, "--root-key", root}))
+      << slurp(cli_log);
+  ASSERT_TRUE(exists(root + ".pub"));
+  auto reload = http(port(), "POST", "/v1/keys/reload", "{}");
+  ASSERT_EQ(reload.status, 200) << reload.body;
+  EXPECT_EQ(reload.j()["version"], 1);
+  // Two agents: one upgraded from --public-key (now with the root too), one with the root only.
+  auto a1 = start_agent({"--root-key", root + ".pub"});
+  auto start_second = [&] {
+    std::vector<std::string> argv = {agent_bin_,
+                                     "--server",
+                                     server_->url(),
+                                     "--enroll-token",
+                                     enroll_token_,
+                                     "--state-dir",
+                                     dir_.path() + "/state2",
+                                     "--content-dir",
+                                     dir_.path() + "/content2",
+                                     "--root-key",
+                                     root + ".pub",
+                                     "--poll-wait-s",
+                                     "5",
+                                     "--backoff-cap-ms",
+                                     "4000",
+                                     "--log-level",
+                                     "debug"};
+    return Process::start(argv, {}, dir_.path() + "/agent2.log");
+  };
+  auto a2 = start_second();
+  auto log2 = [&] { return slurp(dir_.path() + "/agent2.log"); };
+  auto content2 = [&] { return slurp(dir_.path() + "/content2/rules/current"); };
+  release("v1 before the rotation\n");
+  ASSERT_TRUE(eventually([&] { return content() == "v1 before the rotation\n"; }, 60s))
+      << agent_log();
+  ASSERT_TRUE(eventually([&] { return content2() == "v1 before the rotation\n"; }, 60s)) << log2();
+  // v2 starts a long bake; the key is rotated while it rolls.
+  release("v2 rolling during the rotation\n", 3600);
+  ASSERT_TRUE(eventually([&] { return content() == "v2 rolling during the rotation\n"; }, 60s))
+      << agent_log();
+  auto old_id = key_id_of_file(server_->public_key_file());
+  ASSERT_TRUE(keys_cli(cli_log, {"rotate", "--data-dir", data, "--root-key", root}))
+      << slurp(cli_log);
+  // The server picks keyset.json up by itself (no reload call) and signs with the new key.
+  std::string new_id;
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto k = http(port(), "GET", "/v1/keys").j();
+        if (!k.is_object() || k.value("version", 0) != 2) return false;
+        new_id = k.value("desired_key_id", "");
+        return true;
+      },
+      20s));
+  ASSERT_NE(new_id, old_id);
+  ASSERT_TRUE(
+      eventually([&] { return agent_log().find("accepted key set v2") != std::string::npos; }, 30s))
+      << agent_log();
+  ASSERT_TRUE(
+      eventually([&] { return log2().find("accepted key set v2") != std::string::npos; }, 30s))
+      << log2();
+  // The rollout goes on (v2 is abandoned for v3 by an abort + new release signed by the new key).
+  auto abort = http(port(), "POST", "/v1/rollouts/" + rollout_id_ + "/abort", "{}");
+  ASSERT_TRUE(abort.status == 200 || abort.status == 202) << abort.body;
+  ASSERT_TRUE(keys_cli(cli_log, {"revoke", "--data-dir", data, "--root-key", root, "--id", old_id}))
+      << slurp(cli_log);
+  ASSERT_TRUE(eventually(
+      [&] { return http(port(), "GET", "/v1/keys").j().value("version", 0) == 3; }, 20s));
+  release("v3 signed by the new key\n");
+  ASSERT_TRUE(eventually([&] { return content() == "v3 signed by the new key\n"; }, 60s))
+      << agent_log();
+  ASSERT_TRUE(eventually([&] { return content2() == "v3 signed by the new key\n"; }, 60s))
+      << log2();
+  for (const auto& state : {dir_.path() + "/state", dir_.path() + "/state2"}) {
+    auto trust = json::parse(slurp(state + "/trust.json"), nullptr, false);
+    ASSERT_TRUE(trust.is_object()) << state;
+    EXPECT_EQ(trust["key_set"]["signed"]["version"], 3) << trust.dump();
+    EXPECT_EQ(trust["key_set"]["signed"]["revoked"][0], old_id);
+  }
+  EXPECT_EQ(agent_log().find("refusing desired state"), std::string::npos) << agent_log();
+  EXPECT_EQ(log2().find("refusing desired state"), std::string::npos) << log2();
+  ASSERT_TRUE(a1.running() && a2.running());
+}
+
+TEST_F(AgentIntegration, AKeySetFromAnotherRootIsRefusedAndItsKeysNeverTrusted) {
+  auto data = server_->data_dir();
+  auto cli_log = dir_.path() + "/keys.log";
+  ::mkdir((dir_.path() + "/offline").c_str(), 0700);
+  // The agent pins one root; the server's key set is made with another.
+  ASSERT_TRUE(keys_cli(cli_log, {"init", "--data-dir", dir_.path() + "/pinned", "--root-key",
+                                 dir_.path() + "/offline/pinned.key"}))
+      << slurp(cli_log);
+  ASSERT_TRUE(keys_cli(
+      cli_log, {"init", "--data-dir", data, "--root-key", dir_.path() + "/offline/rogue.key"}))
+      << slurp(cli_log);
+  ASSERT_EQ(http(port(), "POST", "/v1/keys/reload", "{}").status, 200);
+  auto agent = start_agent({"--root-key", dir_.path() + "/offline/pinned.key.pub"});
+  release("v1 signed by the first key\n");
+  ASSERT_TRUE(eventually([&] { return content() == "v1 signed by the first key\n"; }, 60s))
+      << agent_log();
+  EXPECT_NE(agent_log().find("refusing key set v1"), std::string::npos) << agent_log();
+  // The rogue set's new key signs from now on: this agent refuses every answer and freezes.
+  ASSERT_TRUE(keys_cli(
+      cli_log, {"rotate", "--data-dir", data, "--root-key", dir_.path() + "/offline/rogue.key"}))
+      << slurp(cli_log);
+  ASSERT_EQ(http(port(), "POST", "/v1/keys/reload", "{}").status, 200);
+  release("v2 signed by a key the agent never trusted\n");
+  ASSERT_TRUE(
+      eventually([&] { return agent_log().find("[unknown_key]") != std::string::npos; }, 30s))
+      << agent_log();
+  EXPECT_EQ(content(), "v1 signed by the first key\n");
+  auto trust = json::parse(slurp(dir_.path() + "/state/trust.json"), nullptr, false);
+  EXPECT_FALSE(trust.is_object() && trust["key_set"].is_object()) << trust.dump();
+  ASSERT_TRUE(agent.running());
 }
 
 TEST_F(AgentIntegration, TamperedBlobStoreIsRefusedOnTheHash) {

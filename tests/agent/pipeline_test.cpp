@@ -234,7 +234,8 @@ TEST(Verify, PureChecks) {
   e.manifest = {"c", 3, e.sha256, 10, 100, 200};
   e.signature = proto::sign(keys.secret_key, proto::canonical_bytes(e.manifest));
   content::VerifyContext ctx;
-  ctx.public_key = keys.public_key;
+  auto trusted = proto::implicit_key_set(keys.public_key);
+  ctx.keys = &trusted;
   ctx.now_s = 150;
   EXPECT_TRUE(content::verify_entry(e, ctx));
   ctx.now_s = 200;
@@ -628,6 +629,236 @@ TEST(KnownBad, WithoutLastKnownGoodTheContentIsRemoved) {
   h.deliver(h.desired({}, {{"rules", 1}}));
   EXPECT_FALSE(h.fs.exists(h.cfg.content_dir + "/rules/current"));
   EXPECT_EQ(h.agent->persisted().channels.at("rules").active, 0);
+}
+
+// ---- the signed desired state: nothing of a refused answer is acted on ----
+
+constexpr const char* kOtherHost = "00000000-0000-4000-8000-000000000000";
+
+// Re-signs a channel entry's manifest with kp (naming kp).
+proto::DesiredChannel signed_by(proto::DesiredChannel c, const proto::KeyPair& kp) {
+  c.signature = proto::sign(kp.secret_key, proto::canonical_bytes(c.manifest));
+  c.key_id = proto::key_id(kp.public_key);
+  return c;
+}
+
+// The root-signed key set v`version` listing `online` for both roles, revoking `revoked`.
+std::string key_set(std::int64_t version, const proto::KeyPair& root,
+                    std::vector<proto::KeyPair> online, std::vector<proto::KeyPair> revoked,
+                    std::int64_t expires, const proto::KeyPair* signer = nullptr) {
+  proto::KeySet s;
+  s.version = version;
+  s.expires = expires;
+  s.root = root.public_key;
+  for (const auto& k : online) {
+    s.keys.push_back({proto::key_id(k.public_key), k.public_key, proto::KeyRole::Content, 0});
+    s.keys.push_back({proto::key_id(k.public_key), k.public_key, proto::KeyRole::Desired, 0});
+  }
+  for (const auto& k : revoked) s.revoked.push_back(proto::key_id(k.public_key));
+  return proto::encode(proto::sign_key_set(s, {(signer ? *signer : root).secret_key}));
+}
+
+TEST(DesiredState, AnotherHostsAnswerIsRefused) {
+  Harness h;
+  h.boot_enrolled();
+  h.apply(h.release("rules", 1, "one"));
+  auto ds = h.desired({h.release("rules", 2, "two")}, {{"rules", 1}});
+  ds.host_id = kOtherHost;
+  Harness::sign(ds, h.keys);  // a genuine answer, for another host
+  h.clock.advance(0);
+  h.deliver(ds);
+  EXPECT_EQ(h.agent->refusals().at("wrong_host"), 1);
+  EXPECT_TRUE(h.api.downloads.empty());
+  EXPECT_EQ(h.current("rules"), "one") << "its known-bad list was not acted on either";
+  EXPECT_TRUE(h.spooled(ReportKind::LocalRollback).empty());
+  h.clock.advance(0);
+  ASSERT_FALSE(h.api.desireds.empty());
+  EXPECT_NE(h.api.desireds.back().etag, ds.etag) << "its etag is not adopted";
+}
+
+TEST(DesiredState, ALowerGenerationIsAReplayEvenAfterARestart) {
+  Harness h(true);
+  h.boot_enrolled();
+  auto v1 = h.release("rules", 1, "one");
+  auto v2 = h.release("rules", 2, "two, quarantined later");
+  auto old_answer = h.desired({v2});  // signed first: the lower generation
+  h.apply(v1);
+  // The server quarantines v2: the fresh answer names it known-bad.
+  h.clock.advance(0);
+  h.deliver(h.desired({v1}, {{"rules", 2}}));
+  auto acted = h.agent->persisted().generation;
+  EXPECT_GT(acted, old_answer.generation);
+  // A man in the middle replays the older, still valid answer: v2 without the known-bad entry.
+  h.clock.advance(0);
+  h.deliver(old_answer);
+  EXPECT_EQ(h.agent->refusals().at("replayed_generation"), 1);
+  EXPECT_TRUE(h.api.downloads.empty());
+  h.restart();  // the generation acted on is persisted
+  EXPECT_EQ(h.agent->persisted().generation, acted);
+  h.api.enrolls.clear();
+  h.clock.advance(0);
+  h.deliver(old_answer);
+  EXPECT_EQ(h.agent->refusals().at("replayed_generation"), 1);
+  EXPECT_TRUE(h.api.downloads.empty());
+  EXPECT_EQ(h.current("rules"), "one");
+}
+
+TEST(DesiredState, AnExpiredAnswerFreezesTheHostAndIsReported) {
+  Harness h;
+  h.boot_enrolled();
+  h.apply(h.release("rules", 1, "one"));
+  auto ds = h.desired({h.release("rules", 2, "two")}, {{"rules", 1}});
+  ds.expires = h.clock.wall_ms() / 1000;  // expired (issued a long time ago)
+  Harness::sign(ds, h.keys);
+  h.clock.advance(0);
+  h.deliver(ds);
+  EXPECT_EQ(h.agent->refusals().at("stale_desired_state"), 1);
+  EXPECT_TRUE(h.agent->stale());
+  EXPECT_TRUE(h.api.downloads.empty());
+  EXPECT_EQ(h.current("rules"), "one");
+  auto stale = h.spooled(ReportKind::StaleDesiredState);
+  ASSERT_EQ(stale.size(), 1u);
+  EXPECT_FALSE(stale[0].channel.has_value());
+  // A fresh answer ends the freeze.
+  h.clock.advance(0);
+  h.deliver(h.desired({h.release("rules", 2, "two")}));
+  EXPECT_FALSE(h.agent->stale());
+  ASSERT_EQ(h.api.downloads.size(), 1u);
+}
+
+TEST(DesiredState, A304KeepsTheAnswerInForceOnlyUntilItExpires) {
+  Harness h;
+  h.boot_enrolled();
+  h.apply(h.release("rules", 1, "one"));  // settles 61 s of the answer's hour
+  h.clock.advance(0);
+  ASSERT_FALSE(h.api.desireds.empty());
+  EXPECT_EQ(h.api.desireds.back().etag, "e1");
+  // Every poll is answered 304 until one comes without the etag (past the answer's expiry).
+  for (int n = 0; n < 2000; ++n) {
+    if (!h.api.desireds.empty() && h.api.desireds.back().etag != "e1") break;
+    if (!h.api.desireds.empty()) {
+      EXPECT_FALSE(h.agent->stale()) << "in force until it expires";
+      h.api.answer_desired(net::DesiredAnswer{true, {}});  // 304
+    }
+    h.api.ack_beats();
+    h.clock.advance(10'000);
+  }
+  ASSERT_FALSE(h.api.desireds.empty());
+  EXPECT_EQ(h.api.desireds.back().etag, "") << "past expiry the agent asks without If-None-Match";
+  EXPECT_TRUE(h.agent->stale());
+  EXPECT_EQ(h.spooled(ReportKind::StaleDesiredState).size(), 1u);
+  EXPECT_EQ(h.current("rules"), "one") << "frozen, not emptied";
+  h.deliver(h.desired({h.release("rules", 1, "one")}));
+  EXPECT_FALSE(h.agent->stale());
+}
+
+TEST(DesiredState, AnUnsignedOrForgedAnswerIsRefused) {
+  Harness h;
+  h.boot_enrolled();
+  auto ds = h.desired({h.release("rules", 1, "one")});
+  ds.signature.clear();
+  h.deliver(ds);
+  auto forged = h.desired({h.release("rules", 1, "one")});
+  Harness::sign(forged, proto::generate_keypair());
+  h.clock.advance(0);
+  h.deliver(forged);
+  EXPECT_EQ(h.agent->refusals().at("desired_signature"), 1);
+  EXPECT_EQ(h.agent->refusals().at("unknown_key"), 1);
+  EXPECT_TRUE(h.api.downloads.empty());
+}
+
+// ---- key sets: learned through the desired state, root-signed only ----
+
+struct Rooted : Harness {
+  Rooted() {
+    cfg.root_key = root.public_key;  // --root-key, and --public-key for the first set
+  }
+  proto::KeyPair root = proto::generate_keypair();
+  proto::KeyPair k2 = proto::generate_keypair();
+  std::int64_t later() { return clock.wall_ms() / 1000 + 30 * 86400; }
+};
+
+TEST(KeySets, ARotationIsLearnedKeptAndTheRevokedKeysContentRefused) {
+  Rooted h;
+  h.boot_enrolled();
+  h.apply(h.release("rules", 1, "one"));
+  // v1 adds k2; the server signs desired states with k2 from now on.
+  auto v2 = h.release("rules", 2, "two");
+  h.desired_keys = h.k2;
+  auto ds = h.desired({v2});
+  ds.key_set = key_set(1, h.root, {h.keys, h.k2}, {}, h.later());
+  h.clock.advance(0);
+  h.deliver(ds);
+  EXPECT_EQ(h.agent->trust().keys.version, 1);
+  ASSERT_EQ(h.api.downloads.size(), 1u) << "content signed by the old key is still good";
+  h.api.serve_download();
+  EXPECT_EQ(h.current("rules"), "two");
+  // v2 revokes the first key: content signed only by it is refused; re-signed by k2 it is not.
+  h.restart();  // the key set is kept in the state dir
+  EXPECT_EQ(h.agent->trust().keys.version, 1);
+  h.api.enrolls.clear();
+  auto v3 = h.release("rules", 3, "three");
+  auto ds3 = h.desired({v3});
+  ds3.key_set = key_set(2, h.root, {h.k2}, {h.keys}, h.later());
+  h.clock.advance(0);
+  h.deliver(ds3);
+  EXPECT_EQ(h.agent->trust().keys.version, 2);
+  EXPECT_TRUE(h.api.downloads.empty());
+  auto failed = h.spooled(ReportKind::ApplyFailed);
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_EQ(detail_field(failed[0], "check"), "revoked_key");
+  auto ds4 = h.desired({signed_by(v3, h.k2)});
+  h.clock.advance(0);
+  h.deliver(ds4);
+  ASSERT_EQ(h.api.downloads.size(), 1u);
+  h.api.serve_download();
+  EXPECT_EQ(h.current("rules"), "three");
+  // A desired state signed by the revoked key is refused (answers came fast: the agent now
+  // polls at poll_s).
+  h.desired_keys = h.keys;
+  h.clock.advance(31'000);
+  h.deliver(h.desired({signed_by(v3, h.k2)}, {{"rules", 3}}));
+  EXPECT_EQ(h.agent->refusals().at("revoked_key"), 1);
+  EXPECT_EQ(h.current("rules"), "three");
+}
+
+TEST(KeySets, ASetNotSignedByTheRootIsRefused) {
+  Rooted h;
+  h.boot_enrolled();
+  h.desired_keys = h.k2;
+  auto ds = h.desired({h.release("rules", 1, "one")});
+  // Signed by the trusted online key, not the root: an online key cannot add keys.
+  ds.key_set = key_set(1, h.root, {h.keys, h.k2}, {}, h.later(), &h.keys);
+  h.deliver(ds);
+  EXPECT_EQ(h.agent->refusals().at("key_set_signature"), 1);
+  EXPECT_EQ(h.agent->refusals().at("unknown_key"), 1) << "so k2's answer is not trusted";
+  EXPECT_EQ(h.agent->trust().keys.version, 0);
+  EXPECT_TRUE(h.api.downloads.empty());
+}
+
+TEST(KeySets, AnExpiredSetIsRefused) {
+  Rooted h;
+  h.boot_enrolled();
+  h.desired_keys = h.k2;
+  auto ds = h.desired({h.release("rules", 1, "one")});
+  ds.key_set = key_set(1, h.root, {h.keys, h.k2}, {}, h.clock.wall_ms() / 1000 - 1);
+  h.deliver(ds);
+  EXPECT_EQ(h.agent->refusals().at("key_set_expired"), 1);
+  EXPECT_EQ(h.agent->trust().keys.version, 0);
+  EXPECT_TRUE(h.api.downloads.empty());
+}
+
+TEST(KeySets, WithoutARootKeySetsAreNotTaken) {
+  Harness h;  // --public-key only
+  h.boot_enrolled();
+  auto root = proto::generate_keypair(), k2 = proto::generate_keypair();
+  h.desired_keys = k2;
+  auto ds = h.desired({h.release("rules", 1, "one")});
+  ds.key_set = key_set(1, root, {k2}, {h.keys}, h.clock.wall_ms() / 1000 + 86400);
+  h.deliver(ds);
+  EXPECT_EQ(h.agent->trust().keys.version, 0);
+  EXPECT_EQ(h.agent->refusals().at("unknown_key"), 1);
+  EXPECT_TRUE(h.api.downloads.empty());
 }
 
 }  // namespace
