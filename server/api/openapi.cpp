@@ -71,8 +71,8 @@ const std::map<std::string, Doc>& docs() {
       {"GET /v1/emergency-stop", {"Emergency stop state", "rollouts", "token", 200}},
       {"POST /v1/agent/enroll", {"Enroll a host with an enrollment token", "agent", "none", 200}},
       {"GET /v1/agent/desired", {"Signed desired state {host_id, generation, issued, expires, channels, known_bad, heartbeat_s, poll_s, key_set_version, key_id, signature, key_set?} (ETag, 304, long poll with wait=)", "agent", "host", 200}},
-      {"POST /v1/agent/heartbeat", {"Heartbeat", "agent", "host", 204}},
-      {"POST /v1/agent/reports", {"Batched reports (applied, apply_failed, crash, local_rollback, stale_desired_state)", "agent", "host", 202}},
+      {"POST /v1/agent/heartbeat", {"Heartbeat; one that changes state (boot id, versions) is answered once stored, 503 when the store refuses it", "agent", "host", 204}},
+      {"POST /v1/agent/reports", {"Batched reports (applied, apply_failed, crash, local_rollback, stale_desired_state); 202 once stored (group commit), 503 when the store refuses them: send again", "agent", "host", 202}},
   };
   return kDocs;
 }

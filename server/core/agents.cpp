@@ -652,6 +652,16 @@ void Service::tick() {
   // were answered 503 by that attempt) go in a commit of their own.
   (void)m.commit_batch();
   (void)m.flush_seen(Impl::kSeenRowsPerTick);
+  m.prune_exposures();
+}
+
+void Service::Impl::prune_exposures() {
+  for (auto& [id, r] : rollouts) {
+    if (!rollout::is_terminal(r.state) || exposures_pruned.count(id)) continue;
+    auto n = store.prune_exposures(id, kPruneRowsPerTick);
+    if (n && *n < kPruneRowsPerTick) exposures_pruned.insert(id);
+    return;  // one batch per tick
+  }
 }
 
 void Service::release_long_polls() {

@@ -254,6 +254,11 @@ struct Service::Impl {
   // exposed to got it from a process killed before that exposure was written (the manifest
   // is this server's): it is exposed again, at the first stage so far that covers it.
   void reattach(HostIndex i, const std::string& channel, std::int64_t version);
+  // Exposures of finished rollouts are deleted a batch per tick (a rollout to 10 million hosts
+  // leaves 10 million rows nothing reads again); these are done.
+  std::set<std::int64_t> exposures_pruned;
+  static constexpr std::int64_t kPruneRowsPerTick = 5000;
+  void prune_exposures();
   // Rollouts halted or aborted whose quarantine or rollback could not be written yet: retried
   // from tick() until the store takes them.
   void retry_rollbacks();

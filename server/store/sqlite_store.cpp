@@ -411,6 +411,13 @@ class SqliteStore final : public Store {
       return {};
     });
   }
+  Expected<std::int64_t> prune_exposures(std::int64_t rollout, std::int64_t limit) override {
+    RF_CHECK(
+        run("DELETE FROM exposures WHERE rollout = ? AND host_id IN (SELECT host_id FROM "
+            "exposures WHERE rollout = ? LIMIT ?)",
+            {rollout, rollout, limit}));
+    return static_cast<std::int64_t>(sqlite3_changes(db_));
+  }
   Expected<std::vector<ExposureRow>> list_exposures(std::int64_t rollout) override {
     std::vector<ExposureRow> out;
     Stmt st(db_,

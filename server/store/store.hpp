@@ -161,6 +161,9 @@ class Store {
   virtual Status upsert_exposures(const std::vector<ExposureRow>& rows) = 0;
   // The exposures of one rollout, in no particular order.
   virtual Expected<std::vector<ExposureRow>> list_exposures(std::int64_t rollout) = 0;
+  // Deletes up to `limit` exposures of a finished rollout (nothing rebuilds from them any more);
+  // returns how many it deleted (fewer than limit: none are left).
+  virtual Expected<std::int64_t> prune_exposures(std::int64_t rollout, std::int64_t limit) = 0;
 };
 
 // Opens (creating if needed) the SQLite database at path (":memory:" for tests), in WAL mode,

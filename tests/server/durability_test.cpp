@@ -158,6 +158,23 @@ TEST_F(Durability, ACompletionTheStoreRefusesLeavesMemoryAsItWasAndHappensWhenSp
   EXPECT_EQ((*service_->get_channel("det"))["stable_version"], version_);
 }
 
+TEST_F(Durability, ExposuresAreStoredWhileARolloutRunsAndPrunedOnceItEnds) {
+  fleet(3, 0);
+  auto id = rollout(json::array({{{"ring", "canary"}, {"bake_s", 12}, {"min_hosts", 3}}}));
+  ASSERT_TRUE(act(id, "start"));
+  for (int h = 0; h < 3; ++h) heartbeat(h, offered(h));
+  auto rows = store_->list_exposures(id);
+  ASSERT_TRUE(rows);
+  ASSERT_EQ(rows->size(), 3u);
+  for (const auto& e : *rows) EXPECT_GT(e.applied_ms, 0) << e.host_id;
+  for (int i = 0; i < 20 && get(id)["state"] != "completed"; ++i) live_as_agents(4, 0, 3);
+  ASSERT_EQ(get(id)["state"], "completed");
+  advance_s(1);
+  rows = store_->list_exposures(id);
+  ASSERT_TRUE(rows);
+  EXPECT_TRUE(rows->empty()) << rows->size() << " exposures of a finished rollout are kept";
+}
+
 TEST_F(Durability, AnOperatorActionTheStoreRefusesIsA503AndChangesNothing) {
   fleet(3, 0);
   auto id = rollout(two_stages(600, 3));

@@ -76,6 +76,31 @@ TEST(Store, EventsAreAppendOnlyAndReportsIdempotent) {
   EXPECT_FALSE(st.put_token({"x", "viewer", "h1", 1}) && st.put_token({"x", "viewer", "h2", 1}));
 }
 
+TEST(Store, ExposuresUpsertByRolloutAndHostAndPruneInBatches) {
+  auto s = open_sqlite(":memory:", embedded_migrations());
+  ASSERT_TRUE(s);
+  auto& st = **s;
+  std::vector<ExposureRow> rows;
+  for (int i = 0; i < 7; ++i)
+    rows.push_back({1, "h" + std::to_string(i), 0, 0, false, false, false, 0});
+  rows.push_back({2, "h0", 1, 5, true, false, false, 0});
+  ASSERT_TRUE(st.upsert_exposures(rows));
+  ASSERT_TRUE(st.upsert_exposures({{1, "h0", 0, 9, false, true, true, 2}}));  // replaces
+  auto one = st.list_exposures(1);
+  ASSERT_TRUE(one);
+  ASSERT_EQ(one->size(), 7u);
+  for (const auto& e : *one) {
+    if (e.host_id != "h0") continue;
+    EXPECT_EQ(e.applied_ms, 9);
+    EXPECT_TRUE(e.failed && e.silent);
+    EXPECT_EQ(e.short_boots, 2);
+  }
+  EXPECT_EQ(*st.prune_exposures(1, 5), 5);
+  EXPECT_EQ(*st.prune_exposures(1, 5), 2);
+  EXPECT_EQ(*st.prune_exposures(1, 5), 0);
+  EXPECT_EQ(st.list_exposures(2)->size(), 1u);  // another rollout's are untouched
+}
+
 TEST(Store, AfterCommitRunsOnlyOnceTheOutermostTransactionCommitted) {
   auto s = open_sqlite(":memory:", embedded_migrations());
   ASSERT_TRUE(s);
