@@ -78,6 +78,11 @@ int main(int argc, char** argv) {
                  "CA (PEM) whose client certificates /v1/agent/* requires (needs --tls-cert)")
       ->envname("RINGFENCE_AGENT_CLIENT_CA")
       ->needs(tls_cert);
+  cli.add_option("--tls-handshake-timeout-s", cfg.tls_handshake_timeout_s,
+                 "A TLS handshake not finished in this time is dropped")
+      ->envname("RINGFENCE_TLS_HANDSHAKE_TIMEOUT_S")
+      ->check(CLI::Range(1, 300))
+      ->capture_default_str();
   cli.add_flag("--allow-plaintext", cfg.allow_plaintext,
                "Allow plain HTTP on a non-loopback address (behind a TLS-terminating proxy)")
       ->envname("RINGFENCE_ALLOW_PLAINTEXT");
