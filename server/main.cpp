@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 10'000'000))
       ->capture_default_str();
   cli.add_option("--max-connections-per-ip", cfg.max_connections_per_ip,
-                 "Open connections per peer address (a NAT or proxy counts as one)")
+                 "Open connections per peer address (a NAT counts as one; loopback is exempt)")
       ->envname("RINGFENCE_MAX_CONNECTIONS_PER_IP")
       ->check(CLI::Range(1, 10'000'000))
       ->capture_default_str();

@@ -1305,7 +1305,8 @@ void HttpServer::Impl::admit(tcp::socket socket, const std::shared_ptr<Impl>& me
   if (!over_total) {
     std::lock_guard lock(mu);
     auto& n = per_ip[peer];
-    over_peer = n >= opt.max_connections_per_ip;
+    over_peer =
+        n >= opt.max_connections_per_ip && (opt.per_ip_cap_on_loopback || !peer.is_loopback());
     if (!over_peer) ++n;
   }
   if (over_total || over_peer) {

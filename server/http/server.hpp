@@ -65,6 +65,9 @@ struct ServerOptions {
   // tickets, ALPN http/1.1. Unset: plain HTTP.
   std::optional<TlsOptions> tls;
   std::size_t max_connections_per_ip = 256;
+  // Loopback peers are not held to the per-address cap: they are this machine (a local
+  // TLS-terminating proxy, fleetsim, benchmarks), for which one address is every client.
+  bool per_ip_cap_on_loopback = false;
   bool access_log = true;                   // one spdlog line per request
   std::string server_header = "ringfence";  // empty: no Server header
   bool date_header = true;                  // a Date header, formatted once per second
