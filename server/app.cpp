@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -31,6 +32,18 @@ namespace ringfence::server {
 namespace fs = std::filesystem;
 
 namespace {
+// True for "127.x.y.z:port", "[::1]:port" and "localhost:port": plain HTTP stays allowed there.
+bool is_loopback(const std::string& host_port) {
+  auto host = host_port.substr(0, host_port.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host == "localhost") return true;
+  boost::system::error_code ec;
+  auto addr = boost::asio::ip::make_address(host, ec);
+  return !ec && addr.is_loopback();
+}
+
 Status write_private_file(const std::string& path, const std::string& content, mode_t mode) {
   std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
@@ -135,6 +148,7 @@ struct App::Impl {
   // (enroll carries its token in the body), an API token elsewhere, the release role for blob
   // uploads. Unrouted requests pass: the router answers them 404/405 after a bounded read.
   std::optional<http::Response> check_before_body(const http::Request& head) const {
+    if (auto refused = check_client_cert(head)) return refused;
     const auto* route = router.find(head.method, head.path);
     if (!route) return std::nullopt;
     std::string_view pattern = route->pattern;
@@ -153,6 +167,19 @@ struct App::Impl {
                                       "' has " + std::string(core::to_string(p->role))});
     }
     return std::nullopt;
+  }
+
+  // With --agent-client-ca, /v1/agent/* needs a client certificate from that CA (on top of the
+  // host credential): checked on the head, before any body and before the route runs.
+  std::optional<http::Response> check_client_cert(const http::Request& head) const {
+    if (cfg.agent_client_ca.empty() || head.client_cert_verified ||
+        head.path.rfind("/v1/agent/", 0) != 0) {
+      return std::nullopt;
+    }
+    return http::Response::error(Error{Errc::PermissionDenied,
+                                       "agent requests need a client certificate from the "
+                                       "configured agent CA",
+                                       "client_certificate_required"});
   }
 
   void schedule_tick() {
@@ -207,10 +234,22 @@ Expected<std::uint16_t> App::start() {
   opts.before_body = [&m](const http::Request& head) { return m.check_before_body(head); };
   opts.access_log = m.cfg.access_log;
   opts.io_threads = static_cast<unsigned>(m.cfg.threads);  // 1: sessions need no strand
+  if (!m.cfg.tls_cert.empty()) {
+    opts.tls = http::TlsOptions{m.cfg.tls_cert, m.cfg.tls_key, m.cfg.agent_client_ca,
+                                std::chrono::seconds(m.cfg.tls_handshake_timeout_s)};
+  } else if (!m.cfg.agent_client_ca.empty()) {
+    return fail(Errc::InvalidArgument, "--agent-client-ca needs --tls-cert and --tls-key");
+  } else if (!m.cfg.allow_plaintext && !is_loopback(m.cfg.listen)) {
+    return fail(Errc::InvalidArgument,
+                "refusing plain HTTP on " + m.cfg.listen +
+                    ": give --tls-cert/--tls-key, or --allow-plaintext (behind a TLS proxy)");
+  }
   auto* router = &m.router;
   auto* requests = &m.requests;
+  auto* app = &m;
   m.http = std::make_unique<http::HttpServer>(
-      m.io, opts, [router, requests](http::Request& req, http::Reply reply) {
+      m.io, opts, [router, requests, app](http::Request& req, http::Reply reply) {
+        if (auto refused = app->check_client_cert(req)) return reply(std::move(*refused));
         auto start = std::chrono::steady_clock::now();
         // Labelled by the matched route pattern (or "unmatched"), so /metrics stays bounded
         // whatever ids and paths clients send.
@@ -252,8 +291,13 @@ void App::run() {
   boost::asio::steady_timer grace(m.io);
   // Handlers may run on any of the io threads: the two flags are atomics.
   std::atomic<bool> stopped{false};
-  auto stop = [&m, &stopped] {
+  boost::asio::signal_set* hup_ptr = nullptr;  // set below; cancelled on stop
+  auto stop = [&m, &stopped, &hup_ptr] {
     if (stopped.exchange(true)) return;
+    if (hup_ptr) {
+      boost::system::error_code ec;
+      hup_ptr->cancel(ec);
+    }
     m.http->stop();
     m.ticker->cancel();
     m.service->release_long_polls();
@@ -282,6 +326,23 @@ void App::run() {
     signals.async_wait(on_signal);
   };
   signals.async_wait(on_signal);
+  // SIGHUP re-reads the TLS certificate and key: new connections get them, open ones keep
+  // theirs; a bad pair is refused with one line and the old one stays.
+  boost::asio::signal_set hup(m.io, SIGHUP);
+  std::function<void(boost::system::error_code, int)> on_hup = [&](boost::system::error_code ec,
+                                                                   int) {
+    if (ec || stopped) return;
+    if (m.cfg.tls_cert.empty()) {
+      spdlog::info("SIGHUP: no TLS certificate to reload");
+    } else if (auto st = m.http->reload_tls(); !st) {
+      spdlog::error("SIGHUP: keeping the current TLS certificate: {}", st.error().message);
+    } else {
+      spdlog::info("SIGHUP: reloaded the TLS certificate from {}", m.cfg.tls_cert);
+    }
+    hup.async_wait(on_hup);
+  };
+  hup.async_wait(on_hup);
+  hup_ptr = &hup;
   std::vector<std::thread> extra;
   for (int i = 1; i < m.cfg.threads; ++i) extra.emplace_back([&m] { m.io.run(); });
   m.io.run();

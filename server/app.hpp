@@ -29,6 +29,7 @@ struct AppConfig {
   // /v1/agent/* then requires. Plain HTTP on a non-loopback address needs allow_plaintext.
   std::string tls_cert, tls_key, agent_client_ca;
   bool allow_plaintext = false;
+  int tls_handshake_timeout_s = 10;
   bool access_log = true;
   std::string web_dir;
   // After SIGINT/SIGTERM: seconds to keep serving with /readyz answering 503 before stopping.

@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 10'000'000))
       ->capture_default_str();
   cli.add_option("--max-connections-per-ip", cfg.max_connections_per_ip,
-                 "Open connections per peer address (a NAT or proxy counts as one)")
+                 "Open connections per peer address (a NAT counts as one; loopback is exempt)")
       ->envname("RINGFENCE_MAX_CONNECTIONS_PER_IP")
       ->check(CLI::Range(1, 10'000'000))
       ->capture_default_str();
@@ -83,6 +83,11 @@ int main(int argc, char** argv) {
                  "CA (PEM) whose client certificates /v1/agent/* requires (needs --tls-cert)")
       ->envname("RINGFENCE_AGENT_CLIENT_CA")
       ->needs(tls_cert);
+  cli.add_option("--tls-handshake-timeout-s", cfg.tls_handshake_timeout_s,
+                 "A TLS handshake not finished in this time is dropped")
+      ->envname("RINGFENCE_TLS_HANDSHAKE_TIMEOUT_S")
+      ->check(CLI::Range(1, 300))
+      ->capture_default_str();
   cli.add_flag("--allow-plaintext", cfg.allow_plaintext,
                "Allow plain HTTP on a non-loopback address (behind a TLS-terminating proxy)")
       ->envname("RINGFENCE_ALLOW_PLAINTEXT");

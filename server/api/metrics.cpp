@@ -63,7 +63,9 @@ void write_transport(std::ostream& o, const http::HttpStats& t) {
        "ringfence_http_tls_handshake_failures_total{reason=\"error\"} "
     << t.tls_handshake_failures
     << "\nringfence_http_tls_handshake_failures_total{reason=\"timeout\"} "
-    << t.tls_handshake_timeouts << "\n";
+    << t.tls_handshake_timeouts << "\n"
+    << "ringfence_http_tls_handshake_failures_total{reason=\"plaintext\"} " << t.tls_plaintext
+    << "\n";
   family("tls_reloads_total", "counter", "Certificate reloads that took effect.", t.tls_reloads);
   family("tls_reload_failures_total", "counter", "Certificate reloads refused (old one kept).",
          t.tls_reload_failures);

@@ -18,6 +18,9 @@
 // re-arm/cancel per read. While a reply is pending the read deadline is lifted (a long poll may
 // take a minute); it is re-armed when the last pending reply has been written.
 #include <fcntl.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <spdlog/fmt/fmt.h>
 #include <spdlog/spdlog.h>
 #include <sys/sendfile.h>
@@ -31,6 +34,8 @@
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
@@ -42,6 +47,7 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/status.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -51,6 +57,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <type_traits>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -227,7 +234,27 @@ std::optional<Error> check_request_head(std::string_view raw, const bhttp::reque
 
 bool bodiless_status(int status) { return status < 200 || status == 204 || status == 304; }
 
-class Session;
+// What the server-wide parts (sweeper, stop(), the session set) need of a session, whatever its
+// stream type.
+class SessionBase : public std::enable_shared_from_this<SessionBase> {
+ public:
+  virtual ~SessionBase() = default;
+  // stop(): from any thread.
+  virtual void shutdown_async() = 0;
+  // The sweeper saw a deadline pass; re-checked on the session's strand.
+  virtual void timeout_async() = 0;
+  bool late(std::int64_t now) const {
+    return read_deadline_.load(std::memory_order_relaxed) <= now ||
+           write_deadline_.load(std::memory_order_relaxed) <= now;
+  }
+
+ protected:
+  // Read by the sweeper from any thread.
+  std::atomic<std::int64_t> read_deadline_{kNever};
+  std::atomic<std::int64_t> write_deadline_{kNever};
+};
+
+using TlsStream = beast::ssl_stream<tcp::socket>;
 
 // HttpStats as relaxed atomics, bumped from every session.
 struct AtomicStats {
@@ -235,7 +262,8 @@ struct AtomicStats {
   C connections_accepted{0}, connections_rejected_limit{0}, connections_rejected_per_ip{0},
       accept_errors{0}, bad_requests{0}, timeouts{0}, refused_before_body{0}, uploads_space_full{0},
       uploads_too_slow{0}, uploads_timed_out{0}, uploads_disk_full{0}, tls_handshakes{0},
-      tls_handshake_failures{0}, tls_handshake_timeouts{0}, tls_reloads{0}, tls_reload_failures{0};
+      tls_handshake_failures{0}, tls_handshake_timeouts{0}, tls_plaintext{0}, tls_reloads{0},
+      tls_reload_failures{0};
 };
 }  // namespace
 
@@ -255,7 +283,8 @@ struct HttpServer::Impl {
   std::uint64_t upload_salt = 0;
   std::string upload_dir;
   std::mutex mu;
-  std::unordered_set<Session*> sessions;  // guarded by mu; a Session removes itself when destroyed
+  std::unordered_set<SessionBase*>
+      sessions;  // guarded by mu; a Session removes itself when destroyed
   std::unordered_map<net::ip::address, std::size_t> per_ip;  // guarded by mu; open per peer
   // Accept errors (out of fds, ...) back off on this timer instead of spinning; one log line per
   // kAcceptLogEvery says how many there were. Control executor only.
@@ -264,6 +293,13 @@ struct HttpServer::Impl {
   std::int64_t accept_logged_at = INT64_MIN / 2;
   std::uint64_t accept_errors_unlogged = 0;
   std::weak_ptr<Impl> self;
+  std::mutex tls_mu;
+  std::shared_ptr<net::ssl::context> tls;  // guarded by tls_mu; swapped by reload_tls()
+  std::shared_ptr<net::ssl::context> tls_context() {
+    if (!opt.tls) return nullptr;
+    std::lock_guard lock(tls_mu);
+    return tls;
+  }
 
   Impl(net::io_context& i, ServerOptions o, Handler h)
       : io(i),
@@ -287,11 +323,26 @@ struct HttpServer::Impl {
 
 namespace {
 
-class Session : public std::enable_shared_from_this<Session> {
+// One connection, plain (Stream = tcp::socket) or TLS (TlsStream): one code path, the TLS
+// differences behind `if constexpr (kTls)`.
+template <class Stream>
+class Session final : public SessionBase {
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
+
  public:
   // The caller (Impl::admit) has counted the connection in open and per_ip.
-  Session(tcp::socket socket, std::shared_ptr<HttpServer::Impl> srv, net::ip::address peer)
-      : socket_(std::move(socket)), srv_(std::move(srv)), peer_(std::move(peer)) {
+  Session(tcp::socket socket, std::shared_ptr<HttpServer::Impl> srv,
+          net::ip::address peer) requires(!kTls)
+      : stream_(std::move(socket)), srv_(std::move(srv)), peer_(std::move(peer)) {
+    buffer_.max_size(read_buffer_size());
+  }
+  // The context is held for the session's life: a reload swaps in a new one for new sessions.
+  Session(tcp::socket socket, std::shared_ptr<HttpServer::Impl> srv, net::ip::address peer,
+          std::shared_ptr<net::ssl::context> ctx) requires(kTls)
+      : ctx_(std::move(ctx)),
+        stream_(std::move(socket), *ctx_),
+        srv_(std::move(srv)),
+        peer_(std::move(peer)) {
     buffer_.max_size(read_buffer_size());
   }
 
@@ -317,40 +368,41 @@ class Session : public std::enable_shared_from_this<Session> {
   void start() {
     error_code ec;
     remote_ = peer_.to_string();
-    socket_.set_option(tcp::no_delay(true), ec);
-    socket_.native_non_blocking(true, ec);
+    lowest().set_option(tcp::no_delay(true), ec);
+    lowest().native_non_blocking(true, ec);
     {
       std::lock_guard lock(srv_->mu);
       srv_->sessions.insert(this);
     }
-    net::dispatch(socket_.get_executor(), [self = shared_from_this()] {
+    net::dispatch(stream_.get_executor(), [self = self_ptr()] {
       if (self->srv_->stopping) return self->begin_shutdown();
-      self->read_next();
+      if constexpr (kTls) {
+        self->handshake();
+      } else {
+        self->read_next();
+      }
     });
   }
 
-  // stop(): from any thread.
-  void shutdown_async() {
-    net::post(socket_.get_executor(), [self = shared_from_this()] { self->begin_shutdown(); });
+  void shutdown_async() override {
+    net::post(stream_.get_executor(), [self = self_ptr()] { self->begin_shutdown(); });
   }
 
-  // The sweeper saw a deadline pass; re-check on the strand (it may have moved since).
-  void timeout_async() {
-    net::post(socket_.get_executor(), [self = shared_from_this()] {
+  void timeout_async() override {
+    net::post(stream_.get_executor(), [self = self_ptr()] {
       auto now = now_ms();
       if (self->read_deadline_.load(std::memory_order_relaxed) > now &&
           self->write_deadline_.load(std::memory_order_relaxed) > now) {
         return;
       }
       spdlog::debug("{}: connection timed out", self->remote_);
-      self->srv_->stats.timeouts.fetch_add(1, std::memory_order_relaxed);
+      if (kTls && !self->handshake_done_) {
+        self->srv_->stats.tls_handshake_timeouts.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        self->srv_->stats.timeouts.fetch_add(1, std::memory_order_relaxed);
+      }
       self->close();
     });
-  }
-
-  bool late(std::int64_t now) const {
-    return read_deadline_.load(std::memory_order_relaxed) <= now ||
-           write_deadline_.load(std::memory_order_relaxed) <= now;
   }
 
  private:
@@ -378,6 +430,44 @@ class Session : public std::enable_shared_from_this<Session> {
   };
 
   const ServerOptions& opt() const { return srv_->opt; }
+  std::shared_ptr<Session> self_ptr() {
+    return std::static_pointer_cast<Session>(shared_from_this());
+  }
+  tcp::socket& lowest() { return beast::get_lowest_layer(stream_); }
+
+  // ---------------------------------------------------------------- TLS
+  // The handshake runs under the read deadline set to the handshake timeout; a client that
+  // never finishes it (or speaks plain HTTP to this port) is closed and counted.
+  void handshake() {
+    read_deadline_.store(
+        now_ms() + ms(opt().tls ? opt().tls->handshake_timeout : std::chrono::seconds(10)),
+        std::memory_order_relaxed);
+    stream_.async_handshake(net::ssl::stream_base::server,
+                            [self = self_ptr()](error_code ec) { self->on_handshake(ec); });
+  }
+
+  void on_handshake(error_code ec) {
+    if constexpr (kTls) {
+      read_deadline_.store(kNever, std::memory_order_relaxed);
+      if (closed_) return;
+      if (ec) {
+        bool plain = ec.category() == net::error::get_ssl_category() &&
+                     ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == SSL_R_HTTP_REQUEST;
+        (plain ? srv_->stats.tls_plaintext : srv_->stats.tls_handshake_failures)
+            .fetch_add(1, std::memory_order_relaxed);
+        spdlog::debug("{}: TLS handshake failed: {}", remote_, ec.message());
+        return close();
+      }
+      handshake_done_ = true;
+      srv_->stats.tls_handshakes.fetch_add(1, std::memory_order_relaxed);
+      SSL* ssl = stream_.native_handle();
+      if (X509* cert = SSL_get1_peer_certificate(ssl)) {
+        client_verified_ = SSL_get_verify_result(ssl) == X509_V_OK;
+        X509_free(cert);
+      }
+      read_next();
+    }
+  }
 
   // The read buffer holds one header at most (the parser limits it), so this also caps the bytes
   // each read asks for; uploads read in bigger pieces.
@@ -424,8 +514,8 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (buffer_.size() >= buffer_.max_size()) return on_read_error(bhttp::error::buffer_overflow);
     auto room = std::min<std::size_t>(buffer_.max_size() - buffer_.size(), kHeadReadSize);
-    socket_.async_read_some(buffer_.prepare(room),
-                            [self = shared_from_this()](error_code ec, std::size_t n) {
+    stream_.async_read_some(buffer_.prepare(room),
+                            [self = self_ptr()](error_code ec, std::size_t n) {
                               self->buffer_.commit(n);
                               if (ec == net::error::eof) {
                                 ec = self->buffer_.size() == 0 ? bhttp::error::end_of_stream
@@ -493,8 +583,8 @@ class Session : public std::enable_shared_from_this<Session> {
       static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
       writing_ = true;
       arm_write();
-      net::async_write(socket_, net::buffer(kContinue.data(), kContinue.size()),
-                       [self = shared_from_this()](error_code wec, std::size_t) {
+      net::async_write(stream_, net::buffer(kContinue.data(), kContinue.size()),
+                       [self = self_ptr()](error_code wec, std::size_t) {
                          self->writing_ = false;
                          self->write_deadline_.store(kNever, std::memory_order_relaxed);
                          if (wec) return self->close();
@@ -508,19 +598,18 @@ class Session : public std::enable_shared_from_this<Session> {
   void read_body() {
     if (closed_) return;
     if (upload_parser_) return read_upload();
-    bhttp::async_read(socket_, buffer_, *parser_,
-                      [self = shared_from_this()](error_code ec, std::size_t) {
-                        if (ec) return self->on_read_error(ec);
-                        self->on_message();
-                      });
+    bhttp::async_read(stream_, buffer_, *parser_, [self = self_ptr()](error_code ec, std::size_t) {
+      if (ec) return self->on_read_error(ec);
+      self->on_message();
+    });
   }
 
   // Uploads are read piecewise so that a client still sending at a reasonable rate keeps its
   // connection: each kUploadProgress bytes push the read deadline out by another read_timeout.
   void read_upload() {
     bhttp::async_read_some(
-        socket_, buffer_, *upload_parser_,
-        [self = shared_from_this()](error_code ec, std::size_t n) { self->on_upload_some(ec, n); });
+        stream_, buffer_, *upload_parser_,
+        [self = self_ptr()](error_code ec, std::size_t n) { self->on_upload_some(ec, n); });
   }
 
   void on_upload_some(error_code ec, std::size_t n) {
@@ -725,7 +814,7 @@ class Session : public std::enable_shared_from_this<Session> {
     queue_.push_back(std::move(slot));
 
     auto pending = std::make_shared<Pending>();
-    pending->session = shared_from_this();
+    pending->session = self_ptr();
     pending->id = queue_.back().id;
     Reply reply = [pending](Response resp) {
       if (pending->done.exchange(true)) {
@@ -733,7 +822,7 @@ class Session : public std::enable_shared_from_this<Session> {
         return;
       }
       auto& s = pending->session;
-      net::dispatch(s->socket_.get_executor(),
+      net::dispatch(s->stream_.get_executor(),
                     [s, id = pending->id, resp = std::move(resp)]() mutable {
                       s->complete(id, std::move(resp));
                     });
@@ -757,6 +846,7 @@ class Session : public std::enable_shared_from_this<Session> {
     req.path = req.target.substr(0, q);
     if (q != std::string::npos) req.query = req.target.substr(q + 1);
     req.remote = remote_;
+    req.client_cert_verified = client_verified_;
     for (const auto& f : m) {
       auto name = f.name_string();
       std::string lower(name.size(), '\0');
@@ -837,9 +927,8 @@ class Session : public std::enable_shared_from_this<Session> {
     writing_ = true;
     arm_write();
     std::array<net::const_buffer, 2> bufs{net::buffer(head_), net::buffer(body_)};
-    net::async_write(socket_, bufs, [self = shared_from_this()](error_code ec, std::size_t) {
-      self->after_write(ec);
-    });
+    net::async_write(stream_, bufs,
+                     [self = self_ptr()](error_code ec, std::size_t) { self->after_write(ec); });
   }
 
   void after_write(error_code ec) {
@@ -878,6 +967,7 @@ class Session : public std::enable_shared_from_this<Session> {
   struct FileSend {
     int fd = -1;
     std::uint64_t offset = 0, remaining = 0;
+    std::unique_ptr<char[]> chunk;  // TLS only
     ~FileSend() {
       if (fd >= 0) ::close(fd);
     }
@@ -907,8 +997,8 @@ class Session : public std::enable_shared_from_this<Session> {
     head_ += "\r\n";
     writing_ = true;
     arm_write();
-    net::async_write(socket_, net::buffer(head_),
-                     [self = shared_from_this(), fs](error_code ec, std::size_t) {
+    net::async_write(stream_, net::buffer(head_),
+                     [self = self_ptr(), fs](error_code ec, std::size_t) {
                        if (ec) return self->after_write(ec);
                        self->file_step(fs);
                      });
@@ -916,14 +1006,17 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void file_step(const std::shared_ptr<FileSend>& fs) {
     if (closed_) return after_write(net::error::operation_aborted);
+    if constexpr (kTls) {
+      return tls_file_step(fs);
+    }
     for (int turn = 0; fs->remaining > 0; ++turn) {
       if (turn == kFileChunksPerTurn) {  // let other connections run, then continue
-        net::post(socket_.get_executor(), [self = shared_from_this(), fs] { self->file_step(fs); });
+        net::post(stream_.get_executor(), [self = self_ptr(), fs] { self->file_step(fs); });
         return;
       }
       auto off = static_cast<off_t>(fs->offset);
       auto want = static_cast<std::size_t>(std::min<std::uint64_t>(fs->remaining, kFileChunk));
-      ssize_t n = ::sendfile(socket_.native_handle(), fs->fd, &off, want);
+      ssize_t n = ::sendfile(lowest().native_handle(), fs->fd, &off, want);
       if (n > 0) {
         fs->offset += static_cast<std::uint64_t>(n);
         fs->remaining -= static_cast<std::uint64_t>(n);
@@ -932,7 +1025,7 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        socket_.async_wait(tcp::socket::wait_write, [self = shared_from_this(), fs](error_code ec) {
+        lowest().async_wait(tcp::socket::wait_write, [self = self_ptr(), fs](error_code ec) {
           if (ec) return self->after_write(ec);
           self->file_step(fs);
         });
@@ -944,6 +1037,30 @@ class Session : public std::enable_shared_from_this<Session> {
       return after_write(net::error::broken_pipe);
     }
     after_write({});
+  }
+
+  // No sendfile through TLS: the region goes through the stream a chunk at a time.
+  void tls_file_step(const std::shared_ptr<FileSend>& fs) {
+    if (fs->remaining == 0) return after_write({});
+    if (!fs->chunk) fs->chunk = std::make_unique<char[]>(kFileChunk);
+    auto want = static_cast<std::size_t>(std::min<std::uint64_t>(fs->remaining, kFileChunk));
+    ssize_t n;
+    do {
+      n = ::pread(fs->fd, fs->chunk.get(), want, static_cast<off_t>(fs->offset));
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) {
+      spdlog::warn("{}: file response cut short: {}", remote_,
+                   n == 0 ? "file shrank" : std::strerror(errno));
+      return after_write(net::error::broken_pipe);
+    }
+    fs->offset += static_cast<std::uint64_t>(n);
+    fs->remaining -= static_cast<std::uint64_t>(n);
+    arm_write();
+    net::async_write(stream_, net::buffer(fs->chunk.get(), static_cast<std::size_t>(n)),
+                     [self = self_ptr(), fs](error_code ec, std::size_t) {
+                       if (ec) return self->after_write(ec);
+                       self->file_step(fs);
+                     });
   }
 
   // ---------------------------------------------------------------- server-sent events
@@ -961,8 +1078,8 @@ class Session : public std::enable_shared_from_this<Session> {
     arm_write();
     auto body = s.resp.stream;
     bool head_only = s.head;
-    net::async_write(socket_, net::buffer(head_),
-                     [self = shared_from_this(), body, head_only](error_code ec, std::size_t) {
+    net::async_write(stream_, net::buffer(head_),
+                     [self = self_ptr(), body, head_only](error_code ec, std::size_t) {
                        self->writing_ = false;
                        self->write_deadline_.store(kNever, std::memory_order_relaxed);
                        if (ec || self->closed_) return self->close();
@@ -973,7 +1090,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void attach_stream(const std::shared_ptr<StreamBody>& body) {
-    std::weak_ptr<Session> weak = shared_from_this();
+    std::weak_ptr<Session> weak = self_ptr();
     auto alive = alive_;
     StreamBody::Writer writer = [weak, alive](std::string chunk) {
       if (!alive->load()) return false;
@@ -982,22 +1099,22 @@ class Session : public std::enable_shared_from_this<Session> {
       if (s->sse_queued_.fetch_add(chunk.size()) + chunk.size() > kSseQueueLimit) {
         // A reader this far behind is dropped, never buffered without bound.
         alive->store(false);
-        net::post(s->socket_.get_executor(), [s] { s->close(); });
+        net::post(s->stream_.get_executor(), [s] { s->close(); });
         return false;
       }
-      net::post(s->socket_.get_executor(),
+      net::post(s->stream_.get_executor(),
                 [s, chunk = std::move(chunk)]() mutable { s->queue_chunk(std::move(chunk)); });
       return true;
     };
     if (body && body->attach) body->attach(std::move(writer));
-    ping_.emplace(socket_.get_executor());
+    ping_.emplace(stream_.get_executor());
     schedule_ping();
     if (!reading_) discard_reads();  // notice the client leaving (a read completes with EOF)
   }
 
   void schedule_ping() {
     ping_->expires_after(kSsePing);
-    ping_->async_wait([self = shared_from_this()](error_code ec) {
+    ping_->async_wait([self = self_ptr()](error_code ec) {
       if (ec || self->closed_) return;
       static const std::string kPing = ": keepalive\n\n";
       if (self->out_.empty()) {
@@ -1027,23 +1144,22 @@ class Session : public std::enable_shared_from_this<Session> {
       total += c.size();
     }
     arm_write();
-    net::async_write(socket_, bufs_,
-                     [self = shared_from_this(), total](error_code ec, std::size_t) {
-                       self->writing_ = false;
-                       self->write_deadline_.store(kNever, std::memory_order_relaxed);
-                       self->sse_queued_ -= total;
-                       self->sending_.clear();
-                       if (ec) return self->close();
-                       self->write_chunks();
-                     });
+    net::async_write(stream_, bufs_, [self = self_ptr(), total](error_code ec, std::size_t) {
+      self->writing_ = false;
+      self->write_deadline_.store(kNever, std::memory_order_relaxed);
+      self->sse_queued_ -= total;
+      self->sending_.clear();
+      if (ec) return self->close();
+      self->write_chunks();
+    });
   }
 
   // ---------------------------------------------------------------- closing
   void discard_reads() {
     if (closed_) return;
     if (!sink_) sink_ = std::make_unique<char[]>(kSinkSize);
-    socket_.async_read_some(net::buffer(sink_.get(), kSinkSize),
-                            [self = shared_from_this()](error_code ec, std::size_t) {
+    stream_.async_read_some(net::buffer(sink_.get(), kSinkSize),
+                            [self = self_ptr()](error_code ec, std::size_t) {
                               if (ec) return self->close();
                               self->discard_reads();
                             });
@@ -1056,7 +1172,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (closed_) return;
     if (reading_) return close();  // a parser read is outstanding: no draining
     error_code ec;
-    socket_.shutdown(tcp::socket::shutdown_send, ec);
+    lowest().shutdown(tcp::socket::shutdown_send, ec);
     if (ec) return close();
     read_deadline_.store(now_ms() + std::min<std::int64_t>(kLingerMs, ms(opt().read_timeout)),
                          std::memory_order_relaxed);
@@ -1079,8 +1195,8 @@ class Session : public std::enable_shared_from_this<Session> {
     write_deadline_.store(kNever, std::memory_order_relaxed);
     if (ping_) ping_->cancel();
     error_code ec;
-    socket_.shutdown(tcp::socket::shutdown_both, ec);
-    socket_.close(ec);
+    lowest().shutdown(tcp::socket::shutdown_both, ec);
+    lowest().close(ec);
   }
 
   static void remove_file(const std::string& path) {
@@ -1091,7 +1207,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   static constexpr std::size_t kSinkSize = 4096;
 
-  tcp::socket socket_;
+  std::shared_ptr<net::ssl::context> ctx_;  // TLS only; outlives stream_
+  Stream stream_;
   beast::flat_buffer buffer_;
   std::shared_ptr<HttpServer::Impl> srv_;
   net::ip::address peer_;
@@ -1129,9 +1246,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<net::steady_timer> ping_;
   std::unique_ptr<char[]> sink_;
 
-  // Read by the sweeper from any thread.
-  std::atomic<std::int64_t> read_deadline_{kNever};
-  std::atomic<std::int64_t> write_deadline_{kNever};
+  bool handshake_done_ = false;
+  bool client_verified_ = false;  // a client certificate that chains to the configured CA
 };
 
 }  // namespace
@@ -1189,7 +1305,8 @@ void HttpServer::Impl::admit(tcp::socket socket, const std::shared_ptr<Impl>& me
   if (!over_total) {
     std::lock_guard lock(mu);
     auto& n = per_ip[peer];
-    over_peer = n >= opt.max_connections_per_ip;
+    over_peer =
+        n >= opt.max_connections_per_ip && (opt.per_ip_cap_on_loopback || !peer.is_loopback());
     if (!over_peer) ++n;
   }
   if (over_total || over_peer) {
@@ -1200,14 +1317,22 @@ void HttpServer::Impl::admit(tcp::socket socket, const std::shared_ptr<Impl>& me
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
         "Retry-After: 5\r\nConnection: close\r\nContent-Length: 79\r\n\r\n"
         "{\"error\":{\"code\":\"too_many_connections\",\"message\":\"too many open connections\"}}";
-    (void)!::send(socket.native_handle(), kBusy.data(), kBusy.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (!opt.tls) {
+      (void)!::send(socket.native_handle(), kBusy.data(), kBusy.size(),
+                    MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
     socket.shutdown(tcp::socket::shutdown_both, ec);
     socket.close(ec);
     return;
   }
   ++open;
   stats.connections_accepted.fetch_add(1, std::memory_order_relaxed);
-  std::make_shared<Session>(std::move(socket), me, std::move(peer))->start();
+  if (auto ctx = tls_context()) {
+    std::make_shared<Session<TlsStream>>(std::move(socket), me, std::move(peer), std::move(ctx))
+        ->start();
+  } else {
+    std::make_shared<Session<tcp::socket>>(std::move(socket), me, std::move(peer))->start();
+  }
 }
 
 void HttpServer::Impl::schedule_sweep() {
@@ -1221,11 +1346,11 @@ void HttpServer::Impl::schedule_sweep() {
 
 void HttpServer::Impl::sweep() {
   auto now = now_ms();
-  std::vector<std::shared_ptr<Session>> late;
+  std::vector<std::shared_ptr<SessionBase>> late;
   bool none_left;
   {
     std::lock_guard lock(mu);
-    for (Session* s : sessions) {
+    for (SessionBase* s : sessions) {
       if (!s->late(now)) continue;
       if (auto sp = s->weak_from_this().lock()) late.push_back(std::move(sp));
     }
@@ -1236,6 +1361,82 @@ void HttpServer::Impl::sweep() {
   schedule_sweep();
 }
 
+namespace {
+// Mozilla's "intermediate" configuration (v5.7): TLS 1.2 and 1.3, AEAD suites with forward
+// secrecy only (DHE left out: no DH parameters to manage), the client's order among them.
+constexpr const char* kTls12Ciphers =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+constexpr const char* kTls13Suites =
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+constexpr const char* kGroups = "X25519:P-256:P-384";
+
+std::string openssl_error(std::string_view what, const std::string& file) {
+  unsigned long e = ERR_get_error();
+  char buf[256] = "unknown error";
+  if (e) ERR_error_string_n(e, buf, sizeof buf);
+  ERR_clear_error();
+  return std::string(what) + " " + file + ": " + buf;
+}
+
+// ALPN: http/1.1 when the client offers it; otherwise no ALPN (never a protocol we do not speak).
+int select_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+                unsigned int inlen, void*) {
+  static constexpr unsigned char kHttp11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+  unsigned char* sel = nullptr;
+  if (SSL_select_next_proto(&sel, outlen, kHttp11, sizeof kHttp11, in, inlen) !=
+      OPENSSL_NPN_NEGOTIATED) {
+    return SSL_TLSEXT_ERR_NOACK;
+  }
+  *out = sel;
+  return SSL_TLSEXT_ERR_OK;
+}
+
+// A client certificate is asked for and checked against the CA, but a missing or foreign one
+// does not fail the handshake: only /v1/agent/* needs it, and the request layer decides
+// (Request::client_cert_verified).
+int accept_any_client_cert(int, X509_STORE_CTX*) { return 1; }
+
+Expected<std::shared_ptr<net::ssl::context>> make_tls_context(const TlsOptions& t) {
+  auto ctx = std::make_shared<net::ssl::context>(net::ssl::context::tls_server);
+  SSL_CTX* c = ctx->native_handle();
+  ERR_clear_error();
+  SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
+  SSL_CTX_set_options(c, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_SINGLE_ECDH_USE);
+  if (SSL_CTX_set_cipher_list(c, kTls12Ciphers) != 1 ||
+      SSL_CTX_set_ciphersuites(c, kTls13Suites) != 1 || SSL_CTX_set1_groups_list(c, kGroups) != 1) {
+    return fail(Errc::Internal, openssl_error("cannot set the TLS ciphers", ""));
+  }
+  if (SSL_CTX_use_certificate_chain_file(c, t.cert_file.c_str()) != 1) {
+    return fail(Errc::InvalidArgument, openssl_error("cannot load TLS certificate", t.cert_file));
+  }
+  if (SSL_CTX_use_PrivateKey_file(c, t.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+    return fail(Errc::InvalidArgument, openssl_error("cannot load TLS key", t.key_file));
+  }
+  if (SSL_CTX_check_private_key(c) != 1) {
+    return fail(Errc::InvalidArgument,
+                openssl_error("TLS key does not match the certificate in", t.cert_file));
+  }
+  // Session resumption (tickets and the cache) needs an id context once client certificates
+  // are requested.
+  static constexpr unsigned char kSid[] = "ringfence";
+  SSL_CTX_set_session_id_context(c, kSid, sizeof kSid - 1);
+  SSL_CTX_set_alpn_select_cb(c, select_alpn, nullptr);
+  if (!t.client_ca_file.empty()) {
+    if (SSL_CTX_load_verify_locations(c, t.client_ca_file.c_str(), nullptr) != 1) {
+      return fail(Errc::InvalidArgument, openssl_error("cannot load client CA", t.client_ca_file));
+    }
+    STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(t.client_ca_file.c_str());
+    if (!names) {
+      return fail(Errc::InvalidArgument, openssl_error("no CA names in", t.client_ca_file));
+    }
+    SSL_CTX_set_client_CA_list(c, names);
+    SSL_CTX_set_verify(c, SSL_VERIFY_PEER, accept_any_client_cert);
+  }
+  return ctx;
+}
+}  // namespace
+
 HttpServer::HttpServer(net::io_context& io, ServerOptions options, Handler handler)
     : impl_(std::make_shared<Impl>(io, std::move(options), std::move(handler))) {
   impl_->self = impl_;
@@ -1243,7 +1444,27 @@ HttpServer::HttpServer(net::io_context& io, ServerOptions options, Handler handl
 
 HttpServer::~HttpServer() { stop(); }
 
+Status HttpServer::reload_tls() {
+  if (!impl_->opt.tls) return fail(Errc::InvalidArgument, "TLS is not configured");
+  auto ctx = make_tls_context(*impl_->opt.tls);
+  if (!ctx) {
+    impl_->stats.tls_reload_failures.fetch_add(1, std::memory_order_relaxed);
+    return tl::unexpected(ctx.error());
+  }
+  bool first;
+  {
+    std::lock_guard lock(impl_->tls_mu);
+    first = impl_->tls == nullptr;
+    impl_->tls = std::move(*ctx);
+  }
+  if (!first) impl_->stats.tls_reloads.fetch_add(1, std::memory_order_relaxed);
+  return {};
+}
+
 Expected<std::uint16_t> HttpServer::listen(std::string_view host_port) {
+  if (impl_->opt.tls && !impl_->tls_context()) {
+    if (auto st = reload_tls(); !st) return tl::unexpected(st.error());
+  }
   auto colon = host_port.rfind(':');
   if (colon == std::string_view::npos) {
     return fail(Errc::InvalidArgument, "listen address must be host:port");
@@ -1291,10 +1512,10 @@ void HttpServer::stop() {
     if (impl->accept_timer) impl->accept_timer->cancel();
     if (impl->sweeper) impl->sweeper->cancel();  // re-runs it at the stopping pace
   });
-  std::vector<std::shared_ptr<Session>> live;
+  std::vector<std::shared_ptr<SessionBase>> live;
   {
     std::lock_guard lock(impl->mu);
-    for (Session* s : impl->sessions) {
+    for (SessionBase* s : impl->sessions) {
       if (auto sp = s->weak_from_this().lock()) live.push_back(std::move(sp));
     }
   }
@@ -1324,6 +1545,7 @@ HttpStats HttpServer::stats() const noexcept {
   out.tls_handshakes = get(a.tls_handshakes);
   out.tls_handshake_failures = get(a.tls_handshake_failures);
   out.tls_handshake_timeouts = get(a.tls_handshake_timeouts);
+  out.tls_plaintext = get(a.tls_plaintext);
   out.tls_reloads = get(a.tls_reloads);
   out.tls_reload_failures = get(a.tls_reload_failures);
   return out;

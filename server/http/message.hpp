@@ -28,6 +28,8 @@ struct Request {
   std::string body;       // in-memory body (JSON routes), at most the JSON body limit
   std::string body_file;  // set instead of body for streamed uploads: a temp file to adopt or drop
   std::string remote;     // peer address, for logs
+  // TLS: the client presented a certificate that chains to TlsOptions::client_ca_file.
+  bool client_cert_verified = false;
   std::vector<std::string> params;  // path parameters, filled by the router in pattern order
 
   // First header with that (lower-case) name, or empty.

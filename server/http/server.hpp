@@ -23,6 +23,14 @@ class io_context;
 
 namespace ringfence::server::http {
 
+// TLS for the listener: PEM files re-read by HttpServer::reload_tls().
+struct TlsOptions {
+  std::string cert_file;       // the certificate chain, server certificate first
+  std::string key_file;        // its private key
+  std::string client_ca_file;  // when set, client certificates are requested and checked
+  std::chrono::seconds handshake_timeout{10};
+};
+
 struct ServerOptions {
   std::size_t header_limit = 8 * 1024;        // 431/400 above it
   std::size_t body_limit = 1024 * 1024;       // JSON bodies; 413 above it
@@ -53,7 +61,13 @@ struct ServerOptions {
   // stops one client from taking them all, while leaving room for a NAT or a proxy in front. A
   // connection over either cap is answered 503 (plain HTTP) or closed (TLS) at once, and counted.
   std::size_t max_connections = 20000;
+  // TLS 1.2+ (1.3 preferred by clients that have it), Mozilla "intermediate" ciphers, session
+  // tickets, ALPN http/1.1. Unset: plain HTTP.
+  std::optional<TlsOptions> tls;
   std::size_t max_connections_per_ip = 256;
+  // Loopback peers are not held to the per-address cap: they are this machine (a local
+  // TLS-terminating proxy, fleetsim, benchmarks), for which one address is every client.
+  bool per_ip_cap_on_loopback = false;
   bool access_log = true;                   // one spdlog line per request
   std::string server_header = "ringfence";  // empty: no Server header
   bool date_header = true;                  // a Date header, formatted once per second
@@ -80,6 +94,7 @@ struct HttpStats {
   std::uint64_t tls_handshakes = 0;           // completed
   std::uint64_t tls_handshake_failures = 0;   // bad or plain-HTTP clients, wrong versions
   std::uint64_t tls_handshake_timeouts = 0;
+  std::uint64_t tls_plaintext = 0;  // plain HTTP sent to the TLS port
   std::uint64_t tls_reloads = 0;
   std::uint64_t tls_reload_failures = 0;
 };
@@ -94,6 +109,10 @@ class HttpServer {
   // Binds and listens ("127.0.0.1:8080", "[::1]:0", "0.0.0.0:0"); returns the bound port, or
   // InvalidArgument for a malformed address and Unavailable when the bind fails. Call once.
   Expected<std::uint16_t> listen(std::string_view host_port);
+  // Re-reads the TLS certificate chain and key (and client CA); on success new connections use
+  // them while open ones keep theirs. On failure (InvalidArgument naming the file and OpenSSL's
+  // reason) the previous ones stay in use. Any thread.
+  Status reload_tls();
   // Stops accepting; idle connections and event streams close now, connections with requests in
   // flight (including deferred replies) answer them and then close. Once every connection is gone
   // the server holds no more work on the io_context, so run() can return. Idempotent; any thread.

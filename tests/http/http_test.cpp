@@ -1086,6 +1086,7 @@ TEST_F(HttpTest, ConnectionsOverTheCapsAre503AndCounted) {
   auto o = base_options();
   o.max_connections = 100;
   o.max_connections_per_ip = 2;
+  o.per_ip_cap_on_loopback = true;  // the test's clients are all on loopback
   start(o);
   RawClient a(port_), b(port_);
   ASSERT_TRUE(a.send(get("/a")));
