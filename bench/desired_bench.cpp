@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
   (void)svc.put_channel(admin, "det", {{"name", "det"}}, true);
   std::vector<std::int64_t> idx;
   for (long long i = 0; i < hosts; ++i) {
-    char id[40];
+    char id[64];
     std::snprintf(id, sizeof id, "00000000-0000-4000-8000-%012lld", i);
     auto r = svc.enroll({(*tok)["token"], id, {}, "b"});
     if (!r) die(r.error().message);

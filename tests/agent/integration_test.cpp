@@ -15,11 +15,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
+#include <thread>
 
 #include "proto/keyset.hpp"
 #include "proto/signing.hpp"
@@ -125,13 +131,24 @@ HttpReply http(int port, const std::string& method, const std::string& target,
 class Server {
  public:
   explicit Server(std::string data_dir) : data_dir_(std::move(data_dir)) {}
-  bool start(int port = 0) {
-    proc_ =
-        Process::start({ringfence::testing::built_program("server/ringfence-server"), "--data-dir",
-                        data_dir_, "--listen", "127.0.0.1:" + std::to_string(port), "--heartbeat-s",
-                        "2", "--exposed-heartbeat-s", "1", "--poll-s", "5", "--healthy-after-s",
-                        "1", "--no-access-log"},
-                       {{"RINGFENCE_ADMIN_TOKEN", kAdminToken}}, data_dir_ + "/../server.log");
+  bool start(int port = 0, std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {ringfence::testing::built_program("server/ringfence-server"),
+                                     "--data-dir",
+                                     data_dir_,
+                                     "--listen",
+                                     "127.0.0.1:" + std::to_string(port),
+                                     "--heartbeat-s",
+                                     "2",
+                                     "--exposed-heartbeat-s",
+                                     "1",
+                                     "--poll-s",
+                                     "5",
+                                     "--healthy-after-s",
+                                     "1",
+                                     "--no-access-log"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    proc_ = Process::start(argv, {{"RINGFENCE_ADMIN_TOKEN", kAdminToken}},
+                           data_dir_ + "/../server.log");
     auto line = proc_.wait_for_line("listening on 127.0.0.1:", 20s);
     if (!line) return false;
     port_ = std::stoi(line->substr(line->rfind(':') + 1));
@@ -155,6 +172,165 @@ class Server {
   std::string data_dir_;
   Process proc_;
   int port_ = 0;
+};
+
+// A man in the middle between agents and the server (plain HTTP on loopback): each request is
+// forwarded on a fresh upstream connection (Connection: close) and the answer passed back; the
+// 200 answers of GET /v1/agent/desired are recorded per host. With `forge` set, it answers
+// GET /v1/agent/desired itself whenever forge returns a body.
+class Mitm {
+ public:
+  using Forge = std::function<std::optional<std::string>(const std::string& host_id)>;
+  explicit Mitm(int upstream) : upstream_(upstream) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    ::listen(fd_, 64);
+    socklen_t len = sizeof addr;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    acceptor_ = std::thread([this] { accept_loop(); });
+  }
+  ~Mitm() {
+    stop_ = true;
+    ::shutdown(fd_, SHUT_RDWR);
+    ::close(fd_);
+    acceptor_.join();
+    std::vector<std::thread> workers;
+    {
+      std::lock_guard lock(mu_);
+      for (int c : clients_) ::shutdown(c, SHUT_RDWR);
+      workers = std::move(workers_);
+    }
+    for (auto& w : workers) w.join();
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  void forge(Forge f) {
+    std::lock_guard lock(mu_);
+    forge_ = std::move(f);
+  }
+  std::vector<json> bodies(const std::string& host) {
+    std::lock_guard lock(mu_);
+    std::vector<json> out;
+    for (const auto& b : bodies_[host]) out.push_back(json::parse(b, nullptr, false));
+    return out;
+  }
+  std::vector<std::string> raw(const std::string& host) {
+    std::lock_guard lock(mu_);
+    return bodies_[host];
+  }
+
+ private:
+  static bool read_message(int fd, std::string& head, std::string& body, bool until_eof) {
+    std::string buf;
+    char tmp[16384];
+    std::size_t end = std::string::npos;
+    while ((end = buf.find("\r\n\r\n")) == std::string::npos) {
+      auto n = ::recv(fd, tmp, sizeof tmp, 0);
+      if (n <= 0) return false;
+      buf.append(tmp, static_cast<std::size_t>(n));
+    }
+    head = buf.substr(0, end + 4);
+    body = buf.substr(end + 4);
+    std::string lower;
+    for (char c : head) lower.push_back(static_cast<char>(std::tolower(c)));
+    std::size_t want = 0;
+    if (auto cl = lower.find("content-length:"); cl != std::string::npos) {
+      want = std::stoul(head.substr(cl + 15));
+    } else if (until_eof) {
+      want = SIZE_MAX;
+    }
+    while (body.size() < want) {
+      auto n = ::recv(fd, tmp, sizeof tmp, 0);
+      if (n <= 0) return want == SIZE_MAX;
+      body.append(tmp, static_cast<std::size_t>(n));
+    }
+    return true;
+  }
+  static void send_all(int fd, const std::string& data) {
+    std::size_t sent = 0;
+    while (sent < data.size()) {
+      auto n = ::send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) return;
+      sent += static_cast<std::size_t>(n);
+    }
+  }
+  void accept_loop() {
+    while (!stop_) {
+      int c = ::accept(fd_, nullptr, nullptr);
+      if (c < 0) return;
+      std::lock_guard lock(mu_);
+      clients_.push_back(c);
+      workers_.emplace_back([this, c] { serve(c); });
+    }
+  }
+  void serve(int c) {
+    std::string head, body;
+    if (read_message(c, head, body, false)) {
+      std::string host;
+      if (auto a = head.find("Bearer "); a != std::string::npos) {
+        host = head.substr(a + 7, head.find('.', a) - a - 7);
+      }
+      bool desired = head.rfind("GET /v1/agent/desired", 0) == 0;
+      std::optional<std::string> forged;
+      {
+        std::lock_guard lock(mu_);
+        if (desired && forge_) forged = forge_(host);
+      }
+      if (forged) {
+        send_all(c,
+                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nETag: \"forged\"\r\n"
+                 "Content-Length: " +
+                     std::to_string(forged->size()) + "\r\nConnection: close\r\n\r\n" + *forged);
+      } else {
+        // Upstream, one request per connection.
+        std::string req;
+        std::istringstream lines(head);
+        std::string line;
+        while (std::getline(lines, line)) {
+          if (line == "\r" || line.empty()) continue;
+          std::string lower;
+          for (char ch : line) lower.push_back(static_cast<char>(std::tolower(ch)));
+          if (lower.rfind("connection:", 0) == 0) continue;
+          req += line + "\n";
+        }
+        req += "Connection: close\r\n\r\n" + body;
+        int u = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_port = htons(static_cast<std::uint16_t>(upstream_));
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (::connect(u, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+          send_all(u, req);
+          std::string rhead, rbody;
+          if (read_message(u, rhead, rbody, true)) {
+            if (desired && rhead.rfind("HTTP/1.1 200", 0) == 0) {
+              std::lock_guard lock(mu_);
+              bodies_[host].push_back(rbody);
+            }
+            send_all(c, rhead + rbody);
+          }
+        }
+        ::close(u);
+      }
+    }
+    std::lock_guard lock(mu_);
+    std::erase(clients_, c);
+    ::close(c);
+  }
+
+  int upstream_;
+  int fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread acceptor_;
+  std::mutex mu_;
+  Forge forge_;                                             // guarded by mu_
+  std::vector<int> clients_;                                // guarded by mu_
+  std::vector<std::thread> workers_;                        // guarded by mu_
+  std::map<std::string, std::vector<std::string>> bodies_;  // guarded by mu_
 };
 
 class AgentIntegration : public ::testing::Test {
@@ -245,7 +421,7 @@ class AgentIntegration : public ::testing::Test {
     std::vector<std::string> argv = {
         agent_bin_,
         "--server",
-        server_->url(),
+        agent_server_url_.empty() ? server_->url() : agent_server_url_,
         "--enroll-token",
         enroll_token_,
         "--state-dir",
@@ -330,7 +506,8 @@ class AgentIntegration : public ::testing::Test {
 
   TempDir dir_;
   std::string server_bin_, agent_bin_, enroll_token_, rollout_id_;
-  std::string public_key_file_;  // empty: the server's signing.pub
+  std::string public_key_file_;   // empty: the server's signing.pub
+  std::string agent_server_url_;  // empty: the server's own URL (else a man in the middle)
   std::unique_ptr<Server> server_;
 };
 
@@ -536,6 +713,118 @@ TEST_F(AgentIntegration, AnswersSignedByAnotherKeyAreNeverActedOn) {
   EXPECT_EQ(agent_log().find("activated rules"), std::string::npos) << agent_log();
   EXPECT_EQ(agent_log().find("new desired content"), std::string::npos) << agent_log();
   ASSERT_TRUE(agent.running()) << agent_log();
+}
+
+// --------------------------------------------------------------- a man in the middle
+
+// The host's recorded answers (genuine, signed by the server) and helpers to pick from them.
+json offering(const std::vector<json>& bodies, std::int64_t version, bool without_known_bad) {
+  for (const auto& b : bodies) {
+    if (!b.is_object() || b["channels"].empty()) continue;
+    if (b["channels"][0]["version"] == version && (!without_known_bad || b["known_bad"].empty()))
+      return b;
+  }
+  return nullptr;
+}
+
+TEST_F(AgentIntegration, AManInTheMiddleCannotReplayStripOrRedirectAnswers) {
+  Mitm mitm(port());
+  agent_server_url_ = mitm.url();
+  auto agent = start_agent();
+  auto v1 = release("v1, good\n");
+  ASSERT_TRUE(eventually([&] { return content() == "v1, good\n"; }, 60s)) << agent_log();
+  auto v2 = release("v2, quarantined soon\n", 3600);
+  ASSERT_TRUE(eventually([&] { return content() == "v2, quarantined soon\n"; }, 60s))
+      << agent_log();
+  auto abort = http(port(), "POST", "/v1/rollouts/" + rollout_id_ + "/abort", "{}");
+  ASSERT_TRUE(abort.status == 200 || abort.status == 202) << abort.body;
+  ASSERT_TRUE(eventually([&] { return content() == "v1, good\n"; }, 30s)) << agent_log();
+  auto host = host_id();
+  // 1. Replay: the genuine answer that offered v2 (signed, not expired; no known-bad entry).
+  auto old_answer = offering(mitm.bodies(host), v2, true);
+  ASSERT_FALSE(old_answer.is_null()) << "no recorded answer offered v2";
+  auto replay = old_answer.dump();
+  mitm.forge([replay](const std::string&) { return std::optional<std::string>(replay); });
+  ASSERT_TRUE(eventually(
+      [&] { return agent_log().find("[replayed_generation]") != std::string::npos; }, 30s))
+      << agent_log();
+  // 2. Strip the known-bad list from the newest genuine answer (which names v2): the signature
+  //    no longer verifies.
+  auto latest = mitm.bodies(host).back();
+  ASSERT_FALSE(latest["known_bad"].empty()) << latest.dump();
+  latest["known_bad"] = json::array();
+  latest["channels"] = old_answer["channels"];
+  auto stripped = latest.dump();
+  mitm.forge([stripped](const std::string&) { return std::optional<std::string>(stripped); });
+  ASSERT_TRUE(
+      eventually([&] { return agent_log().find("[desired_signature]") != std::string::npos; }, 30s))
+      << agent_log();
+  // 3. Another host's genuine answer (a second host enrolled by hand, its answer fetched).
+  auto enroll = http(port(), "POST", "/v1/agent/enroll",
+                     json{{"enrollment_token", enroll_token_},
+                          {"host_id", "00000000-0000-4000-8000-000000000001"},
+                          {"labels", json::object()},
+                          {"agent_version", "test"}}
+                         .dump(),
+                     "application/json", "");
+  ASSERT_TRUE(enroll.status == 200 || enroll.status == 201) << enroll.status << " " << enroll.body;
+  auto theirs = http(port(), "GET", "/v1/agent/desired", "", "application/json",
+                     enroll.j()["credential"].get<std::string>());
+  ASSERT_EQ(theirs.status, 200) << theirs.body;
+  auto redirected = theirs.body;
+  mitm.forge([redirected](const std::string&) { return std::optional<std::string>(redirected); });
+  ASSERT_TRUE(
+      eventually([&] { return agent_log().find("[wrong_host]") != std::string::npos; }, 30s))
+      << agent_log();
+  // None of it was acted on: v2 was never fetched or activated again; the host runs v1.
+  EXPECT_EQ(content(), "v1, good\n");
+  EXPECT_EQ(count_of(agent_log(), "activated rules v" + std::to_string(v2)), 1u) << agent_log();
+  // The path clears: the agent goes on with the server's genuine answers.
+  mitm.forge(nullptr);
+  release("v3 after the attack\n");
+  ASSERT_TRUE(eventually([&] { return content() == "v3 after the attack\n"; }, 60s)) << agent_log();
+  (void)v1;
+  ASSERT_TRUE(agent.running());
+}
+
+TEST_F(AgentIntegration, AnExpiredAnswerFreezesTheAgentWhichReportsIt) {
+  // A server whose answers live one minute.
+  server_->kill();
+  ASSERT_TRUE(server_->start(port(), {"--desired-ttl-s", "60", "--max-long-poll-s", "5"}))
+      << slurp(dir_.path() + "/server.log");
+  Mitm mitm(port());
+  agent_server_url_ = mitm.url();
+  auto agent = start_agent();
+  release("v1 before the freeze\n");
+  ASSERT_TRUE(eventually([&] { return content() == "v1 before the freeze\n"; }, 60s))
+      << agent_log();
+  auto host = host_id();
+  auto held = mitm.raw(host).back();
+  // From now on the path serves only that answer, which expires within the minute.
+  mitm.forge([held](const std::string&) { return std::optional<std::string>(held); });
+  ASSERT_TRUE(eventually(
+      [&] {
+        return agent_log().find("[stale_desired_state]") != std::string::npos ||
+               agent_log().find("desired state is stale") != std::string::npos;
+      },
+      100s))
+      << agent_log();
+  json rep;
+  ASSERT_TRUE(eventually(
+      [&] {
+        for (const auto& r : server_reports()) {
+          if (r["host_id"] == host && r["kind"] == "stale_desired_state") rep = r;
+        }
+        return !rep.is_null();
+      },
+      30s))
+      << server_reports().dump() << "\n"
+      << agent_log();
+  EXPECT_EQ(content(), "v1 before the freeze\n") << "frozen, not emptied";
+  mitm.forge(nullptr);
+  release("v2 after the freeze\n");
+  ASSERT_TRUE(eventually([&] { return content() == "v2 after the freeze\n"; }, 60s)) << agent_log();
+  ASSERT_TRUE(agent.running());
 }
 
 // --------------------------------------------------------------- keys

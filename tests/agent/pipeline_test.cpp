@@ -848,6 +848,40 @@ TEST(KeySets, AnExpiredSetIsRefused) {
   EXPECT_TRUE(h.api.downloads.empty());
 }
 
+TEST(KeySets, ARootRotationSignedByBothRootsIsFollowed) {
+  Rooted h;
+  h.boot_enrolled();
+  auto root2 = proto::generate_keypair();
+  proto::KeySet s;
+  s.version = 1;
+  s.expires = h.later();
+  s.root = root2.public_key;
+  for (auto role : {proto::KeyRole::Content, proto::KeyRole::Desired}) {
+    s.keys.push_back({proto::key_id(h.keys.public_key), h.keys.public_key, role, 0});
+  }
+  auto ds = h.desired({});
+  ds.key_set = proto::encode(proto::sign_key_set(s, {h.root.secret_key}));  // old root only
+  h.deliver(ds);
+  EXPECT_EQ(h.agent->refusals().at("key_set_signature"), 1);
+  EXPECT_EQ(*h.agent->trust().root, h.root.public_key);
+  ds = h.desired({});
+  ds.key_set = proto::encode(proto::sign_key_set(s, {h.root.secret_key, root2.secret_key}));
+  h.clock.advance(0);
+  h.deliver(ds);
+  EXPECT_EQ(h.agent->trust().keys.version, 1);
+  EXPECT_EQ(*h.agent->trust().root, root2.public_key);
+  h.restart();  // the new root is kept
+  EXPECT_EQ(*h.agent->trust().root, root2.public_key);
+  // From now on a set signed by the old root alone is refused.
+  s.version = 2;
+  s.root = h.root.public_key;
+  ds = h.desired({});
+  ds.key_set = proto::encode(proto::sign_key_set(s, {h.root.secret_key}));
+  h.deliver(ds);
+  EXPECT_EQ(h.agent->refusals().at("key_set_signature"), 1);
+  EXPECT_EQ(h.agent->trust().keys.version, 1);
+}
+
 TEST(KeySets, WithoutARootKeySetsAreNotTaken) {
   Harness h;  // --public-key only
   h.boot_enrolled();

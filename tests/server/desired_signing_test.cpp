@@ -57,6 +57,7 @@ class DesiredSigning : public Harness {
 
 TEST_F(DesiredSigning, EveryAnswerIsSignedForItsHostAndVerifiesWithTheAgentsRule) {
   fleet(1, 2);
+  make_stable(version_, 3);
   auto keys = proto::implicit_key_set(key_.public_key);
   for (int h = 0; h < 3; ++h) {
     auto ds = decoded(h);
@@ -143,6 +144,7 @@ TEST_F(DesiredSigning, KnownBadListIsBoundedOnAChannelOfTenThousandReleases) {
 
 TEST_F(DesiredSigning, AKeySetFromTheDataDirIsUsedAndARotationReachesEveryone) {
   fleet(1, 1);
+  make_stable(version_, 2);
   auto root = proto::generate_keypair();
   auto k2 = proto::generate_keypair();
   write_keys(1, root, {key_});
@@ -164,6 +166,7 @@ TEST_F(DesiredSigning, AKeySetFromTheDataDirIsUsedAndARotationReachesEveryone) {
   ds = decoded(0);
   EXPECT_GT(ds.generation, gen);
   EXPECT_EQ(ds.key_id, proto::key_id(k2.public_key));
+  ASSERT_EQ(ds.channels.size(), 1u);
   EXPECT_EQ(ds.channels[0].key_id, proto::key_id(k2.public_key));
   auto t2 = proto::accept_key_set(*t1, *proto::decode_key_set(*ds.key_set), now_s());
   ASSERT_TRUE(t2) << t2.error().message;
@@ -178,6 +181,7 @@ TEST_F(DesiredSigning, AKeySetFromTheDataDirIsUsedAndARotationReachesEveryone) {
   auto t3 = proto::accept_key_set(*t2, *proto::decode_key_set(*ds.key_set), now_s());
   ASSERT_TRUE(t3);
   EXPECT_TRUE(proto::verify_desired_state(ds, t3->keys, test_uuid(0), 0, now_s()));
+  ASSERT_EQ(ds.channels.size(), 1u);
   EXPECT_TRUE(
       proto::trusted_key(t3->keys, ds.channels[0].key_id, proto::KeyRole::Content, now_s()));
   // A restart finds the same keys.
