@@ -28,6 +28,9 @@ if(RINGFENCE_FUZZ)
     message(FATAL_ERROR "RINGFENCE_FUZZ builds with address,undefined; leave RINGFENCE_SANITIZE empty")
   endif()
   set(RINGFENCE_SANITIZE "address,undefined")
+  # The fuzz build directory holds the fuzz targets and their smoke tests only (no gtest suite,
+  # no bench smoke runs of binaries it does not build).
+  set(RINGFENCE_TESTS OFF CACHE BOOL "Build the test suite" FORCE)
   # Coverage instrumentation for everything; only the fuzz targets link libFuzzer's main.
   add_compile_options(-fsanitize=fuzzer-no-link)
 endif()
@@ -75,8 +78,9 @@ if(RINGFENCE_SANITIZE)
   if(RINGFENCE_FUZZ)
     set(_rf_log stderr)
   endif()
-  set(_rf_env "# Written by cmake/sanitizers.cmake: the runtime options of this build's sanitizers.\n"
-              "export RINGFENCE_SANITIZER_REPORTS=${CMAKE_BINARY_DIR}/sanitizer-reports\n")
+  string(CONCAT _rf_env
+         "# Written by cmake/sanitizers.cmake: the runtime options of this build's sanitizers.\n"
+         "export RINGFENCE_SANITIZER_REPORTS=${CMAKE_BINARY_DIR}/sanitizer-reports\n")
   if("address" IN_LIST _rf_sanitizers)
     string(APPEND _rf_env
            "export ASAN_OPTIONS=log_path=${_rf_log}:halt_on_error=1:detect_leaks=1:strict_string_checks=1:check_initialization_order=1\n"

@@ -129,7 +129,8 @@ Expected<std::optional<std::int64_t>> opt_int_field(const json* it, std::string_
     v = it->get<std::int64_t>();
   } else if (it->is_number_float()) {
     double d = it->get<double>();
-    if (d != static_cast<double>(static_cast<std::int64_t>(d)) || d > 9e18 || d < -9e18) {
+    // Range first: converting a double outside int64's range (1e308) is undefined behaviour.
+    if (!(d >= -9e18 && d <= 9e18) || d != static_cast<double>(static_cast<std::int64_t>(d))) {
       return fail(Errc::InvalidArgument, field_error(key, "must be an integer"));
     }
     v = static_cast<std::int64_t>(d);

@@ -1,6 +1,9 @@
 #include "agent/state/store.hpp"
 
+#include <cstdint>
+#include <limits>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 
 #include "proto/ids.hpp"
 
@@ -15,6 +18,21 @@ json job_json(const proto::DesiredChannel& c) {
   wrap.poll_s = 1;
   wrap.channels.push_back(c);
   return json::parse(proto::encode(wrap))["channels"][0];
+}
+
+// An integer field. nlohmann's get<int>() converts a float such as 1e300 with a plain cast
+// (undefined behaviour), and an integer out of T's range silently wraps: a state file holding
+// either is corrupt. Throws like json::at() does, inside decode_state's try.
+template <class T>
+T int_at(const json& o, const char* key) {
+  const json& v = o.at(key);
+  if (!v.is_number_integer()) throw std::invalid_argument(std::string(key) + " is not an integer");
+  bool fits = v.is_number_unsigned() ? v.get<std::uint64_t>() <=
+                                           static_cast<std::uint64_t>(std::numeric_limits<T>::max())
+                                     : v.get<std::int64_t>() >= std::numeric_limits<T>::min() &&
+                                           v.get<std::int64_t>() <= std::numeric_limits<T>::max();
+  if (!fits) throw std::out_of_range(std::string(key) + " is out of range");
+  return static_cast<T>(v.get<std::int64_t>());
 }
 
 Expected<proto::DesiredChannel> job_from(const json& j) {
@@ -89,24 +107,23 @@ Expected<AgentState> decode_state(std::string_view text) {
     s.machine = *m;
     for (const auto& [name, c] : j.at("channels").items()) {
       if (!proto::is_name(name)) return fail(Errc::InvalidArgument, "bad channel name");
-      s.channels[name] = {c.at("active").get<std::int64_t>(), c.at("active_sha").get<std::string>(),
-                          c.at("lkg").get<std::int64_t>(), c.at("lkg_sha").get<std::string>()};
+      s.channels[name] = {int_at<std::int64_t>(c, "active"), c.at("active_sha").get<std::string>(),
+                          int_at<std::int64_t>(c, "lkg"), c.at("lkg_sha").get<std::string>()};
     }
     for (const auto& q : j.at("quarantine")) {
-      s.quarantine.push_back(
-          {q.at("channel").get<std::string>(), q.at("version").get<std::int64_t>(),
-           q.at("reason").get<std::string>(), q.at("time_ms").get<std::int64_t>()});
+      s.quarantine.push_back({q.at("channel").get<std::string>(),
+                              int_at<std::int64_t>(q, "version"), q.at("reason").get<std::string>(),
+                              int_at<std::int64_t>(q, "time_ms")});
     }
     for (const auto& k : j.at("known_bad")) {
       s.known_bad.push_back(
-          {k.at("channel").get<std::string>(), k.at("version").get<std::int64_t>()});
+          {k.at("channel").get<std::string>(), int_at<std::int64_t>(k, "version")});
     }
     s.refused = j.at("refused").get<std::vector<std::string>>();
     for (const auto& [name, g] : j.at("guards").items()) {
       if (!proto::is_name(name)) return fail(Errc::InvalidArgument, "bad channel name");
-      s.guards[name] = {g.at("version").get<std::int64_t>(),
-                        g.at("activated_ms").get<std::int64_t>(), g.at("failures").get<int>(),
-                        g.at("healthy").get<bool>()};
+      s.guards[name] = {int_at<std::int64_t>(g, "version"), int_at<std::int64_t>(g, "activated_ms"),
+                        int_at<int>(g, "failures"), g.at("healthy").get<bool>()};
     }
     s.generation = j.value("generation", std::int64_t{0});  // absent in older state files
     if (!j.at("job").is_null()) {
@@ -116,9 +133,9 @@ Expected<AgentState> decode_state(std::string_view text) {
     }
     if (!j.at("revert").is_null()) {
       const auto& r = j.at("revert");
-      RevertJob rj{r.at("channel").get<std::string>(), r.at("version").get<std::int64_t>(),
+      RevertJob rj{r.at("channel").get<std::string>(), int_at<std::int64_t>(r, "version"),
                    r.at("reason").get<std::string>(),  r.at("quarantine").get<bool>(),
-                   r.at("failures").get<int>(),        r.at("time_ms").get<std::int64_t>()};
+                   int_at<int>(r, "failures"),         int_at<std::int64_t>(r, "time_ms")};
       if (!proto::is_name(rj.channel)) return fail(Errc::InvalidArgument, "bad channel name");
       s.revert = std::move(rj);
     }
