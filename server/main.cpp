@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "proto/fatal.hpp"
 #include "server/app.hpp"
 
 #ifndef RINGFENCE_DEFAULT_WEB_DIR
@@ -19,7 +20,8 @@ namespace {
 constexpr const char* kDefaultWebDir = RINGFENCE_DEFAULT_WEB_DIR;
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
+  ringfence::install_fatal_handler("ringfence-server");
   ringfence::server::AppConfig cfg;
   CLI::App cli{"ringfence-server: staged rollouts of content updates with automatic rollback"};
   // CLI11 reads the config file before it looks at environment variables, so RINGFENCE_CONFIG is
@@ -130,4 +132,7 @@ int main(int argc, char** argv) {
   app.run();
   spdlog::info("stopped");
   return 0;
+} catch (...) {
+  ringfence::print_current_exception("ringfence-server");
+  return ringfence::kExitInternal;
 }
