@@ -36,6 +36,8 @@ Status configure_client_context(ssl_ctx_st* ctx, const TlsClientFiles& files) {
     return fail(Errc::Internal, "cannot set the minimum TLS version: " + openssl_error());
   }
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  // An idle long poll holds no 16 KiB read/write buffers (the agent's footprint, FOOTPRINT.md).
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
   if (!files.ca_file.empty()) {
     if (::access(files.ca_file.c_str(), R_OK) != 0) {
       return bad_file("--ca-file", files.ca_file, "cannot be read");
