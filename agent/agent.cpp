@@ -272,7 +272,11 @@ void Agent::begin_enroll() {
                            std::string(kAgentVersion)};
   deps_.api.enroll(req, [this, alive = alive_](net::Result<proto::EnrollResponse> r) {
     if (!*alive || stopped_ || st_.machine != State::Enrolling) return;
-    if (r && r->host_id == id_->host_id) {
+    if (r && r->host_id == id_->host_id && !state::is_valid_credential(r->credential)) {
+      // Never stored, never sent: CR/LF in it would inject headers into every later request.
+      spdlog::error("enroll answered with a malformed credential ({} bytes); not accepted",
+                    r->credential.size());
+    } else if (r && r->host_id == id_->host_id) {
       id_->credential = r->credential;
       if (auto st =
               deps_.fs.write_atomic(join(cfg_.state_dir, kIdentity), state::encode(*id_), 0600);
@@ -287,7 +291,9 @@ void Agent::begin_enroll() {
       return;
     }
     std::int64_t retry_after = 0;
-    if (r) {
+    if (r && r->host_id == id_->host_id) {
+      // malformed credential: logged above
+    } else if (r) {
       spdlog::error("enroll answered for host {} instead of {}", r->host_id, id_->host_id);
     } else {
       retry_after = r.error().retry_after_ms;

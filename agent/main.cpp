@@ -15,7 +15,10 @@
 #include "agent/agent.hpp"
 #include "agent/net/beast_client.hpp"
 #include "agent/runtime/asio_clock.hpp"
+#include "proto/fatal.hpp"
 #include "proto/ids.hpp"
+#include "proto/tls_client.hpp"
+#include "proto/url.hpp"
 
 namespace {
 
@@ -32,7 +35,8 @@ std::string trim(std::string s) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
+  ringfence::install_fatal_handler("ringfence-agent");
   using namespace ringfence;
   using namespace ringfence::agent;
 
@@ -41,7 +45,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> labels;
   Config cfg;
   std::int64_t check_timeout_s = 30;
-  app.add_option("--server", server, "server URL, http://host:port")
+  app.add_option("--server", server, "server URL, https://host[:port] (or http:// on loopback)")
       ->envname("RINGFENCE_SERVER")
       ->required();
   app.add_option("--enroll-token", token, "enrollment token (needed until enrolled)")
@@ -89,6 +93,17 @@ int main(int argc, char** argv) {
   app.add_option("--check-timeout-s", check_timeout_s, "consumer --check time limit")
       ->envname("RINGFENCE_CHECK_TIMEOUT_S")
       ->check(CLI::Range(1, 3600));
+  proto::TlsClientFiles tls;
+  bool allow_plaintext = false;
+  app.add_option("--ca-file", tls.ca_file, "PEM CA bundle for https:// (default: system store)")
+      ->envname("RINGFENCE_CA_FILE");
+  app.add_option("--client-cert", tls.client_cert, "PEM client certificate for mTLS")
+      ->envname("RINGFENCE_CLIENT_CERT");
+  app.add_option("--client-key", tls.client_key, "PEM private key of --client-cert")
+      ->envname("RINGFENCE_CLIENT_KEY");
+  app.add_flag("--allow-plaintext", allow_plaintext,
+               "allow http:// to a server that is not on this machine")
+      ->envname("RINGFENCE_ALLOW_PLAINTEXT");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")
       ->envname("RINGFENCE_LOG_LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
@@ -101,14 +116,25 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(log_level));
   spdlog::flush_on(spdlog::level::info);
 
-  auto url = net::parse_server_url(server);
-  if (!url) die(url.error().message);
+  auto url = proto::parse_server_url(server);
+  if (!url) die("--server: " + url.error().message);
+  if (!url->tls && !url->is_loopback() && !allow_plaintext) {
+    die("refusing plain http:// to " + url->authority() +
+        ": the credential and content would cross the network unencrypted; use https:// or "
+        "pass --allow-plaintext");
+  }
+  if (auto st = tls.check(); !st) die(st.error().message);
   // Absolute paths: the consumer is handed content paths, and its working dir is not ours.
   std::error_code path_ec;
   cfg.state_dir = std::filesystem::absolute(state_dir, path_ec).lexically_normal().string();
   cfg.content_dir = std::filesystem::absolute(content_dir, path_ec).lexically_normal().string();
   while (cfg.state_dir.size() > 1 && cfg.state_dir.back() == '/') cfg.state_dir.pop_back();
   while (cfg.content_dir.size() > 1 && cfg.content_dir.back() == '/') cfg.content_dir.pop_back();
+  // Sent in the enrollment body; bounded and printable like every value the agent sends.
+  if (!token.empty() && (token.size() > 256 || !net::header_safe(token) ||
+                         token.find_first_of(" \t") != std::string::npos)) {
+    die("--enroll-token must be 1..256 printable characters without spaces");
+  }
   cfg.enroll_token = token;
   cfg.check_timeout_ms = check_timeout_s * 1000;
   {
@@ -144,7 +170,9 @@ int main(int argc, char** argv) {
   boost::asio::io_context io(1);
   AsioClock clock(io);
   RealFs fs;
-  net::BeastClient client(io, *url);
+  auto made = net::BeastClient::create(io, *url, tls);
+  if (!made) die(made.error().message);
+  net::BeastClient& client = **made;
   std::unique_ptr<ProcessConsumerRunner> runner;
   if (!consumer_argv.empty()) runner = std::make_unique<ProcessConsumerRunner>(io, consumer_argv);
   telemetry::ProcSystemInfo system;
@@ -171,4 +199,7 @@ int main(int argc, char** argv) {
   if (auto st = agent.start(); !st) die("cannot start: " + st.error().message);
   io.run();
   return 0;
+} catch (...) {
+  ringfence::print_current_exception("ringfence-agent");
+  return ringfence::kExitInternal;
 }

@@ -58,8 +58,9 @@ void print_hosts(std::ostream& o, const json& doc) {
   Table t({"HOST", "RING", "BUCKET", "TENANT", "PINNED", "LAST SEEN", "CHANNELS"});
   for (const auto& h : doc.value("hosts", json::array())) {
     std::string chans;
-    for (auto it = h.value("channels", json::object()).begin();
-         it != h.value("channels", json::object()).end(); ++it) {
+    // One copy, iterated: begin() and end() of two temporaries compare unequal containers.
+    const json channels = h.value("channels", json::object());
+    for (auto it = channels.begin(); it != channels.end(); ++it) {
       if (!chans.empty()) chans += " ";
       chans += it.key() + "@" + cell(it->value("version", json())) + "(" +
                cell(it->value("state", json())) + ")";

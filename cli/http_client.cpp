@@ -1,11 +1,13 @@
 // The CLI's only Beast translation unit. Every exchange runs on its own io_context, driven to
 // completion here, so the rest of the CLI sees a plain synchronous API. Deadlines come from
-// beast::tcp_stream's expiry (connect, write, read) and from run_for (resolve, stream polls).
+// beast::tcp_stream's expiry (connect, handshake, write, read) and from run_for (resolve,
+// stream polls).
 #include "cli/http_client.hpp"
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/message.hpp>
@@ -13,20 +15,27 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <limits>
+#include <optional>
 
 namespace ringfence::cli {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
+
+struct HttpClient::Tls {
+  ssl::context ctx{ssl::context::tls_client};
+};
 
 namespace {
 
 constexpr std::uint64_t kBodyLimit = 256ull << 20;
 constexpr const char* kUserAgent = "ringfence-cli/0.1";
 
-std::string where(const ServerUrl& u) { return u.host + ":" + u.port; }
+std::string where(const ServerUrl& u) { return u.authority(); }
 
 tl::unexpected<Error> unreachable(const ServerUrl& u, std::string_view step, beast::error_code ec) {
   std::string why = ec == beast::error::timeout ? "timed out" : ec.message();
@@ -40,14 +49,34 @@ Expected<http::verb> verb_of(const std::string& m) {
   return v;
 }
 
-// One connection on its own io_context.
+// One connection on its own io_context, plain or TLS.
 struct Connection {
+  explicit Connection(ssl::context* tls_ctx) {
+    if (tls_ctx) {
+      tls.emplace(io, *tls_ctx);
+    } else {
+      plain.emplace(io);
+    }
+  }
+
   asio::io_context io;
-  beast::tcp_stream stream{io};
+  std::optional<beast::tcp_stream> plain;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> tls;
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
 
-  // Resolves and connects, then writes the request. Returns the step that failed, if any.
+  beast::tcp_stream& tcp() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
+  template <class F>
+  void with_stream(F&& f) {
+    if (tls) {
+      f(*tls);
+    } else {
+      f(*plain);
+    }
+  }
+
+  // Resolves and connects (and shakes hands), then writes the request. Returns the step that
+  // failed, if any.
   Status open_and_send(const ServerUrl& url, const HttpRequest& r,
                        std::chrono::milliseconds timeout) {
     auto verb = verb_of(r.method);
@@ -57,7 +86,7 @@ struct Connection {
     tcp::resolver::results_type endpoints;
     beast::error_code ec;
     bool resolved = false;
-    resolver.async_resolve(url.host, url.port,
+    resolver.async_resolve(url.host, url.port_text(),
                            [&](beast::error_code e, tcp::resolver::results_type res) {
                              resolved = true;
                              ec = e;
@@ -73,11 +102,26 @@ struct Connection {
     }
     if (ec) return unreachable(url, "resolve", ec);
 
-    stream.expires_after(timeout);
-    stream.async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) { ec = e; });
+    tcp().expires_after(timeout);
+    tcp().async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) { ec = e; });
     io.restart();
     io.run();
     if (ec) return unreachable(url, "connect", ec);
+
+    if (tls) {
+      if (auto st = proto::prepare_client_connection(tls->native_handle(), url); !st) return st;
+      tcp().expires_after(timeout);
+      tls->async_handshake(ssl::stream_base::client, [&](beast::error_code e) { ec = e; });
+      io.restart();
+      io.run();
+      if (ec) {
+        return fail(Errc::Unavailable,
+                    "TLS with " + where(url) + " failed: " +
+                        proto::describe_handshake_failure(
+                            tls->native_handle(),
+                            ec == beast::error::timeout ? "timed out" : ec.message()));
+      }
+    }
 
     http::request<http::string_body> req{*verb, url.prefix + r.target, 11};
     req.set(http::field::host, where(url));
@@ -87,8 +131,10 @@ struct Connection {
     req.body() = r.body;
     req.keep_alive(false);
     req.prepare_payload();
-    stream.expires_after(timeout);
-    http::async_write(stream, req, [&](beast::error_code e, std::size_t) { ec = e; });
+    tcp().expires_after(timeout);
+    with_stream([&](auto& s) {
+      http::async_write(s, req, [&](beast::error_code e, std::size_t) { ec = e; });
+    });
     io.restart();
     io.run();
     if (ec) return unreachable(url, "send", ec);
@@ -97,10 +143,14 @@ struct Connection {
 
   beast::error_code read_rest(std::chrono::milliseconds timeout) {
     beast::error_code ec;
-    stream.expires_after(timeout);
-    http::async_read(stream, buffer, parser, [&](beast::error_code e, std::size_t) { ec = e; });
+    tcp().expires_after(timeout);
+    with_stream([&](auto& s) {
+      http::async_read(s, buffer, parser, [&](beast::error_code e, std::size_t) { ec = e; });
+    });
     io.restart();
     io.run();
+    // A server that closes without TLS close_notify after a complete response is no failure.
+    if (ec == ssl::error::stream_truncated && parser.is_done()) ec = {};
     return ec;
   }
 
@@ -116,53 +166,29 @@ struct Connection {
 
 }  // namespace
 
-Expected<ServerUrl> parse_server_url(const std::string& url) {
-  constexpr std::string_view kScheme = "http://";
-  if (url.rfind("https://", 0) == 0) {
-    return fail(Errc::InvalidArgument, "https:// is not supported by this CLI yet: " + url);
-  }
-  if (url.rfind(kScheme, 0) != 0) {
-    return fail(Errc::InvalidArgument,
-                "the server URL must look like http://host:port, not '" + url + "'");
-  }
-  std::string rest = url.substr(kScheme.size());
-  ServerUrl out;
-  auto slash = rest.find('/');
-  std::string authority = rest.substr(0, slash);
-  if (slash != std::string::npos) {
-    out.prefix = rest.substr(slash);
-    while (!out.prefix.empty() && out.prefix.back() == '/') out.prefix.pop_back();
-  }
-  std::string port = "80";
-  if (!authority.empty() && authority.front() == '[') {  // [v6]:port
-    auto close = authority.find(']');
-    if (close == std::string::npos)
-      return fail(Errc::InvalidArgument, "bad IPv6 address in " + url);
-    out.host = authority.substr(1, close - 1);
-    if (close + 1 < authority.size()) {
-      if (authority[close + 1] != ':') return fail(Errc::InvalidArgument, "bad server URL " + url);
-      port = authority.substr(close + 2);
+Expected<std::unique_ptr<HttpClient>> HttpClient::create(ServerUrl url,
+                                                         std::chrono::milliseconds timeout,
+                                                         const proto::TlsClientFiles& tls) {
+  auto c = std::make_unique<HttpClient>(std::move(url), timeout);
+  if (c->url_.tls) {
+    if (auto st = proto::configure_client_context(c->tls_->ctx.native_handle(), tls); !st) {
+      return tl::unexpected(st.error());
     }
-  } else {
-    auto colon = authority.rfind(':');
-    out.host = authority.substr(0, colon);
-    if (colon != std::string::npos) port = authority.substr(colon + 1);
   }
-  bool digits = !port.empty() && port.size() <= 5 &&
-                port.find_first_not_of("0123456789") == std::string::npos;
-  if (out.host.empty() || !digits || std::stoul(port) == 0 || std::stoul(port) > 65535) {
-    return fail(Errc::InvalidArgument, "the server URL has no valid host:port: " + url);
-  }
-  out.port = port;
-  return out;
+  return c;
 }
 
 HttpClient::HttpClient(ServerUrl url, std::chrono::milliseconds timeout)
-    : url_(std::move(url)), timeout_(timeout) {}
+    : url_(std::move(url)), timeout_(timeout) {
+  if (url_.tls) {
+    tls_ = std::make_unique<Tls>();
+    (void)proto::configure_client_context(tls_->ctx.native_handle(), {});
+  }
+}
 HttpClient::~HttpClient() = default;
 
 Expected<HttpResponse> HttpClient::send(const HttpRequest& req) {
-  Connection c;
+  Connection c(tls_ ? &tls_->ctx : nullptr);
   c.parser.body_limit(kBodyLimit);
   if (auto s = c.open_and_send(url_, req, timeout_); !s) return tl::unexpected(s.error());
   if (auto ec = c.read_rest(timeout_)) return unreachable(url_, "read", ec);
@@ -192,10 +218,12 @@ Expected<std::string> EventStream::read(std::chrono::milliseconds wait) {
   }
   if (!s.pending) {
     s.pending = true;
-    http::async_read_some(c.stream, c.buffer, c.parser, [&s](beast::error_code e, std::size_t) {
-      s.pending = false;
-      s.completed = true;
-      s.ec = e;
+    c.with_stream([&](auto& stream) {
+      http::async_read_some(stream, c.buffer, c.parser, [&s](beast::error_code e, std::size_t) {
+        s.pending = false;
+        s.completed = true;
+        s.ec = e;
+      });
     });
   }
   c.io.restart();
@@ -214,13 +242,15 @@ Expected<std::string> EventStream::read(std::chrono::milliseconds wait) {
 }
 
 Expected<StreamOpen> HttpClient::open_stream(const HttpRequest& req) {
-  auto c = std::make_unique<Connection>();
+  auto c = std::make_unique<Connection>(tls_ ? &tls_->ctx : nullptr);
   c->parser.body_limit(std::numeric_limits<std::uint64_t>::max());
   if (auto s = c->open_and_send(url_, req, timeout_); !s) return tl::unexpected(s.error());
   beast::error_code ec;
-  c->stream.expires_after(timeout_);
-  http::async_read_header(c->stream, c->buffer, c->parser,
-                          [&](beast::error_code e, std::size_t) { ec = e; });
+  c->tcp().expires_after(timeout_);
+  c->with_stream([&](auto& s) {
+    http::async_read_header(s, c->buffer, c->parser,
+                            [&](beast::error_code e, std::size_t) { ec = e; });
+  });
   c->io.restart();
   c->io.run();
   if (ec) return unreachable(url_, "read", ec);
@@ -232,7 +262,7 @@ Expected<StreamOpen> HttpClient::open_stream(const HttpRequest& req) {
     out.response = c->response();
     return out;
   }
-  c->stream.expires_never();
+  c->tcp().expires_never();
   auto impl = std::make_unique<EventStream::Impl>();
   impl->conn = std::move(c);
   impl->url = url_;

@@ -1,7 +1,9 @@
 #pragma once
-// The CLI's small synchronous HTTP/1.1 client. Beast lives only in http_client.cpp; this header
-// exposes plain values. One connection per request (an operator's CLI makes a handful of calls);
-// every step (resolve, connect, write, read) has a deadline. http:// only.
+// The CLI's small synchronous HTTP/1.1 client, plain or TLS. Beast (and Asio's SSL) live only in
+// http_client.cpp; this header exposes plain values. One connection per request (an operator's
+// CLI makes a handful of calls); every step (resolve, connect, TLS handshake, write, read) has a
+// deadline. https:// follows proto/tls_client.hpp: TLS >= 1.2, the chain verified against
+// --ca-file or the system store, the certificate must name the host, optional client certificate.
 //
 // Threading: an HttpClient and every EventStream it opens are used from one thread.
 
@@ -12,16 +14,13 @@
 #include <vector>
 
 #include "proto/error.hpp"
+#include "proto/tls_client.hpp"
+#include "proto/url.hpp"
 
 namespace ringfence::cli {
 
-struct ServerUrl {
-  std::string host;
-  std::string port;
-  std::string prefix;  // path prefix without a trailing '/', usually empty
-};
-// Parses http://host[:port][/prefix] (port defaults to 80). InvalidArgument otherwise.
-Expected<ServerUrl> parse_server_url(const std::string& url);
+using proto::parse_server_url;
+using proto::ServerUrl;
 
 struct HttpRequest {
   std::string method = "GET";  // GET, POST, PUT, PATCH, DELETE
@@ -62,6 +61,11 @@ struct StreamOpen {
 
 class HttpClient {
  public:
+  // For https:// URLs, `tls` names the trust anchors and client certificate; create() checks
+  // them once (InvalidArgument, one line naming the file) so no request fails on them later.
+  static Expected<std::unique_ptr<HttpClient>> create(ServerUrl url,
+                                                      std::chrono::milliseconds timeout,
+                                                      const proto::TlsClientFiles& tls = {});
   HttpClient(ServerUrl url, std::chrono::milliseconds timeout);
   ~HttpClient();
   HttpClient(const HttpClient&) = delete;
@@ -78,8 +82,10 @@ class HttpClient {
   const ServerUrl& url() const noexcept { return url_; }
 
  private:
+  struct Tls;
   ServerUrl url_;
   std::chrono::milliseconds timeout_;
+  std::unique_ptr<Tls> tls_;  // the SSL context, for https:// URLs
 };
 
 }  // namespace ringfence::cli

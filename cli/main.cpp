@@ -6,15 +6,18 @@
 #include "cli/api.hpp"
 #include "cli/commands.hpp"
 #include "cli/http_client.hpp"
+#include "proto/fatal.hpp"
 
 namespace {
 constexpr const char* kExitCodes =
     "Exit status: 0 ok; 1 usage error; 2 the server refused (4xx, its message on stderr);\n"
     "3 server unreachable or failing (no connection, timeout, 5xx);\n"
-    "4 `rollouts watch`: the rollout ended halted, rolled_back or aborted.";
+    "4 `rollouts watch`: the rollout ended halted, rolled_back or aborted;\n"
+    "70 an internal error (a bug; the one line on stderr says what).";
 }
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
+  ringfence::install_fatal_handler("ringfence");
   using namespace ringfence::cli;
   Context ctx;
   ctx.out = &std::cout;
@@ -23,13 +26,24 @@ int main(int argc, char** argv) {
   app.footer(kExitCodes);
   app.require_subcommand(1);
   app.fallthrough();  // global flags may also follow the noun and verb
-  app.add_option("--server", ctx.server, "server URL, http://host:port")
+  app.add_option("--server", ctx.server, "server URL, https://host[:port] (or http:// on loopback)")
       ->envname("RINGFENCE_SERVER")
       ->capture_default_str();
   app.add_option("--token", ctx.token, "API token (Bearer)")->envname("RINGFENCE_TOKEN");
   app.add_flag("--json", ctx.as_json, "print the server's JSON instead of tables");
   app.add_option("--timeout", ctx.timeout_s, "seconds to wait for each answer")
       ->capture_default_str();
+  ringfence::proto::TlsClientFiles tls;
+  bool allow_plaintext = false;
+  app.add_option("--ca-file", tls.ca_file, "PEM CA bundle for https:// (default: system store)")
+      ->envname("RINGFENCE_CA_FILE");
+  app.add_option("--client-cert", tls.client_cert, "PEM client certificate (mTLS)")
+      ->envname("RINGFENCE_CLIENT_CERT");
+  app.add_option("--client-key", tls.client_key, "PEM private key of --client-cert")
+      ->envname("RINGFENCE_CLIENT_KEY");
+  app.add_flag("--allow-plaintext", allow_plaintext,
+               "allow http:// to a server that is not on this machine")
+      ->envname("RINGFENCE_ALLOW_PLAINTEXT");
   app.set_version_flag("--version", "ringfence 0.1.0");
 
   add_fleet_commands(app, ctx);
@@ -56,15 +70,26 @@ int main(int argc, char** argv) {
 
   auto url = parse_server_url(ctx.server);
   if (!url) {
-    std::cerr << "ringfence: " << url.error().message << "\n";
+    std::cerr << "ringfence: --server: " << url.error().message << "\n";
+    return static_cast<int>(Exit::Usage);
+  }
+  if (!url->tls && !url->is_loopback() && !allow_plaintext) {
+    std::cerr << "ringfence: refusing plain http:// to " << url->authority()
+              << ": the token would cross the network unencrypted; use https:// or pass "
+                 "--allow-plaintext\n";
     return static_cast<int>(Exit::Usage);
   }
   if (!(ctx.timeout_s > 0)) {
     std::cerr << "ringfence: --timeout must be positive\n";
     return static_cast<int>(Exit::Usage);
   }
-  HttpClient http(*url, std::chrono::milliseconds(static_cast<long long>(ctx.timeout_s * 1000)));
-  Api api(http, ctx.token);
+  auto http = HttpClient::create(
+      *url, std::chrono::milliseconds(static_cast<long long>(ctx.timeout_s * 1000)), tls);
+  if (!http) {
+    std::cerr << "ringfence: " << http.error().message << "\n";
+    return static_cast<int>(Exit::Usage);
+  }
+  Api api(**http, ctx.token);
   ctx.api = &api;
 
   auto result = ctx.action(ctx);
@@ -74,4 +99,7 @@ int main(int argc, char** argv) {
     return static_cast<int>(result.error().exit);
   }
   return static_cast<int>(*result);
+} catch (...) {
+  ringfence::print_current_exception("ringfence");
+  return ringfence::kExitInternal;
 }

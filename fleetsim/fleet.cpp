@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "fleetsim/accept.hpp"
 #include "fleetsim/sample_content.hpp"
 #include "proto/bucket.hpp"
 #include "proto/keyset.hpp"
@@ -59,6 +60,9 @@ struct ChannelState {
   std::string state = "active";
   std::int64_t target = 0;         // a version being downloaded / applied
   std::set<std::int64_t> refused;  // versions this host failed to apply: not retried
+  // Offers refused by the agent's acceptance rule, per signed manifest (like the agent's
+  // refused list: the same version re-signed, e.g. as a rollback target, is a new offer).
+  std::set<std::string> refused_offers;
 };
 
 struct Host {
@@ -145,7 +149,7 @@ struct Fleet::Impl {
   std::size_t silent = 0;
 
   std::unordered_map<std::string, Blob> blobs;
-  std::set<std::string> verified_signatures;  // signature texts already verified
+  SignatureCache verified_signatures;
   std::map<ModelKey, VersionStats> versions;
   std::map<std::string, std::int64_t> requests, responses, errors;
   HeartbeatStats hb;
@@ -566,8 +570,24 @@ struct Fleet::Impl {
       auto& ch = h.channels[dc.channel];
       if (dc.version == ch.version || dc.version == ch.target) continue;
       if (is_known_bad(ds, dc.channel, dc.version) || ch.refused.count(dc.version)) continue;
-      bool current_bad = ch.version > 0 && is_known_bad(ds, dc.channel, ch.version);
-      if (dc.version < ch.version && !dc.rollback && !current_bad) continue;  // never backwards
+      // The agent's rule (fleetsim/accept.hpp): a signed, unexpired manifest, and never a lower
+      // version unless its signed rollback_from covers the one running.
+      std::string offer = std::to_string(dc.version) + "|" + dc.signature.substr(0, 16);
+      if (ch.refused_offers.count(offer)) continue;
+      auto verdict = check_offer(dc, ch.version, public_key ? &*public_key : nullptr,
+                                 unix_ms() / 1000, verified_signatures);
+      if (verdict != OfferVerdict::Accept) {
+        if (ch.refused_offers.size() >= 16) ch.refused_offers.erase(ch.refused_offers.begin());
+        ch.refused_offers.insert(offer);
+        ++errors["refused_" + std::string(to_string(verdict))];
+        ++versions[{dc.channel, dc.version}].apply_failed;
+        add_report(i, proto::ReportKind::ApplyFailed, dc.channel, dc.version,
+                   json{{"reason", "refused before download"},
+                        {"code", to_string(verdict)},
+                        {"running", ch.version}}
+                       .dump());
+        continue;
+      }
       ch.target = dc.version;
       fetch_blob(i, dc.sha256, dc.url, [this, i, dc](const Blob* b) { finish_apply(i, dc, b); });
     }
@@ -607,18 +627,11 @@ struct Fleet::Impl {
     });
   }
 
+  // After download: the blob is what the (already accepted) manifest says, still unexpired.
   bool verify(const proto::DesiredChannel& dc, const Blob& b) {
-    const auto& m = dc.manifest;
-    if (m.sha256 != dc.sha256 || m.channel != dc.channel || m.version != dc.version ||
-        m.size != static_cast<std::int64_t>(b.data.size())) {
-      return false;
-    }
-    if (m.expires * 1000 < unix_ms()) return false;
-    if (verified_signatures.count(dc.signature)) return true;
-    if (!public_key || !proto::verify(*public_key, proto::canonical_bytes(m), dc.signature))
-      return false;
-    verified_signatures.insert(dc.signature);
-    return true;
+    if (dc.manifest.size != static_cast<std::int64_t>(b.data.size())) return false;
+    return check_offer(dc, 0, public_key ? &*public_key : nullptr, unix_ms() / 1000,
+                       verified_signatures) == OfferVerdict::Accept;
   }
 
   Model model_for(const std::string& channel, std::int64_t version, const Blob& b) {

@@ -1,4 +1,5 @@
-// The one Beast translation unit of fleetsim: pooled keep-alive connections and long-poll lanes.
+// The one Beast translation unit of fleetsim: pooled keep-alive connections and long-poll lanes,
+// plain or TLS (a fresh ssl_stream per TCP connection; the handshake is part of connecting).
 #include "fleetsim/http_client.hpp"
 
 #include <algorithm>
@@ -6,11 +7,13 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <deque>
 #include <optional>
 #include <unordered_map>
@@ -21,7 +24,9 @@ namespace {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
 constexpr auto kConnectTimeout = std::chrono::seconds(5);
 constexpr std::size_t kBodyLimit = 64u << 20;
@@ -52,6 +57,8 @@ struct Queue {
 
 struct Shared {
   tcp::resolver::results_type endpoints;
+  proto::ServerUrl url;
+  std::optional<ssl::context> tls;  // set for https:// servers
   std::string host_header;
   std::size_t open = 0;
   PoolStats pool;
@@ -61,7 +68,7 @@ struct Shared {
 class Conn : public std::enable_shared_from_this<Conn> {
  public:
   Conn(asio::io_context& io, Shared& shared, std::shared_ptr<Queue> queue, bool pooled)
-      : stream_(io), shared_(shared), queue_(std::move(queue)), pooled_(pooled) {}
+      : io_(io), shared_(shared), queue_(std::move(queue)), pooled_(pooled) {}
 
   bool busy() const noexcept { return busy_; }
 
@@ -113,7 +120,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
       auto cb = std::move(jobs.front().cb);
       jobs.pop_front();
       if (pooled_) ++shared_.pool.expired;
-      asio::post(stream_.get_executor(), [self = shared_from_this(), cb = std::move(cb)]() {
+      asio::post(io_, [self = shared_from_this(), cb = std::move(cb)]() {
         if (self->closed_ || !cb) return;
         HttpResponse out;
         out.error = "timed out in the queue";
@@ -127,7 +134,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
     req_ = {};
     req_.version(11);
     req_.method(r.method == Method::Get ? http::verb::get : http::verb::post);
-    req_.target(r.target);
+    req_.target(shared_.url.prefix + r.target);
     req_.set(http::field::host, shared_.host_header);
     req_.set(http::field::user_agent, "fleetsim");
     if (!r.authorization.empty()) req_.set(http::field::authorization, r.authorization);
@@ -138,12 +145,30 @@ class Conn : public std::enable_shared_from_this<Conn> {
     if (r.method == Method::Post || !r.body.empty()) req_.prepare_payload();
   }
 
+  beast::tcp_stream& tcp() { return tls_ ? beast::get_lowest_layer(*tls_) : *plain_; }
+  template <class F>
+  void with_stream(F&& f) {
+    if (tls_) {
+      f(*tls_);
+    } else {
+      f(*plain_);
+    }
+  }
+
   void connect() {
-    stream_.expires_after(kConnectTimeout);
-    stream_.async_connect(shared_.endpoints,
-                          [self = shared_from_this()](beast::error_code ec, const tcp::endpoint&) {
-                            self->on_connect(ec);
-                          });
+    // A fresh stream per connection: an SSL session cannot be reused after its socket closed.
+    tls_.reset();
+    plain_.reset();
+    if (shared_.tls) {
+      tls_.emplace(io_, *shared_.tls);
+    } else {
+      plain_.emplace(io_);
+    }
+    tcp().expires_after(kConnectTimeout);
+    tcp().async_connect(shared_.endpoints,
+                        [self = shared_from_this()](beast::error_code ec, const tcp::endpoint&) {
+                          self->on_connect(ec);
+                        });
   }
 
   void on_connect(beast::error_code ec) {
@@ -151,15 +176,32 @@ class Conn : public std::enable_shared_from_this<Conn> {
     if (ec) return fail(ec);
     connected_ = true;
     ++shared_.open;
-    write();
+    if (!tls_) return write();
+    if (auto st = proto::prepare_client_connection(tls_->native_handle(), shared_.url); !st) {
+      tls_error_ = st.error().message;
+      return fail(asio::error::invalid_argument);
+    }
+    tcp().expires_after(kConnectTimeout);
+    tls_->async_handshake(
+        ssl::stream_base::client, [self = shared_from_this()](beast::error_code ec2) {
+          if (self->closed_) return;
+          if (ec2) {
+            self->tls_error_ =
+                proto::describe_handshake_failure(self->tls_->native_handle(), ec2.message());
+            return self->fail(ec2);
+          }
+          self->write();
+        });
   }
 
   void write() {
     reused_ = exchanges_ > 0;
-    stream_.expires_at(job_.deadline);
-    http::async_write(
-        stream_, req_,
-        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_write(ec); });
+    tcp().expires_at(job_.deadline);
+    with_stream([this](auto& s) {
+      http::async_write(s, req_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+        self->on_write(ec);
+      });
+    });
   }
 
   void on_write(beast::error_code ec) {
@@ -167,9 +209,11 @@ class Conn : public std::enable_shared_from_this<Conn> {
     if (ec) return fail(ec);
     parser_.emplace();
     parser_->body_limit(kBodyLimit);
-    http::async_read(
-        stream_, buffer_, *parser_,
-        [self = shared_from_this()](beast::error_code ec2, std::size_t) { self->on_read(ec2); });
+    with_stream([this](auto& s) {
+      http::async_read(
+          s, buffer_, *parser_,
+          [self = shared_from_this()](beast::error_code ec2, std::size_t) { self->on_read(ec2); });
+    });
   }
 
   void on_read(beast::error_code ec) {
@@ -190,7 +234,10 @@ class Conn : public std::enable_shared_from_this<Conn> {
     // A keep-alive connection the server closed while it sat idle: reopen and retry once.
     bool stale = reused_ && !retried_ &&
                  (ec == http::error::end_of_stream || ec == asio::error::eof ||
-                  ec == asio::error::connection_reset || ec == asio::error::broken_pipe);
+                  ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
+                  ec == ssl::error::stream_truncated);
+    std::string tls_error = std::move(tls_error_);
+    tls_error_.clear();
     reset_socket();
     if (stale) {
       retried_ = true;
@@ -199,7 +246,9 @@ class Conn : public std::enable_shared_from_this<Conn> {
       return;
     }
     HttpResponse out;
-    out.error = ec == beast::error::timeout ? std::string("timed out") : ec.message();
+    out.error = !tls_error.empty()            ? "TLS: " + tls_error
+                : ec == beast::error::timeout ? std::string("timed out")
+                                              : ec.message();
     deliver(std::move(out));
   }
 
@@ -207,9 +256,11 @@ class Conn : public std::enable_shared_from_this<Conn> {
     if (connected_ && shared_.open > 0) --shared_.open;
     connected_ = false;
     exchanges_ = 0;
-    beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    stream_.close();
+    if (tls_ || plain_) {
+      beast::error_code ignored;
+      tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
+      tcp().close();
+    }
     buffer_.clear();
   }
 
@@ -220,7 +271,10 @@ class Conn : public std::enable_shared_from_this<Conn> {
     next();
   }
 
-  beast::tcp_stream stream_;
+  asio::io_context& io_;
+  std::optional<beast::tcp_stream> plain_;  // one of these two, made by connect()
+  std::optional<TlsStream> tls_;
+  std::string tls_error_;  // why the last handshake failed
   Shared& shared_;
   std::shared_ptr<Queue> queue_;
   bool pooled_;
@@ -311,19 +365,28 @@ class ClientImpl final : public HttpClient {
 };
 }  // namespace
 
-std::unique_ptr<HttpClient> HttpClient::create(asio::io_context& io, const std::string& host,
-                                               const std::string& port, std::size_t pool_size,
-                                               std::string& error) {
+std::unique_ptr<HttpClient> HttpClient::create(asio::io_context& io, const proto::ServerUrl& url,
+                                               const proto::TlsClientFiles& tls,
+                                               std::size_t pool_size, std::string& error) {
   tcp::resolver resolver(io);
   beast::error_code ec;
-  auto results = resolver.resolve(host, port, ec);
+  auto results = resolver.resolve(url.host, url.port_text(), ec);
   if (ec || results.empty()) {
-    error = "cannot resolve " + host + ":" + port + ": " + ec.message();
+    error = "cannot resolve " + url.authority() + ": " + ec.message();
     return nullptr;
   }
   auto client = std::make_unique<ClientImpl>(io, pool_size);
-  client->shared().endpoints = results;
-  client->shared().host_header = host + ":" + port;
+  auto& shared = client->shared();
+  shared.endpoints = results;
+  shared.url = url;
+  shared.host_header = url.authority();
+  if (url.tls) {
+    shared.tls.emplace(ssl::context::tls_client);
+    if (auto st = proto::configure_client_context(shared.tls->native_handle(), tls); !st) {
+      error = st.error().message;
+      return nullptr;
+    }
+  }
   return client;
 }
 

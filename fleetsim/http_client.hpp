@@ -23,6 +23,9 @@
 #include <memory>
 #include <string>
 
+#include "proto/tls_client.hpp"
+#include "proto/url.hpp"
+
 namespace boost::asio {
 class io_context;
 }
@@ -63,9 +66,12 @@ class HttpClient {
  public:
   using LaneId = std::uint32_t;
 
-  // Resolves host:port once (blocking); a failure is returned by create() as nullptr + message.
-  static std::unique_ptr<HttpClient> create(boost::asio::io_context& io, const std::string& host,
-                                            const std::string& port, std::size_t pool_size,
+  // Resolves url's host:port once (blocking) and, for https://, loads `tls` (proto/tls_client.hpp
+  // policy; every connection verifies the server's certificate and host name). A failure is
+  // returned as nullptr + a one-line message in `error`. Request targets get url.prefix.
+  static std::unique_ptr<HttpClient> create(boost::asio::io_context& io,
+                                            const proto::ServerUrl& url,
+                                            const proto::TlsClientFiles& tls, std::size_t pool_size,
                                             std::string& error);
   virtual ~HttpClient() = default;
 

@@ -13,42 +13,15 @@
 #include "fleetsim/fleet.hpp"
 #include "fleetsim/http_client.hpp"
 #include "fleetsim/model.hpp"
+#include "proto/fatal.hpp"
+#include "proto/tls_client.hpp"
+#include "proto/url.hpp"
 
 namespace {
 namespace asio = boost::asio;
 using ringfence::fleetsim::Fleet;
 using ringfence::fleetsim::FleetOptions;
 using ringfence::fleetsim::HttpClient;
-
-// Splits http://host:port into host and port; https and paths are refused.
-bool parse_server(const std::string& url, std::string& host, std::string& port,
-                  std::string& error) {
-  const std::string scheme = "http://";
-  if (url.rfind(scheme, 0) != 0) {
-    error =
-        "--server must be an http:// URL (fleetsim speaks plain HTTP; put it next to the server)";
-    return false;
-  }
-  std::string rest = url.substr(scheme.size());
-  while (!rest.empty() && rest.back() == '/') rest.pop_back();
-  if (rest.find('/') != std::string::npos) {
-    error = "--server must be http://HOST:PORT without a path";
-    return false;
-  }
-  auto colon = rest.rfind(':');
-  if (colon == std::string::npos) {
-    host = rest;
-    port = "80";
-  } else {
-    host = rest.substr(0, colon);
-    port = rest.substr(colon + 1);
-  }
-  if (host.empty() || port.empty()) {
-    error = "--server must be http://HOST:PORT";
-    return false;
-  }
-  return true;
-}
 
 // Every long poll is a socket: raise the open-file limit to the hard limit.
 void raise_fd_limit() {
@@ -73,7 +46,8 @@ bool write_file_atomically(const std::string& path, const std::string& text) {
 }
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
+  ringfence::install_fatal_handler("fleetsim");
   CLI::App cli{"fleetsim: a simulated fleet of Ringfence agents speaking the real protocol"};
   std::string server, report, status_file;
   std::vector<std::string> model_specs;
@@ -83,7 +57,20 @@ int main(int argc, char** argv) {
   double duration_s = 0, status_every_s = 5;
   std::size_t connections = 32;
   std::uint64_t seed = 0;
-  cli.add_option("--server", server, "Server URL, http://HOST:PORT")->required();
+  cli.add_option("--server", server, "Server URL, https://HOST[:PORT] or http://HOST[:PORT]")
+      ->envname("RINGFENCE_SERVER")
+      ->required();
+  ringfence::proto::TlsClientFiles tls;
+  bool allow_plaintext = false;
+  cli.add_option("--ca-file", tls.ca_file, "PEM CA bundle for https:// (default: system store)")
+      ->envname("RINGFENCE_CA_FILE");
+  cli.add_option("--client-cert", tls.client_cert, "PEM client certificate (mTLS), every host")
+      ->envname("RINGFENCE_CLIENT_CERT");
+  cli.add_option("--client-key", tls.client_key, "PEM private key of --client-cert")
+      ->envname("RINGFENCE_CLIENT_KEY");
+  cli.add_flag("--allow-plaintext", allow_plaintext,
+               "Speak http:// to a server off this machine without a warning")
+      ->envname("RINGFENCE_ALLOW_PLAINTEXT");
   cli.add_option("--enroll-token", opt.enroll_token, "Enrollment token")->required();
   cli.add_option("--hosts", opt.hosts, "Number of simulated hosts")
       ->required()
@@ -137,15 +124,27 @@ int main(int argc, char** argv) {
   opt.long_poll_hosts =
       long_poll_given ? std::min(long_poll, opt.hosts) : std::min<std::size_t>(opt.hosts, 10000);
   opt.seed = seed ? seed : std::random_device{}();
-  std::string host, port, error;
-  if (!parse_server(server, host, port, error)) {
-    std::fprintf(stderr, "fleetsim: %s\n", error.c_str());
+  auto url = ringfence::proto::parse_server_url(server);
+  if (!url) {
+    std::fprintf(stderr, "fleetsim: --server: %s\n", url.error().message.c_str());
     return 2;
+  }
+  if (auto st = tls.check(); !st) {
+    std::fprintf(stderr, "fleetsim: %s\n", st.error().message.c_str());
+    return 2;
+  }
+  // A simulator may well run beside a test server on a private network: warn, do not refuse.
+  if (!url->tls && !url->is_loopback() && !allow_plaintext) {
+    std::fprintf(stderr,
+                 "fleetsim: warning: plain http:// to %s (credentials unencrypted); use https:// "
+                 "or --allow-plaintext to silence this\n",
+                 url->authority().c_str());
   }
   raise_fd_limit();
 
+  std::string error;
   asio::io_context io(1);
-  auto client = HttpClient::create(io, host, port, connections, error);
+  auto client = HttpClient::create(io, *url, tls, connections, error);
   if (!client) {
     std::fprintf(stderr, "fleetsim: %s\n", error.c_str());
     return 1;
@@ -201,4 +200,7 @@ int main(int argc, char** argv) {
   fleet.start();
   io.run();
   return ok ? 0 : 1;
+} catch (...) {
+  ringfence::print_current_exception("fleetsim");
+  return ringfence::kExitInternal;
 }

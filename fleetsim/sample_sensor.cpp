@@ -15,6 +15,7 @@
 #include <string>
 
 #include "fleetsim/sample_content.hpp"
+#include "proto/fatal.hpp"
 
 namespace {
 using ringfence::fleetsim::ConsumerVerdict;
@@ -28,7 +29,8 @@ int usage() {
 }
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
+  ringfence::install_fatal_handler("sample-sensor");
   if (argc != 3) return usage();
   std::string mode = argv[1];
   if (mode != "--check" && mode != "--run") return usage();
@@ -68,4 +70,7 @@ int main(int argc, char** argv) {
                result.content.template_name.c_str(), result.content.instances.size());
   while (!g_stop) pause();
   return 0;
+} catch (...) {
+  ringfence::print_current_exception("sample-sensor");
+  return ringfence::kExitInternal;
 }

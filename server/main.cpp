@@ -9,6 +9,7 @@
 #include <iostream>
 #include <string_view>
 
+#include "proto/fatal.hpp"
 #include "server/app.hpp"
 #include "server/keys_command.hpp"
 
@@ -21,7 +22,8 @@ namespace {
 constexpr const char* kDefaultWebDir = RINGFENCE_DEFAULT_WEB_DIR;
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
+  ringfence::install_fatal_handler("ringfence-server");
   if (argc > 1 && std::string_view(argv[1]) == "keys") {
     return ringfence::server::keys_command(argc - 1, argv + 1);
   }
@@ -194,4 +196,7 @@ int main(int argc, char** argv) {
   app.run();
   spdlog::info("stopped");
   return 0;
+} catch (...) {
+  ringfence::print_current_exception("ringfence-server");
+  return ringfence::kExitInternal;
 }

@@ -7,11 +7,14 @@
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <chrono>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 
 #include "agent/agent.hpp"
@@ -22,8 +25,10 @@ namespace {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using std::chrono::seconds;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
 constexpr std::size_t kSmallBody = 64 * 1024;
 constexpr std::size_t kDesiredBody = 4 * 1024 * 1024;
@@ -88,89 +93,127 @@ Failure http_failure(int status, const Fields& fields, std::string_view body) {
 
 }  // namespace
 
-Expected<ServerUrl> parse_server_url(const std::string& url) {
-  constexpr std::string_view kHttp = "http://";
-  if (url.starts_with("https://")) {
-    return fail(Errc::InvalidArgument, "https:// is not supported by this build; use http://");
+bool header_safe(std::string_view s) noexcept {
+  for (char c : s) {
+    auto u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && c != '\t') || u >= 0x7f) return false;
   }
-  if (!url.starts_with(kHttp))
-    return fail(Errc::InvalidArgument, "server URL must start with http://");
-  std::string rest = url.substr(kHttp.size());
-  ServerUrl out;
-  auto slash = rest.find('/');
-  std::string hostport = rest.substr(0, slash);
-  if (slash != std::string::npos) {
-    out.prefix = rest.substr(slash);
-    while (!out.prefix.empty() && out.prefix.back() == '/') out.prefix.pop_back();
-  }
-  auto colon = hostport.rfind(':');
-  if (colon != std::string::npos && hostport.find(']') == std::string::npos) {
-    out.host = hostport.substr(0, colon);
-    out.port = hostport.substr(colon + 1);
-  } else {
-    out.host = hostport;
-    out.port = "80";
-  }
-  std::uint64_t port = 0;
-  if (out.host.empty() || !proto::parse_u64(out.port, port) || port == 0 || port > 65535) {
-    return fail(Errc::InvalidArgument, "server URL has no valid host:port: " + url);
-  }
-  return out;
+  return true;
 }
 
-// One HTTP exchange on a fresh connection: resolve, connect, write, read. Lives by
-// shared_from_this until its completion handler has run (or it was cancelled).
+// One HTTP exchange on a fresh connection: resolve, connect, (TLS handshake,) write, read.
+// Lives by shared_from_this until its completion handler has run (or it was cancelled).
 struct Exchange : std::enable_shared_from_this<Exchange> {
   using Done = std::function<void(beast::error_code, Exchange&)>;
 
   // The live set is shared: handlers still queued in the io_context at shutdown may destroy an
-  // Exchange after the client itself is gone.
-  Exchange(asio::io_context& io, std::shared_ptr<std::set<Exchange*>> live_set)
-      : resolver(io), stream(io), live(std::move(live_set)) {
+  // Exchange after the client itself is gone. tls_ctx == nullptr: plain HTTP.
+  Exchange(asio::io_context& io, std::shared_ptr<std::set<Exchange*>> live_set,
+           ssl::context* tls_ctx)
+      : resolver(io), live(std::move(live_set)) {
+    if (tls_ctx) {
+      tls.emplace(io, *tls_ctx);
+    } else {
+      plain.emplace(io);
+    }
     live->insert(this);
   }
   ~Exchange() { live->erase(this); }
+
+  beast::tcp_stream& tcp() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
+  // Runs f on whichever stream this exchange speaks (each handler is instantiated twice).
+  template <class F>
+  void with_stream(F&& f) {
+    if (tls) {
+      f(*tls);
+    } else {
+      f(*plain);
+    }
+  }
 
   void cancel() {
     cancelled = true;
     beast::error_code ec;
     resolver.cancel();
-    stream.socket().close(ec);
+    tcp().socket().close(ec);
   }
 
-  void start(const ServerUrl& url, std::chrono::steady_clock::duration timeout_, Done done_) {
+  void start(const ServerUrl& url_, std::chrono::steady_clock::duration timeout_, Done done_) {
+    url = url_;
     timeout = timeout_;
     done = std::move(done_);
-    req.set(http::field::host, url.host + ":" + url.port);
+    req.set(http::field::host, url.authority());
     req.set(http::field::user_agent, "ringfence-agent/" + std::string(kAgentVersion));
     req.keep_alive(false);
     req.prepare_payload();
+    for (const auto& f : req) {
+      if (!header_safe(f.value())) {
+        failure_code = "header";
+        return post_fail(http::error::bad_value);
+      }
+    }
+    if (!header_safe(req.target()) || req.target().find(' ') != std::string_view::npos) {
+      failure_code = "header";
+      return post_fail(http::error::bad_target);
+    }
     resolver.async_resolve(
-        url.host, url.port,
+        url.host, url.port_text(),
         [self = shared_from_this()](beast::error_code ec, tcp::resolver::results_type results) {
           if (self->cancelled) return;
           if (ec) return self->finish(ec);
-          self->stream.expires_after(kRequestTimeout);
-          self->stream.async_connect(results, [self](beast::error_code ec2, const tcp::endpoint&) {
+          self->tcp().expires_after(kRequestTimeout);
+          self->tcp().async_connect(results, [self](beast::error_code ec2, const tcp::endpoint&) {
             if (self->cancelled) return;
             if (ec2) return self->finish(ec2);
+            if (self->tls) return self->handshake();
             self->write();
           });
         });
   }
 
+  void post_fail(beast::error_code ec) {
+    asio::post(resolver.get_executor(), [self = shared_from_this(), ec] {
+      if (!self->cancelled) self->finish(ec);
+    });
+  }
+
+  void handshake() {
+    if (auto st = proto::prepare_client_connection(tls->native_handle(), url); !st) {
+      failure_code = "tls";
+      tls_message = st.error().message;
+      return finish(asio::error::invalid_argument);
+    }
+    tcp().expires_after(kRequestTimeout);
+    tls->async_handshake(
+        ssl::stream_base::client, [self = shared_from_this()](beast::error_code ec) {
+          if (self->cancelled) return;
+          if (ec) {
+            self->failure_code = "tls";
+            self->tls_message = proto::describe_handshake_failure(
+                self->tls->native_handle(),
+                ec == beast::error::timeout ? "TLS handshake timed out" : ec.message());
+            return self->finish(ec);
+          }
+          self->write();
+        });
+  }
+
   void write() {
-    stream.expires_after(kRequestTimeout);
-    http::async_write(stream, req, [self = shared_from_this()](beast::error_code ec, std::size_t) {
-      if (self->cancelled) return;
-      if (ec) return self->finish(ec);
-      if (self->on_written) return self->on_written();
-      self->stream.expires_after(self->timeout);
-      http::async_read(self->stream, self->buffer, self->parser,
-                       [self](beast::error_code ec2, std::size_t) {
-                         if (self->cancelled) return;
-                         self->finish(ec2);
-                       });
+    tcp().expires_after(kRequestTimeout);
+    with_stream([this](auto& s) {
+      http::async_write(s, req, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+        if (self->cancelled) return;
+        if (ec) return self->finish(ec);
+        if (self->on_written) return self->on_written();
+        self->tcp().expires_after(self->timeout);
+        self->with_stream([&self](auto& s2) {
+          http::async_read(s2, self->buffer, self->parser,
+                           [self](beast::error_code ec2, std::size_t) {
+                             if (self->cancelled) return;
+                             self->finish(ec2);
+                           });
+        });
+      });
     });
   }
 
@@ -178,13 +221,37 @@ struct Exchange : std::enable_shared_from_this<Exchange> {
     if (finished) return;
     finished = true;
     beast::error_code ignore;
-    stream.socket().shutdown(tcp::socket::shutdown_both, ignore);
+    // No TLS close_notify: the request said Connection: close and the body is complete (or the
+    // exchange failed); waiting for the peer's notify would only add a round trip.
+    tcp().socket().shutdown(tcp::socket::shutdown_both, ignore);
     auto d = std::move(done);
     if (d) d(ec, *this);
   }
 
+  // The failure of this exchange as the agent logs it: the TLS reason when the handshake was
+  // refused, else `what: <transport error>`.
+  Failure failure(const std::string& what, const beast::error_code& ec) const {
+    if (failure_code == "tls") {
+      return Failure{Error{Errc::Unavailable,
+                           "TLS with " + url.authority() + " failed: " + tls_message,
+                           "tls",
+                           {}},
+                     0, 0};
+    }
+    if (failure_code == "header") {
+      return Failure{Error{Errc::InvalidArgument,
+                           "refusing to send a header or path with control characters",
+                           "header",
+                           {}},
+                     0, 0};
+    }
+    return network_failure(what, ec);
+  }
+
   tcp::resolver resolver;
-  beast::tcp_stream stream;
+  std::optional<beast::tcp_stream> plain;
+  std::optional<TlsStream> tls;
+  ServerUrl url;
   beast::flat_buffer buffer;
   http::request<http::string_body> req;
   http::response_parser<http::string_body> parser;
@@ -192,6 +259,8 @@ struct Exchange : std::enable_shared_from_this<Exchange> {
   Done done;
   std::function<void()> on_written;  // downloads take over after the request is written
   std::shared_ptr<std::set<Exchange*>> live;
+  std::string failure_code;  // "tls" | "header" when the exchange failed before HTTP
+  std::string tls_message;
   bool cancelled = false;
   bool finished = false;
 };
@@ -201,7 +270,7 @@ struct BeastClient::Impl {
 
   std::shared_ptr<Exchange> make(http::verb verb, std::string_view path,
                                  const std::string& credential) {
-    auto ex = std::make_shared<Exchange>(io, live);
+    auto ex = std::make_shared<Exchange>(io, live, tls_ctx ? &*tls_ctx : nullptr);
     ex->req.method(verb);
     ex->req.version(11);
     ex->req.target(url.prefix + std::string(path));
@@ -221,7 +290,7 @@ struct BeastClient::Impl {
     ex->parser.body_limit(limit);
     ex->start(url, timeout,
               [cb = std::move(cb), on_ok, ok_status](beast::error_code ec, Exchange& e) {
-                if (ec) return cb(tl::unexpected(network_failure("request failed", ec)));
+                if (ec) return cb(tl::unexpected(e.failure("request failed", ec)));
                 const auto& res = e.parser.get();
                 int status = static_cast<int>(res.result_int());
                 // Any 2xx is success (a 200 for a 204 does no harm); 304 only for the poll.
@@ -233,11 +302,30 @@ struct BeastClient::Impl {
 
   asio::io_context& io;
   ServerUrl url;
+  std::optional<ssl::context> tls_ctx;  // set for https:// URLs
   std::shared_ptr<std::set<Exchange*>> live = std::make_shared<std::set<Exchange*>>();
 };
 
+Expected<std::unique_ptr<BeastClient>> BeastClient::create(asio::io_context& io, ServerUrl url,
+                                                           const proto::TlsClientFiles& tls) {
+  auto client = std::unique_ptr<BeastClient>(new BeastClient(io, url));
+  if (url.tls) {
+    auto& ctx = client->impl_->tls_ctx;
+    ctx.emplace(ssl::context::tls_client);
+    if (auto st = proto::configure_client_context(ctx->native_handle(), tls); !st) {
+      return tl::unexpected(st.error());
+    }
+  }
+  return client;
+}
+
 BeastClient::BeastClient(asio::io_context& io, ServerUrl url)
-    : impl_(std::make_unique<Impl>(io, std::move(url))) {}
+    : impl_(std::make_unique<Impl>(io, std::move(url))) {
+  if (impl_->url.tls) {
+    impl_->tls_ctx.emplace(ssl::context::tls_client);
+    (void)proto::configure_client_context(impl_->tls_ctx->native_handle(), {});
+  }
+}
 BeastClient::~BeastClient() { cancel_all(); }
 
 void BeastClient::cancel_all() {
@@ -328,16 +416,17 @@ struct Download : std::enable_shared_from_this<Download> {
 
   void read_header() {
     parser.body_limit(boost::none);
-    ex->stream.expires_after(kRequestTimeout);
-    http::async_read_header(
-        ex->stream, ex->buffer, parser,
-        [self = shared_from_this()](beast::error_code ec, std::size_t) {
-          if (self->ex->cancelled) return;
-          if (ec) {
-            return self->complete(tl::unexpected(network_failure("download failed", ec)));
-          }
-          self->on_header();
-        });
+    ex->tcp().expires_after(kRequestTimeout);
+    ex->with_stream([this](auto& s) {
+      http::async_read_header(
+          s, ex->buffer, parser, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+            if (self->ex->cancelled) return;
+            if (ec) {
+              return self->complete(tl::unexpected(network_failure("download failed", ec)));
+            }
+            self->on_header();
+          });
+    });
   }
 
   void on_header() {
@@ -370,17 +459,18 @@ struct Download : std::enable_shared_from_this<Download> {
   void read_chunk() {
     parser.get().body().data = chunk;
     parser.get().body().size = sizeof chunk;
-    ex->stream.expires_after(kChunkTimeout);
-    http::async_read(
-        ex->stream, ex->buffer, parser,
-        [self = shared_from_this()](beast::error_code ec, std::size_t) {
-          if (self->ex->cancelled) return;
-          if (ec == http::error::need_buffer) ec = {};
-          if (ec) {
-            return self->complete(tl::unexpected(network_failure("download interrupted", ec)));
-          }
-          self->on_chunk();
-        });
+    ex->tcp().expires_after(kChunkTimeout);
+    ex->with_stream([this](auto& s) {
+      http::async_read(
+          s, ex->buffer, parser, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+            if (self->ex->cancelled) return;
+            if (ec == http::error::need_buffer) ec = {};
+            if (ec) {
+              return self->complete(tl::unexpected(network_failure("download interrupted", ec)));
+            }
+            self->on_chunk();
+          });
+    });
   }
 
   void on_chunk() {
@@ -434,8 +524,8 @@ void BeastClient::download(const std::string& credential, const std::string& url
     if (auto d = weak.lock()) d->read_header();
   };
   // The exchange holds the download alive through its done handler until completion.
-  dl->ex->start(impl_->url, kRequestTimeout, [dl](beast::error_code ec, Exchange&) {
-    if (ec) dl->complete(tl::unexpected(network_failure("download failed", ec)));
+  dl->ex->start(impl_->url, kRequestTimeout, [dl](beast::error_code ec, Exchange& e) {
+    if (ec) dl->complete(tl::unexpected(e.failure("download failed", ec)));
   });
 }
 

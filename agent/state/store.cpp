@@ -45,6 +45,20 @@ Expected<proto::DesiredChannel> job_from(const json& j) {
 
 }  // namespace
 
+bool is_valid_credential(std::string_view s) noexcept {
+  if (s.empty() || s.size() > 256) return false;
+  std::size_t end = s.size();
+  while (end > 0 && s[end - 1] == '=') --end;  // b64token's padding, only at the end
+  if (end == 0) return false;
+  for (std::size_t i = 0; i < end; ++i) {
+    char c = s[i];
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/';
+    if (!ok) return false;
+  }
+  return true;
+}
+
 std::string encode(const Identity& id) {
   return json{{"host_id", id.host_id}, {"credential", id.credential}}.dump();
 }
@@ -54,6 +68,11 @@ Expected<Identity> decode_identity(std::string_view text) {
     json j = json::parse(text);
     Identity id{j.at("host_id").get<std::string>(), j.at("credential").get<std::string>()};
     if (!proto::is_uuid(id.host_id)) return fail(Errc::InvalidArgument, "host_id is not a UUID");
+    if (!id.credential.empty() && !is_valid_credential(id.credential)) {
+      return fail(Errc::InvalidArgument,
+                  "identity file holds a credential with characters or a length no server issues "
+                  "(refused: it would be sent in every request's headers)");
+    }
     return id;
   } catch (const std::exception& e) {
     return fail(Errc::InvalidArgument, std::string("identity file is corrupt: ") + e.what());

@@ -11,6 +11,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "agent/content/fs.hpp"
@@ -76,7 +77,14 @@ struct TrustRecord {
   std::string key_set;          // the last accepted signed key set (wire JSON); may be empty
 };
 
+// A host credential as the agent accepts it, from the server at enrollment and from
+// identity.json: 1..256 characters of RFC 6750's b64token set [A-Za-z0-9-._~+/] with trailing
+// '='. Anything else (CR/LF above all) would go raw into every request's Authorization header.
+bool is_valid_credential(std::string_view s) noexcept;
+
 std::string encode(const Identity& id);
+// InvalidArgument when the text is not JSON, the host_id is not a UUID or the credential is
+// neither empty (not enrolled yet) nor is_valid_credential.
 Expected<Identity> decode_identity(std::string_view text);
 std::string encode(const AgentState& s);
 Expected<AgentState> decode_state(std::string_view text);

@@ -41,19 +41,19 @@ TEST(SseParser, CommentsAndFramesWithoutDataDispatchNothing) {
   EXPECT_EQ(evs[0].data, "no space");
 }
 
-TEST(ServerUrl, ParsesHostPortAndPrefix) {
+TEST(ServerUrl, TheCliUsesTheSharedParser) {
   auto u = parse_server_url("http://127.0.0.1:8080/");
   ASSERT_TRUE(u);
   EXPECT_EQ(u->host, "127.0.0.1");
-  EXPECT_EQ(u->port, "8080");
+  EXPECT_EQ(u->port_text(), "8080");
   EXPECT_EQ(u->prefix, "");
   auto v = parse_server_url("http://[::1]:9/rf");
   ASSERT_TRUE(v);
   EXPECT_EQ(v->host, "::1");
   EXPECT_EQ(v->prefix, "/rf");
-  EXPECT_EQ(parse_server_url("http://example")->port, "80");
+  EXPECT_EQ(parse_server_url("http://example")->port, 80);
+  EXPECT_EQ(parse_server_url("https://example")->port, 443);
   EXPECT_FALSE(parse_server_url("ftp://x"));
-  EXPECT_FALSE(parse_server_url("https://x"));
   EXPECT_FALSE(parse_server_url("http://x:99999"));
   EXPECT_FALSE(parse_server_url("http://:80"));
 }
