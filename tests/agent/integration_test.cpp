@@ -129,7 +129,7 @@ class Server {
         Process::start({ringfence::testing::built_program("server/ringfence-server"), "--data-dir",
                         data_dir_, "--listen", "127.0.0.1:" + std::to_string(port), "--heartbeat-s",
                         "2", "--exposed-heartbeat-s", "1", "--poll-s", "5", "--healthy-after-s",
-                        "1", "--no-access-log"},
+                        "1", "--no-access-log", "--evidence-min-age-s", "0"},
                        {{"RINGFENCE_ADMIN_TOKEN", kAdminToken}}, data_dir_ + "/../server.log");
     auto line = proc_.wait_for_line("listening on 127.0.0.1:", 20s);
     if (!line) return false;
