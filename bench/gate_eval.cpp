@@ -44,6 +44,16 @@ struct Model {
   int silent_intervals = 3;      // silence for this many intervals = failure detected
   double healthy_window_s = 60;  // applied and fine this long = healthy
   double detect_s() const { return heartbeat_s * silent_intervals; }
+  // Evidence trust (the server's --evidence-min-age-s): a host's signals count only with a track
+  // record. `fresh_share` of the honest hosts (exposed and control alike) enrolled too recently:
+  // with `trust` on their signals are ignored, exactly as the server ignores them.
+  bool trust = true;
+  double fresh_share = 0;
+  // Hostile hosts, all freshly enrolled (no track record): `hostile_canary` land in the canary and
+  // report a crash at once; `hostile_control` are never exposed and report a crash of the old
+  // version at once (the baseline poisoned). With trust on they count for nothing.
+  std::int64_t hostile_canary = 0;
+  std::int64_t hostile_control = 0;
 };
 
 // What the program asserts about a scenario (the smoke test's exit status).
@@ -105,7 +115,8 @@ enum class Ev : std::uint8_t {
   FailDetected,
   FailDetectedWasHealthy,
   ControlFail,
-  BakeDone
+  BakeDone,
+  Hostile  // the hostile hosts' crash reports (trust off only), at t = 1 s
 };
 
 struct Event {
@@ -151,6 +162,16 @@ RunResult run_rollout(const Model& m, const Release& r, const health::GateParams
     q.push({t, seq++, kind, static_cast<std::uint8_t>(stage)});
   };
 
+  // Honest hosts whose signals count, by the stage that exposes them (n: never); the draw is
+  // made only when some hosts are fresh, so the figures without fresh hosts stay those of a
+  // server without the trust rule.
+  const bool draw_fresh = m.trust && m.fresh_share > 0;
+  std::vector<std::int64_t> counted_of(n + 1, 0);
+  auto counted = [&] { return !draw_fresh || rng.uniform() >= m.fresh_share; };
+  const bool hostile_count = !m.trust && (m.hostile_canary > 0 || m.hostile_control > 0);
+  const std::int64_t hostile_control_hosts = hostile_count ? m.hostile_control : 0;
+  if (hostile_count) push(1.0, Ev::Hostile, 0);
+
   // Control cohort: every host not exposed at rollout start may fail within a window of the
   // rollout's start. The server counts a crash of a host not (yet) on the release once, and drops
   // it from the control cohort when that host is exposed (the baseline is the failure rate of the
@@ -159,6 +180,11 @@ RunResult run_rollout(const Model& m, const Release& r, const health::GateParams
   for (std::size_t k = 1; k <= n; ++k) {
     const std::int64_t hosts = (k < n ? upto[k] : m.fleet) - upto[k - 1];
     for (std::int64_t h = 0; h < hosts; ++h) {
+      if (!counted()) {  // no track record: neither in the cohort nor among its failures
+        if (rng.uniform() < m.background) rng.uniform();
+        continue;
+      }
+      ++counted_of[k];
       if (rng.uniform() < m.background) {
         push(rng.uniform() * m.window_s + m.detect_s(), Ev::ControlFail, k);
       }
@@ -177,11 +203,13 @@ RunResult run_rollout(const Model& m, const Release& r, const health::GateParams
     const std::int64_t hosts = upto[s] - (s > 0 ? upto[s - 1] : 0);
     sc[s].exposed = hosts;
     for (std::int64_t h = 0; h < hosts; ++h) {
+      const bool counts = counted();
       const double apply = t0 + rng.exponential(m.apply_mean_s);
-      push(apply, Ev::Apply, s);
       const bool fails = rng.uniform() < r.fail_prob;
       const double fail_at =
           fails ? apply + (r.crash_on_apply ? 0.0 : rng.uniform() * m.window_s) : 0.0;
+      if (!counts) continue;  // exposed all the same; its signals are not evidence
+      push(apply, Ev::Apply, s);
       const bool becomes_healthy = !fails || fail_at > apply + m.healthy_window_s;
       if (becomes_healthy) push(apply + m.healthy_window_s, Ev::Healthy, s);
       if (fails) {
@@ -219,6 +247,13 @@ RunResult run_rollout(const Model& m, const Release& r, const health::GateParams
       case Ev::BakeDone:
         if (e.stage != cur) continue;  // only the current stage's bake expiry is a signal
         break;
+      case Ev::Hostile:  // without the trust rule: counted like anyone else, each host once
+        sc[0].exposed += m.hostile_canary;
+        sc[0].applied += m.hostile_canary;
+        sc[0].failed += m.hostile_canary;
+        control_failed += m.hostile_control;
+        control_failed_of[n] += m.hostile_control;
+        break;
     }
 
     // (a) every host the rollout reached so far, against the hosts not on the release.
@@ -230,7 +265,13 @@ RunResult run_rollout(const Model& m, const Release& r, const health::GateParams
       cum.failed += sc[s].failed;
       cum.silent += sc[s].silent;
     }
-    cum.control_hosts = m.fleet - upto[cur];  // one ring: every host not exposed
+    // One ring: every host not exposed (that counts).
+    cum.control_hosts = hostile_control_hosts;
+    if (draw_fresh) {
+      for (std::size_t k = cur + 1; k <= n; ++k) cum.control_hosts += counted_of[k];
+    } else {
+      cum.control_hosts += m.fleet - upto[cur];
+    }
     cum.control_failed = control_failed;
     cum.elapsed_s = e.t;
     health::GateDecision d = health::evaluate(params, cum);
@@ -346,6 +387,33 @@ std::int64_t halted(const Summary& s) {
   return n;
 }
 
+void print_table(const std::vector<Summary>& results, const std::vector<std::string>& names) {
+  std::printf(
+      "| release | runs | halted in canary | by end of early | by end of broad | "
+      "not halted | hosts applied before halt (median / p95) | time to halt s "
+      "(median / p95) |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    const Summary& s = results[i];
+    std::int64_t cum = 0;
+    std::printf("| %s | %lld", names.empty() ? s.release->name : names[i].c_str(),
+                static_cast<long long>(s.runs));
+    for (std::int64_t h : s.halted_by_stage) {
+      cum += h;
+      std::printf(" | %.1f%%", 100.0 * static_cast<double>(cum) / static_cast<double>(s.runs));
+    }
+    std::printf(" | %.1f%%",
+                100.0 * static_cast<double>(s.runs - halted(s)) / static_cast<double>(s.runs));
+    if (s.halt_time.empty()) {
+      std::printf(" | - | - |\n");
+    } else {
+      std::printf(" | %.0f / %.0f | %.0f / %.0f |\n", quantile(s.applied_total, 0.5),
+                  quantile(s.applied_total, 0.95), quantile(s.halt_time, 0.5),
+                  quantile(s.halt_time, 0.95));
+    }
+  }
+}
+
 void usage(const char* argv0) {
   std::fprintf(stderr, "usage: %s [--runs N] [--seed S] [--quick]\n", argv0);
 }
@@ -451,28 +519,7 @@ int main(int argc, char** argv) {
     results.push_back(simulate(m, releases[i], params, runs, seed, i + 1));
   }
 
-  std::printf(
-      "| release | runs | halted in canary | by end of early | by end of broad | "
-      "not halted | hosts applied before halt (median / p95) | time to halt s "
-      "(median / p95) |\n");
-  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
-  for (const Summary& s : results) {
-    std::int64_t cum = 0;
-    std::printf("| %s | %lld", s.release->name, static_cast<long long>(s.runs));
-    for (std::int64_t h : s.halted_by_stage) {
-      cum += h;
-      std::printf(" | %.1f%%", 100.0 * static_cast<double>(cum) / static_cast<double>(s.runs));
-    }
-    std::printf(" | %.1f%%",
-                100.0 * static_cast<double>(s.runs - halted(s)) / static_cast<double>(s.runs));
-    if (s.halt_time.empty()) {
-      std::printf(" | - | - |\n");
-    } else {
-      std::printf(" | %.0f / %.0f | %.0f / %.0f |\n", quantile(s.applied_total, 0.5),
-                  quantile(s.applied_total, 0.95), quantile(s.halt_time, 0.5),
-                  quantile(s.halt_time, 0.95));
-    }
-  }
+  print_table(results, {});
   std::printf("Halts by test (cumulative / stage's own):");
   for (std::size_t i = 0; i < results.size(); ++i) {
     std::printf("%s %s %lld / %lld", i ? ";" : "", results[i].release->name,
@@ -536,6 +583,75 @@ int main(int argc, char** argv) {
       ok = false;
     }
   }
+  // ---- evidence trust: the price in detection speed, and the attacks it stops.
+  struct Variant {
+    std::string name;
+    Model model;
+    Release release;
+    enum { None, MostlyPasses, AlwaysHalted } claim = None;
+  };
+  auto with = [&m](double fresh, bool trust, std::int64_t canary, std::int64_t control) {
+    Model v = m;
+    v.fresh_share = fresh;
+    v.trust = trust;
+    v.hostile_canary = canary;
+    v.hostile_control = control;
+    return v;
+  };
+  const Release all_crash = releases[0], five = releases[1], two = releases[2], good = releases[3];
+  const Release ten{"10% crash", 0.10, false};
+  const std::vector<Variant> variants = {
+      {"(a) crashes every host, 20% of hosts fresh", with(0.2, true, 0, 0), all_crash},
+      {"(b) 5x, 20% fresh", with(0.2, true, 0, 0), five},
+      {"(d) 2x, 20% fresh", with(0.2, true, 0, 0), two},
+      {"(c) good, 20% fresh", with(0.2, true, 0, 0), good},
+      {"(a) crashes every host, 50% fresh", with(0.5, true, 0, 0), all_crash},
+      {"(b) 5x, 50% fresh", with(0.5, true, 0, 0), five},
+      {"(e) good + 4 fake canary crashers, trust off", with(0, false, 4, 0), good},
+      {"(e) good + 4 fake canary crashers, trust on", with(0, true, 4, 0), good,
+       Variant::MostlyPasses},
+      {"(e) good + 20 fake canary crashers, trust on", with(0, true, 20, 0), good,
+       Variant::MostlyPasses},
+      {"(f) 10% crash + 3000 fake control crashers, trust off", with(0, false, 0, 3000), ten},
+      {"(f) 10% crash + 3000 fake control crashers, trust on", with(0, true, 0, 3000), ten,
+       Variant::AlwaysHalted},
+  };
+  std::printf(
+      "\n# Evidence trust (--evidence-min-age-s): \"fresh\" hosts have no track record when the "
+      "rollout starts;\n#  with trust on their signals are ignored in the stage and the control "
+      "cohort alike (they still get\n#  the release). Fake hosts are fresh enrollees that report "
+      "one crash each at t = 1 s: in the canary\n#  (on the release) or never exposed (a crash of "
+      "the old version: the control cohort). Same gate, same seed.\n\n");
+  std::vector<Summary> trust_results;
+  std::vector<std::string> names;
+  for (std::size_t i = 0; i < variants.size(); ++i) {
+    trust_results.push_back(
+        simulate(variants[i].model, variants[i].release, params, runs, seed, 100 + i));
+    names.push_back(variants[i].name);
+  }
+  print_table(trust_results, names);
+  for (std::size_t i = 0; i < variants.size(); ++i) {
+    const auto k = halted(trust_results[i]);
+    const auto n = trust_results[i].runs;
+    if (variants[i].claim == Variant::MostlyPasses &&
+        static_cast<double>(k) > 0.05 * static_cast<double>(n)) {
+      std::printf("FAIL: %s: halted in %lld of %lld runs\n", variants[i].name.c_str(),
+                  static_cast<long long>(k), static_cast<long long>(n));
+      ok = false;
+    }
+    if (trust_results[i].stuck > 0) {
+      std::printf("FAIL: %s: %lld rollouts stalled in a stage without a verdict\n",
+                  variants[i].name.c_str(), static_cast<long long>(trust_results[i].stuck));
+      ok = false;
+    }
+    if (variants[i].claim == Variant::AlwaysHalted && k != n) {
+      std::printf("FAIL: %s: not halted in %lld of %lld runs\n", variants[i].name.c_str(),
+                  static_cast<long long>(n - k), static_cast<long long>(n));
+      ok = false;
+    }
+  }
+  std::printf("\n");
+
   for (const Summary& s : results) {
     if (s.stuck > 0) {
       std::printf("FAIL: %s: %lld rollouts stalled in a stage without a verdict\n", s.release->name,

@@ -61,6 +61,7 @@ int main(int argc, char** argv) {
   server::SystemClock clock;
   server::core::Options opt;
   opt.data_dir = data_dir;
+  opt.enroll_rate_per_min = 0;  // one token seeds the whole fleet at once
   server::core::Service svc(**store, clock, proto::generate_keypair(), opt);
   if (auto st = svc.load(); !st) die(st.error().message);
   auto tok = svc.create_enrollment_token({"bench-seed", server::core::Role::Admin},

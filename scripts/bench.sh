@@ -85,6 +85,7 @@ start_server() {
   fi
   RINGFENCE_ADMIN_TOKEN=$token "${wrap[@]}" "$server_bin" --data-dir "$dir" --listen 127.0.0.1:0 --threads 1 \
     --no-access-log --heartbeat-s 3600 --exposed-heartbeat-s 3600 --healthy-after-s 0 \
+    --evidence-min-age-s 0 \
     > "$work/$name.out" 2> "$work/$name.err" &
   spid=$!; pids+=("$spid")
   for _ in $(seq 12000); do  # 120 s at most

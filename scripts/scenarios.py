@@ -418,8 +418,10 @@ class Env:
 
     # Compressed time: 2 s heartbeats while exposed (silence = 3 missed = ~7 s), healthy 3 s
     # after applying.
+    # A host's evidence counts once it has been in contact 2 s before a rollout starts (the
+    # server's default track record is an hour; Env waits out the 2 s after enrolling).
     COMPRESSED = ["--exposed-heartbeat-s", "2", "--healthy-after-s", "3", "--silence-intervals", "3",
-                  "--poll-s", "10", "--heartbeat-s", "30"]
+                  "--poll-s", "10", "--heartbeat-s", "30", "--evidence-min-age-s", "2"]
 
     def __init__(self, args, workdir, models=(), from_content=False, background=0.0,
                  channels=(CHANNEL,), bake=(6, 6, 4), server_flags=(), timing=COMPRESSED,
@@ -441,6 +443,10 @@ class Env:
         s = self.fleet.wait_enrolled(timeout=120 * patience)
         self.enroll_s = time.time() - t
         say(f"fleet: {s['enrolled']} hosts enrolled in {self.enroll_s:.1f} s")
+        flags = list(timing) + list(server_flags)
+        if "--evidence-min-age-s" in flags:
+            # Every host polls at once after enrolling: past the track record, all of them count.
+            time.sleep(float(flags[flags.index("--evidence-min-age-s") + 1]) + 1.0)
         rings = self.api.get("/v1/rings")
         rings = rings.get("rings", rings) if isinstance(rings, dict) else rings
         say("rings: " + ", ".join(f"{x['name']}={x.get('hosts', '?')} hosts" for x in rings))
@@ -654,7 +660,11 @@ def scenario_scale(args, workdir):
     t_start = time.time()
     bake = tuple(int(x) for x in args.bake.split(","))
     env = Env(args, workdir, timing=[], bake=bake, fleet_extra=extra, status_every=1,
-              patience=patience, server_flags=["--max-long-poll-s", "60"])
+              patience=patience,
+              # Real intervals but a fleet enrolled just now: no track record asked for, and one
+              # token enrolls the whole fleet as fast as it can.
+              server_flags=["--max-long-poll-s", "60", "--evidence-min-age-s", "0",
+                            "--enroll-rate-per-min", "0"])
     try:
         procs = {"fleetsim": env.fleet.proc.pid, "server": env.server.proc.pid}
         say(f"set-up (enroll + bootstrap) took {time.time() - t_start:.1f} s; enrollment "

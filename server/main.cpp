@@ -161,6 +161,23 @@ int main(int argc, char** argv) try {
       ->envname("RINGFENCE_DESIRED_TTL_S")
       ->check(CLI::Range(60, 7 * 86400))
       ->capture_default_str();
+  cli.add_option("--evidence-min-age-s,--min-track-record-s", c.evidence_min_age_s,
+                 "A host's signals count toward a rollout's gate only when it was first in "
+                 "contact this long before the rollout started (0 = every host counts)")
+      ->envname("RINGFENCE_EVIDENCE_MIN_AGE_S")
+      ->check(CLI::Range(0, 365 * 86400))
+      ->capture_default_str();
+  cli.add_option("--enroll-rate-per-min", c.enroll_rate_per_min,
+                 "Enrollments per minute per enrollment token, unless the token sets its own "
+                 "(0 = unlimited)")
+      ->envname("RINGFENCE_ENROLL_RATE_PER_MIN")
+      ->check(CLI::Range(0, 1'000'000))
+      ->capture_default_str();
+  cli.add_option("--reports-per-min", c.reports_per_min,
+                 "Agent reports per host per minute (0 = unlimited)")
+      ->envname("RINGFENCE_REPORTS_PER_MIN")
+      ->check(CLI::Range(0, 1'000'000))
+      ->capture_default_str();
   CLI11_PARSE(cli, argc, argv);
   if (c.desired_ttl_s < 2 * c.max_long_poll_s + 10) {
     std::fprintf(

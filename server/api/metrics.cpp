@@ -166,6 +166,32 @@ std::string prometheus_text(core::Service& svc, const RequestMetrics& requests) 
     << "ringfence_polls_total " << m["polls_total"].get<std::uint64_t>() << "\n";
   o << "# HELP ringfence_long_polls Long polls held now.\n# TYPE ringfence_long_polls gauge\n"
     << "ringfence_long_polls " << m["long_polls"].get<std::uint64_t>() << "\n";
+  // What the limits and trust rules refused: one counter per limit, labels from a fixed set.
+  const auto& ref = m["refused"];
+  o << "# HELP ringfence_enroll_refused_total Enrollments refused, by reason.\n"
+       "# TYPE ringfence_enroll_refused_total counter\n";
+  for (auto it = ref["enroll"].begin(); it != ref["enroll"].end(); ++it) {
+    o << "ringfence_enroll_refused_total{reason=\"" << it.key() << "\"} "
+      << it->get<std::uint64_t>() << "\n";
+  }
+  o << "# HELP ringfence_reports_refused_total Agent reports refused or dropped, by reason.\n"
+       "# TYPE ringfence_reports_refused_total counter\n";
+  for (auto it = ref["reports"].begin(); it != ref["reports"].end(); ++it) {
+    o << "ringfence_reports_refused_total{reason=\"" << it.key() << "\"} "
+      << it->get<std::uint64_t>() << "\n";
+  }
+  o << "# HELP ringfence_heartbeat_channels_ignored_total Heartbeat channel states ignored "
+       "(channel or version never sent to the host).\n"
+       "# TYPE ringfence_heartbeat_channels_ignored_total counter\n";
+  for (auto it = ref["heartbeat_channels"].begin(); it != ref["heartbeat_channels"].end(); ++it) {
+    o << "ringfence_heartbeat_channels_ignored_total{reason=\"" << it.key() << "\"} "
+      << it->get<std::uint64_t>() << "\n";
+  }
+  o << "# HELP ringfence_signals_without_track_record_total Host signals the gates ignored: the "
+       "host had no track record when the rollout started.\n"
+       "# TYPE ringfence_signals_without_track_record_total counter\n"
+    << "ringfence_signals_without_track_record_total "
+    << ref["signals_without_track_record"].get<std::uint64_t>() << "\n";
   o << "# HELP ringfence_emergency_stop 1 while an emergency stop is in force.\n"
        "# TYPE ringfence_emergency_stop gauge\n"
     << "ringfence_emergency_stop " << (m["emergency_stop"].get<bool>() ? 1 : 0) << "\n";

@@ -29,7 +29,10 @@ const std::map<std::string, Doc>& docs() {
       {"POST /v1/tokens", {"Create an API token (admin)", "tokens", "token", 201}},
       {"GET /v1/tokens", {"List API tokens (admin)", "tokens", "token", 200}},
       {"DELETE /v1/tokens/{name}", {"Delete an API token (admin)", "tokens", "token", 204}},
-      {"POST /v1/enrollment-tokens", {"Create an agent enrollment token (operator)", "tokens", "token", 201}},
+      {"POST /v1/enrollment-tokens", {"Create an agent enrollment token (operator): {name, labels?, expires_in_s?, max_uses?, tenant?, rate_per_min?}; the token is shown once", "tokens", "token", 201}},
+      {"GET /v1/enrollment-tokens", {"List enrollment tokens (operator): name, labels, tenant, uses, max_uses, rate_per_min, expires, revoked, state; never the secret", "tokens", "token", 200}},
+      {"DELETE /v1/enrollment-tokens/{name}", {"Revoke an enrollment token (operator): it enrolls nobody from now on; idempotent", "tokens", "token", 204}},
+      {"POST /v1/hosts/{id}/reset", {"Reset a host (operator, {reason}, audited): its credential stops working and the next enrollment of its id needs none", "hosts", "token", 200}},
       {"GET /v1/rings", {"List rings with sizes", "rings", "token", 200}},
       {"POST /v1/rings", {"Create a ring (operator)", "rings", "token", 201}},
       {"GET /v1/rings/{name}", {"Get a ring", "rings", "token", 200}},
@@ -69,10 +72,10 @@ const std::map<std::string, Doc>& docs() {
       {"POST /v1/emergency-stop", {"Freeze every channel", "rollouts", "token", 200}},
       {"DELETE /v1/emergency-stop", {"Lift the emergency stop", "rollouts", "token", 200}},
       {"GET /v1/emergency-stop", {"Emergency stop state", "rollouts", "token", 200}},
-      {"POST /v1/agent/enroll", {"Enroll a host with an enrollment token", "agent", "none", 200}},
+      {"POST /v1/agent/enroll", {"Enroll a host with an enrollment token. Re-enrolling an enrolled host id needs its current credential as Authorization: Bearer (or an operator's reset): 409 host_enrolled without it, 401 with a wrong one; 403 token_used_up past max_uses; 429 rate_limited (Retry-After) past the token's rate", "agent", "enroll", 200}},
       {"GET /v1/agent/desired", {"Signed desired state {host_id, generation, issued, expires, channels, known_bad, heartbeat_s, poll_s, key_set_version, key_id, signature, key_set?} (ETag, 304, long poll with wait=)", "agent", "host", 200}},
       {"POST /v1/agent/heartbeat", {"Heartbeat; one that changes state (boot id, versions) is answered once stored, 503 when the store refuses it", "agent", "host", 204}},
-      {"POST /v1/agent/reports", {"Batched reports (applied, apply_failed, crash, local_rollback, stale_desired_state); 202 once stored (group commit), 503 when the store refuses them: send again", "agent", "host", 202}},
+      {"POST /v1/agent/reports", {"Batched reports (applied, apply_failed, crash, local_rollback, stale_desired_state); 202 once stored (group commit), 503 when the store refuses them: send again; reports about channels or versions never sent to the host are dropped; 429 rate_limited (Retry-After) past the per-host limit", "agent", "host", 202}},
   };
   return kDocs;
 }
@@ -133,6 +136,9 @@ std::string openapi_document(const http::Router& router) {
       op["security"] = json::array();
     } else if (auth == "host") {
       op["security"] = json::array({{{"hostCredential", json::array()}}});
+    } else if (auth == "enroll") {
+      // The enrollment token is in the body; a re-enrollment adds the host's credential.
+      op["security"] = json::array({json::object(), {{"hostCredential", json::array()}}});
     } else if (auth == "token_or_host") {
       op["security"] = json::array({{{"apiToken", json::array()}}, {{"hostCredential", json::array()}}});
     }

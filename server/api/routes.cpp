@@ -27,6 +27,19 @@ Response result(const Expected<T>& r, int status = 200) {
   return ok_json(*r, status);
 }
 
+// An error whose details carry retry_after_s (a rate limit) gets that as its Retry-After
+// instead of the generic hint of Response::error.
+Response limited_error(const Error& e) {
+  Response r = Response::error(e);
+  if (e.details_json.empty()) return r;
+  auto d = json::parse(e.details_json, nullptr, false);
+  if (!d.is_object() || !d.contains("retry_after_s") || !d["retry_after_s"].is_number_integer())
+    return r;
+  std::erase_if(r.headers, [](const auto& h) { return h.first == "Retry-After"; });
+  r.headers.emplace_back("Retry-After", std::to_string(d["retry_after_s"].get<std::int64_t>()));
+  return r;
+}
+
 Response status_result(const Status& s) {
   if (!s) return Response::error(s.error());
   return Response::no_content();
@@ -294,6 +307,16 @@ void register_routes(http::Router& router, core::Service& svc, const RequestMetr
          if (!b) return reply(Response::error(b.error()));
          reply(result(S.create_enrollment_token(p, *b), 201));
        });
+  R.op(Method::Get, "/v1/enrollment-tokens", Role::Operator,
+       [&S](Request&, const Principal&, Reply& reply) {
+         reply(ok_json(S.list_enrollment_tokens()));
+       });
+  R.op(Method::Delete, "/v1/enrollment-tokens/{name}", Role::Operator,
+       [&S](Request& req, const Principal& p, Reply& reply) {
+         auto n = name_param(req, 0, "enrollment token name");
+         if (!n) return reply(Response::error(n.error()));
+         reply(status_result(S.revoke_enrollment_token(p, *n)));
+       });
 
   // ---- rings
   R.op(Method::Get, "/v1/rings", Role::Viewer,
@@ -389,6 +412,14 @@ void register_routes(http::Router& router, core::Service& svc, const RequestMetr
          auto b = body_object(req);
          if (!b) return reply(Response::error(b.error()));
          reply(result(S.patch_host(p, *id, *b)));
+       });
+  R.op(Method::Post, "/v1/hosts/{id}/reset", Role::Operator,
+       [&S, host_id](Request& req, const Principal& p, Reply& reply) {
+         auto id = host_id(req);
+         if (!id) return reply(Response::error(id.error()));
+         auto b = body_object(req);
+         if (!b) return reply(Response::error(b.error()));
+         reply(result(S.reset_host(p, *id, *b)));
        });
   R.op(Method::Delete, "/v1/hosts/{id}", Role::Operator,
        [&S, host_id](Request& req, const Principal& p, Reply& reply) {
@@ -610,8 +641,9 @@ void register_routes(http::Router& router, core::Service& svc, const RequestMetr
   R.open(Method::Post, "/v1/agent/enroll", [&S](Request& req, Reply reply) {
     auto m = proto::decode_enroll_request(req.body);
     if (!m) return reply(Response::error(m.error()));
-    auto r = S.enroll(*m);
-    if (!r) return reply(Response::error(r.error()));
+    // Re-enrolling an enrolled host id: its current credential as Authorization: Bearer.
+    auto r = S.enroll(*m, req.header("authorization"));
+    if (!r) return reply(limited_error(r.error()));
     reply(Response::json(200, proto::encode(*r)));
   });
   R.agent(Method::Get, "/v1/agent/desired", [&S](Request& req, std::int64_t host, Reply& reply) {
@@ -649,7 +681,7 @@ void register_routes(http::Router& router, core::Service& svc, const RequestMetr
     auto rs = proto::decode_reports(req.body);
     if (!rs) return reply(Response::error(rs.error()));
     S.reports(host, *rs, [reply = std::move(reply), n = rs->size()](Status st) {
-      if (!st) return reply(Response::error(st.error()));
+      if (!st) return reply(limited_error(st.error()));
       reply(Response::json(202, R"({"accepted":)" + std::to_string(n) + "}"));
     });
   });

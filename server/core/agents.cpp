@@ -1,6 +1,7 @@
 // Service: the agent API (enroll, desired state + long polls, heartbeats, reports) and the
 // periodic work (silence sweep, bake expiry, batched flushes).
 #include <algorithm>
+#include <cmath>
 #include <optional>
 
 #include "proto/bucket.hpp"
@@ -10,37 +11,141 @@
 namespace ringfence::server::core {
 using rollout::State;
 
-Expected<proto::EnrollResponse> Service::enroll(const proto::EnrollRequest& req) {
+namespace {
+// The all-zero credential digest marks a host an operator reset: no secret hashes to it, so the
+// old credential is dead, and the next enrollment of that id needs no credential.
+bool is_reset(const fleet::Digest32& d) { return d.equals(fleet::Digest32{}); }
+
+tl::unexpected<Error> rate_limited(std::string message, std::int64_t retry_after_s) {
+  Error e{Errc::TooManyRequests, std::move(message), "rate_limited",
+          json{{"retry_after_s", std::max<std::int64_t>(1, retry_after_s)}}.dump()};
+  return tl::unexpected<Error>(std::move(e));
+}
+
+json channels_json(const fleet::Host& h) {
+  json chans = json::object();
+  for (const auto& c : h.channels) chans[c.channel] = {{"version", c.version}, {"state", c.state}};
+  return chans;
+}
+}  // namespace
+
+Expected<proto::EnrollResponse> Service::enroll(const proto::EnrollRequest& req,
+                                                std::string_view authorization) {
   auto& m = *impl_;
   auto hash = proto::sha256_hex(req.enrollment_token);
   std::lock_guard lock(m.mu);
-  const EnrollToken* tok = nullptr;
-  for (const auto& t : m.enroll_tokens) {
+  EnrollToken* tok = nullptr;
+  for (auto& t : m.enroll_tokens) {
     if (proto::constant_time_equal(t.hash, hash)) tok = &t;
   }
-  if (!tok) return fail(Errc::Unauthenticated, "unknown enrollment token");
+  auto now_ms = m.clock.now_ms();
+  if (!tok) {
+    ++m.refused.enroll_unknown_token;
+    return fail(Errc::Unauthenticated, "unknown enrollment token");
+  }
+  if (tok->revoked) {
+    ++m.refused.enroll_revoked;
+    return fail(Errc::Unauthenticated, "enrollment token '" + tok->name + "' was revoked",
+                "token_revoked");
+  }
   if (tok->expires && *tok->expires < m.now_s()) {
+    ++m.refused.enroll_expired;
     return fail(Errc::Unauthenticated, "enrollment token expired");
   }
+  // Who may enroll this id: anyone with a valid token when it is new (or reset); otherwise only
+  // the holder of its current credential (a takeover needs the operator's reset).
+  auto existing = m.fleet.find(req.host_id);
+  bool fresh = !existing || is_reset(m.fleet.at(*existing).credential_hash);
+  if (!fresh) {
+    if (authorization.empty()) {
+      ++m.refused.enroll_host_taken;
+      return fail(Errc::Conflict,
+                  "host " + req.host_id +
+                      " is enrolled; re-enrolling it needs its current credential "
+                      "(Authorization: Bearer) or an operator's reset (POST /v1/hosts/" +
+                      req.host_id + "/reset)",
+                  "host_enrolled");
+    }
+    constexpr std::string_view kPrefix = "Bearer ";
+    auto cred = authorization.substr(0, kPrefix.size()) == kPrefix
+                    ? authorization.substr(kPrefix.size())
+                    : std::string_view();
+    auto dot = cred.find('.');
+    bool ok = dot == 36 && cred.substr(0, dot) == req.host_id &&
+              m.fleet.at(*existing).credential_hash.equals(
+                  fleet::Digest32::sha256_of(cred.substr(dot + 1)));
+    if (!ok) {
+      ++m.refused.enroll_host_taken;
+      return fail(Errc::Unauthenticated,
+                  "the credential sent is not host " + req.host_id + "'s current credential");
+    }
+  }
+  if (fresh && tok->max_uses && tok->uses >= *tok->max_uses) {
+    ++m.refused.enroll_used_up;
+    return fail(Errc::PermissionDenied,
+                "enrollment token '" + tok->name + "' has enrolled its " +
+                    std::to_string(*tok->max_uses) + " hosts (max_uses)",
+                "token_used_up");
+  }
+  // Rate: a bucket of one minute's enrollments, refilled continuously; taken only on success.
+  auto rate = tok->rate_per_min > 0 ? tok->rate_per_min : m.opt.enroll_rate_per_min;
+  double allowance = 0;
+  if (rate > 0) {
+    allowance =
+        tok->allowance < 0
+            ? static_cast<double>(rate)
+            : std::min<double>(static_cast<double>(rate),
+                               tok->allowance + static_cast<double>(now_ms - tok->allowance_ms) *
+                                                    static_cast<double>(rate) / 60000.0);
+    if (allowance < 1) {
+      ++m.refused.enroll_rate_limited;
+      auto wait_ms = (1 - allowance) * 60000.0 / static_cast<double>(rate);
+      return rate_limited("enrollment token '" + tok->name + "' enrolls at most " +
+                              std::to_string(rate) + " hosts a minute",
+                          static_cast<std::int64_t>(std::ceil(wait_ms / 1000)));
+    }
+  }
   proto::Labels labels = req.labels;
-  for (const auto& [k, v] : tok->labels) labels[k] = v;  // the token's labels win
+  for (const auto& [k, v] : tok->labels) labels[k] = v;      // the token's labels win
+  if (!tok->tenant.empty()) labels["tenant"] = tok->tenant;  // and its tenant
   std::string secret = proto::random_hex(32);
   fleet::Host h;
-  auto existing = m.fleet.find(req.host_id);
   if (existing) h = m.fleet.at(*existing);
   h.id = req.host_id;
   h.credential_hash = fleet::Digest32::sha256_of(secret);
   if (auto t = labels.find("tenant"); t != labels.end()) h.tenant = t->second;
   h.labels = m.fleet.intern(std::move(labels));
   h.agent_version = req.agent_version;
-  if (!existing) h.enrolled = m.now_s();
-  h.last_seen_ms = m.clock.now_ms();
-  json chans = json::object();
-  for (const auto& c : h.channels) chans[c.channel] = {{"version", c.version}, {"state", c.state}};
-  // Durable before answering: the credential must survive a restart.
-  RF_CHECK(m.store.upsert_hosts(
-      {{h.id.str(), h.credential_hash.hex(), json(*h.labels).dump(), h.tenant, h.pinned,
-        h.agent_version, h.enrolled, h.last_seen_ms / 1000, chans.dump()}}));
+  if (fresh) {
+    // A new credential holder: a new enrollment, and a track record from its first request.
+    h.enrolled = m.now_s();
+    h.trust_since_ms = 0;
+  }
+  h.last_seen_ms = now_ms;
+  std::int64_t uses = tok->uses + (fresh ? 1 : 0);
+  // Durable before answering: the credential must survive a restart; the enrollment is
+  // attributed to its token in the event log.
+  RF_CHECK(m.store.transaction([&]() -> Status {
+    RF_CHECK(m.store.upsert_hosts(
+        {{h.id.str(), h.credential_hash.hex(), json(*h.labels).dump(), h.tenant, h.pinned,
+          h.agent_version, h.enrolled, h.last_seen_ms / 1000, channels_json(h).dump()}}));
+    if (fresh) {
+      RF_CHECK(m.store.put_host_trust({{h.id.str(), 0, tok->name}}));
+      RF_CHECK(m.store.set_enroll_token_uses(tok->name, uses));
+    }
+    RF_CHECK(m.event("enrollment-token:" + tok->name, "host_enrolled", std::nullopt,
+                     {{"host_id", req.host_id},
+                      {"token", tok->name},
+                      {"reenrolled", !fresh},
+                      {"tenant", h.tenant},
+                      {"agent_version", req.agent_version}}));
+    return {};
+  }));
+  tok->uses = uses;
+  if (rate > 0) {
+    tok->allowance = allowance - 1;
+    tok->allowance_ms = now_ms;
+  }
   auto idx = m.fleet.upsert(std::move(h));
   ++m.enrolls_total;
   // A re-enrolled host's old parked polls end now (its old credential is gone): each gets its
@@ -52,6 +157,62 @@ Expected<proto::EnrollResponse> Service::enroll(const proto::EnrollRequest& req)
   for (auto& w : ended) w.reply(DesiredAnswer{true, w.etag, {}});
   return proto::EnrollResponse{req.host_id, req.host_id + "." + secret, m.heartbeat_for(idx),
                                m.opt.poll_s};
+}
+
+// ---------------------------------------------------------------- evidence trust
+
+bool Service::Impl::counts(const Rollout& r, const fleet::Host& h) const {
+  if (opt.evidence_min_age_s <= 0) return true;
+  auto start = r.stages.empty() ? 0 : r.stages[0].started_ms;
+  return h.trust_since_ms > 0 && start > 0 &&
+         h.trust_since_ms + opt.evidence_min_age_s * 1000 <= start;
+}
+
+void Service::Impl::note_exposed(Rollout& r, HostIndex i, Exposure& e) {
+  e.counted = counts(r, fleet.at(i));
+  if (e.counted) ++r.counted_exposed;
+  // On the release now: its earlier crashes leave the control cohort's figures.
+  r.control.exposed(i);
+}
+
+void Service::Impl::refresh_trusted(Rollout& r) {
+  if (r.trusted_version == fleet.membership_version() &&
+      r.trusted_by_ring.size() == fleet.rings().size())
+    return;
+  r.trusted_by_ring.assign(fleet.rings().size(), 0);
+  for (HostIndex i = 0; i < fleet.slots(); ++i) {
+    const auto& h = fleet.at(i);
+    if (h.deleted || h.ring < 0) continue;
+    if (counts(r, h)) ++r.trusted_by_ring[static_cast<std::size_t>(h.ring)];
+  }
+  r.trusted_version = fleet.membership_version();
+}
+
+bool Service::Impl::was_sent(HostIndex i, const std::string& channel, std::int64_t version) const {
+  auto c = channels.find(channel);
+  if (c == channels.end()) return false;
+  auto rel = c->second.releases.find(version);
+  if (rel == c->second.releases.end()) return false;
+  if (rel->second.state == ReleaseState::Stable || rel->second.state == ReleaseState::Superseded)
+    return true;
+  for (const auto& [id, r] : rollouts) {
+    if (r.version == version && r.channel == channel && r.exposed.count(i)) return true;
+  }
+  return false;
+}
+
+void Service::Impl::first_contact(HostIndex i) {
+  auto& h = fleet.at(i);
+  if (h.trust_since_ms != 0) return;
+  h.trust_since_ms = clock.now_ms();
+  pending_trust.push_back({h.id.str(), h.trust_since_ms, {}});
+}
+
+Status Service::Impl::flush_trust() {
+  if (pending_trust.empty()) return {};
+  auto st = store.put_host_trust(pending_trust);
+  if (st) pending_trust.clear();
+  return st;
 }
 
 std::int64_t Service::Impl::heartbeat_for(HostIndex i) const {
@@ -266,6 +427,7 @@ Expected<std::optional<DesiredAnswer>> Service::desired(std::int64_t host,
   if (i >= m.fleet.slots() || m.fleet.at(i).deleted)
     return fail(Errc::Unauthenticated, "unknown host");
   ++m.polls_total;
+  m.first_contact(i);
   auto& h = m.fleet.at(i);
   h.last_seen_ms = m.clock.now_ms();
   auto probe = m.compute_desired(i, false);
@@ -306,12 +468,32 @@ std::size_t Service::long_polls() const {
   return m.waiters.size();
 }
 
-void Service::heartbeat(std::int64_t host, const proto::Heartbeat& hb, Ack done) {
+void Service::heartbeat(std::int64_t host, const proto::Heartbeat& sent, Ack done) {
   auto& m = *impl_;
   std::lock_guard lock(m.mu);
   auto i = static_cast<HostIndex>(host);
   if (i >= m.fleet.slots() || m.fleet.at(i).deleted)
     return done(fail(Errc::Unauthenticated, "unknown host"));
+  m.first_contact(i);
+  // Channel states the server never sent this host (made-up channels or versions) are dropped:
+  // they would reach the host's record and /metrics. Copied only when something is dropped.
+  std::optional<proto::Heartbeat> kept;
+  for (const auto& [name, st] : sent.channels) {
+    if (m.was_sent(i, name, st.version)) continue;
+    if (st.version == 0 && m.channels.count(name)) continue;  // a known channel, no content yet
+    // A host may still hold a quarantined release after a restart forgot whom it exposed: that
+    // stays visible (the version exists; only the gates ignore it).
+    if (auto c = m.channels.find(name); c != m.channels.end()) {
+      auto rel = c->second.releases.find(st.version);
+      if (rel != c->second.releases.end() && rel->second.state == ReleaseState::Quarantined)
+        continue;
+    }
+    if (!kept) kept = sent;
+    kept->channels.erase(name);
+    ++(m.channels.count(name) ? m.refused.heartbeat_version_not_sent
+                              : m.refused.heartbeat_unknown_channel);
+  }
+  const proto::Heartbeat& hb = kept ? *kept : sent;
   auto& h = m.fleet.at(i);
   auto now = m.clock.now_ms();
   ++m.heartbeats_total;
@@ -369,7 +551,7 @@ void Service::heartbeat(std::int64_t host, const proto::Heartbeat& hb, Ack done)
     if (running && e->second.applied && !e->second.failed && !e->second.healthy &&
         now - e->second.applied_ms >= m.opt.healthy_after_s * 1000) {
       e->second.healthy = true;
-      ++r.stages[e->second.stage].counts.healthy;
+      if (e->second.counted) ++r.stages[e->second.stage].counts.healthy;
       changed = true;
     }
     if (changed || e->second.short_boots != short_boots) {
@@ -407,12 +589,18 @@ void Service::Impl::host_signal(HostIndex i, const std::string& channel, std::in
     if (e == r.exposed.end()) {
       // Control cohort: a crash on a host that is not on the release (each host counts once).
       if (kind == proto::ReportKind::Crash && version != r.version) {
+        if (!counts(r, fleet.at(i))) {
+          ++refused.signals_without_track_record;
+          continue;
+        }
+        if (!was_sent(i, channel, version)) continue;
         r.control.crashed(i, fleet.at(i).ring);
         evaluate(r);
       }
       continue;
     }
     if (version != r.version) continue;
+    if (!e->second.counted) ++refused.signals_without_track_record;
     switch (kind) {
       case proto::ReportKind::Applied:
         mark_applied(r, e->second, now);
@@ -444,8 +632,45 @@ void Service::reports(std::int64_t host, const std::vector<proto::Report>& repor
   }
   auto& h = m.fleet.at(i);
   auto now = m.clock.now_ms();
+  m.first_contact(i);
+  if (m.opt.reports_per_min > 0) {
+    auto minute = static_cast<std::int32_t>(now / 60000);
+    if (h.report_minute != minute) {
+      h.report_minute = minute;
+      h.reports_in_minute = 0;
+    }
+    auto n = static_cast<std::int64_t>(reports.size());
+    if (h.reports_in_minute > 0 && h.reports_in_minute + n > m.opt.reports_per_min) {
+      ++m.refused.reports_rate_limited;
+      return done(rate_limited("a host may send " + std::to_string(m.opt.reports_per_min) +
+                              " reports a minute); this one has sent " +
+                              std::to_string(h.reports_in_minute),
+                          (static_cast<std::int64_t>(minute) + 1) * 60 - now / 1000);
+    }
+    h.reports_in_minute += static_cast<std::int32_t>(n);
+  }
+  // Reports about a channel that does not exist, or a version never sent to this host, are
+  // dropped: stored, they would grow the database and (replayed) feed the gates.
+  std::vector<proto::Report> kept;
+  const std::vector<proto::Report>* taken = &reports;
+  for (std::size_t k = 0; k < reports.size(); ++k) {
+    const auto& r = reports[k];
+    bool ok = !r.channel || (m.channels.count(*r.channel) &&
+                             (!r.version || m.was_sent(i, *r.channel, *r.version)));
+    if (ok && taken != &kept) continue;
+    if (taken != &kept) {
+      kept.assign(reports.begin(), reports.begin() + static_cast<std::ptrdiff_t>(k));
+      taken = &kept;
+    }
+    if (ok) {
+      kept.push_back(r);
+    } else {
+      ++(m.channels.count(*r.channel) ? m.refused.reports_version_not_sent
+                                      : m.refused.reports_unknown_channel);
+    }
+  }
   h.last_seen_ms = now;
-  for (const auto& r : reports) {
+  for (const auto& r : *taken) {
     ++m.reports_total;
     m.pending_reports.push_back({h.id.str(), r.boot_id, std::string(proto::to_string(r.kind)),
                                  r.time, r.channel, r.version, r.detail_json, now / 1000});
@@ -525,8 +750,7 @@ Exposure& Service::Impl::expose(Rollout& r, HostIndex i, std::size_t stage) {
   e.host = i;
   e.stage = static_cast<std::uint8_t>(stage);
   ++r.stages[stage].counts.exposed;
-  // On the release now: its earlier crashes leave the control cohort's figures.
-  r.control.exposed(i);
+  note_exposed(r, i, e);  // counted (track record), out of the control cohort
   touch(r, e);
   return e;
 }
@@ -652,6 +876,7 @@ void Service::tick() {
   // were answered 503 by that attempt) go in a commit of their own.
   (void)m.commit_batch();
   (void)m.flush_seen(Impl::kSeenRowsPerTick);
+  (void)m.flush_trust();
   m.prune_exposures();
 }
 
@@ -677,6 +902,7 @@ void Service::flush() {
   std::lock_guard lock(m.mu);
   (void)m.commit_batch();
   (void)m.flush_seen(SIZE_MAX);
+  (void)m.flush_trust();
 }
 
 json Service::metrics() const {
@@ -707,7 +933,13 @@ json Service::metrics() const {
   for (HostIndex i = 0; i < m.fleet.slots(); ++i) {
     const auto& h = m.fleet.at(i);
     if (h.deleted) continue;
-    for (const auto& c : h.channels) ++versions[c.channel + "\x1f" + std::to_string(c.version)];
+    for (const auto& c : h.channels) {
+      // Only channels and versions that exist become series (a stored record may predate the
+      // heartbeat filter).
+      auto ch = m.channels.find(c.channel);
+      if (ch == m.channels.end() || !ch->second.releases.count(c.version)) continue;
+      ++versions[c.channel + "\x1f" + std::to_string(c.version)];
+    }
   }
   json ver = json::array();
   for (const auto& [k, n] : versions) {
@@ -730,6 +962,22 @@ json Service::metrics() const {
           {"group_commit_wait_seconds_max", m.group_commit_wait_s_max},
           {"reports_pending", m.pending_reports.size()},
           {"long_polls", m.waiters.size()},
+          {"refused",
+           {{"enroll",
+             {{"unknown_token", m.refused.enroll_unknown_token},
+              {"revoked", m.refused.enroll_revoked},
+              {"expired", m.refused.enroll_expired},
+              {"used_up", m.refused.enroll_used_up},
+              {"rate_limited", m.refused.enroll_rate_limited},
+              {"host_enrolled", m.refused.enroll_host_taken}}},
+            {"reports",
+             {{"rate_limited", m.refused.reports_rate_limited},
+              {"unknown_channel", m.refused.reports_unknown_channel},
+              {"version_not_sent", m.refused.reports_version_not_sent}}},
+            {"heartbeat_channels",
+             {{"unknown_channel", m.refused.heartbeat_unknown_channel},
+              {"version_not_sent", m.refused.heartbeat_version_not_sent}}},
+            {"signals_without_track_record", m.refused.signals_without_track_record}}},
           {"emergency_stop", m.emergency}};
 }
 

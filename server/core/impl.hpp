@@ -30,6 +30,14 @@ struct EnrollToken {
   proto::Labels labels;
   std::optional<std::int64_t> expires;
   std::int64_t created = 0;
+  std::optional<std::int64_t> max_uses;  // hosts it may enroll (re-enrollments excluded)
+  std::int64_t uses = 0;
+  std::string tenant;                   // given to every host it enrolls ("" = none)
+  std::int64_t rate_per_min = 0;        // 0 = Options::enroll_rate_per_min
+  std::optional<std::int64_t> revoked;  // unix s
+  // Rate limit, memory only: a bucket of up to one minute's enrollments, refilled continuously.
+  double allowance = -1;  // < 0: full
+  std::int64_t allowance_ms = 0;
 };
 
 enum class ReleaseState { Validated, Rolling, Stable, Quarantined, Superseded };
@@ -92,6 +100,9 @@ struct StageRuntime {
 struct Exposure {
   HostIndex host = fleet::kNoHost;
   std::uint8_t stage = 0;
+  // The host had a track record when the rollout started (Impl::counts): only then do its
+  // applied / healthy / failed signals reach the stage's counts. Set by note_exposed().
+  bool counted = true;
   std::uint8_t short_boots = 0;  // new boot ids with a short uptime since applying
   bool applied = false, healthy = false, failed = false, silent = false;
   bool queued = false;  // in its rollout's dirty_exposures, awaiting the next group commit
@@ -155,6 +166,11 @@ struct Rollout {
   json halt_evidence;
   // Exposures changed since the last group commit (see Exposure::queued).
   std::vector<HostIndex> dirty_exposures;
+  // Evidence trust (Options::evidence_min_age_s > 0): exposed hosts that count, and the hosts
+  // with a track record per ring (index = ring), recomputed when fleet membership changed.
+  std::int64_t counted_exposed = 0;
+  std::vector<std::int64_t> trusted_by_ring;
+  std::uint64_t trusted_version = ~0ull;
 };
 
 struct Waiter {
@@ -273,6 +289,17 @@ struct Service::Impl {
   std::uint64_t group_commits_total = 0, group_commit_failures_total = 0,
                 group_commit_answers_total = 0;
   double group_commit_wait_s_total = 0, group_commit_wait_s_max = 0;  // first park -> answered
+  // What the limits and trust rules refused or ignored (every label is a fixed server-side name).
+  struct Refusals {
+    std::uint64_t enroll_unknown_token = 0, enroll_revoked = 0, enroll_expired = 0,
+                  enroll_used_up = 0, enroll_rate_limited = 0, enroll_host_taken = 0;
+    std::uint64_t reports_rate_limited = 0, reports_unknown_channel = 0,
+                  reports_version_not_sent = 0;
+    std::uint64_t heartbeat_unknown_channel = 0, heartbeat_version_not_sent = 0;
+    std::uint64_t signals_without_track_record = 0;  // signals the gates ignored
+  } refused;
+  // Track records waiting for their batched write (first contact after enrollment).
+  std::vector<store::HostTrustRow> pending_trust;
 
   // ---- helpers (called with mu held)
   std::int64_t now_s() const { return clock.now_ms() / 1000; }
@@ -284,6 +311,7 @@ struct Service::Impl {
   json rollout_json(const Rollout& r) const;
   json release_json(const Release& r) const;
   json host_json(HostIndex i) const;
+  json enroll_token_json(const EnrollToken& t) const;
   Expected<Rollout*> find_rollout(std::int64_t id);
   // The plan of a create/preview body: exactly one of a policy name or inline stages; every
   // stage's ring must exist.
@@ -324,6 +352,20 @@ struct Service::Impl {
   const Channel::Downgrade& downgrade_to(Channel& ch, const Release& target);
   void host_signal(HostIndex h, const std::string& channel, std::int64_t version,
                    proto::ReportKind kind);
+  // ---- evidence trust (agents.cpp)
+  // Whether host h's evidence counts for rollout r: always when evidence_min_age_s is 0, else
+  // only when its credential holder was first in contact at least that long before r started.
+  bool counts(const Rollout& r, const fleet::Host& h) const;
+  // Called once when host i is exposed to r (its Exposure just created).
+  void note_exposed(Rollout& r, HostIndex i, Exposure& e);
+  // Hosts with a track record per ring for r (r.trusted_by_ring), recomputed if stale.
+  void refresh_trusted(Rollout& r);
+  // Whether the server ever offered `version` of `channel` to host i: a release that was
+  // stable (everyone got it, or pinned hosts as N-1), or one a rollout exposed i to.
+  bool was_sent(HostIndex i, const std::string& channel, std::int64_t version) const;
+  // The first agent request after (re-)enrollment starts the host's track record.
+  void first_contact(HostIndex i);
+  Status flush_trust();
   void mark_failed(Rollout& r, Exposure& e, bool silent);
   void mark_applied(Rollout& r, Exposure& e, std::int64_t when_ms);
   std::int64_t heartbeat_for(HostIndex h) const;

@@ -199,7 +199,7 @@ void Service::Impl::mark_applied(Rollout& r, Exposure& e, std::int64_t when_ms) 
   e.applied = true;
   e.applied_ms = when_ms;
   r.next_silence_scan_ms = std::min(r.next_silence_scan_ms, when_ms + silence_ms());
-  ++r.stages[e.stage].counts.applied;
+  if (e.counted) ++r.stages[e.stage].counts.applied;
   if (!r.first_apply_ms) r.first_apply_ms = when_ms;
   touch(r, e);
 }
@@ -207,6 +207,12 @@ void Service::Impl::mark_applied(Rollout& r, Exposure& e, std::int64_t when_ms) 
 void Service::Impl::mark_failed(Rollout& r, Exposure& e, bool silent) {
   if (e.failed) return;
   e.failed = true;
+  if (!e.counted) {  // no track record: its failure is not evidence (see Impl::counts)
+    e.silent = silent;
+    e.healthy = false;
+    touch(r, e);
+    return;
+  }
   auto& c = r.stages[e.stage].counts;
   ++c.failed;
   if (silent) {
@@ -255,14 +261,23 @@ void Service::Impl::evaluate(Rollout& r) {
   // Control cohort: unexposed hosts of the reached rings; when those are too few to estimate a
   // baseline (stages at 100 % of their ring), every unexposed host of the fleet.
   auto total_exposed = static_cast<std::int64_t>(r.exposed.size());
+  auto fleet_hosts = static_cast<std::int64_t>(fleet.live());
+  if (opt.evidence_min_age_s > 0) {
+    // Only hosts with a track record count, on both sides (Impl::counts): fresh enrollees
+    // neither raise the baseline with made-up crashes nor dilute it.
+    refresh_trusted(r);
+    reached_ring_hosts = fleet_hosts = 0;
+    for (int ri : reached) reached_ring_hosts += r.trusted_by_ring[static_cast<std::size_t>(ri)];
+    for (auto n : r.trusted_by_ring) fleet_hosts += n;
+    total_exposed = r.counted_exposed;
+  }
   cum.control_hosts = std::max<std::int64_t>(0, reached_ring_hosts - total_exposed);
   // Their crashes since the rollout started, whenever their ring was reached: a ring's hosts are
   // a control group from the start, not only from the stage that reaches the ring.
   cum.control_failed = 0;
   for (int ri : reached) cum.control_failed += r.control.in_ring(ri);
   if (cum.control_hosts < kMinControlHosts) {
-    cum.control_hosts =
-        std::max<std::int64_t>(0, static_cast<std::int64_t>(fleet.live()) - total_exposed);
+    cum.control_hosts = std::max<std::int64_t>(0, fleet_hosts - total_exposed);
     cum.control_failed = r.control.unexposed();
   }
   if (cum.control_hosts < kMinControlHosts) {
@@ -270,7 +285,7 @@ void Service::Impl::evaluate(Rollout& r) {
     // while it was not on the release, over the rollout so far. Conservative (that window is
     // longer than the exposed hosts'), never the bare prior, which a busy fleet's background
     // can exceed.
-    cum.control_hosts = static_cast<std::int64_t>(fleet.live());
+    cum.control_hosts = fleet_hosts;
     cum.control_failed = r.control.ever();
   }
   cum.elapsed_s = r.stages[0].started_ms ? (now - r.stages[0].started_ms) / 1000.0 : 0;

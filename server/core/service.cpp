@@ -108,9 +108,32 @@ Status Service::load() {
     m.tokens.push_back({t.name, t.hash, role_from(t.role).value_or(Role::Viewer), t.created});
   }
   for (const auto& t : snap.enroll_tokens) {
-    m.enroll_tokens.push_back(
-        {t.name, t.hash, labels_from_json(t.labels_json), t.expires, t.created});
+    EnrollToken et;
+    et.name = t.name;
+    et.hash = t.hash;
+    et.labels = labels_from_json(t.labels_json);
+    et.expires = t.expires;
+    et.created = t.created;
+    et.max_uses = t.max_uses;
+    et.uses = t.uses;
+    et.tenant = t.tenant;
+    et.rate_per_min = t.rate_per_min;
+    et.revoked = t.revoked;
+    m.enroll_tokens.push_back(std::move(et));
   }
+  // The installation's bucket key: made once, kept in the settings, never served. Every bucket
+  // (and so every bucket-range ring) depends on it, so it must never change afterwards.
+  std::optional<proto::BucketKey> bucket_key;
+  for (const auto& [k, v] : snap.settings) {
+    if (k != "bucket_key") continue;
+    if (v.size() != 64) return fail(Errc::Internal, "stored bucket_key is not 64 hex digits");
+    bucket_key = fleet::Digest32::from_hex(v).bytes;
+  }
+  if (!bucket_key) {
+    bucket_key = proto::random_bucket_key();
+    RF_CHECK(m.store.put_setting("bucket_key", fleet::Digest32{*bucket_key}.hex()));
+  }
+  m.fleet.set_bucket_key(*bucket_key);
   RF_TRY(rings, rings_from_rows(snap.rings));
   m.fleet.set_rings(std::move(rings));
   m.fleet.reserve(snap.hosts.size());
@@ -134,6 +157,9 @@ Status Service::load() {
       }
     }
     m.fleet.upsert(std::move(host));
+  }
+  for (const auto& t : snap.host_trust) {
+    if (auto i = m.fleet.find(t.host_id)) m.fleet.at(*i).trust_since_ms = t.since_ms;
   }
   // The rows' strings were interleaved on the heap with long-lived allocations (SQLite's page
   // cache), so freeing them returns nothing to the system by itself: hand the free pages back
@@ -266,22 +292,24 @@ Status Service::load() {
       e.short_boots = static_cast<std::uint8_t>(std::clamp<std::int64_t>(row.short_boots, 0, 255));
       auto& c = r.stages[stage].counts;
       ++c.exposed;
-      r.control.exposed(*i);
+      m.note_exposed(r, *i, e);  // counted (track record), out of the control cohort
+      // Only hosts with a track record move the gate's counts (see Impl::counts).
+      const std::int64_t k = e.counted ? 1 : 0;
       if (row.applied_ms > 0) {
         e.applied = true;
         e.applied_ms = row.applied_ms;
-        ++c.applied;
+        c.applied += k;
       }
       if (row.failed) {
         e.failed = true;
-        ++c.failed;
+        c.failed += k;
         if (row.silent) {
           e.silent = true;
-          ++c.silent;
+          c.silent += k;
         }
       } else if (row.healthy && e.applied) {
         e.healthy = true;
-        ++c.healthy;
+        c.healthy += k;
       }
     }
     // Hosts that report running the rolling release applied it.
@@ -439,11 +467,18 @@ Status Service::delete_token(const Principal& by, const std::string& name) {
 }
 
 Expected<json> Service::create_enrollment_token(const Principal& by, const json& body) {
-  RF_CHECK(proto::only_keys(body, {"name", "labels", "expires_in_s"}));
+  RF_CHECK(proto::only_keys(
+      body, {"name", "labels", "expires_in_s", "max_uses", "tenant", "rate_per_min"}));
   RF_TRY(name, proto::get_string(body, "name", 63));
   if (!proto::is_name(name))
     return fail(Errc::InvalidArgument, "name must match [a-z0-9][a-z0-9._-]{0,62}");
   RF_TRY(expires_in, proto::get_opt_int(body, "expires_in_s", 60, 10LL * 365 * 86400));
+  RF_TRY(max_uses, proto::get_opt_int(body, "max_uses", 1, 100'000'000));
+  RF_TRY(rate_per_min, proto::get_opt_int(body, "rate_per_min", 1, 1'000'000));
+  RF_TRY(tenant, proto::get_opt_string(body, "tenant", 128));
+  if (tenant && !proto::is_label_value(*tenant)) {
+    return fail(Errc::InvalidArgument, "field 'tenant' must be a label value");
+  }
   proto::Labels labels;
   if (auto it = body.find("labels"); it != body.end() && !it->is_null()) {
     if (!it->is_object() || it->size() > proto::kMaxLabels) {
@@ -464,17 +499,83 @@ Expected<json> Service::create_enrollment_token(const Principal& by, const json&
       return fail(Errc::Conflict, "enrollment token '" + name + "' exists", "exists");
   }
   std::string token = "rfe_" + proto::random_hex(24);
-  EnrollToken t{name, proto::sha256_hex(token), labels, std::nullopt, m.now_s()};
+  EnrollToken t;
+  t.name = name;
+  t.hash = proto::sha256_hex(token);
+  t.labels = labels;
+  t.created = m.now_s();
   if (expires_in) t.expires = t.created + *expires_in;
+  t.max_uses = max_uses;
+  t.tenant = tenant.value_or("");
+  t.rate_per_min = rate_per_min.value_or(0);
+  store::EnrollTokenRow row;
+  row.name = t.name;
+  row.hash = t.hash;
+  row.labels_json = json(labels).dump();
+  row.expires = t.expires;
+  row.created = t.created;
+  row.max_uses = t.max_uses;
+  row.tenant = t.tenant;
+  row.rate_per_min = t.rate_per_min;
   RF_CHECK(m.store.transaction([&]() -> Status {
-    RF_CHECK(m.store.put_enroll_token({t.name, t.hash, json(labels).dump(), t.expires, t.created}));
-    RF_CHECK(m.event(by.name, "enrollment_token_created", std::nullopt, {{"name", name}}));
+    RF_CHECK(m.store.put_enroll_token(row));
+    RF_CHECK(m.event(by.name, "enrollment_token_created", std::nullopt,
+                     {{"name", name},
+                      {"tenant", t.tenant},
+                      {"max_uses", max_uses ? json(*max_uses) : json(nullptr)},
+                      {"rate_per_min", t.rate_per_min}}));
     return {};
   }));
   m.enroll_tokens.push_back(t);
-  json out = {{"name", name}, {"token", token}, {"labels", labels}};
-  if (t.expires) out["expires"] = *t.expires;
+  json out = m.enroll_token_json(m.enroll_tokens.back());
+  out["token"] = token;
   return out;
+}
+
+json Service::Impl::enroll_token_json(const EnrollToken& t) const {
+  auto rate = t.rate_per_min > 0 ? t.rate_per_min : opt.enroll_rate_per_min;
+  std::string state = t.revoked                             ? "revoked"
+                      : t.expires && *t.expires < now_s()   ? "expired"
+                      : t.max_uses && t.uses >= *t.max_uses ? "used_up"
+                                                            : "active";
+  return {{"name", t.name},
+          {"labels", t.labels},
+          {"tenant", t.tenant.empty() ? json(nullptr) : json(t.tenant)},
+          {"max_uses", t.max_uses ? json(*t.max_uses) : json(nullptr)},
+          {"uses", t.uses},
+          {"rate_per_min", rate > 0 ? json(rate) : json(nullptr)},
+          {"expires", t.expires ? json(*t.expires) : json(nullptr)},
+          {"created", t.created},
+          {"revoked", t.revoked ? json(*t.revoked) : json(nullptr)},
+          {"state", state}};
+}
+
+json Service::list_enrollment_tokens() const {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  json out = json::array();
+  for (const auto& t : m.enroll_tokens) out.push_back(m.enroll_token_json(t));
+  return json{{"enrollment_tokens", out}};
+}
+
+Status Service::revoke_enrollment_token(const Principal& by, const std::string& name) {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  auto it = std::find_if(m.enroll_tokens.begin(), m.enroll_tokens.end(),
+                         [&](const EnrollToken& t) { return t.name == name; });
+  if (it == m.enroll_tokens.end()) {
+    return fail(Errc::NotFound, "no enrollment token named '" + name + "'");
+  }
+  if (it->revoked) return {};
+  auto when = m.now_s();
+  RF_CHECK(m.store.transaction([&]() -> Status {
+    RF_CHECK(m.store.revoke_enroll_token(name, when));
+    RF_CHECK(m.event(by.name, "enrollment_token_revoked", std::nullopt,
+                     {{"name", name}, {"uses", it->uses}}));
+    return {};
+  }));
+  it->revoked = when;
+  return {};
 }
 
 // ---------------------------------------------------------------- rings
@@ -630,6 +731,10 @@ json Service::Impl::host_json(HostIndex i) const {
       {"last_seen", h.last_seen_ms / 1000},
       {"agent_version", h.agent_version},
       {"enrolled", h.enrolled},
+      // Since when this credential holder has been in contact (its evidence counts for rollouts
+      // started --evidence-min-age-s after it); null = not yet.
+      {"track_record_since", h.trust_since_ms ? json(h.trust_since_ms / 1000) : json(nullptr)},
+      {"reset", h.credential_hash.equals(fleet::Digest32{})},
       {"channels", chans},
       {"exposed_to_rollouts", exposed}};
 }
@@ -740,6 +845,45 @@ Expected<json> Service::patch_host(const Principal& by, const std::string& id, c
   return m.host_json(*i);
 }
 
+Expected<json> Service::reset_host(const Principal& by, const std::string& id, const json& body) {
+  RF_CHECK(proto::only_keys(body, {"reason"}));
+  RF_TRY(reason, proto::get_string(body, "reason", 1024));
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  auto i = m.fleet.find(id);
+  if (!i) return fail(Errc::NotFound, "no host " + id);
+  fleet::Host h = m.fleet.at(*i);
+  h.credential_hash = fleet::Digest32{};  // no secret hashes to zero: the credential is dead
+  h.trust_since_ms = 0;
+  json chans = json::object();
+  for (const auto& c : h.channels) chans[c.channel] = {{"version", c.version}, {"state", c.state}};
+  store::HostRow row{h.id.str(),
+                     h.credential_hash.hex(),
+                     json(*h.labels).dump(),
+                     h.tenant,
+                     h.pinned,
+                     h.agent_version,
+                     h.enrolled,
+                     h.last_seen_ms / 1000,
+                     chans.dump()};
+  RF_CHECK(m.store.transaction([&]() -> Status {
+    RF_CHECK(m.store.upsert_hosts({row}));
+    RF_CHECK(m.store.put_host_trust({{id, 0, "reset:" + by.name}}));
+    RF_CHECK(m.event(by.name, "host_reset", std::nullopt, {{"host_id", id}, {"reason", reason}}));
+    return {};
+  }));
+  // A first request the old holder made is no longer its track record.
+  std::erase_if(m.pending_trust, [&](const store::HostTrustRow& t) { return t.host_id == id; });
+  m.fleet.upsert(std::move(h));
+  // The old holder's parked polls end now (a 304; its next request is refused).
+  auto range = m.waiters.equal_range(*i);
+  std::vector<Waiter> ended;
+  for (auto it = range.first; it != range.second; ++it) ended.push_back(std::move(it->second));
+  m.waiters.erase(range.first, range.second);
+  for (auto& w : ended) w.reply(DesiredAnswer{true, w.etag, {}});
+  return m.host_json(*i);
+}
+
 Status Service::delete_host(const Principal& by, const std::string& id) {
   auto& m = *impl_;
   std::lock_guard lock(m.mu);
@@ -750,7 +894,12 @@ Status Service::delete_host(const Principal& by, const std::string& id) {
     RF_CHECK(m.event(by.name, "host_deleted", std::nullopt, {{"host_id", id}}));
     return {};
   }));
-  for (auto& [rid, r] : m.rollouts) r.exposed.erase(*i);
+  for (auto& [rid, r] : m.rollouts) {
+    auto e = r.exposed.find(*i);
+    if (e == r.exposed.end()) continue;
+    if (e->second.counted) --r.counted_exposed;
+    r.exposed.erase(e);
+  }
   auto range = m.waiters.equal_range(*i);
   for (auto it = range.first; it != range.second; ++it) {
     it->second.reply(DesiredAnswer{true, it->second.etag, {}});

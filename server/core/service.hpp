@@ -57,6 +57,17 @@ struct Options {
   // Lifetime of a signed desired state; each host's is re-signed half way (so keep it above
   // twice the long-poll cap: a parked poll always ends before the answer it holds expires).
   std::int64_t desired_ttl_s = 3600;
+  // Evidence trust: a host's signals (crash, silence, apply failure, boot loop, healthy) count
+  // toward a rollout's gate, in the stage and in the control cohort alike, only when its current
+  // credential holder was first in contact at least this long before the rollout started (its
+  // track record). Fresh enrollees are still offered the release; they just cannot move the gate
+  // either way. 0 = every host counts (the wave-1 behaviour).
+  std::int64_t evidence_min_age_s = 3600;
+  // Enrollments per minute per enrollment token (a burst of one minute's worth, then a steady
+  // rate); a token's own rate_per_min overrides it. 0 = unlimited.
+  std::int64_t enroll_rate_per_min = 1200;
+  // Reports per host per minute (a batch into an empty minute is always taken). 0 = unlimited.
+  std::int64_t reports_per_min = 600;
 };
 
 struct DesiredAnswer {
@@ -94,7 +105,14 @@ class Service {
   Expected<nlohmann::json> create_token(const Principal& by, const nlohmann::json& body);
   nlohmann::json list_tokens() const;
   Status delete_token(const Principal& by, const std::string& name);
+  // body: {name, labels?, expires_in_s?, max_uses?, tenant?, rate_per_min?}; the answer carries
+  // the token once. InvalidArgument for a bad body, Conflict when the name exists (revoked or not).
   Expected<nlohmann::json> create_enrollment_token(const Principal& by, const nlohmann::json& body);
+  // Every enrollment token: name, labels, tenant, uses, limits, expiry, state; never the secret.
+  nlohmann::json list_enrollment_tokens() const;
+  // Revokes a token: it enrolls nobody from now on; hosts it enrolled keep their credentials.
+  // Idempotent; NotFound for an unknown name; Unavailable when the store fails (nothing changes).
+  Status revoke_enrollment_token(const Principal& by, const std::string& name);
 
   nlohmann::json list_rings() const;
   Expected<nlohmann::json> get_ring(const std::string& name) const;
@@ -115,6 +133,12 @@ class Service {
   Expected<nlohmann::json> patch_host(const Principal& by, const std::string& id,
                                       const nlohmann::json& body);
   Status delete_host(const Principal& by, const std::string& id);
+  // An operator's reset of a host (body {reason}): its credential stops working at once, its
+  // track record starts again, and the next enrollment of that id with any valid enrollment token
+  // needs no credential (a re-imaged machine, a lost state dir). Audited as "host_reset".
+  // NotFound for an unknown host, InvalidArgument without a reason.
+  Expected<nlohmann::json> reset_host(const Principal& by, const std::string& id,
+                                      const nlohmann::json& body);
 
   nlohmann::json list_channels() const;
   Expected<nlohmann::json> get_channel(const std::string& name) const;
@@ -158,7 +182,15 @@ class Service {
   nlohmann::json emergency_state() const;
 
   // ---- agent API
-  Expected<proto::EnrollResponse> enroll(const proto::EnrollRequest& req);
+  // Enrolls a host with an enrollment token. A host id that is already enrolled is re-enrolled
+  // (its credential rotated, labels replaced) only when `authorization` ("Bearer <credential>",
+  // the Authorization header) carries that host's current credential, or after an operator's
+  // reset_host(). Errors: Unauthenticated (unknown, expired or revoked token; wrong credential),
+  // Conflict "host_enrolled" (existing id, no credential), PermissionDenied "token_used_up"
+  // (max_uses reached), TooManyRequests "rate_limited" (details: retry_after_s), Unavailable.
+  // Every enrollment is an event "host_enrolled" attributed to its token.
+  Expected<proto::EnrollResponse> enroll(const proto::EnrollRequest& req,
+                                         std::string_view authorization = {});
   // The host's desired state. With wait_s > 0 and an unchanged etag, the request is parked and
   // `reply` is called later (changed state, or the deadline); the return is then nullopt.
   Expected<std::optional<DesiredAnswer>> desired(std::int64_t host, std::string_view if_none_match,
@@ -174,8 +206,15 @@ class Service {
   using Ack = std::function<void(Status)>;
   void heartbeat(std::int64_t host, const proto::Heartbeat& hb, Ack done);
   void reports(std::int64_t host, const std::vector<proto::Report>& reports, Ack done);
+  // Channel states about a channel that does not exist or a version never sent to this host are
+  // ignored (and counted): they neither reach the host's record nor /metrics. Reports about them
+  // are dropped (and counted); more than Options::reports_per_min in a minute is TooManyRequests
+  // "rate_limited" (details: retry_after_s) and nothing of the batch is taken.
   // The same, committing at once if needed: durable (or failed) when they return.
   Status heartbeat(std::int64_t host, const proto::Heartbeat& hb);
+  // Reports about a channel that does not exist or a version never sent to this host are
+  // dropped (and counted); more than Options::reports_per_min in a minute is TooManyRequests
+  // "rate_limited" (details: retry_after_s) and nothing of the batch is taken.
   Status reports(std::int64_t host, const std::vector<proto::Report>& reports);
 
   // How the group commit is scheduled: `post(job)` must run job later on a thread that may call

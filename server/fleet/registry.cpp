@@ -167,13 +167,24 @@ std::shared_ptr<const proto::Labels> Registry::intern(proto::Labels labels) {
   return sp;
 }
 
+void Registry::set_bucket_key(const proto::BucketKey& key) {
+  bucket_key_ = key;
+  for (auto& h : hosts_) {
+    if (h.deleted) continue;
+    auto text = h.id.text();
+    h.bucket = proto::bucket_of(bucket_key_, std::string_view(text.data(), text.size()));
+  }
+  recompute_membership();
+}
+
 HostIndex Registry::upsert(Host h) {
   auto text = h.id.text();
-  h.bucket = proto::bucket_of(std::string_view(text.data(), text.size()));
+  h.bucket = proto::bucket_of(bucket_key_, std::string_view(text.data(), text.size()));
   if (!h.labels) h.labels = intern({});
   h.ring = ring_for(h);
   if (auto found = find(h.id)) {
     auto& old = hosts_[*found];
+    ++membership_version_;
     if (old.ring >= 0) --rings_[static_cast<size_t>(old.ring)].size;
     old = std::move(h);
     if (old.ring >= 0) ++rings_[static_cast<size_t>(old.ring)].size;
@@ -198,6 +209,7 @@ HostIndex Registry::upsert(Host h) {
 void Registry::remove(HostIndex i) {
   auto& h = hosts_[i];
   if (h.deleted) return;
+  ++membership_version_;
   if (h.ring >= 0) --rings_[static_cast<size_t>(h.ring)].size;
   index_erase(h.id);
   --live_;
@@ -242,6 +254,7 @@ int Registry::ring_index(std::string_view name) const {
 }
 
 void Registry::recompute_membership() {
+  ++membership_version_;
   for (auto& r : rings_) r.size = 0;
   for (auto& h : hosts_) {
     if (h.deleted) continue;

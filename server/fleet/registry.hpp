@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "proto/bucket.hpp"
 #include "proto/messages.hpp"
 #include "proto/signing.hpp"
 #include "server/fleet/selector.hpp"
@@ -81,6 +82,12 @@ struct Host {
   // 0 = none reported yet.
   std::uint64_t boot_id_hash = 0;
   std::int64_t uptime_s = 0;
+  // The first agent request after (re-)enrollment or an operator's reset, unix ms; 0 = none yet.
+  // A host's evidence counts for a rollout only when this is old enough (its track record).
+  std::int64_t trust_since_ms = 0;
+  // Reports accepted in the current minute (the per-host report limit).
+  std::int32_t report_minute = 0;
+  std::int32_t reports_in_minute = 0;
   std::vector<ChannelRun> channels;  // last reported
 };
 
@@ -94,7 +101,10 @@ struct Ring {
 
 class Registry {
  public:
-  // Adds or replaces a host by id; returns its index. Computes bucket and ring.
+  // The installation's bucket key (proto/bucket.hpp); all-zero until set. Recomputes every
+  // host's bucket and ring. The server sets it once, before loading any host.
+  void set_bucket_key(const proto::BucketKey& key);
+  // Adds or replaces a host by id; returns its index. Computes bucket (keyed) and ring.
   HostIndex upsert(Host h);
   void remove(HostIndex i);
   std::optional<HostIndex> find(std::string_view host_id) const;  // nullopt also for non-UUIDs
@@ -116,6 +126,9 @@ class Registry {
   void recompute_membership();
   // The ring a host belongs to under the current rings.
   int ring_for(const Host& h) const;
+  // Changes whenever an existing host may have changed ring or left (rings or labels changed, a
+  // host replaced or removed); adding a new host does not change it.
+  std::uint64_t membership_version() const noexcept { return membership_version_; }
 
   // Marks a host changed since the last flush (O(1); the flush does not scan the fleet).
   void mark_dirty(HostIndex i);
@@ -145,6 +158,8 @@ class Registry {
   std::vector<HostIndex> index_;
   std::size_t live_ = 0;
   std::vector<HostIndex> free_;
+  proto::BucketKey bucket_key_{};
+  std::uint64_t membership_version_ = 0;
   std::deque<HostIndex> dirty_;   // FIFO of mark_dirty(); may hold stale entries
   std::deque<HostIndex> seen_;    // FIFO of mark_seen(); may hold stale entries
   std::vector<Ring> rings_;

@@ -141,10 +141,17 @@ class SqliteStore final : public Store {
         s.tokens.push_back({st.text(0), st.text(1), st.text(2), st.i64(3)});
     }
     {
-      Stmt st(db_, "SELECT name, hash, labels, expires, created FROM enrollment_tokens");
+      Stmt st(db_,
+              "SELECT name, hash, labels, expires, created, max_uses, uses, tenant, rate_per_min, "
+              "revoked FROM enrollment_tokens");
       while (st.step() == SQLITE_ROW) {
-        s.enroll_tokens.push_back({st.text(0), st.text(1), st.text(2), st.opt_i64(3), st.i64(4)});
+        s.enroll_tokens.push_back({st.text(0), st.text(1), st.text(2), st.opt_i64(3), st.i64(4),
+                                   st.opt_i64(5), st.i64(6), st.text(7), st.i64(8), st.opt_i64(9)});
       }
+    }
+    {
+      Stmt st(db_, "SELECT host_id, since_ms, enroll_token FROM host_trust");
+      while (st.step() == SQLITE_ROW) s.host_trust.push_back({st.text(0), st.i64(1), st.text(2)});
     }
     {
       Stmt st(db_,
@@ -256,8 +263,32 @@ class SqliteStore final : public Store {
   }
   Status put_enroll_token(const EnrollTokenRow& r) override {
     return run(
-        "INSERT INTO enrollment_tokens(name, hash, labels, expires, created) VALUES(?,?,?,?,?)",
-        {r.name, r.hash, r.labels_json, opt(r.expires), r.created});
+        "INSERT INTO enrollment_tokens(name, hash, labels, expires, created, max_uses, uses, "
+        "tenant, rate_per_min, revoked) VALUES(?,?,?,?,?,?,?,?,?,?)",
+        {r.name, r.hash, r.labels_json, opt(r.expires), r.created, opt(r.max_uses), r.uses,
+         r.tenant, r.rate_per_min, opt(r.revoked)});
+  }
+  Status set_enroll_token_uses(const std::string& name, std::int64_t uses) override {
+    return run("UPDATE enrollment_tokens SET uses = ? WHERE name = ?", {uses, name});
+  }
+  Status revoke_enroll_token(const std::string& name, std::int64_t when) override {
+    return run("UPDATE enrollment_tokens SET revoked = ? WHERE name = ?", {when, name});
+  }
+  Status put_host_trust(const std::vector<HostTrustRow>& rows) override {
+    return transaction([&]() -> Status {
+      Stmt st(db_,
+              "INSERT INTO host_trust(host_id, since_ms, enroll_token) VALUES(?,?,?) "
+              "ON CONFLICT(host_id) DO UPDATE SET since_ms=excluded.since_ms, "
+              "enroll_token=CASE WHEN excluded.enroll_token = '' THEN host_trust.enroll_token "
+              "ELSE excluded.enroll_token END");
+      if (!st.ok()) return error("prepare");
+      for (const auto& h : rows) {
+        st.bind({h.host_id, h.since_ms, h.enroll_token});
+        if (st.step() != SQLITE_DONE) return error("host trust write");
+        st.reset();
+      }
+      return {};
+    });
   }
   Status upsert_hosts(const std::vector<HostRow>& rows) override {
     return transaction([&]() -> Status {
@@ -293,7 +324,10 @@ class SqliteStore final : public Store {
     });
   }
   Status delete_host(const std::string& host_id) override {
-    return run("DELETE FROM hosts WHERE host_id = ?", {host_id});
+    return transaction([&]() -> Status {
+      RF_CHECK(run("DELETE FROM host_trust WHERE host_id = ?", {host_id}));
+      return run("DELETE FROM hosts WHERE host_id = ?", {host_id});
+    });
   }
   Status put_ring(const RingRow& r) override {
     return run(

@@ -26,6 +26,19 @@ struct EnrollTokenRow {
   std::string name, hash, labels_json = "{}";
   std::optional<std::int64_t> expires;
   std::int64_t created = 0;
+  // (Default member initializers everywhere: rows built with the five fields above still compile
+  // warning-free.)
+  std::optional<std::int64_t> max_uses = {};  // nullopt = unlimited
+  std::int64_t uses = 0;                      // hosts enrolled with it (re-enrollments excluded)
+  std::string tenant = {};                    // "" = none
+  std::int64_t rate_per_min = 0;              // enrollments per minute; 0 = the server's default
+  std::optional<std::int64_t> revoked = {};   // unix s; a revoked token enrolls nobody
+};
+// A host's track record: since when its current credential holder has been in contact.
+struct HostTrustRow {
+  std::string host_id;
+  std::int64_t since_ms = 0;  // first agent request after (re-)enrollment or reset; 0 = none
+  std::string enroll_token;   // the enrollment token name, or "reset:<actor>"
 };
 struct HostRow {
   std::string host_id, credential_hash, labels_json = "{}", tenant;
@@ -111,6 +124,7 @@ struct Snapshot {
   std::vector<PolicyRow> policies;
   std::vector<RolloutRow> rollouts;
   std::vector<std::pair<std::string, std::string>> settings;
+  std::vector<HostTrustRow> host_trust;
   std::int64_t last_event_id = 0;
 };
 
@@ -136,7 +150,14 @@ class Store {
 
   virtual Status put_token(const TokenRow& r) = 0;  // insert; Conflict when the name exists
   virtual Status delete_token(const std::string& name) = 0;
-  virtual Status put_enroll_token(const EnrollTokenRow& r) = 0;
+  virtual Status put_enroll_token(const EnrollTokenRow& r) = 0;  // insert; Conflict when it exists
+  // Sets the use count of an enrollment token (unknown names are ignored).
+  virtual Status set_enroll_token_uses(const std::string& name, std::int64_t uses) = 0;
+  // Marks an enrollment token revoked at `when` (unix s); unknown names are ignored.
+  virtual Status revoke_enroll_token(const std::string& name, std::int64_t when) = 0;
+  // Upserts hosts' track records (batch, one transaction); an empty enroll_token keeps the stored
+  // one. delete_host() removes a host's row.
+  virtual Status put_host_trust(const std::vector<HostTrustRow>& rows) = 0;
   virtual Status upsert_hosts(const std::vector<HostRow>& rows) = 0;  // batch, one transaction
   // Sets last_seen of existing hosts (batch, one transaction); unknown ids are ignored.
   virtual Status touch_hosts(const std::vector<HostSeenRow>& rows) = 0;

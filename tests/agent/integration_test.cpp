@@ -145,7 +145,9 @@ class Server {
                                      "5",
                                      "--healthy-after-s",
                                      "1",
-                                     "--no-access-log"};
+                                     "--no-access-log",
+                                     "--evidence-min-age-s",
+                                     "0"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     proc_ = Process::start(argv, {{"RINGFENCE_ADMIN_TOKEN", kAdminToken}},
                            data_dir_ + "/../server.log");

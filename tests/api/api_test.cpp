@@ -54,7 +54,11 @@ class Server {
                                      data_dir,
                                      "--listen",
                                      "127.0.0.1:0",
-                                     "--no-access-log"};
+                                     "--no-access-log",
+                                     // Hosts here enroll moments before rollouts: no track
+                                     // record asked for (a test that wants one passes it).
+                                     "--evidence-min-age-s",
+                                     "0"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     proc_ = testing::Process::start(argv, env, data_dir + ".log");
     auto line = proc_.wait_for_line("listening on", 20s);
@@ -103,7 +107,7 @@ class Api : public ::testing::Test {
     auto ev = c().get("/v1/events?limit=1000", kAdmin).json();
     s += "events=" + std::to_string(ev.is_object() ? ev["events"].size() : 9999) + "\n";
     for (const char* p : {"/v1/rings", "/v1/channels", "/v1/policies", "/v1/rollouts", "/v1/tokens",
-                          "/v1/hosts", "/v1/emergency-stop"}) {
+                          "/v1/hosts", "/v1/emergency-stop", "/v1/enrollment-tokens"}) {
       s += std::string(p) + "=" + c().get(p, kAdmin).body + "\n";
     }
     return s;
@@ -154,14 +158,15 @@ class Api : public ::testing::Test {
            201, "policy");
   }
 
-  // Enrolls a host; returns its credential.
-  std::string enroll(const std::string& host_id, json labels = json::object()) {
+  // Enrolls a host; returns its credential. `current`: the host's credential, to re-enroll it.
+  std::string enroll(const std::string& host_id, json labels = json::object(),
+                     const std::string& current = "") {
     if (enroll_token_.empty()) {
       enroll_token_ = expect(c().post("/v1/enrollment-tokens", kAdmin, {{"name", "fleet"}}), 201,
                              "enroll token")
                           .value("token", "");
     }
-    auto j = expect(c().post("/v1/agent/enroll", "",
+    auto j = expect(c().post("/v1/agent/enroll", current,
                              {{"enrollment_token", enroll_token_},
                               {"host_id", host_id},
                               {"labels", labels},
@@ -212,6 +217,9 @@ TEST_F(Api, OpenApiDocumentListsEveryRoute) {
       {"get", "/v1/tokens"},
       {"delete", "/v1/tokens/{name}"},
       {"post", "/v1/enrollment-tokens"},
+      {"get", "/v1/enrollment-tokens"},
+      {"delete", "/v1/enrollment-tokens/{name}"},
+      {"post", "/v1/hosts/{id}/reset"},
       {"get", "/v1/rings"},
       {"post", "/v1/rings"},
       {"get", "/v1/rings/{name}"},
@@ -270,7 +278,9 @@ TEST_F(Api, MetricsHaveTheExpectedNames) {
        {"ringfence_hosts", "ringfence_long_polls", "ringfence_heartbeats_total",
         "ringfence_reports_total", "ringfence_polls_total", "ringfence_emergency_stop",
         "ringfence_http_requests_total", "ringfence_http_request_duration_seconds_bucket",
-        "ringfence_http_request_duration_seconds_count"}) {
+        "ringfence_http_request_duration_seconds_count", "ringfence_enroll_refused_total",
+        "ringfence_reports_refused_total", "ringfence_heartbeat_channels_ignored_total",
+        "ringfence_signals_without_track_record_total"}) {
     EXPECT_NE(r.body.find(name), std::string::npos) << name;
   }
   EXPECT_NE(r.body.find("# TYPE ringfence_http_requests_total counter"), std::string::npos);
@@ -540,8 +550,8 @@ TEST_F(Api, AgentRoutesAndHostManagement) {
   // Blob download with a host credential.
   EXPECT_EQ(c().get("/v1/blobs/" + sha_, cred).status, 200);
 
-  // Re-enrolling rotates the credential.
-  auto cred_new = enroll(kHost1);
+  // Re-enrolling (with the current credential) rotates the credential.
+  auto cred_new = enroll(kHost1, json::object(), cred);
   EXPECT_NE(cred_new, cred);
   EXPECT_EQ(c().get("/v1/agent/desired", cred).status, 401);
   EXPECT_EQ(c().get("/v1/agent/desired", cred_new).status, 200);
@@ -1008,6 +1018,181 @@ TEST_F(Api, AgentRoutesRefuseBadInput) {
     EXPECT_EQ(snapshot(), before);
   }
   refused(401, "operator route with a host credential", [&] { return c().get("/v1/rings", cred); });
+}
+
+// ------------------------------------------------------------------ enrollment trust
+
+json enroll_body(const std::string& token, const std::string& host, json labels = json::object()) {
+  return {{"enrollment_token", token}, {"host_id", host}, {"labels", labels}, {"agent_version", "t"}};
+}
+
+TEST_F(Api, EnrollmentTokensAreListedLimitedAndRevoked) {
+  basic_setup();
+  auto viewer = token("viewer1", "viewer");
+  auto op = token("op1", "operator");
+  auto created = expect(c().post("/v1/enrollment-tokens", op,
+                                 {{"name", "lab"}, {"max_uses", 1}, {"tenant", "acme"},
+                                  {"rate_per_min", 100}, {"expires_in_s", 3600}}),
+                        201, "create");
+  std::string secret = created.value("token", "");
+  ASSERT_FALSE(secret.empty());
+  EXPECT_EQ(created["max_uses"], 1);
+  EXPECT_EQ(created["tenant"], "acme");
+  EXPECT_EQ(expect(c().post("/v1/agent/enroll", "", enroll_body(secret, kHost1)), 200, "enroll")
+                .value("host_id", ""),
+            kHost1);
+  EXPECT_EQ(expect(c().get("/v1/hosts/" + kHost1, kAdmin), 200, "host")["tenant"], "acme");
+  auto post = [&](const std::string& path, const std::string& tok, const json& body) {
+    return [this, path, tok, body] { return c().post(path, tok, body); };
+  };
+  refused(403, "a used-up token", post("/v1/agent/enroll", "", enroll_body(secret, kHost2)));
+  // The list: uses and limits, never the secret (nor its hash).
+  auto list = c().get("/v1/enrollment-tokens", op);
+  ASSERT_EQ(list.status, 200);
+  EXPECT_EQ(list.body.find(secret), std::string::npos);
+  EXPECT_EQ(list.body.find(proto::sha256_hex(secret)), std::string::npos);
+  auto lab = list.json()["enrollment_tokens"][0];
+  EXPECT_EQ(lab["name"], "lab");
+  EXPECT_EQ(lab["uses"], 1);
+  EXPECT_EQ(lab["state"], "used_up");
+  EXPECT_TRUE(lab["expires"].is_number());
+  // Hostile input on the new routes.
+  refused(403, "viewer cannot list enrollment tokens",
+          [&] { return c().get("/v1/enrollment-tokens", viewer); });
+  refused(401, "no token", [&] { return c().get("/v1/enrollment-tokens", ""); });
+  refused(403, "viewer cannot revoke", [&] { return c().del("/v1/enrollment-tokens/lab", viewer); });
+  refused(404, "revoke an unknown token", [&] { return c().del("/v1/enrollment-tokens/nope", op); });
+  refused(400, "revoke a bad name",
+          [&] { return c().del("/v1/enrollment-tokens/" + std::string(70, 'x'), op); });
+  refused(400, "max_uses of the wrong type",
+          post("/v1/enrollment-tokens", op, {{"name", "e2"}, {"max_uses", "lots"}}));
+  refused(400, "max_uses 0", post("/v1/enrollment-tokens", op, {{"name", "e2"}, {"max_uses", 0}}));
+  refused(400, "a tenant that is no label value",
+          post("/v1/enrollment-tokens", op, {{"name", "e2"}, {"tenant", std::string(300, 't')}}));
+  refused(400, "an unknown field",
+          post("/v1/enrollment-tokens", op, {{"name", "e2"}, {"token", "choose-my-own"}}));
+  refused(400, "malformed JSON",
+          [&] { return c().request("POST", "/v1/enrollment-tokens", op, "{\"name\":"); });
+  refused(409, "an existing name", post("/v1/enrollment-tokens", op, {{"name", "lab"}}));
+  // Revoked: enrolls nobody; idempotent.
+  auto fleet = expect(c().post("/v1/enrollment-tokens", op, {{"name", "fleet2"}}), 201, "fleet2")
+                   .value("token", "");
+  EXPECT_EQ(c().del("/v1/enrollment-tokens/fleet2", op).status, 204);
+  EXPECT_EQ(c().del("/v1/enrollment-tokens/fleet2", op).status, 204);
+  refused(401, "a revoked token", post("/v1/agent/enroll", "", enroll_body(fleet, kHost2)));
+  // Revocation and every enrollment are in the audit log, with their token.
+  auto ev = c().get("/v1/events?limit=1000", kAdmin).json()["events"];
+  bool enrolled = false, revoked = false;
+  for (const auto& e : ev) {
+    if (e["kind"] == "host_enrolled" && e["data"]["token"] == "lab") enrolled = true;
+    if (e["kind"] == "enrollment_token_revoked" && e["actor"] == "op1") revoked = true;
+  }
+  EXPECT_TRUE(enrolled);
+  EXPECT_TRUE(revoked);
+}
+
+TEST_F(Api, EnrollmentIsRateLimitedPerTokenWithRetryAfter) {
+  basic_setup();
+  auto tok = expect(c().post("/v1/enrollment-tokens", kAdmin, {{"name", "slow"}, {"rate_per_min", 2}}),
+                    201, "create")
+                 .value("token", "");
+  char id[37];
+  for (int i = 0; i < 2; ++i) {
+    std::snprintf(id, sizeof id, "0e3b7a2c-2222-4222-8333-%012d", i);
+    EXPECT_EQ(c().post("/v1/agent/enroll", "", enroll_body(tok, id)).status, 200);
+  }
+  std::snprintf(id, sizeof id, "0e3b7a2c-2222-4222-8333-%012d", 9);
+  auto before = snapshot();
+  auto r = c().post("/v1/agent/enroll", "", enroll_body(tok, id));
+  EXPECT_EQ(r.status, 429) << r.body;
+  EXPECT_TRUE(r.is_error_shape());
+  EXPECT_EQ(r.json()["error"]["code"], "rate_limited");
+  auto wait = std::stoi(std::string(r.header("retry-after")));
+  EXPECT_GE(wait, 1);
+  EXPECT_LE(wait, 30);  // one enrollment comes back every 30 s at 2 a minute
+  EXPECT_EQ(snapshot(), before);
+  EXPECT_NE(c().get("/metrics", "").body.find("ringfence_enroll_refused_total{reason=\"rate_limited\"} 1"),
+            std::string::npos);
+}
+
+TEST_F(Api, AHostIsTakenOverOnlyWithItsCredentialOrAnOperatorsReset) {
+  basic_setup();
+  auto cred = enroll(kHost1, {{"os", "linux"}});
+  auto viewer = token("viewer1", "viewer");
+  auto op = token("op1", "operator");
+  auto other = expect(c().post("/v1/enrollment-tokens", kAdmin, {{"name", "other"}}), 201, "other")
+                   .value("token", "");
+  auto post = [&](const std::string& path, const std::string& tok, const json& body) {
+    return [this, path, tok, body] { return c().post(path, tok, body); };
+  };
+  refused(409, "another token takes an enrolled id over",
+          post("/v1/agent/enroll", "", enroll_body(other, kHost1, {{"os", "evil"}})));
+  refused(401, "a wrong credential",
+          post("/v1/agent/enroll", kHost1 + ".00", enroll_body(other, kHost1)));
+  refused(401, "another host's credential",
+          post("/v1/agent/enroll", kHost2 + cred.substr(kHost1.size()), enroll_body(other, kHost1)));
+  EXPECT_EQ(c().get("/v1/agent/desired", cred).status, 200);  // the real host is untouched
+  // The reset route: roles and input.
+  const std::string reset = "/v1/hosts/" + kHost1 + "/reset";
+  refused(403, "viewer cannot reset", post(reset, viewer, {{"reason", "x"}}));
+  refused(401, "a host cannot reset itself", post(reset, cred, {{"reason", "x"}}));
+  refused(400, "reset without a reason", post(reset, op, json::object()));
+  refused(400, "reset with an oversized reason", post(reset, op, {{"reason", std::string(5000, 'r')}}));
+  refused(400, "reset: malformed JSON", [&] { return c().request("POST", reset, op, "{"); });
+  refused(400, "reset: a bad host id", post("/v1/hosts/not-a-uuid/reset", op, {{"reason", "x"}}));
+  refused(404, "reset: an unknown host", post("/v1/hosts/" + kHost2 + "/reset", op, {{"reason", "x"}}));
+  auto after = expect(c().post(reset, op, {{"reason", "re-imaged"}}), 200, "reset");
+  EXPECT_EQ(after["reset"], true);
+  EXPECT_EQ(c().get("/v1/agent/desired", cred).status, 401);
+  auto fresh = expect(c().post("/v1/agent/enroll", "", enroll_body(other, kHost1)), 200, "enroll");
+  EXPECT_EQ(c().get("/v1/agent/desired", fresh.value("credential", "")).status, 200);
+  bool audited = false;
+  auto events = c().get("/v1/events?limit=1000", kAdmin).json();
+  for (const auto& e : events["events"]) {
+    if (e["kind"] == "host_reset" && e["actor"] == "op1" && e["data"]["reason"] == "re-imaged")
+      audited = true;
+  }
+  EXPECT_TRUE(audited);
+}
+
+TEST_F(Api, EnrollmentLabelsAreBounded) {
+  basic_setup();
+  enroll(kHost1);  // makes the token
+  json many = json::object();
+  for (int i = 0; i < 33; ++i) many["k" + std::to_string(i)] = "v";
+  auto post = [&](const json& body) { return [this, body] { return c().post("/v1/agent/enroll", "", body); }; };
+  refused(400, "33 labels", post(enroll_body(enroll_token_, kHost2, many)));
+  refused(400, "a 200-byte label value",
+          post(enroll_body(enroll_token_, kHost2, {{"os", std::string(200, 'v')}})));
+  refused(400, "a 100-byte label key",
+          post(enroll_body(enroll_token_, kHost2, {{std::string(100, 'k'), "v"}})));
+}
+
+TEST_F(Api, ReportBatchesAreLimitedAndMadeUpChannelsMakeNoSeries) {
+  boot({"--reports-per-min", "256"});
+  basic_setup();
+  auto cred = enroll(kHost1);
+  json batch = json::array();
+  for (int i = 0; i < 256; ++i) batch.push_back({{"kind", "crash"}, {"time", i}, {"boot_id", "b"}});
+  EXPECT_EQ(c().request("POST", "/v1/agent/reports", cred, batch.dump()).status, 202);
+  auto r = c().request("POST", "/v1/agent/reports", cred,
+                       json::array({{{"kind", "crash"}, {"time", 999}, {"boot_id", "b"}}}).dump());
+  EXPECT_EQ(r.status, 429) << r.body;
+  EXPECT_TRUE(r.is_error_shape());
+  auto wait = std::stoi(std::string(r.header("retry-after")));
+  EXPECT_GE(wait, 1);
+  EXPECT_LE(wait, 60);
+  // Heartbeats and reports naming channels that do not exist create no series.
+  for (int i = 0; i < 20; ++i) {
+    json hb = {{"boot_id", "b"}, {"uptime_s", 5},
+               {"channels", {{"zz-made-up-" + std::to_string(i), {{"version", 1}, {"state", "active"}}}}}};
+    EXPECT_EQ(c().request("POST", "/v1/agent/heartbeat", cred, hb.dump()).status, 204);
+  }
+  auto m = c().get("/metrics", "").body;
+  EXPECT_EQ(m.find("zz-made-up"), std::string::npos);
+  EXPECT_NE(m.find("ringfence_reports_refused_total{reason=\"rate_limited\"} 1"), std::string::npos);
+  EXPECT_NE(m.find("ringfence_heartbeat_channels_ignored_total{reason=\"unknown_channel\"} 20"),
+            std::string::npos);
 }
 
 // ------------------------------------------------------------------ credentials and roles

@@ -10,29 +10,47 @@
 namespace ringfence::proto {
 namespace {
 
-// Expected values computed independently (Python):
-//   h = 0xcbf29ce484222325
-//   for b in s.encode(): h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
-//   h % 10000
+// fnv1a64 stays for etags and boot ids (never for buckets).
 static_assert(fnv1a64("") == 0xcbf29ce484222325ULL);
 static_assert(fnv1a64("a") == 0xaf63dc4c8601ec8cULL);
-static_assert(bucket_of("a") == 1996);  // computable at compile time
 
-TEST(Bucket, KnownVectors) {
-  EXPECT_EQ(fnv1a64("00000000-0000-0000-0000-000000000000"), 0x7c384c6218f299f1ULL);
-  EXPECT_EQ(fnv1a64("123e4567-e89b-12d3-a456-426614174000"), 0x8da4bf2f8d2be9bfULL);
-  EXPECT_EQ(bucket_of(""), 6037u);
-  EXPECT_EQ(bucket_of("00000000-0000-0000-0000-000000000000"), 9089u);
-  EXPECT_EQ(bucket_of("123e4567-e89b-12d3-a456-426614174000"), 31u);
-  EXPECT_EQ(bucket_of("ffffffff-ffff-ffff-ffff-ffffffffffff"), 5265u);
-  EXPECT_EQ(bucket_of("6ba7b810-9dad-11d1-80b4-00c04fd430c8"), 6864u);
+BucketKey counting_key() {
+  BucketKey k;
+  for (std::size_t i = 0; i < k.size(); ++i) k[i] = static_cast<std::uint8_t>(i);
+  return k;
 }
 
-TEST(Bucket, DependsOnlyOnTheBytes) {
+// Expected values computed independently (Python):
+//   d = hmac.new(key, host_id.encode(), hashlib.sha256).digest()
+//   int.from_bytes(d[:8], 'big') % 10000
+TEST(Bucket, KnownVectorsOfTheKeyedHash) {
+  BucketKey zero{};
+  EXPECT_EQ(bucket_of(zero, "00000000-0000-0000-0000-000000000000"), 2167u);
+  EXPECT_EQ(bucket_of(zero, "123e4567-e89b-12d3-a456-426614174000"), 7491u);
+  EXPECT_EQ(bucket_of(zero, "6ba7b810-9dad-11d1-80b4-00c04fd430c8"), 5695u);
+  auto k = counting_key();
+  EXPECT_EQ(bucket_of(k, "00000000-0000-0000-0000-000000000000"), 5722u);
+  EXPECT_EQ(bucket_of(k, "123e4567-e89b-12d3-a456-426614174000"), 7840u);
+  EXPECT_EQ(bucket_of(k, "6ba7b810-9dad-11d1-80b4-00c04fd430c8"), 2963u);
+}
+
+TEST(Bucket, TheKeyDecidesTheBucketAndCaseDoesNot) {
   std::string id = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
-  EXPECT_EQ(bucket_of(id), bucket_of(std::string_view(id.data(), id.size())));
-  EXPECT_NE(fnv1a64("6BA7B810-9DAD-11D1-80B4-00C04FD430C8"), fnv1a64(id));  // case matters
-  EXPECT_LT(bucket_of("\xff\xfe\x80"), kBuckets);  // high bytes are unsigned, not sign-extended
+  auto k = counting_key();
+  EXPECT_EQ(bucket_of(k, id), bucket_of(k, "6BA7B810-9DAD-11D1-80B4-00C04FD430C8"));
+  EXPECT_LT(bucket_of(k, "\xff\xfe\x80"), kBuckets);
+  std::string longer(300, 'a');  // longer than one internal chunk
+  EXPECT_LT(bucket_of(k, longer), kBuckets);
+  // Without the key the bucket is not the public FNV one, and two keys disagree on most ids.
+  int same = 0;
+  auto k2 = random_bucket_key();
+  for (int i = 0; i < 1000; ++i) {
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "00000000-0000-4000-8000-%012d", i);
+    same += bucket_of(k, buf) == bucket_of(k2, buf);
+  }
+  EXPECT_LT(same, 10);  // ~1000/10000 expected by chance
+  EXPECT_NE(random_bucket_key(), random_bucket_key());
 }
 
 std::string random_uuid(std::mt19937_64& rng) {
@@ -50,10 +68,11 @@ std::string random_uuid(std::mt19937_64& rng) {
 
 TEST(Bucket, EveryPercentGetsAboutOnePercent) {
   std::mt19937_64 rng(20240719);  // fixed seed: the test is deterministic
+  auto key = counting_key();
   constexpr int kHosts = 100'000;
   std::array<int, 100> per_percent{};
   for (int i = 0; i < kHosts; ++i) {
-    auto b = bucket_of(random_uuid(rng));
+    auto b = bucket_of(key, random_uuid(rng));
     ASSERT_LT(b, kBuckets);
     ++per_percent[b / 100];
   }
@@ -62,7 +81,6 @@ TEST(Bucket, EveryPercentGetsAboutOnePercent) {
     EXPECT_GT(per_percent[k], 800) << "buckets [" << k * 100 << "," << (k + 1) * 100 << ")";
     EXPECT_LT(per_percent[k], 1200) << "buckets [" << k * 100 << "," << (k + 1) * 100 << ")";
   }
-  // The canary range of a typical plan: [0,100) is 1%, [0,1000) is 10%.
   int canary = per_percent[0];
   int ten = 0;
   for (int k = 0; k < 10; ++k) ten += per_percent[k];

@@ -524,7 +524,10 @@ TEST_F(Controller, ReEnrollingAHostAnswersItsParkedPoll) {
   bool answered = false;
   ASSERT_TRUE(
       service_->desired(hosts_[0], (*first)->etag, 30, [&](DesiredAnswer) { answered = true; }));
-  add_host(0, "canary");  // the same host id enrolls again: its old credential is gone
+  // The same host id enrolls again (with its credential): its old credential is gone.
+  auto again = service_->enroll({enroll_token_, test_uuid(0), {{"ring", "canary"}}, "t"},
+                                "Bearer " + creds_[0]);
+  ASSERT_TRUE(again) << again.error().message;
   // The parked request must still get an answer (now, or at the latest at its deadline); a reply
   // dropped without being called leaves the agent's connection hanging.
   advance_s(31);
@@ -662,14 +665,18 @@ TEST_F(Controller, ARestartAfterDowntimeDoesNotCountTheDowntimeAsSilence) {
 
 TEST_F(Controller, AControlHostLeavesTheBaselineWhenItIsExposed) {
   fleet(3, 60);
+  auto v1 = version_;
+  make_stable(v1, 63);
+  version_ = release("{\"rules\":[2]}");
   auto id = rollout(
       json::array({{{"ring", "canary"}, {"bake_s", 12}, {"min_hosts", 1}},
                    {{"ring", "rest"}, {"percent", 50}, {"bake_s", 600}, {"min_hosts", 1}}}));
   ASSERT_TRUE(act(id, "start"));
   for (int h = 0; h < 3; ++h) heartbeat(h, offered(h));
-  // Ten hosts of the rest ring crash on what they run now: the control cohort's failures, counted
-  // for the rest ring from the start, though the rollout reaches it only at stage 1.
-  for (int h = 3; h < 13; ++h) crash(h, version_ + 100);
+  // Ten hosts of the rest ring crash on what they run now (the stable v1): the control cohort's
+  // failures, counted for the rest ring from the start, though the rollout reaches it only at
+  // stage 1.
+  for (int h = 3; h < 13; ++h) crash(h, v1);
   auto g = get(id)["stages"][0]["gate"];
   EXPECT_EQ(g["control_failed"], 10) << g.dump();
   EXPECT_EQ(g["control_hosts"], 60);
@@ -693,10 +700,13 @@ TEST_F(Controller, AControlHostLeavesTheBaselineWhenItIsExposed) {
 
 TEST_F(Controller, WithNoControlCohortLeftTheBaselineIsTheFleetsOwnRate) {
   fleet(3, 30);
+  auto v1 = version_;
+  make_stable(v1, 33);
+  version_ = release("{\"rules\":[2]}");
   auto id = rollout(two_stages(12, 1));
   ASSERT_TRUE(act(id, "start"));
   for (int h = 0; h < 3; ++h) heartbeat(h, offered(h));
-  for (int h = 3; h < 8; ++h) crash(h, version_ + 100);
+  for (int h = 3; h < 8; ++h) crash(h, v1);
   for (int i = 0; i < 20 && get(id)["stage"] == 0; ++i) live_as_agents(4, 0, 3);
   ASSERT_EQ(get(id)["stage"], 1);
   for (int h = 3; h < 33; ++h) heartbeat(h, offered(h));  // everyone is on the release

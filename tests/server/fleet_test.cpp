@@ -81,7 +81,7 @@ TEST(Registry, RankOrderLastRingCatchesEveryoneAndMembershipFollowsChanges) {
   }
   EXPECT_EQ(r.rings()[0].size, 10u);
   EXPECT_EQ(r.rings()[1].size, 90u);  // the last ring catches everyone else, whatever its selector
-  EXPECT_EQ(r.at(*r.find(uuid(0))).bucket, proto::bucket_of(uuid(0)));
+  EXPECT_EQ(r.at(*r.find(uuid(0))).bucket, proto::bucket_of(proto::BucketKey{}, uuid(0)));
   // A new ring of higher priority takes hosts over.
   auto rings = r.rings();
   rings.push_back(ring("vip", -1, {{"hosts", {uuid(50), uuid(1)}}}));
@@ -108,7 +108,7 @@ TEST(Registry, IndexFindsRemovesAndReusesAcrossGrowth) {
   EXPECT_EQ(r.live(), static_cast<std::size_t>(n));
   for (int i = 0; i < n; ++i) ASSERT_EQ(r.find(uuid(i)), static_cast<HostIndex>(i)) << i;
   EXPECT_EQ(r.at(7).id.str(), uuid(7));
-  EXPECT_EQ(r.at(7).bucket, proto::bucket_of(uuid(7)));
+  EXPECT_EQ(r.at(7).bucket, proto::bucket_of(proto::BucketKey{}, uuid(7)));
   EXPECT_FALSE(r.find(uuid(n)));
   EXPECT_FALSE(r.find("not-a-uuid"));
   EXPECT_FALSE(r.find(std::string("00000000-0000-4000-8000-00000000000A")));  // not lower-case
@@ -337,12 +337,37 @@ TEST(Registry, EqualRanksSortByName) {
   EXPECT_EQ(r.rings()[2].name, "zeta");
 }
 
-TEST(Bucket, IsTheDocumentedStableHash) {
-  // FNV-1a-64 of the id's bytes mod 10000, whatever the process or platform.
-  EXPECT_EQ(proto::fnv1a64(""), 0xcbf29ce484222325ULL);
-  EXPECT_EQ(proto::fnv1a64("a"), 0xaf63dc4c8601ec8cULL);
-  EXPECT_EQ(proto::bucket_of("a"), 0xaf63dc4c8601ec8cULL % 10000);
-  for (int i = 0; i < 100; ++i) EXPECT_LT(proto::bucket_of(uuid(i)), 10000u);
+TEST(Registry, BucketsFollowTheInstallationKey) {
+  // The bucket is keyed (proto/bucket.hpp): setting the key recomputes every host's bucket and
+  // its bucket-range ring; hosts added later use the key too.
+  Registry r;
+  r.set_rings({ring("low", 0, {{"buckets", {0, 5000}}}), ring("rest", 1, {{"buckets", {0, 10000}}})});
+  for (int i = 0; i < 200; ++i) {
+    Host h;
+    h.id = uuid(i);
+    r.upsert(std::move(h));
+  }
+  proto::BucketKey key;
+  for (std::size_t k = 0; k < key.size(); ++k) key[k] = static_cast<std::uint8_t>(k * 7 + 1);
+  auto before_low = r.rings()[0].size;
+  auto version = r.membership_version();
+  r.set_bucket_key(key);
+  EXPECT_NE(r.membership_version(), version);
+  std::size_t low = 0, moved = 0;
+  for (int i = 0; i < 200; ++i) {
+    const auto& h = r.at(*r.find(uuid(i)));
+    EXPECT_EQ(h.bucket, proto::bucket_of(key, uuid(i)));
+    moved += h.bucket != proto::bucket_of(proto::BucketKey{}, uuid(i));
+    low += h.bucket < 5000;
+    EXPECT_EQ(h.ring, h.bucket < 5000 ? 0 : 1);
+  }
+  EXPECT_EQ(r.rings()[0].size, low);
+  EXPECT_GT(moved, 190u);  // another key, other buckets
+  (void)before_low;
+  Host late;
+  late.id = uuid(500);
+  auto i = r.upsert(std::move(late));
+  EXPECT_EQ(r.at(i).bucket, proto::bucket_of(key, uuid(500)));
 }
 
 }  // namespace

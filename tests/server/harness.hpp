@@ -38,6 +38,9 @@ class Harness : public ::testing::Test {
     opt.data_dir = dir_.path();
     opt.exposed_heartbeat_s = 5;
     opt.healthy_after_s = 10;
+    // These tests enroll fleets moments before a rollout (as the scenarios do): no track record
+    // is asked for unless a test sets evidence_min_age_s_ (tests/server/trust_test.cpp).
+    opt.evidence_min_age_s = evidence_min_age_s_;
     options_ = opt;
     service_ = std::make_unique<Service>(*store_, clock_, key_, opt);
     auto st = service_->load();
@@ -181,6 +184,7 @@ class Harness : public ::testing::Test {
   std::vector<std::string> creds_;
   std::int64_t version_ = 0;
   int uploads_ = 0;
+  std::int64_t evidence_min_age_s_ = 0;
 };
 
 inline nlohmann::json two_stages(std::int64_t bake = 60, int min_hosts = 3, const char* approval = "auto") {

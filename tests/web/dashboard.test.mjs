@@ -67,6 +67,7 @@ function startServer() {
   const child = spawn(bin, [
     '--data-dir', join(dataDir, 'data'), '--listen', '127.0.0.1:0', '--web-dir', webDir,
     '--no-access-log', '--healthy-after-s', '1', '--exposed-heartbeat-s', '1',
+    '--evidence-min-age-s', '0',
   ], { env: { ...process.env, RINGFENCE_ADMIN_TOKEN: ADMIN }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => { stderr = (stderr + d).slice(-4000); });
