@@ -93,7 +93,8 @@ class AgentTls : public ::testing::Test {
     server_ = new Process(
         Process::start({built_program("server/ringfence-server"), "--data-dir", d + "/data",
                         "--listen", "127.0.0.1:0", "--heartbeat-s", "2", "--exposed-heartbeat-s",
-                        "1", "--poll-s", "5", "--healthy-after-s", "1", "--no-access-log"},
+                        "1", "--poll-s", "5", "--healthy-after-s", "1", "--no-access-log",
+                        "--evidence-min-age-s", "0"},
                        {{"RINGFENCE_ADMIN_TOKEN", kAdminToken}}, d + "/server.log"));
     auto line = server_->wait_for_line("listening on 127.0.0.1:", 20s);
     ASSERT_TRUE(line) << slurp(d + "/server.log");

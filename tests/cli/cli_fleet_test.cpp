@@ -38,7 +38,7 @@ class CliFleetTest : public ::testing::Test {
     dir_ = new TempDir();
     server_ = new Process(Process::start(
         {built_program("server/ringfence-server"), "--data-dir", dir_->path() + "/data", "--listen",
-         "127.0.0.1:0", "--no-access-log", "--healthy-after-s", "1"},
+         "127.0.0.1:0", "--no-access-log", "--healthy-after-s", "1", "--evidence-min-age-s", "0"},
         {{"RINGFENCE_ADMIN_TOKEN", kAdminToken}}, dir_->path() + "/server.log"));
     auto line = server_->wait_for_line("listening on", 30s);
     ASSERT_TRUE(line) << "server did not start: " << slurp(dir_->path() + "/server.log");

@@ -114,7 +114,7 @@ class Server:
         argv = [self.binary, "--data-dir", self.data, "--listen", f"127.0.0.1:{self.port}",
                 "--no-access-log", "--no-web", "--heartbeat-s", "1", "--exposed-heartbeat-s", "1",
                 "--poll-s", "1", "--silence-intervals", "3", "--healthy-after-s", "1",
-                "--restart-grace-s", "2"]
+                "--restart-grace-s", "2", "--evidence-min-age-s", "0"]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, env=env)
         log.close()
         deadline = time.time() + 30
