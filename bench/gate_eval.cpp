@@ -7,9 +7,15 @@
 //
 //   gate_eval [--runs N] [--seed S] [--quick]
 //
+// A second table models evidence trust (the server's --evidence-min-age-s): a share of fresh
+// hosts whose signals do not count, and fake fresh hosts that report crashes in the canary or in
+// the control cohort, with the rule on and off.
+//
 // Exit status: 0 when the containment claims hold, 1 when they do not (an all-fail release not
-// halted in the canary in every run, or a good release halted in more than 5% of runs), 2 on
-// bad flags. The CTest smoke test runs it with --quick.
+// halted in the canary in every run, a good release halted in more than 5% of runs, with trust
+// on: fake canary crashers halting a good release in more than 5% of runs or fake control
+// crashers letting a 10%-crash release through once), 2 on bad flags. The CTest smoke test runs
+// it with --quick.
 
 #include <algorithm>
 #include <cmath>
