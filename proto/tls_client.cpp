@@ -96,6 +96,11 @@ std::string describe_handshake_failure(ssl_st* ssl, const std::string& transport
   if (v != X509_V_OK) {
     return std::string("certificate verify failed: ") + X509_verify_cert_error_string(v);
   }
+  // The peer wanted an older protocol than this client speaks: say which floor refused it.
+  if (transport_message.find("protocol version") != std::string::npos ||
+      transport_message.find("unsupported protocol") != std::string::npos) {
+    return transport_message + " (the server offers no TLS 1.2 or newer)";
+  }
   return transport_message;
 }
 

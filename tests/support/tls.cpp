@@ -177,36 +177,41 @@ int free_port() {
 }
 
 Haproxy::Haproxy(const std::string& dir, const Options& o) {
-  port_ = free_port();
-  std::string bind = "  bind 127.0.0.1:" + std::to_string(port_) + " ssl crt " + o.crt;
-  if (!o.client_ca.empty()) bind += " ca-file " + o.client_ca + " verify required";
-  if (o.tls10_only) {
-    bind += " ssl-min-ver TLSv1.0 ssl-max-ver TLSv1.0 ciphers DEFAULT:@SECLEVEL=0";
-  } else {
-    bind += " ssl-min-ver TLSv1.2";
+  // free_port() can race another test taking the same port: then haproxy exits at once and
+  // the next free port is tried.
+  for (int attempt = 0; attempt < 5 && !ok_; ++attempt) {
+    if (proc_.running()) {
+      proc_.signal(SIGKILL);
+      proc_.wait(10s);
+    }
+    port_ = free_port();
+    std::string bind = "  bind 127.0.0.1:" + std::to_string(port_) + " ssl crt " + o.crt;
+    if (!o.client_ca.empty()) bind += " ca-file " + o.client_ca + " verify required";
+    if (o.tls10_only) {
+      bind += " ssl-min-ver TLSv1.0 ssl-max-ver TLSv1.0 ciphers DEFAULT:@SECLEVEL=0";
+    } else {
+      bind += " ssl-min-ver TLSv1.2";
+    }
+    std::string base = dir + "/haproxy-" + std::to_string(port_);
+    write_file(base + ".cfg",
+               "global\n  maxconn 256\n"
+               "defaults\n  mode http\n  timeout connect 5s\n  timeout client 120s\n"
+               "  timeout server 120s\n"
+               "frontend tls\n" +
+                   bind + "\n  default_backend ringfence\n" +
+                   "backend ringfence\n  server s1 127.0.0.1:" + std::to_string(o.backend_port) +
+                   "\n");
+    // TLS 1.0 needs an OpenSSL configuration without Debian's system-wide MinProtocol.
+    std::map<std::string, std::string> env;
+    if (o.tls10_only) {
+      std::string conf = dir + "/openssl-legacy.cnf";
+      write_file(conf, "# empty: OpenSSL's built-in defaults\n");
+      env["OPENSSL_CONF"] = conf;
+    }
+    proc_ = Process::start({"/usr/sbin/haproxy", "-db", "-f", base + ".cfg"}, env, base + ".log");
+    ok_ = eventually([&] { return !proc_.running() || accepts(port_); }, 20s) && proc_.running();
+    if (!ok_) error_ = "haproxy did not start: " + slurp(base + ".log");
   }
-  std::string cfg = dir + "/haproxy-" + std::to_string(port_) + ".cfg";
-  write_file(cfg,
-             "global\n  maxconn 256\n"
-             "defaults\n  mode http\n  timeout connect 5s\n  timeout client 120s\n"
-             "  timeout server 120s\n"
-             "frontend tls\n" +
-                 bind +
-                 "\n  default_backend ringfence\n"
-                 "backend ringfence\n  server s1 127.0.0.1:" +
-                 std::to_string(o.backend_port) + "\n");
-  // TLS 1.0 needs an OpenSSL configuration without Debian's system-wide MinProtocol.
-  std::map<std::string, std::string> env;
-  if (o.tls10_only) {
-    std::string conf = dir + "/openssl-legacy.cnf";
-    write_file(conf, "# empty: OpenSSL's built-in defaults\n");
-    env["OPENSSL_CONF"] = conf;
-  }
-  proc_ = Process::start({"/usr/sbin/haproxy", "-db", "-f", cfg}, env,
-                         dir + "/haproxy-" + std::to_string(port_) + ".log");
-  ok_ = eventually([&] { return accepts(port_) || !proc_.running(); }, 20s) && proc_.running();
-  if (!ok_)
-    error_ = "haproxy did not start: " + slurp(dir + "/haproxy-" + std::to_string(port_) + ".log");
 }
 
 Haproxy::~Haproxy() {
