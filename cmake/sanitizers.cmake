@@ -31,6 +31,7 @@ if(RINGFENCE_FUZZ)
   # The fuzz build directory holds the fuzz targets and their smoke tests only (no gtest suite,
   # no bench smoke runs of binaries it does not build).
   set(RINGFENCE_TESTS OFF CACHE BOOL "Build the test suite" FORCE)
+  set(RINGFENCE_TESTS OFF)
   # Coverage instrumentation for everything; only the fuzz targets link libFuzzer's main.
   add_compile_options(-fsanitize=fuzzer-no-link)
 endif()
