@@ -643,9 +643,9 @@ void Service::reports(std::int64_t host, const std::vector<proto::Report>& repor
     if (h.reports_in_minute > 0 && h.reports_in_minute + n > m.opt.reports_per_min) {
       ++m.refused.reports_rate_limited;
       return done(rate_limited("a host may send " + std::to_string(m.opt.reports_per_min) +
-                              " reports a minute); this one has sent " +
-                              std::to_string(h.reports_in_minute),
-                          (static_cast<std::int64_t>(minute) + 1) * 60 - now / 1000);
+                                   " reports a minute; this one has sent " +
+                                   std::to_string(h.reports_in_minute),
+                               (static_cast<std::int64_t>(minute) + 1) * 60 - now / 1000));
     }
     h.reports_in_minute += static_cast<std::int32_t>(n);
   }
