@@ -16,6 +16,7 @@
 #include <string>
 
 #include "agent/content/verify.hpp"
+#include "proto/keyset.hpp"
 #include "proto/messages.hpp"
 #include "proto/signing.hpp"
 #include "tests/fuzz/fuzz.hpp"
@@ -25,6 +26,7 @@ using namespace ringfence;
 namespace {
 struct Keys {
   proto::KeyPair trusted, other;
+  proto::KeySet trusted_set, other_set;  // the implicit key sets of --public-key
   std::string blob_path;
   Keys() {
     if (sodium_init() < 0) std::abort();
@@ -32,6 +34,8 @@ struct Keys {
     crypto_sign_seed_keypair(trusted.public_key.data(), trusted.secret_key.data(), seed);
     seed[0] = 2;
     crypto_sign_seed_keypair(other.public_key.data(), other.secret_key.data(), seed);
+    trusted_set = proto::implicit_key_set(trusted.public_key);
+    other_set = proto::implicit_key_set(other.public_key);
     const char* tmp = std::getenv("TMPDIR");
     blob_path = std::string(tmp && *tmp ? tmp : "/tmp") + "/ringfence-fuzz-blob-" +
                 std::to_string(::getpid());
@@ -65,7 +69,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       entry.signature = proto::sign(k.trusted.secret_key, proto::canonical_bytes(entry.manifest));
     }
     agent::content::VerifyContext ctx;
-    ctx.public_key = k.trusted.public_key;
+    ctx.keys = &k.trusted_set;
     ctx.now_s = now_s;
     ctx.known_bad = &known_bad;
     ctx.quarantined = (mode & 4) ? &quarantined : nullptr;
@@ -79,7 +83,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       RF_FUZZ_CHECK(!verdict.error().message.empty());
     }
     // The same entry under another key is refused whatever else holds.
-    ctx.public_key = k.other.public_key;
+    ctx.keys = &k.other_set;
     RF_FUZZ_CHECK(!agent::content::verify_entry(entry, ctx));
 
     {
