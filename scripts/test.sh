@@ -110,7 +110,33 @@ run_phase() {
   fi
 }
 
+# Advisory phases (this wave: the sanitizer phases, added in one go and not yet seen green end to
+# end on this machine) run with a time budget each, print their result and their CTest summary,
+# and do not decide the exit code; a phase moves out of this list once it has passed in CI.
+# Each runs as a child of this script under `timeout`, so a phase that hangs or runs long cannot
+# take CI past its limit.
+advisory="${RINGFENCE_ADVISORY_PHASES-asan tsan}"
+declare -A budget=([asan]=2100 [tsan]=900 [normal]=3000 [fuzz]=1500)
+
 for phase in $phases; do
+  if [ -z "${RINGFENCE_PHASE_CHILD:-}" ] && [[ " $advisory " == *" $phase "* ]]; then
+    echo "=== phase $phase (advisory, at most ${budget[$phase]} s) ==="
+    t0=$(now)
+    set +e
+    RINGFENCE_PHASE_CHILD=1 RINGFENCE_TEST_PHASES="$phase" timeout -k 30 "${budget[$phase]}" \
+      bash "$root/scripts/test.sh" 2>&1 | tee "$logs/$phase-advisory.log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    build_s[$phase]=$(($(now) - t0))
+    test_s[$phase]="(in build_s)"
+    summary[$phase]="$(grep -E '^[0-9]+% tests passed' "$logs/$phase-advisory.log" | tail -n 1 || true)"
+    case $rc in
+      0) result[$phase]="advisory: ok" ;;
+      124 | 137) result[$phase]="advisory: TIMED OUT" ;;
+      *) result[$phase]="advisory: FAILED" ;;
+    esac
+    continue
+  fi
   case "$phase" in
     normal)
       run_phase normal "$normal_build" "" "" "--timeout 900" ;;
