@@ -196,7 +196,15 @@ bool Service::Impl::was_sent(HostIndex i, const std::string& channel, std::int64
   if (rel->second.state == ReleaseState::Stable || rel->second.state == ReleaseState::Superseded)
     return true;
   for (const auto& [id, r] : rollouts) {
-    if (r.version == version && r.channel == channel && r.exposed.count(i)) return true;
+    if (r.version != version || r.channel != channel) continue;
+    if (r.exposed.count(i)) return true;
+    // Offered by a process that was killed before it wrote the exposure: a host that a reached
+    // stage covers may hold it (reattach() records it again).
+    if (rollout::is_active(r.state) && !fleet.at(i).pinned) {
+      for (std::size_t s = 0; s <= r.stage && s < r.plan.size(); ++s) {
+        if (stage_covers(r, s, fleet.at(i))) return true;
+      }
+    }
   }
   return false;
 }
