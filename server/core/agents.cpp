@@ -193,7 +193,11 @@ bool Service::Impl::was_sent(HostIndex i, const std::string& channel, std::int64
   if (c == channels.end()) return false;
   auto rel = c->second.releases.find(version);
   if (rel == c->second.releases.end()) return false;
-  if (rel->second.state == ReleaseState::Stable || rel->second.state == ReleaseState::Superseded)
+  // Stable once (offered to every host), or quarantined (a host may still hold or have rolled
+  // back from it after a restart forgot whom its rollout exposed: its local_rollback and crash
+  // reports are evidence to keep, and they feed no active rollout's gate).
+  if (rel->second.state == ReleaseState::Stable || rel->second.state == ReleaseState::Superseded ||
+      rel->second.state == ReleaseState::Quarantined)
     return true;
   for (const auto& [id, r] : rollouts) {
     if (r.version != version || r.channel != channel) continue;

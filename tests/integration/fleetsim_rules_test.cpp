@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <ctime>
 #include <fstream>
 #include <functional>
 #include <mutex>
@@ -17,6 +18,7 @@
 #include <thread>
 
 #include "fleetsim/accept.hpp"
+#include "proto/keyset.hpp"
 #include "proto/messages.hpp"
 #include "proto/signing.hpp"
 #include "tests/support/process.hpp"
@@ -196,6 +198,8 @@ TEST(FleetsimAcceptance, TheRealFleetsimRefusesAnUnsignedDowngradeAndTakesASigne
   std::mutex mu;
   std::vector<json> reports;
   std::atomic<int> phase{0};  // 0: offer v2, 1: the hint, 2: the signed rollback
+  std::string enrolled_host;  // guarded by mu
+  std::int64_t generation = 0;  // guarded by mu
 
   ScriptedServer server([&](const std::string& method, const std::string& target,
                             const std::string& body) -> std::string {
@@ -208,6 +212,10 @@ TEST(FleetsimAcceptance, TheRealFleetsimRefusesAnUnsignedDowngradeAndTakesASigne
     }
     if (target == proto::kPathEnroll && method == "POST") {
       auto req = json::parse(body);
+      {
+        std::lock_guard lock(mu);
+        enrolled_host = req["host_id"].get<std::string>();
+      }
       return http(200, proto::encode(proto::EnrollResponse{req["host_id"].get<std::string>(),
                                                            "cred-" + std::to_string(1), 1, 1}));
     }
@@ -218,6 +226,17 @@ TEST(FleetsimAcceptance, TheRealFleetsimRefusesAnUnsignedDowngradeAndTakesASigne
       int p = phase.load();
       ds.etag = "e" + std::to_string(p);
       ds.channels.push_back(p == 0 ? v2 : p == 1 ? v1_hint : v1_signed);
+      // Signed as the real server signs it (fleetsim refuses an unsigned answer, as the agent
+      // does): for the enrolled host, a growing generation, a future expiry.
+      {
+        std::lock_guard lock(mu);
+        ds.host_id = enrolled_host;
+        ds.generation = ++generation;
+      }
+      ds.issued = std::time(nullptr);
+      ds.expires = ds.issued + 3600;
+      ds.key_id = proto::key_id(k.public_key);
+      ds.signature = proto::sign(k.secret_key, proto::canonical_bytes(ds));
       return http(200, proto::encode(ds), "ETag: \"" + ds.etag + "\"\r\n");
     }
     if (target.starts_with(proto::kPathBlobs)) {
