@@ -234,6 +234,39 @@ def make_rings(api):
                                "description": desc})
 
 
+def fit_rings(api, fleet_hosts):
+    """Cuts the bucket ranges at the enrolled fleet's own buckets so that each ring holds its share.
+
+    The bucket is a keyed hash under a per-installation secret made at the server's first start
+    (README, "Bucket"), so a small fleet lands differently on every run: a 1 % canary of 300 hosts
+    holds no host in ~5 % of runs and fewer than 2 in ~20 %. The scenarios need a canary of known
+    size; large fleets (above 5 000 hosts) keep the fixed 1 % / 10 % ranges."""
+    if fleet_hosts > 5000:
+        return
+    buckets, after = [], ""
+    while True:
+        page = api.get("/v1/hosts?limit=1000" + (f"&after={after}" if after else ""))
+        buckets += [h["bucket"] for h in page["hosts"]]
+        after = page.get("next", "")
+        if not after:
+            break
+    buckets.sort()
+    n = len(buckets)
+    canary_n = min(n, max(2, fleet_hosts // 200, round(n * 0.01)))
+    early_n = min(n - canary_n, max(5, fleet_hosts // 40, round(n * 0.10)))
+    if canary_n < 1 or early_n < 1 or canary_n + early_n >= n:
+        return
+    c_hi = buckets[canary_n - 1] + 1
+    e_hi = max(c_hi + 1, buckets[canary_n + early_n - 1] + 1)
+    for name, rank, lo, hi, desc in [
+            ("canary", 0, 0, c_hi, f"~1% of the fleet by bucket ({canary_n} hosts)"),
+            ("early", 1, c_hi, e_hi, f"the next ~10% ({early_n} hosts)"),
+            ("broad", 2, e_hi, 10000, "everyone else")]:
+        api.call("PUT", f"/v1/rings/{name}", {"name": name, "rank": rank,
+                                              "selector": {"buckets": [lo, hi]},
+                                              "description": desc})
+
+
 def make_policies(api, fleet_hosts, bake=(6, 6, 4)):
     # min_hosts scaled to the fleet: the canary holds ~1% of it.
     canary_min = max(2, fleet_hosts // 200)
@@ -447,6 +480,7 @@ class Env:
         if "--evidence-min-age-s" in flags:
             # Every host polls at once after enrolling: past the track record, all of them count.
             time.sleep(float(flags[flags.index("--evidence-min-age-s") + 1]) + 1.0)
+        fit_rings(self.api, args.hosts)
         rings = self.api.get("/v1/rings")
         rings = rings.get("rings", rings) if isinstance(rings, dict) else rings
         say("rings: " + ", ".join(f"{x['name']}={x.get('hosts', '?')} hosts" for x in rings))
