@@ -124,9 +124,12 @@ for phase in $phases; do
     echo "=== phase $phase (advisory, at most ${budget[$phase]} s) ==="
     t0=$(now)
     set +e
+    # Into a file, not a pipe: a process a timed-out test left behind must not hold this
+    # script's output open. The log is printed once the phase has ended.
     RINGFENCE_PHASE_CHILD=1 RINGFENCE_TEST_PHASES="$phase" timeout -k 30 "${budget[$phase]}" \
-      bash "$root/scripts/test.sh" 2>&1 | tee "$logs/$phase-advisory.log"
-    rc=${PIPESTATUS[0]}
+      bash "$root/scripts/test.sh" </dev/null >"$logs/$phase-advisory.log" 2>&1
+    rc=$?
+    cat "$logs/$phase-advisory.log"
     set -e
     build_s[$phase]=$(($(now) - t0))
     test_s[$phase]="(in build_s)"
