@@ -22,12 +22,22 @@ tl::unexpected<Error> rate_limited(std::string message, std::int64_t retry_after
   return tl::unexpected<Error>(std::move(e));
 }
 
-json channels_json(const fleet::Host& h) {
+}  // namespace
+
+store::HostRow host_row(const fleet::Host& h) {
   json chans = json::object();
   for (const auto& c : h.channels) chans[c.channel] = {{"version", c.version}, {"state", c.state}};
-  return chans;
+  return {h.id.str(),
+          h.credential_hash.hex(),
+          json(*h.labels).dump(),
+          h.tenant,
+          h.pinned,
+          h.agent_version,
+          h.enrolled,
+          h.last_seen_ms / 1000,
+          chans.dump(),
+          static_cast<std::int64_t>(h.boot_id_hash)};
 }
-}  // namespace
 
 Expected<proto::EnrollResponse> Service::enroll(const proto::EnrollRequest& req,
                                                 std::string_view authorization) {
@@ -126,9 +136,7 @@ Expected<proto::EnrollResponse> Service::enroll(const proto::EnrollRequest& req,
   // Durable before answering: the credential must survive a restart; the enrollment is
   // attributed to its token in the event log.
   RF_CHECK(m.store.transaction([&]() -> Status {
-    RF_CHECK(m.store.upsert_hosts(
-        {{h.id.str(), h.credential_hash.hex(), json(*h.labels).dump(), h.tenant, h.pinned,
-          h.agent_version, h.enrolled, h.last_seen_ms / 1000, channels_json(h).dump()}}));
+    RF_CHECK(m.store.upsert_hosts({host_row(h)}));
     if (fresh) {
       RF_CHECK(m.store.put_host_trust({{h.id.str(), 0, tok->name}}));
       RF_CHECK(m.store.set_enroll_token_uses(tok->name, uses));
@@ -774,15 +782,7 @@ Status Service::Impl::commit_batch() {
   auto dirty = fleet.dirty_hosts();
   std::vector<store::HostRow> hosts;
   hosts.reserve(dirty.size());
-  for (auto i : dirty) {
-    const auto& h = fleet.at(i);
-    json chans = json::object();
-    for (const auto& c : h.channels)
-      chans[c.channel] = {{"version", c.version}, {"state", c.state}};
-    hosts.push_back({h.id.str(), h.credential_hash.hex(), json(*h.labels).dump(), h.tenant,
-                     h.pinned, h.agent_version, h.enrolled, h.last_seen_ms / 1000, chans.dump(),
-                     static_cast<std::int64_t>(h.boot_id_hash)});
-  }
+  for (auto i : dirty) hosts.push_back(host_row(fleet.at(i)));
   std::vector<store::ExposureRow> exposures;
   std::vector<std::pair<Rollout*, HostIndex>> taken;
   for (auto& [id, r] : rollouts) {

@@ -390,6 +390,8 @@ struct Service::Impl {
 // JSON <-> plan
 Expected<std::vector<StagePlan>> parse_stages(const json& stages);
 json stages_json(const std::vector<StagePlan>& plan);
+// A host's store row, as memory has it (boot_hash included).
+store::HostRow host_row(const fleet::Host& h);
 std::string sse_frame(const store::EventRow& row);
 json event_json(const store::EventRow& row);
 

@@ -824,17 +824,7 @@ Expected<json> Service::patch_host(const Principal& by, const std::string& id, c
   if (pinned) h.pinned = *pinned;
   if (tenant) h.tenant = *tenant;
   if (labels) h.labels = m.fleet.intern(*labels);
-  json chans = json::object();
-  for (const auto& c : h.channels) chans[c.channel] = {{"version", c.version}, {"state", c.state}};
-  store::HostRow row{h.id.str(),
-                     h.credential_hash.hex(),
-                     json(*h.labels).dump(),
-                     h.tenant,
-                     h.pinned,
-                     h.agent_version,
-                     h.enrolled,
-                     h.last_seen_ms / 1000,
-                     chans.dump()};
+  auto row = host_row(h);
   RF_CHECK(m.store.transaction([&]() -> Status {
     RF_CHECK(m.store.upsert_hosts({row}));
     RF_CHECK(m.event(by.name, "host_updated", std::nullopt, {{"host_id", id}, {"change", body}}));
@@ -855,17 +845,7 @@ Expected<json> Service::reset_host(const Principal& by, const std::string& id, c
   fleet::Host h = m.fleet.at(*i);
   h.credential_hash = fleet::Digest32{};  // no secret hashes to zero: the credential is dead
   h.trust_since_ms = 0;
-  json chans = json::object();
-  for (const auto& c : h.channels) chans[c.channel] = {{"version", c.version}, {"state", c.state}};
-  store::HostRow row{h.id.str(),
-                     h.credential_hash.hex(),
-                     json(*h.labels).dump(),
-                     h.tenant,
-                     h.pinned,
-                     h.agent_version,
-                     h.enrolled,
-                     h.last_seen_ms / 1000,
-                     chans.dump()};
+  auto row = host_row(h);
   RF_CHECK(m.store.transaction([&]() -> Status {
     RF_CHECK(m.store.upsert_hosts({row}));
     RF_CHECK(m.store.put_host_trust({{id, 0, "reset:" + by.name}}));
