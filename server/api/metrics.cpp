@@ -166,6 +166,27 @@ std::string prometheus_text(core::Service& svc, const RequestMetrics& requests) 
     << "ringfence_polls_total " << m["polls_total"].get<std::uint64_t>() << "\n";
   o << "# HELP ringfence_long_polls Long polls held now.\n# TYPE ringfence_long_polls gauge\n"
     << "ringfence_long_polls " << m["long_polls"].get<std::uint64_t>() << "\n";
+  // Acknowledged = durable: the group commits that answer agents' evidence.
+  auto scalar = [&o, &m](const char* name, const char* type, const char* help, const char* key) {
+    o << "# HELP ringfence_" << name << " " << help << "\n# TYPE ringfence_" << name << " " << type
+      << "\nringfence_" << name << " " << m[key].dump() << "\n";
+  };
+  scalar("group_commits_total", "counter", "Group commits of agent evidence attempted.",
+         "group_commits_total");
+  scalar("group_commit_failures_total", "counter",
+         "Group commits the store refused (their agents were answered 503 and resend).",
+         "group_commit_failures_total");
+  scalar("group_commit_answers_total", "counter",
+         "Agent requests answered by a group commit (after it committed or failed).",
+         "group_commit_answers_total");
+  scalar("group_commit_wait_seconds_total", "counter",
+         "Time agent requests waited for their group commit, summed.",
+         "group_commit_wait_seconds_total");
+  scalar("group_commit_wait_seconds_max", "gauge",
+         "Longest wait of an agent request for its group commit since start.",
+         "group_commit_wait_seconds_max");
+  scalar("reports_pending", "gauge", "Agent reports in memory waiting for their commit.",
+         "reports_pending");
   // What the limits and trust rules refused: one counter per limit, labels from a fixed set.
   const auto& ref = m["refused"];
   o << "# HELP ringfence_enroll_refused_total Enrollments refused, by reason.\n"

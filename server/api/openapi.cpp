@@ -75,7 +75,7 @@ const std::map<std::string, Doc>& docs() {
       {"POST /v1/agent/enroll", {"Enroll a host with an enrollment token. Re-enrolling an enrolled host id needs its current credential as Authorization: Bearer (or an operator's reset): 409 host_enrolled without it, 401 with a wrong one; 403 token_used_up past max_uses; 429 rate_limited (Retry-After) past the token's rate", "agent", "enroll", 200}},
       {"GET /v1/agent/desired", {"Signed desired state {host_id, generation, issued, expires, channels, known_bad, heartbeat_s, poll_s, key_set_version, key_id, signature, key_set?} (ETag, 304, long poll with wait=)", "agent", "host", 200}},
       {"POST /v1/agent/heartbeat", {"Heartbeat; one that changes state (boot id, versions) is answered once stored, 503 when the store refuses it", "agent", "host", 204}},
-      {"POST /v1/agent/reports", {"Batched reports (applied, apply_failed, crash, local_rollback, stale_desired_state); 202 once stored (group commit), 503 when the store refuses them: send again; reports about channels or versions never sent to the host are dropped; 429 rate_limited (Retry-After) past the per-host limit", "agent", "host", 202}},
+      {"POST /v1/agent/reports", {"Batched reports (applied, apply_failed, crash, local_rollback, stale_desired_state); 202 once stored (group commit), 503 when the store refuses them: send again; reports about channels or versions never sent to the host are dropped and counted in the answer (accepted, dropped); 429 rate_limited (Retry-After) past the per-host limit", "agent", "host", 202}},
   };
   return kDocs;
 }

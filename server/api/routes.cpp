@@ -259,16 +259,24 @@ void register_routes(http::Router& router, core::Service& svc, const RequestMetr
   // ---- open
   R.open(Method::Get, "/healthz",
          [](Request&, Reply reply) { reply(Response::json(200, R"({"status":"ok"})")); });
-  R.open(
-      Method::Get, "/readyz", [&S, shutting_down = options.shutting_down](Request&, Reply reply) {
-        if (shutting_down && shutting_down()) {
-          return reply(Response::error({Errc::Unavailable,
-                                        "the server is shutting down; send requests elsewhere",
-                                        "shutting_down"}));
-        }
-        auto m = S.emergency_state();  // takes the state lock: proves the core is loaded and live
-        reply(ok_json({{"status", "ready"}, {"emergency_stop", m["emergency_stop"]}}));
-      });
+  R.open(Method::Get, "/readyz",
+         [&S, shutting_down = options.shutting_down](Request&, Reply reply) {
+           if (shutting_down && shutting_down()) {
+             return reply(Response::error({Errc::Unavailable,
+                                           "the server is shutting down; send requests elsewhere",
+                                           "shutting_down"}));
+           }
+           auto m = S.readiness();  // takes the state lock: proves the core is loaded and live
+           // A store that refuses writes leaves polls and reads working (200: the node still serves
+           // what agents need most), but evidence is answered 503 until it recovers: say so.
+           json body{{"status", m.contains("store_failing_since") ? "degraded" : "ready"},
+                     {"emergency_stop", m["emergency_stop"]}};
+           if (m.contains("store_failing_since")) {
+             body["store_failing_since"] = m["store_failing_since"];
+             body["store_error"] = m["store_error"];
+           }
+           reply(ok_json(body));
+         });
   R.open(Method::Get, "/v1/openapi.json", [&router](Request&, Reply reply) {
     reply(Response::json(200, openapi_document(router)));
   });
@@ -680,10 +688,17 @@ void register_routes(http::Router& router, core::Service& svc, const RequestMetr
   R.agent(Method::Post, "/v1/agent/reports", [&S](Request& req, std::int64_t host, Reply& reply) {
     auto rs = proto::decode_reports(req.body);
     if (!rs) return reply(Response::error(rs.error()));
-    S.reports(host, *rs, [reply = std::move(reply), n = rs->size()](Status st) {
-      if (!st) return reply(limited_error(st.error()));
-      reply(Response::json(202, R"({"accepted":)" + std::to_string(n) + "}"));
-    });
+    // The answer says how many were taken: reports about what was never sent are dropped and
+    // an agent must not believe they count (it need not resend them either).
+    auto kept = std::make_shared<std::size_t>(0);
+    S.reports(
+        host, *rs,
+        [reply = std::move(reply), n = rs->size(), kept](Status st) {
+          if (!st) return reply(limited_error(st.error()));
+          reply(Response::json(202,
+                               nlohmann::json{{"accepted", *kept}, {"dropped", n - *kept}}.dump()));
+        },
+        kept.get());
   });
 
   // ---- dashboard (static files from a fixed list; no path is built from user input)

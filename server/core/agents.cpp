@@ -638,7 +638,8 @@ void Service::Impl::host_signal(HostIndex i, const std::string& channel, std::in
   }
 }
 
-void Service::reports(std::int64_t host, const std::vector<proto::Report>& reports, Ack done) {
+void Service::reports(std::int64_t host, const std::vector<proto::Report>& reports, Ack done,
+                      std::size_t* kept_out) {
   auto& m = *impl_;
   std::lock_guard lock(m.mu);
   auto i = static_cast<HostIndex>(host);
@@ -690,6 +691,7 @@ void Service::reports(std::int64_t host, const std::vector<proto::Report>& repor
     }
   }
   h.last_seen_ms = now;
+  if (kept_out) *kept_out = taken->size();
   for (const auto& r : *taken) {
     ++m.reports_total;
     m.pending_reports.push_back({h.id.str(), r.boot_id, std::string(proto::to_string(r.kind)),
@@ -809,7 +811,10 @@ Status Service::Impl::commit_batch() {
   }
   if (st) {
     pending_reports.clear();
+    store_failing_since_ms = 0;
   } else {
+    if (store_failing_since_ms == 0) store_failing_since_ms = clock.now_ms();
+    store_error = st.error().message;
     // Nothing of it is durable: all of it waits for the next attempt (tick, or the next batch).
     ++group_commit_failures_total;
     for (auto i : dirty) fleet.mark_dirty(i);

@@ -289,6 +289,9 @@ struct Service::Impl {
   std::uint64_t group_commits_total = 0, group_commit_failures_total = 0,
                 group_commit_answers_total = 0;
   double group_commit_wait_s_total = 0, group_commit_wait_s_max = 0;  // first park -> answered
+  // When the group commits began failing (clock ms; 0 while they succeed): /readyz says degraded.
+  std::int64_t store_failing_since_ms = 0;
+  std::string store_error;
   // What the limits and trust rules refused or ignored (every label is a fixed server-side name).
   struct Refusals {
     std::uint64_t enroll_unknown_token = 0, enroll_revoked = 0, enroll_expired = 0,

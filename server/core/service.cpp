@@ -580,6 +580,17 @@ Status Service::revoke_enrollment_token(const Principal& by, const std::string& 
 
 // ---------------------------------------------------------------- rings
 
+json Service::readiness() const {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  json out{{"emergency_stop", m.emergency}};
+  if (m.store_failing_since_ms != 0) {
+    out["store_failing_since"] = m.store_failing_since_ms / 1000;
+    out["store_error"] = m.store_error;
+  }
+  return out;
+}
+
 json Service::list_rings() const {
   auto& m = *impl_;
   std::lock_guard lock(m.mu);

@@ -180,6 +180,9 @@ class Service {
   Expected<nlohmann::json> set_emergency_stop(const Principal& by, bool on,
                                               const std::string& reason);
   nlohmann::json emergency_state() const;
+  // For /readyz: {"emergency_stop", "store_failing_since" (unix s, absent while the store takes
+  // writes), "store_error"}. Takes the state lock, so an answer also proves the core is live.
+  nlohmann::json readiness() const;
 
   // ---- agent API
   // Enrolls a host with an enrollment token. A host id that is already enrolled is re-enrolled
@@ -205,7 +208,10 @@ class Service {
   // (the gates see it at once); resending it is idempotent.
   using Ack = std::function<void(Status)>;
   void heartbeat(std::int64_t host, const proto::Heartbeat& hb, Ack done);
-  void reports(std::int64_t host, const std::vector<proto::Report>& reports, Ack done);
+  // `kept`, when given, is set before this returns (before `done` may run) to how many of the
+  // batch were taken; the rest were dropped as described below.
+  void reports(std::int64_t host, const std::vector<proto::Report>& reports, Ack done,
+               std::size_t* kept = nullptr);
   // Channel states about a channel that does not exist or a version never sent to this host are
   // ignored (and counted): they neither reach the host's record nor /metrics. Reports about them
   // are dropped (and counted); more than Options::reports_per_min in a minute is TooManyRequests

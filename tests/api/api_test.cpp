@@ -50,15 +50,11 @@ class Server {
   Server(const std::string& data_dir, std::map<std::string, std::string> env,
          std::vector<std::string> extra = {}) {
     std::vector<std::string> argv = {testing::built_program("server/ringfence-server"),
-                                     "--data-dir",
-                                     data_dir,
-                                     "--listen",
-                                     "127.0.0.1:0",
+                                     "--data-dir", data_dir, "--listen", "127.0.0.1:0",
                                      "--no-access-log",
                                      // Hosts here enroll moments before rollouts: no track
                                      // record asked for (a test that wants one passes it).
-                                     "--evidence-min-age-s",
-                                     "0"};
+                                     "--evidence-min-age-s", "0"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     proc_ = testing::Process::start(argv, env, data_dir + ".log");
     auto line = proc_.wait_for_line("listening on", 20s);
@@ -280,7 +276,9 @@ TEST_F(Api, MetricsHaveTheExpectedNames) {
         "ringfence_http_requests_total", "ringfence_http_request_duration_seconds_bucket",
         "ringfence_http_request_duration_seconds_count", "ringfence_enroll_refused_total",
         "ringfence_reports_refused_total", "ringfence_heartbeat_channels_ignored_total",
-        "ringfence_signals_without_track_record_total"}) {
+        "ringfence_signals_without_track_record_total", "ringfence_group_commits_total",
+        "ringfence_group_commit_failures_total", "ringfence_group_commit_wait_seconds_max",
+        "ringfence_reports_pending"}) {
     EXPECT_NE(r.body.find(name), std::string::npos) << name;
   }
   EXPECT_NE(r.body.find("# TYPE ringfence_http_requests_total counter"), std::string::npos);
@@ -523,6 +521,18 @@ TEST_F(Api, AgentRoutesAndHostManagement) {
       json::array({{{"kind", "crash"}, {"time", 1}, {"boot_id", "b1"}, {"detail", json::object()}}})
           .dump());
   EXPECT_EQ(rep.status, 202);
+  EXPECT_EQ(rep.json(), (json{{"accepted", 1}, {"dropped", 0}}));
+  // A report about a version this host was never sent is dropped, and the answer says so.
+  rep = c().request("POST", "/v1/agent/reports", cred,
+                    json::array({{{"kind", "crash"}, {"time", 2}, {"boot_id", "b1"}},
+                                 {{"kind", "crash"},
+                                  {"time", 3},
+                                  {"boot_id", "b1"},
+                                  {"channel", "det"},
+                                  {"version", 99}}})
+                        .dump());
+  EXPECT_EQ(rep.status, 202);
+  EXPECT_EQ(rep.json(), (json{{"accepted", 1}, {"dropped", 1}})) << rep.body;
 
   // Hosts: list with filters, get, patch (pin, labels move it between rings), delete.
   auto hosts =
@@ -682,7 +692,8 @@ TEST_F(Api, AnEventStreamOverTheSubscriberLimitIs429) {
     sse->read_until([&](const std::string& s) { return connected(s) || response_complete(s); }, 5s);
     if (connected(sse->received())) newcomers.push_back(std::move(sse));
     return newcomers.size() == 3;
-  })) << "closed streams kept their places on a quiet server: " << newcomers.size() << " let in";
+  })) << "closed streams kept their places on a quiet server: "
+      << newcomers.size() << " let in";
 }
 
 // ------------------------------------------------------------------ hostile input
@@ -1023,7 +1034,8 @@ TEST_F(Api, AgentRoutesRefuseBadInput) {
 // ------------------------------------------------------------------ enrollment trust
 
 json enroll_body(const std::string& token, const std::string& host, json labels = json::object()) {
-  return {{"enrollment_token", token}, {"host_id", host}, {"labels", labels}, {"agent_version", "t"}};
+  return {
+      {"enrollment_token", token}, {"host_id", host}, {"labels", labels}, {"agent_version", "t"}};
 }
 
 TEST_F(Api, EnrollmentTokensAreListedLimitedAndRevoked) {
@@ -1031,8 +1043,11 @@ TEST_F(Api, EnrollmentTokensAreListedLimitedAndRevoked) {
   auto viewer = token("viewer1", "viewer");
   auto op = token("op1", "operator");
   auto created = expect(c().post("/v1/enrollment-tokens", op,
-                                 {{"name", "lab"}, {"max_uses", 1}, {"tenant", "acme"},
-                                  {"rate_per_min", 100}, {"expires_in_s", 3600}}),
+                                 {{"name", "lab"},
+                                  {"max_uses", 1},
+                                  {"tenant", "acme"},
+                                  {"rate_per_min", 100},
+                                  {"expires_in_s", 3600}}),
                         201, "create");
   std::string secret = created.value("token", "");
   ASSERT_FALSE(secret.empty());
@@ -1060,8 +1075,10 @@ TEST_F(Api, EnrollmentTokensAreListedLimitedAndRevoked) {
   refused(403, "viewer cannot list enrollment tokens",
           [&] { return c().get("/v1/enrollment-tokens", viewer); });
   refused(401, "no token", [&] { return c().get("/v1/enrollment-tokens", ""); });
-  refused(403, "viewer cannot revoke", [&] { return c().del("/v1/enrollment-tokens/lab", viewer); });
-  refused(404, "revoke an unknown token", [&] { return c().del("/v1/enrollment-tokens/nope", op); });
+  refused(403, "viewer cannot revoke",
+          [&] { return c().del("/v1/enrollment-tokens/lab", viewer); });
+  refused(404, "revoke an unknown token",
+          [&] { return c().del("/v1/enrollment-tokens/nope", op); });
   refused(400, "revoke a bad name",
           [&] { return c().del("/v1/enrollment-tokens/" + std::string(70, 'x'), op); });
   refused(400, "max_uses of the wrong type",
@@ -1093,9 +1110,10 @@ TEST_F(Api, EnrollmentTokensAreListedLimitedAndRevoked) {
 
 TEST_F(Api, EnrollmentIsRateLimitedPerTokenWithRetryAfter) {
   basic_setup();
-  auto tok = expect(c().post("/v1/enrollment-tokens", kAdmin, {{"name", "slow"}, {"rate_per_min", 2}}),
-                    201, "create")
-                 .value("token", "");
+  auto tok =
+      expect(c().post("/v1/enrollment-tokens", kAdmin, {{"name", "slow"}, {"rate_per_min", 2}}),
+             201, "create")
+          .value("token", "");
   char id[37];
   for (int i = 0; i < 2; ++i) {
     std::snprintf(id, sizeof id, "0e3b7a2c-2222-4222-8333-%012d", i);
@@ -1111,7 +1129,8 @@ TEST_F(Api, EnrollmentIsRateLimitedPerTokenWithRetryAfter) {
   EXPECT_GE(wait, 1);
   EXPECT_LE(wait, 30);  // one enrollment comes back every 30 s at 2 a minute
   EXPECT_EQ(snapshot(), before);
-  EXPECT_NE(c().get("/metrics", "").body.find("ringfence_enroll_refused_total{reason=\"rate_limited\"} 1"),
+  EXPECT_NE(c().get("/metrics", "")
+                .body.find("ringfence_enroll_refused_total{reason=\"rate_limited\"} 1"),
             std::string::npos);
 }
 
@@ -1129,18 +1148,21 @@ TEST_F(Api, AHostIsTakenOverOnlyWithItsCredentialOrAnOperatorsReset) {
           post("/v1/agent/enroll", "", enroll_body(other, kHost1, {{"os", "evil"}})));
   refused(401, "a wrong credential",
           post("/v1/agent/enroll", kHost1 + ".00", enroll_body(other, kHost1)));
-  refused(401, "another host's credential",
-          post("/v1/agent/enroll", kHost2 + cred.substr(kHost1.size()), enroll_body(other, kHost1)));
+  refused(
+      401, "another host's credential",
+      post("/v1/agent/enroll", kHost2 + cred.substr(kHost1.size()), enroll_body(other, kHost1)));
   EXPECT_EQ(c().get("/v1/agent/desired", cred).status, 200);  // the real host is untouched
   // The reset route: roles and input.
   const std::string reset = "/v1/hosts/" + kHost1 + "/reset";
   refused(403, "viewer cannot reset", post(reset, viewer, {{"reason", "x"}}));
   refused(401, "a host cannot reset itself", post(reset, cred, {{"reason", "x"}}));
   refused(400, "reset without a reason", post(reset, op, json::object()));
-  refused(400, "reset with an oversized reason", post(reset, op, {{"reason", std::string(5000, 'r')}}));
+  refused(400, "reset with an oversized reason",
+          post(reset, op, {{"reason", std::string(5000, 'r')}}));
   refused(400, "reset: malformed JSON", [&] { return c().request("POST", reset, op, "{"); });
   refused(400, "reset: a bad host id", post("/v1/hosts/not-a-uuid/reset", op, {{"reason", "x"}}));
-  refused(404, "reset: an unknown host", post("/v1/hosts/" + kHost2 + "/reset", op, {{"reason", "x"}}));
+  refused(404, "reset: an unknown host",
+          post("/v1/hosts/" + kHost2 + "/reset", op, {{"reason", "x"}}));
   auto after = expect(c().post(reset, op, {{"reason", "re-imaged"}}), 200, "reset");
   EXPECT_EQ(after["reset"], true);
   EXPECT_EQ(c().get("/v1/agent/desired", cred).status, 401);
@@ -1160,7 +1182,9 @@ TEST_F(Api, EnrollmentLabelsAreBounded) {
   enroll(kHost1);  // makes the token
   json many = json::object();
   for (int i = 0; i < 33; ++i) many["k" + std::to_string(i)] = "v";
-  auto post = [&](const json& body) { return [this, body] { return c().post("/v1/agent/enroll", "", body); }; };
+  auto post = [&](const json& body) {
+    return [this, body] { return c().post("/v1/agent/enroll", "", body); };
+  };
   refused(400, "33 labels", post(enroll_body(enroll_token_, kHost2, many)));
   refused(400, "a 200-byte label value",
           post(enroll_body(enroll_token_, kHost2, {{"os", std::string(200, 'v')}})));
@@ -1184,13 +1208,16 @@ TEST_F(Api, ReportBatchesAreLimitedAndMadeUpChannelsMakeNoSeries) {
   EXPECT_LE(wait, 60);
   // Heartbeats and reports naming channels that do not exist create no series.
   for (int i = 0; i < 20; ++i) {
-    json hb = {{"boot_id", "b"}, {"uptime_s", 5},
-               {"channels", {{"zz-made-up-" + std::to_string(i), {{"version", 1}, {"state", "active"}}}}}};
+    json hb = {
+        {"boot_id", "b"},
+        {"uptime_s", 5},
+        {"channels", {{"zz-made-up-" + std::to_string(i), {{"version", 1}, {"state", "active"}}}}}};
     EXPECT_EQ(c().request("POST", "/v1/agent/heartbeat", cred, hb.dump()).status, 204);
   }
   auto m = c().get("/metrics", "").body;
   EXPECT_EQ(m.find("zz-made-up"), std::string::npos);
-  EXPECT_NE(m.find("ringfence_reports_refused_total{reason=\"rate_limited\"} 1"), std::string::npos);
+  EXPECT_NE(m.find("ringfence_reports_refused_total{reason=\"rate_limited\"} 1"),
+            std::string::npos);
   EXPECT_NE(m.find("ringfence_heartbeat_channels_ignored_total{reason=\"unknown_channel\"} 20"),
             std::string::npos);
 }

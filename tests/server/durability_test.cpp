@@ -121,8 +121,14 @@ TEST_F(Durability, ReportsTheStoreCannotTakeAreNotAcknowledged) {
     ASSERT_FALSE(st) << "a report the store refused was acknowledged";
     EXPECT_EQ(st.error().errc, Errc::Unavailable);
   }
+  // Readiness says the store is failing (what /readyz answers as "degraded").
+  auto ready = service_->readiness();
+  EXPECT_TRUE(ready.contains("store_failing_since")) << ready.dump();
+  EXPECT_FALSE(ready.value("store_error", "").empty()) << ready.dump();
+  EXPECT_GE(service_->metrics()["group_commit_failures_total"].get<int>(), 1);
   // Space is back: the agent resends (idempotent), and it is durable once answered.
   ASSERT_TRUE(service_->reports(hosts_[0], {applied}));
+  EXPECT_FALSE(service_->readiness().contains("store_failing_since"));
   open();
   EXPECT_EQ(get(id)["stages"][0]["applied"], 1) << get(id).dump();
 }
