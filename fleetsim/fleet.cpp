@@ -235,7 +235,7 @@ struct Fleet::Impl {
     // Tenants: a few large customers and a long tail (Zipf, s = 1.1, over 200 tenants).
     std::vector<std::pair<std::string, double>> tenants;
     for (int t = 1; t <= 200; ++t) {
-      char name[16];
+      char name[24];
       std::snprintf(name, sizeof name, "tenant-%03d", t);
       tenants.emplace_back(name, 1.0 / std::pow(t, 1.1));
     }
