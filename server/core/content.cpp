@@ -394,7 +394,7 @@ Expected<std::vector<StagePlan>> parse_stages(const json& stages) {
     if (auto g = s.find("gate"); g != s.end() && !g->is_null()) {
       RF_CHECK(proto::require_object(*g, "gate"));
       RF_CHECK(proto::only_keys(*g, {"alpha", "beta", "min_ratio", "baseline_floor", "prior_rate",
-                                     "prior_hosts", "max_failure_rate"}));
+                                     "prior_hosts", "max_failure_rate", "baseline_ceiling"}));
       RF_TRY(alpha, proto::get_opt_number(*g, "alpha", 1e-9, 0.5));
       RF_TRY(beta, proto::get_opt_number(*g, "beta", 1e-9, 0.5));
       RF_TRY(ratio, proto::get_opt_number(*g, "min_ratio", 1.01, 1000));
@@ -402,6 +402,8 @@ Expected<std::vector<StagePlan>> parse_stages(const json& stages) {
       RF_TRY(maxr, proto::get_opt_number(*g, "max_failure_rate", 0, 1));
       RF_TRY(prior_rate, proto::get_opt_number(*g, "prior_rate", 1e-6, 0.5));
       RF_TRY(prior_hosts, proto::get_opt_number(*g, "prior_hosts", 0, 1e7));
+      RF_TRY(ceiling, proto::get_opt_number(*g, "baseline_ceiling", 1e-6, 0.5));
+      if (ceiling) p.gate.baseline_ceiling = *ceiling;
       if (prior_rate) p.gate.prior_rate = *prior_rate;
       if (prior_hosts) p.gate.prior_hosts = *prior_hosts;
       if (alpha) p.gate.alpha = *alpha;
@@ -434,6 +436,7 @@ json stages_json(const std::vector<StagePlan>& plan) {
                      {"baseline_floor", p.gate.baseline_floor},
                      {"prior_rate", p.gate.prior_rate},
                      {"prior_hosts", p.gate.prior_hosts},
+                     {"baseline_ceiling", p.gate.baseline_ceiling},
                      {"max_failure_rate", p.gate.max_failure_rate}}}});
   }
   return out;

@@ -94,6 +94,9 @@ std::string check_params(const GateParams& p) {
   if (!in_open(p.prior_rate, 0, 0.5)) {
     return format("prior_rate must be in (0, 0.5), got %g", p.prior_rate);
   }
+  if (!(p.baseline_ceiling >= p.baseline_floor && p.baseline_ceiling < 0.5)) {
+    return format("baseline_ceiling must be in [baseline_floor, 0.5), got %g", p.baseline_ceiling);
+  }
   if (!(p.prior_hosts >= 0) || !std::isfinite(p.prior_hosts)) {
     return format("prior_hosts must be a finite number >= 0, got %g", p.prior_hosts);
   }
@@ -123,17 +126,19 @@ GateDecision evaluate(const GateParams& p, const StageCounts& counts) {
       (static_cast<double>(c.control_failed) + p.prior_hosts * p.prior_rate) /
       (static_cast<double>(c.control_hosts) + p.prior_hosts);
   // prior_hosts == 0 with no control hosts gives 0/0: fall back to the prior itself.
-  d.baseline =
-      std::max(p.baseline_floor, std::isfinite(control_estimate) ? control_estimate : p.prior_rate);
+  const double estimate = std::isfinite(control_estimate) ? control_estimate : p.prior_rate;
+  d.baseline_capped = estimate > p.baseline_ceiling;
+  d.baseline = std::clamp(estimate, p.baseline_floor, p.baseline_ceiling);
   d.failure_rate = c.n > 0 ? static_cast<double>(c.f) / static_cast<double>(c.n) : 0.0;
   d.statistic = mixture_llr(d.baseline, p.min_ratio, c.n, c.f);
 
   const auto evidence = [&] {
     return format(
-        "%lld of %lld applied hosts failed vs baseline %.2f%% from %lld of %lld control "
-        "hosts",
-        static_cast<long long>(c.f), static_cast<long long>(c.n), d.baseline * 100,
-        static_cast<long long>(c.control_failed), static_cast<long long>(c.control_hosts));
+               "%lld of %lld applied hosts failed vs baseline %.2f%% from %lld of %lld control "
+               "hosts",
+               static_cast<long long>(c.f), static_cast<long long>(c.n), d.baseline * 100,
+               static_cast<long long>(c.control_failed), static_cast<long long>(c.control_hosts)) +
+           (d.baseline_capped ? std::string(", capped at baseline_ceiling") : std::string());
   };
 
   if (d.statistic >= d.upper) {

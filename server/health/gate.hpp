@@ -37,7 +37,13 @@
 // i.e. the posterior mean of a Beta prior worth `prior_hosts` hosts centred on `prior_rate`
 // (a pseudo-count / Laplace-style estimate). A large control cohort (thousands of hosts) speaks for
 // itself; a small one is pulled towards the prior; with no control hosts at all p0 = prior_rate.
-// The floor keeps p0 away from zero whatever the data.
+// The floor keeps p0 away from zero whatever the data. The ceiling keeps it from being raised
+// past `baseline_ceiling` by the control cohort: the control is the one input hosts that never
+// take the release can move, so a set of hosts reporting crashes (hostile, or a fleet-wide
+// incident) could otherwise excuse a release crashing at any rate below theirs. Above the ceiling
+// the gate compares against the ceiling: a release failing at twice it is caught however badly
+// the control fares, and during a real fleet-wide incident the gate errs towards halting (the
+// operator resumes once it is understood), never towards shipping more change into it.
 //
 // Absolute floor: once applied >= min_hosts, fail when failed / applied > max_failure_rate, like
 // other tools' abort thresholds, whatever the statistic says.
@@ -52,6 +58,8 @@
 //   baseline_floor 0.002, prior_rate 0.01, prior_hosts 100: a control cohort of a few thousand
 //                 hosts dominates the prior; with none, a 1% baseline is assumed (conservative:
 //                 fewer false halts, still catches an all-fail release after a handful).
+//   baseline_ceiling 0.05: twenty times the floor and five times the prior; a background above
+//                 one host in twenty failing per window is an incident, not a baseline.
 //   max_failure_rate 0.2 with min_hosts 10: one in five applied hosts failing is never noise.
 //   bake_s 300    five minutes: 60 heartbeat intervals at the rolling-release rate (5 s), well
 //                 past the 15 s silence detection.
@@ -62,15 +70,16 @@
 namespace ringfence::server::health {
 
 struct GateParams {
-  double alpha = 0.001;           // false-halt probability per stage (good release halted)
-  double beta = 0.05;             // miss probability at min_ratio; sets Wald's boundaries
-  double min_ratio = 2.0;         // smallest failure-rate ratio worth catching (> 1)
-  double baseline_floor = 0.002;  // lowest p0 used, whatever the control cohort shows
-  double prior_rate = 0.01;       // baseline assumed before any control data ...
-  double prior_hosts = 100;       // ... worth this many control hosts (pseudo-count, >= 0)
-  double max_failure_rate = 0.2;  // absolute floor: fail when failed/applied exceeds it ...
-  std::int64_t min_hosts = 10;    // ... once this many hosts applied; also the pass sample
-  std::int64_t bake_s = 300;      // the stage must bake at least this long before passing
+  double alpha = 0.001;            // false-halt probability per stage (good release halted)
+  double beta = 0.05;              // miss probability at min_ratio; sets Wald's boundaries
+  double min_ratio = 2.0;          // smallest failure-rate ratio worth catching (> 1)
+  double baseline_floor = 0.002;   // lowest p0 used, whatever the control cohort shows
+  double prior_rate = 0.01;        // baseline assumed before any control data ...
+  double prior_hosts = 100;        // ... worth this many control hosts (pseudo-count, >= 0)
+  double baseline_ceiling = 0.05;  // highest p0 the control cohort can set (>= baseline_floor)
+  double max_failure_rate = 0.2;   // absolute floor: fail when failed/applied exceeds it ...
+  std::int64_t min_hosts = 10;     // ... once this many hosts applied; also the pass sample
+  std::int64_t bake_s = 300;       // the stage must bake at least this long before passing
 };
 
 // Figures for one stage of one rollout, at one moment. Each host is counted once (a host that
@@ -94,18 +103,20 @@ const char* to_string(Verdict v) noexcept;
 
 struct GateDecision {
   Verdict verdict = Verdict::Waiting;
-  double statistic = 0;     // the SPRT log-likelihood ratio (log of the mixture, see above)
-  double upper = 0;         // fail boundary ln((1-beta)/alpha)
-  double lower = 0;         // Wald's accept-H0 boundary ln(beta/(1-alpha)), reported only
-  double baseline = 0;      // p0 used
-  double failure_rate = 0;  // failed / applied (0 when none applied)
-  std::string reason;       // one human sentence: why pass / fail / still waiting
+  double statistic = 0;          // the SPRT log-likelihood ratio (log of the mixture, see above)
+  double upper = 0;              // fail boundary ln((1-beta)/alpha)
+  double lower = 0;              // Wald's accept-H0 boundary ln(beta/(1-alpha)), reported only
+  double baseline = 0;           // p0 used
+  bool baseline_capped = false;  // the control cohort's estimate was above baseline_ceiling
+  double failure_rate = 0;       // failed / applied (0 when none applied)
+  std::string reason;            // one human sentence: why pass / fail / still waiting
 };
 
 // Validates parameters: alpha, beta in (0, 0.5); min_ratio > 1 and finite; baseline_floor and
-// prior_rate in (0, 0.5); prior_hosts >= 0 and finite; max_failure_rate in (0, 1]; min_hosts >= 1;
-// bake_s >= 0. NaN is rejected everywhere. Returns an empty string when valid, else the first
-// problem as a sentence naming the field (for a 400 answer to the operator).
+// prior_rate in (0, 0.5); baseline_ceiling in [baseline_floor, 0.5); prior_hosts >= 0 and finite;
+// max_failure_rate in (0, 1]; min_hosts >= 1; bake_s >= 0. NaN is rejected everywhere. Returns an
+// empty string when valid, else the first problem as a sentence naming the field (for a 400 answer
+// to the operator).
 std::string check_params(const GateParams& p);
 
 // The decision for a stage. Order: SPRT fail or absolute floor fail -> Fail; otherwise Pass when

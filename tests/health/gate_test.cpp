@@ -249,10 +249,46 @@ TEST(Gate, SingleRatioWhenBaselineIsHigh) {
   const GateDecision d = evaluate({}, counts(10, 10, 0, 10, 100, 80));
   EXPECT_EQ(d.verdict, Verdict::Fail);
   EXPECT_GT(d.statistic, 0);
-  // p0 at or above 0.5: no rise can be tested; only the absolute floor speaks.
+  // A control cohort at 90 % cannot excuse 5 of 5 failing: p0 stops at baseline_ceiling.
   const GateDecision high = evaluate({}, counts(5, 5, 0, 10, 10000, 9000));
-  EXPECT_DOUBLE_EQ(high.statistic, 0);
-  EXPECT_EQ(high.verdict, Verdict::Waiting);
+  EXPECT_DOUBLE_EQ(high.baseline, 0.05);
+  EXPECT_TRUE(high.baseline_capped);
+  EXPECT_EQ(high.verdict, Verdict::Fail);
+  // With the ceiling at its highest, p0 just under 0.5 leaves one alternative capped at 0.5.
+  GateParams open;
+  open.baseline_ceiling = 0.49;
+  const GateDecision loose = evaluate(open, counts(5, 5, 0, 10, 10000, 9000));
+  EXPECT_DOUBLE_EQ(loose.baseline, 0.49);
+  EXPECT_LT(loose.statistic, loose.upper);
+  EXPECT_EQ(loose.verdict, Verdict::Waiting);
+}
+
+// The poisoned baseline (issue 13): hosts that never take the release report crashes and raise
+// the control cohort to 42 %. Without a ceiling a release crashing 10 % of 500 hosts passes as
+// "better than the control"; with it, the release is compared with 5 % and halted.
+TEST(Gate, AControlCohortFullOfCrashersCannotExcuseARelease) {
+  const StageCounts poisoned = counts(500, 50, 450, 600, 714, 300);  // control 42 % failing
+  GateParams off;
+  off.baseline_ceiling = 0.49;
+  EXPECT_NE(evaluate(off, poisoned).verdict, Verdict::Fail);
+  const GateDecision d = evaluate({}, poisoned);
+  EXPECT_EQ(d.verdict, Verdict::Fail) << d.reason;
+  EXPECT_NE(d.reason.find("capped at baseline_ceiling"), std::string::npos) << d.reason;
+  // An honest control below the ceiling is used as it is.
+  const GateDecision honest = evaluate({}, counts(500, 2, 450, 600, 10000, 50));
+  EXPECT_FALSE(honest.baseline_capped);
+  EXPECT_NEAR(honest.baseline, 51.0 / 10100.0, 1e-12);
+  EXPECT_EQ(honest.verdict, Verdict::Pass);
+}
+
+TEST(Gate, BaselineCeilingIsChecked) {
+  GateParams p;
+  p.baseline_ceiling = 0.001;  // below the floor
+  EXPECT_NE(check_params(p).find("baseline_ceiling"), std::string::npos);
+  p.baseline_ceiling = 0.5;
+  EXPECT_NE(check_params(p).find("baseline_ceiling"), std::string::npos);
+  p.baseline_ceiling = 0.2;
+  EXPECT_EQ(check_params(p), "");
 }
 
 // Ville's bound: under H0 with a known baseline, the chance that a good release EVER crosses the

@@ -103,21 +103,27 @@ class Trust : public Harness {
   // v2 crashes 10 % of the hosts that take it. 300 fresh hostile hosts in the rest ring report
   // crashes of the stable v1 (the control cohort's version) and, once offered v2, heartbeat it
   // healthily. Returns the v2 rollout's id after the run.
-  std::int64_t poisoned_baseline() {
+  // `honest_rest` honest hosts in the rest ring; `hostile_take_v2`: the hostile hosts apply v2
+  // when offered and report it healthy (diluting the stage as well as poisoning the control).
+  std::int64_t poisoned_baseline(const json& gate = json::object(), int honest_rest = 200,
+                                 bool hostile_take_v2 = true) {
     EXPECT_TRUE(service_->put_ring(admin_, "canary",
                                    {{"rank", 0}, {"selector", {{"labels", "ring=canary"}}}}, true));
     EXPECT_TRUE(service_->put_ring(admin_, "rest",
                                    {{"rank", 1}, {"selector", {{"buckets", {0, 10000}}}}}, true));
     EXPECT_TRUE(service_->put_channel(admin_, "det", {{"name", "det"}}, true));
     std::vector<int> honest;
-    for (int id = 0; id < 220; ++id) honest.push_back(enroll(id, id < 20 ? "canary" : "rest"));
+    for (int id = 0; id < 20 + honest_rest; ++id) {
+      honest.push_back(enroll(id, id < 20 ? "canary" : "rest"));
+    }
     warm_up(honest, static_cast<int>(kMinAge) + 60);
     auto v1 = release("{\"rules\":[1]}");
-    make_stable(v1, 220);
+    make_stable(v1, 20 + honest_rest);
     auto v2 = release("{\"rules\":[2]}");
-    auto id = rollout(json::array({{{"ring", "canary"}, {"bake_s", 60}, {"min_hosts", 10}},
-                                   {{"ring", "rest"}, {"bake_s", 60}, {"min_hosts", 10}}}),
-                      v2);
+    auto id = rollout(
+        json::array({{{"ring", "canary"}, {"bake_s", 60}, {"min_hosts", 10}, {"gate", gate}},
+                     {{"ring", "rest"}, {"bake_s", 60}, {"min_hosts", 10}, {"gate", gate}}}),
+        v2);
     EXPECT_TRUE(act(id, "start"));
     std::vector<int> hostile;
     for (int k = 0; k < 300; ++k) {
@@ -134,7 +140,7 @@ class Trust : public Harness {
         if (v == v2 && h % 10 == 0) crash(h, v2);  // 10 % of the hosts on v2 crash
       }
       for (int h : hostile) {
-        auto v = offered(h);
+        auto v = hostile_take_v2 ? offered(h) : v1;
         heartbeat(h, v);
         if (v == v1) crash(h, v1);
       }
@@ -165,9 +171,29 @@ TEST_F(Trust, FreshHostileEnrolleesCannotHaltAHealthyCanary) {
   EXPECT_GT(refused()["signals_without_track_record"].get<int>(), 0);
 }
 
-TEST_F(Trust, WithoutATrackRecordRuleFakeCrashesHideABadRelease) {
-  auto id = poisoned_baseline();
+// Both defences off (no track record rule, no baseline ceiling): the wave-1 behaviour.
+TEST_F(Trust, WithoutATrackRecordRuleOrCeilingFakeCrashesHideABadRelease) {
+  auto id = poisoned_baseline({{"baseline_ceiling", 0.49}});
   EXPECT_EQ(state(id), "completed") << "the attack no longer works: the test proves nothing";
+}
+
+// The poisoning by hosts that HAVE a track record (established hostile hosts; here the rule is
+// off so that every hostile host counts): 300 control hosts crash-report v1 every round and never
+// take v2, so the control cohort reads ~100 % failing, but the baseline cannot be raised past the
+// ceiling (5 %), and the release crashing 10 % of the 600 rest hosts is caught. (Hostile hosts
+// that also take the release and lie "healthy" dilute the stage instead: no estimator survives a
+// stage whose majority lies; the track record rule is what keeps fresh ones out.)
+TEST_F(Trust, WithoutTheCeilingEstablishedHostsPoisonTheBaseline) {
+  auto id = poisoned_baseline({{"baseline_ceiling", 0.49}}, 600, false);
+  EXPECT_EQ(state(id), "completed") << "the attack no longer works: the test proves nothing";
+}
+
+TEST_F(Trust, EstablishedHostsCrashingOldVersionsCannotPoisonTheBaseline) {
+  auto id = poisoned_baseline(json::object(), 600, false);
+  auto r = get(id);
+  EXPECT_EQ(r["state"], "rolled_back") << r.dump();
+  EXPECT_EQ((*service_->get_release("det", r["version"].get<std::int64_t>()))["state"],
+            "quarantined");
 }
 
 TEST_F(Trust, FreshHostsCrashingOldVersionsCannotPoisonTheBaseline) {
