@@ -8,6 +8,9 @@
 #     hosts (seeded with bench/seed_hosts: core::Service::enroll on the store, one row per host);
 #   - rollback propagation: LP hosts hold long polls, the rollout is aborted through the API, and
 #     bench/agent_load records when each poll is answered (50 / 99 / 100 %);
+#   - the TLS path (BENCH_TLS=0 skips it): the same fleet served over TLS against nginx serving the
+#     same bytes over TLS with the same certificate: 304 with keep-alive, full and resumed
+#     handshakes per second (openssl s_time);
 #   - the agent's footprint, idle in a long poll against this server: RSS and stripped size of a
 #     MinSizeRel build (build-bench-agent, tests/agent/footprint.sh), full runs only
 #     (BENCH_AGENT=0 skips it and prints the figures of agent/FOOTPRINT.md instead).
@@ -179,16 +182,16 @@ curl -sS -D - -o /dev/null "http://127.0.0.1:$nport/desired.json" | tr -d '\r' >
 # ---- 4. load: each repetition runs every target once (interleaved, so noise hits all alike)
 wrk_run() {  # MODE CONNS URL -> appends the BENCH json line to $work/wrk-MODE-CONNS.jsonl
   local mode=$1 conns=$2 target=$3 perf_pid=
-  if [ "${BENCH_PROFILE:-0}" = 1 ] && [ "$mode" != static ] && [ "$rep" = 1 ]; then
+  if [ "${BENCH_PROFILE:-0}" = 1 ] && [ "$mode" = 304 -o "$mode" = 200 -o "$mode" = heartbeat ] && [ "$rep" = 1 ]; then
     # shellcheck disable=SC2086  # BENCH_PERF_ARGS: e.g. "--call-graph dwarf" for call chains
     perf record -q -e cpu-clock -F 999 ${BENCH_PERF_ARGS:--g} -p "$fleet_pid" -o "$work/perf.data" -- sleep "$dur" 2>/dev/null &
     perf_pid=$!
   fi
   local cg=0
-  if [ "${BENCH_PROFILE:-0}" = callgrind ] && [ "$mode" != static ] && [ "$rep" = 1 ]; then
+  if [ "${BENCH_PROFILE:-0}" = callgrind ] && [ "$mode" = 304 -o "$mode" = 200 -o "$mode" = heartbeat ] && [ "$rep" = 1 ]; then
     cg=1; callgrind_control -z "$fleet_pid" >/dev/null
   fi
-  BENCH_MODE=$mode BENCH_HOSTS="$work/hosts.tsv" BENCH_VERSION=$v2 \
+  BENCH_MODE=${mode%-tls} BENCH_HOSTS="${BENCH_HOSTS_FILE:-$work/hosts.tsv}" BENCH_VERSION=$v2 \
     timeout $((dur + 30)) wrk -t1 -c"$conns" -d"${dur}s" --timeout 5s -s bench/wrk_agent.lua "$target" \
     > "$work/wrk.txt" 2>&1 || { cat "$work/wrk.txt" >&2; fail "wrk $mode $conns"; }
   grep -q '^BENCH ' "$work/wrk.txt" || { cat "$work/wrk.txt" >&2; fail "wrk $mode $conns printed no figures"; }
@@ -232,6 +235,109 @@ say "rollback: $lp long polls, then POST /v1/rollouts/$r2/abort"
   --abort "/v1/rollouts/$r2/abort" --wait 60 > "$work/rollback.json" || { cat "$work/rollback.json" >&2; fail "long-poll probe"; }
 spid=$fleet_pid; stop_server
 
+# ---- 5b. the TLS path: the same fleet served over TLS (--tls-cert/--tls-key, one listener)
+# against nginx serving the same bytes over TLS with the same certificate, same run. Keep-alive
+# connections (wrk: one full handshake per connection, then requests), and full handshakes per
+# second (openssl s_time -new: connect, handshake, close) and resumed ones (-reuse: tickets).
+# BENCH_TLS=0 skips it.
+if [ "${BENCH_TLS:-1}" = 1 ]; then
+  say "TLS: certificates, the fleet server over TLS, nginx over TLS"
+  tl="$work/tls"; mkdir -p "$tl"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca \
+    -keyout "$tl/ca.key" -out "$tl/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+    -keyout "$tl/srv.key" -out "$tl/srv.csr" 2>/dev/null
+  printf '%s\n' 'subjectAltName=DNS:localhost,IP:127.0.0.1' 'extendedKeyUsage=serverAuth' > "$tl/ext"
+  openssl x509 -req -days 2 -in "$tl/srv.csr" -CA "$tl/ca.pem" -CAkey "$tl/ca.key" \
+    -CAcreateserial -extfile "$tl/ext" -out "$tl/srv.pem" 2>/dev/null
+  cat "$tl/srv.pem" "$tl/ca.pem" > "$tl/chain.pem"
+  chmod 600 "$tl/srv.key"
+  start_tls_server() {  # like start_server, over TLS, on the fleet's data dir
+    RINGFENCE_ADMIN_TOKEN=$token "$server_bin" --data-dir "$work/fleet" --listen 127.0.0.1:0 \
+      --threads 1 --no-access-log --heartbeat-s 3600 --exposed-heartbeat-s 3600 \
+      --healthy-after-s 0 --evidence-min-age-s 0 --tls-cert "$tl/chain.pem" --tls-key "$tl/srv.key" \
+      > "$work/fleet-tls.out" 2> "$work/fleet-tls.err" &
+    spid=$!; pids+=("$spid")
+    for _ in $(seq 12000); do
+      grep -q '^listening on' "$work/fleet-tls.out" 2>/dev/null && break
+      kill -0 "$spid" 2>/dev/null || { cat "$work/fleet-tls.err" >&2; fail "TLS server exited"; }
+      sleep 0.01
+    done
+    grep -q '^listening on' "$work/fleet-tls.out" || fail "TLS server did not start within 120 s"
+    tport=$(sed -n 's/^listening on 127.0.0.1://p' "$work/fleet-tls.out")
+  }
+  start_tls_server
+  # A generation per host is issued at start: learn the ETags again, over TLS, for TLS_HOSTS hosts
+  # (what a 304 costs does not depend on how many distinct hosts ask).
+  tls_hosts=${BENCH_TLS_HOSTS:-$([ $quick = 1 ] && echo 200 || echo 5000)}
+  python3 - "$tport" "$tl/ca.pem" "$work/creds.txt" "$tls_hosts" "$work/hosts-tls.tsv" <<'PY'
+import http.client, ssl, sys
+port, ca, creds, n, out = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+ctx = ssl.create_default_context(cafile=ca)
+conn = http.client.HTTPSConnection("localhost", int(port), context=ctx)
+rows = []
+for line in open(creds):
+    cred = line.strip()
+    if not cred:
+        continue
+    conn.request("GET", "/v1/agent/desired", headers={"Authorization": "Bearer " + cred})
+    r = conn.getresponse(); r.read()
+    if r.status != 200:
+        sys.exit(f"prime over TLS: {r.status}")
+    rows.append(f"{cred}\t{r.getheader('ETag')}")
+    if len(rows) >= n:
+        break
+open(out, "w").write("\n".join(rows) + "\n")
+PY
+  ngt="$work/nginx-tls"; mkdir -p "$ngt/tmp"
+  chmod 755 "$ngt"; chmod 644 "$tl/srv.key"  # nginx reads it before dropping to nobody
+  ntport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  cat > "$ngt/nginx.conf" <<NGX
+worker_processes 1;
+daemon off;
+pid $ngt/nginx.pid;
+error_log $ngt/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 100000000;
+  keepalive_timeout 60s;
+  client_body_temp_path $ngt/tmp; proxy_temp_path $ngt/tmp; fastcgi_temp_path $ngt/tmp;
+  uwsgi_temp_path $ngt/tmp; scgi_temp_path $ngt/tmp;
+  types { application/json json; }
+  ssl_protocols TLSv1.2 TLSv1.3;
+  ssl_session_tickets on;
+  ssl_session_cache shared:SSL:10m;
+  server { listen 127.0.0.1:$ntport ssl; root $ng/html;
+           ssl_certificate $tl/chain.pem; ssl_certificate_key $tl/srv.key; }
+}
+NGX
+  nginx -c "$ngt/nginx.conf" -p "$ngt" &
+  pids+=($!)
+  for _ in $(seq 100); do
+    curl -sf --cacert "$tl/ca.pem" "https://localhost:$ntport/desired.json" -o /dev/null && break; sleep 0.05
+  done
+  curl -sf --cacert "$tl/ca.pem" "https://localhost:$ntport/desired.json" -o /dev/null || fail "nginx over TLS does not serve the file"
+  for conns in $conns_list; do
+    for rep in $(seq "$reps"); do
+      say "TLS load: $conns connections, repetition $rep/$reps"
+      wrk_run static-tls "$conns" "https://127.0.0.1:$ntport/desired.json"
+      BENCH_HOSTS_FILE="$work/hosts-tls.tsv" wrk_run 304-tls "$conns" "https://127.0.0.1:$tport"
+    done
+  done
+  # Handshakes: openssl s_time, one client process, HS_S seconds per figure.
+  hs_s=$([ $quick = 1 ] && echo 1 || echo 5)
+  s_time() {  # PORT new|reuse -> connections per second
+    openssl s_time -connect "127.0.0.1:$1" -"$2" -time "$hs_s" -CAfile "$tl/ca.pem" 2>/dev/null \
+      | sed -n 's/^\([0-9]*\) connections in \([0-9.]*\) real seconds.*/\1 \2/p' \
+      | awk 'NR==1 {if ($2 > 0) printf "%.1f", $1 / $2; else print 0}'
+  }
+  put hs_new_ours "$(s_time "$tport" new)"; put hs_new_nginx "$(s_time "$ntport" new)"
+  put hs_reuse_ours "$(s_time "$tport" reuse)"; put hs_reuse_nginx "$(s_time "$ntport" reuse)"
+  put rss_kib_tls "$(rss_kib "$spid")"
+  stop_server
+fi
+
 # ---- 6. start-up and memory with BIG hosts
 say "seeding $big hosts"
 "$seed_bin" --data-dir "$work/big" --hosts "$big" > "$work/seed-big.json"
@@ -271,11 +377,14 @@ doc = {"machine": {"cores": os.cpu_count(), "cpu": cpu}, "quick": quick == "1",
        "answer_bytes": int(kv["answer_bytes"]), "load": [], "memory": {}, "startup_ms": {},
        "loadavg": {"start": load_start, "end": load_end}}
 names = {"static": "nginx static (reference)", "304": "GET desired 304", "200": "GET desired 200",
-         "heartbeat": "POST heartbeat 204"}
+         "heartbeat": "POST heartbeat 204", "static-tls": "nginx static over TLS (reference)",
+         "304-tls": "GET desired 304 over TLS"}
 bad = []
 for conns in conns_list.split():
     ref = None
-    for mode in ["static", "304", "200", "heartbeat"]:
+    for mode in ["static", "304", "200", "heartbeat", "static-tls", "304-tls"]:
+        if not os.path.exists(f"{work}/wrk-{mode}-{conns}.jsonl"):
+            continue  # the TLS path skipped (BENCH_TLS=0)
         runs = [json.loads(l) for l in open(f"{work}/wrk-{mode}-{conns}.jsonl")]
         errs = sum(r["errors"] for r in runs)
         if errs or any(r["requests"] == 0 for r in runs):
@@ -285,7 +394,7 @@ for conns in conns_list.split():
                "p50_ms": statistics.median(r["p50_ms"] for r in runs),
                "p99_ms": statistics.median(r["p99_ms"] for r in runs),
                "rps_runs": [r["rps"] for r in runs], "errors": errs}
-        if mode == "static":
+        if mode in ("static", "static-tls"):
             ref = row["rps"]
         row["ratio"] = row["rps"] / ref if ref else None
         doc["load"].append(row)
@@ -299,6 +408,10 @@ doc["startup_cpu_ms"] = {"0": num("start_cpu_ms_0"), str(hosts): num("start_cpu_
                          str(big): num("start_cpu_ms_big")}
 doc["seed_enrolls_per_s"] = {str(hosts): num("seed_per_s_hosts"), str(big): num("seed_per_s_big")}
 doc["rollback"] = json.load(open(f"{work}/rollback.json"))
+if "hs_new_ours" in kv:
+    doc["tls"] = {"handshakes_per_s": {"ours": num("hs_new_ours"), "nginx": num("hs_new_nginx")},
+                  "resumed_per_s": {"ours": num("hs_reuse_ours"), "nginx": num("hs_reuse_nginx")},
+                  "rss_kib_tls_after_load": num("rss_kib_tls")}
 if "agent_rss_kib" in kv:
     doc["agent"] = {"stripped_bytes": num("agent_stripped_bytes"), "rss_kib": num("agent_rss_kib")}
 doc["headers"] = {"ours": open(f"{work}/desired.head").read().strip().split("\n"),
@@ -341,6 +454,15 @@ elif quick != "1":
     for l in rows:
         if l.startswith("| **MinSizeRel**"):
             p(l)
+if "tls" in doc:
+    t = doc["tls"]
+    ratio = lambda a, b: f"{a / b:.2f}" if a and b else "?"
+    p("\n| TLS connections, openssl s_time (one client) | ours /s | nginx /s | x nginx |")
+    p("|---|---:|---:|---:|")
+    hs, rs = t["handshakes_per_s"], t["resumed_per_s"]
+    p(f"| full handshakes (connect, ECDHE-P256 + ECDSA, close) | {hs['ours']:,.0f} | {hs['nginx']:,.0f} | {ratio(hs['ours'], hs['nginx'])} |")
+    p(f"| resumed sessions (tickets) | {rs['ours']:,.0f} | {rs['nginx']:,.0f} | {ratio(rs['ours'], rs['nginx'])} |")
+    p(f"\nServer RSS after the TLS runs: {t['rss_kib_tls_after_load']/1024:.1f} MiB")
 p(f"\nSeeding (Service::enroll, one SQLite row each): {doc['seed_enrolls_per_s']}")
 p(f"Written: {json_out}")
 if bad:
