@@ -213,6 +213,13 @@ std::string prometheus_text(core::Service& svc, const RequestMetrics& requests) 
        "# TYPE ringfence_signals_without_track_record_total counter\n"
     << "ringfence_signals_without_track_record_total "
     << ref["signals_without_track_record"].get<std::uint64_t>() << "\n";
+  if (m["key_set_expires"].is_number()) {
+    o << "# HELP ringfence_key_set_expiry_timestamp_seconds When the key set in use expires "
+         "(unix s): alert well before, agents freeze after it.\n"
+         "# TYPE ringfence_key_set_expiry_timestamp_seconds gauge\n"
+         "ringfence_key_set_expiry_timestamp_seconds "
+      << m["key_set_expires"].get<std::int64_t>() << "\n";
+  }
   o << "# HELP ringfence_emergency_stop 1 while an emergency stop is in force.\n"
        "# TYPE ringfence_emergency_stop gauge\n"
     << "ringfence_emergency_stop " << (m["emergency_stop"].get<bool>() ? 1 : 0) << "\n";

@@ -995,7 +995,8 @@ json Service::metrics() const {
              {{"unknown_channel", m.refused.heartbeat_unknown_channel},
               {"version_not_sent", m.refused.heartbeat_version_not_sent}}},
             {"signals_without_track_record", m.refused.signals_without_track_record}}},
-          {"emergency_stop", m.emergency}};
+          {"emergency_stop", m.emergency},
+          {"key_set_expires", m.keys.key_set ? json(m.keys.key_set->set.expires) : json(nullptr)}};
 }
 
 }  // namespace ringfence::server::core

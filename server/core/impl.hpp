@@ -244,6 +244,8 @@ struct Service::Impl {
   ServerKeys keys;
   std::pair<std::int64_t, std::int64_t> key_stamp{0, 0};
   std::int64_t next_key_check_ms = 0;
+  std::int64_t next_expiry_warning_ms = 0;                  // key_set_expiring, at most every 6 h
+  static constexpr std::int64_t kKeySetWarnS = 14 * 86400;  // warn this long before expiry
   std::vector<proto::KnownBad> known_bad;
 
   std::multimap<HostIndex, Waiter> waiters;

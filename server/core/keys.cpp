@@ -3,6 +3,7 @@
 #include "server/core/keys.hpp"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -153,6 +154,26 @@ void Service::Impl::check_key_files() {
   auto now_ms = clock.now_ms();
   if (opt.data_dir.empty() || now_ms < next_key_check_ms) return;
   next_key_check_ms = now_ms + 2000;
+  // An expired key set freezes every agent (they keep their content and report
+  // stale_desired_state): warn well before, in the log and the event stream, every 6 hours.
+  if (keys.key_set && now_ms >= next_expiry_warning_ms) {
+    auto left = keys.key_set->set.expires - now_ms / 1000;
+    if (left < kKeySetWarnS) {
+      next_expiry_warning_ms = now_ms + 6 * 3600 * 1000;
+      auto msg = left > 0 ? "key set v" + std::to_string(keys.version()) + " expires in " +
+                                std::to_string(left / 3600) +
+                                " h: renew it (ringfence-server keys renew) before agents freeze"
+                          : "key set v" + std::to_string(keys.version()) +
+                                " has EXPIRED: agents keep their content and take nothing new "
+                                "until it is renewed (ringfence-server keys renew)";
+      spdlog::warn("{}", msg);
+      (void)event("keys", "key_set_expiring", std::nullopt,
+                  {{"version", keys.version()},
+                   {"expires", keys.key_set->set.expires},
+                   {"seconds_left", left},
+                   {"message", msg}});
+    }
+  }
   if (file_stamp(opt.data_dir + "/keyset.json") == key_stamp) return;
   auto st = reload_keys_locked("keys:file");
   if (!st) {

@@ -396,7 +396,9 @@ class Session final : public SessionBase {
         return;
       }
       spdlog::debug("{}: connection timed out", self->remote_);
-      if (kTls && !self->handshake_done_) {
+      if (self->tls_closing_) {
+        // A client that did not answer our close_notify: the end we chose, not a timeout.
+      } else if (kTls && !self->handshake_done_) {
         self->srv_->stats.tls_handshake_timeouts.fetch_add(1, std::memory_order_relaxed);
       } else {
         self->srv_->stats.timeouts.fetch_add(1, std::memory_order_relaxed);
@@ -944,8 +946,8 @@ class Session final : public SessionBase {
     body_ = std::string();
     if (head_.capacity() > 4096) std::string().swap(head_);
     if (ec || closed_) return close();
-    if (!keep_alive) return linger ? linger_close() : close();
-    if (closing_ && queue_.empty()) return close();
+    if (!keep_alive) return linger ? linger_close() : finish();
+    if (closing_ && queue_.empty()) return finish();
     if (reading_) {
       if (queue_.empty()) arm_read();  // the client owes us the next request again
     } else {
@@ -1179,11 +1181,28 @@ class Session final : public SessionBase {
     if (!reading_) discard_reads();
   }
 
+  // A clean end of a connection after its last reply: over TLS the peer is told with a
+  // close_notify first (else it cannot tell our close from a truncation by someone on the path),
+  // waiting at most kCloseNotifyMs for its own; plain connections just close.
+  void finish() {
+    if constexpr (kTls) {
+      if (handshake_done_ && !closed_ && !reading_ && !writing_ && !tls_closing_) {
+        tls_closing_ = true;
+        read_deadline_.store(kNever, std::memory_order_relaxed);
+        write_deadline_.store(now_ms() + kCloseNotifyMs, std::memory_order_relaxed);
+        stream_.async_shutdown([self = self_ptr()](error_code) { self->close(); });
+        return;
+      }
+    }
+    close();
+  }
+
   void begin_shutdown() {
     closing_ = true;
     no_more_reads_ = true;
     if (closed_) return;
-    if (streaming_ || (queue_.empty() && !writing_)) close();
+    if (streaming_) return close();
+    if (queue_.empty() && !writing_) finish();
     // Otherwise after_write closes once the queued replies are out.
   }
 
@@ -1247,6 +1266,8 @@ class Session final : public SessionBase {
   std::unique_ptr<char[]> sink_;
 
   bool handshake_done_ = false;
+  bool tls_closing_ = false;  // our close_notify is out (finish)
+  static constexpr std::int64_t kCloseNotifyMs = 1000;
   bool client_verified_ = false;  // a client certificate that chains to the configured CA
 };
 

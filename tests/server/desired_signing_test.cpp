@@ -189,6 +189,29 @@ TEST_F(DesiredSigning, AKeySetFromTheDataDirIsUsedAndARotationReachesEveryone) {
   EXPECT_EQ(decoded(0).key_id, proto::key_id(k2.public_key));
 }
 
+// A key set close to its expiry is announced (log, event, metric) before agents freeze on it.
+TEST_F(DesiredSigning, AKeySetCloseToItsExpiryIsAnnounced) {
+  fleet(1, 1);
+  auto root = proto::generate_keypair();
+  write_keys(1, root, {key_});  // expires in one day
+  ASSERT_TRUE(service_->reload_keys(admin_));
+  EXPECT_EQ(service_->metrics()["key_set_expires"].get<std::int64_t>(), now_s() + 86400);
+  auto count = [&] {
+    int n = 0;
+    for (const auto& e : events()) n += e["kind"] == "key_set_expiring";
+    return n;
+  };
+  advance_s(3);
+  service_->tick();
+  ASSERT_EQ(count(), 1);
+  advance_s(60);  // not again within six hours
+  service_->tick();
+  EXPECT_EQ(count(), 1);
+  advance_s(6 * 3600);
+  service_->tick();
+  EXPECT_EQ(count(), 2);
+}
+
 TEST_F(DesiredSigning, AKeySetNotSignedByTheRootOrOlderIsRefusedAndTheOldKeysStay) {
   fleet(1, 1);
   auto root = proto::generate_keypair();

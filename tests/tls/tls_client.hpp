@@ -3,8 +3,11 @@
 // server's code): pick the protocol versions, the CA, a client certificate; send one raw HTTP
 // request and read until the server closes.
 
+#include <cstddef>
+#include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace ringfence::testing {
 
@@ -27,6 +30,18 @@ struct TlsResult {
 // Connects to 127.0.0.1:port, handshakes (SNI and host check "localhost"), sends `request`
 // (when not empty) and reads until close or a 5 s receive timeout.
 TlsResult tls_exchange(int port, const TlsClientOptions& o, const std::string& request);
+
+struct TlsSessionResult : TlsResult {
+  std::vector<std::string> responses;  // one per request, each read to its Content-Length
+  bool clean_close = false;  // after the last, the server sent close_notify before closing
+};
+
+// One connection, `requests` sent one after another (keep-alive; the last should say
+// `Connection: close`); `before(i)` runs before request i is sent. After the last response it
+// reads on until the server ends the connection, and says whether it did so cleanly.
+TlsSessionResult tls_session(int port, const TlsClientOptions& o,
+                             const std::vector<std::string>& requests,
+                             const std::function<void(std::size_t)>& before = {});
 
 // The HTTP status of a raw response ("HTTP/1.1 403 ..." -> 403), or 0.
 int status_of(const std::string& response);

@@ -190,6 +190,30 @@ TEST_F(TlsTest, SighupReloadsTheCertificateAndABadOneKeepsTheOld) {
   EXPECT_EQ(metric(page, "ringfence_http_tls_reload_failures_total"), 1) << page;
 }
 
+// A certificate rotation must not drop the connections that are open: a keep-alive connection
+// made before the SIGHUP carries on (and keeps the certificate it was made with) while new ones
+// get the new certificate. It ends, when asked to, with a close_notify: a client can tell the
+// server's close from a truncation by someone on the path.
+TEST_F(TlsTest, AReloadKeepsOpenConnectionsAndTheyEndWithACloseNotify) {
+  ServerProcess s(tls_args("first"));
+  ASSERT_NE(s.port(), 0) << s.log();
+  TlsClientOptions o{pki_.path("a.pem")};
+  const std::string keep = "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
+  auto r = tls_session(s.port(), o, {keep, keep, get("/healthz")}, [&](std::size_t i) {
+    if (i != 1) return;
+    tls_args("second");
+    s.process().signal(SIGHUP);
+    ASSERT_TRUE(eventually([&] {
+      return tls_exchange(s.port(), o, "").peer_subject.find("CN=second") != std::string::npos;
+    })) << s.log();
+  });
+  ASSERT_TRUE(r.connected) << r.error;
+  ASSERT_EQ(r.responses.size(), 3u) << r.error;
+  for (const auto& resp : r.responses) EXPECT_EQ(status_of(resp), 200) << resp;
+  EXPECT_NE(r.peer_subject.find("CN=first"), std::string::npos) << r.peer_subject;
+  EXPECT_TRUE(r.clean_close) << "the server closed without a close_notify";
+}
+
 TEST(TlsDefaults, PlainHttpOnANonLoopbackAddressNeedsAllowPlaintext) {
   TempDir dir;
   auto refused = Process::start({built_program("server/ringfence-server"), "--data-dir",
