@@ -226,19 +226,40 @@ void Agent::detect_previous_crash() {
   auto marker_text = deps_.fs.read(join(cfg_.state_dir, kMarker));
   if (!marker_text) return;  // clean exit (or first start)
   std::string prev_boot;
+  std::int64_t prev_started_ms = 0;
   try {
-    prev_boot = json::parse(*marker_text).value("boot_id", "");
+    auto m = json::parse(*marker_text);
+    prev_boot = m.value("boot_id", "");
+    prev_started_ms = m.value("started_ms", std::int64_t{0});
   } catch (const std::exception&) {
   }
+  // Without a readable boot id on either side the two cannot be told apart: a crash, as before.
+  bool known = !prev_boot.empty() && prev_boot != "unknown" && boot_id_ != "unknown";
+  bool same_boot = known && prev_boot == boot_id_;
   bool host_rebooted = !prev_boot.empty() && prev_boot != boot_id_;
   std::int64_t now = deps_.clock.wall_ms();
 
-  // Attribute the crash to a channel whose guard is armed, if any.
+  // The channel whose guard is armed (content on probation), if any: the report names it.
   std::optional<std::string> guarded;
   for (auto& [ch, g] : st_.guards) {
     if (g.healthy || now - g.activated_ms > cfg_.crash_loop_window_s * 1000) continue;
     guarded = ch;
-    ++g.failures;
+    // Only the host dying counts against the content: the agent process dying on the same boot
+    // (OOM killer, an administrator, an upgrade) left the host and the consumer's input intact.
+    // Consumer crashes are counted as they happen (on_consumer_exit).
+    if (!same_boot) ++g.failures;
+  }
+  std::optional<std::int64_t> version;
+  if (guarded) version = st_.guards[*guarded].version;
+  if (same_boot) {
+    json detail = {{"kind", "agent_restart"},
+                   {"boot_id_changed", false},
+                   {"previous_started_ms", prev_started_ms},
+                   {"uptime_s", deps_.system.host_uptime_s()},
+                   {"versions", json::parse(versions_json())}};
+    spdlog::warn("previous run did not shut down cleanly (agent_restart: same boot, not a crash)");
+    report(proto::ReportKind::AgentRestart, guarded, version, detail.dump());
+    return;
   }
   (void)persist();
   std::string kind = host_rebooted && guarded ? "boot_loop" : "unclean_shutdown";
@@ -247,11 +268,7 @@ void Agent::detect_previous_crash() {
                  {"previous_boot_id", prev_boot},
                  {"uptime_s", deps_.system.host_uptime_s()},
                  {"versions", json::parse(versions_json())}};
-  std::optional<std::int64_t> version;
-  if (guarded) {
-    version = st_.guards[*guarded].version;
-    detail["failures"] = st_.guards[*guarded].failures;
-  }
+  if (guarded) detail["failures"] = st_.guards[*guarded].failures;
   spdlog::warn("previous run did not shut down cleanly ({}{})", kind,
                host_rebooted ? ", host rebooted" : "");
   report(proto::ReportKind::Crash, guarded, version, detail.dump());
@@ -512,6 +529,7 @@ void Agent::send_heartbeat() {
   hb_again_ = false;
   cancel_timer(hb_timer_);
   proto::Heartbeat hb;
+  hb.consumers = cfg_.consumers;
   hb.boot_id = boot_id_;
   hb.uptime_s = deps_.system.host_uptime_s();
   for (const auto& [ch, rec] : st_.channels) {

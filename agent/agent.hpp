@@ -36,6 +36,9 @@ struct Config {
   std::string content_dir;
   std::string enroll_token;
   proto::Labels labels;
+  // Consumer name -> version (--consumer-version), sent in every heartbeat: the server validates
+  // new releases against every consumer version in the field. Checked by main (proto rules).
+  std::map<std::string, std::string> consumers;
   // Trust: the pinned root of the key set (--root-key) and/or the first key set's one key
   // (--public-key, trusted for content and desired states until a root-signed set replaces it).
   std::optional<proto::PublicKey> root_key;

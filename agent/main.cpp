@@ -17,6 +17,7 @@
 #include "agent/runtime/asio_clock.hpp"
 #include "proto/fatal.hpp"
 #include "proto/ids.hpp"
+#include "proto/messages.hpp"
 #include "proto/tls_client.hpp"
 #include "proto/url.hpp"
 
@@ -70,6 +71,12 @@ int main(int argc, char** argv) try {
   app.add_option("--consumer", consumer,
                  "content consumer command: run as CMD --check FILE and CMD --run FILE")
       ->envname("RINGFENCE_CONSUMER");
+  std::vector<std::string> consumer_versions;
+  app.add_option("--consumer-version", consumer_versions,
+                 "NAME=VERSION of a content consumer on this host, reported to the server "
+                 "(repeatable)")
+      ->envname("RINGFENCE_CONSUMER_VERSION")
+      ->delimiter(',');
   app.add_option("--crash-loop-k", cfg.crash_loop_k, "crashes within the window that revert")
       ->envname("RINGFENCE_CRASH_LOOP_K")
       ->check(CLI::Range(1, 100));
@@ -104,6 +111,11 @@ int main(int argc, char** argv) try {
   app.add_flag("--allow-plaintext", allow_plaintext,
                "allow http:// to a server that is not on this machine")
       ->envname("RINGFENCE_ALLOW_PLAINTEXT");
+  std::string boot_id_file = "/proc/sys/kernel/random/boot_id";
+  app.add_option("--boot-id-file", boot_id_file,
+                 "file holding this boot's id: an unclean exit on the same boot is an agent "
+                 "restart, on a new boot a crash")
+      ->envname("RINGFENCE_BOOT_ID_FILE");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")
       ->envname("RINGFENCE_LOG_LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
@@ -161,6 +173,17 @@ int main(int argc, char** argv) try {
     }
     cfg.labels[k] = v;
   }
+  for (const auto& cv : consumer_versions) {
+    auto eq = cv.find('=');
+    std::string k = cv.substr(0, eq), v = eq == std::string::npos ? "" : cv.substr(eq + 1);
+    if (eq == std::string::npos || !proto::is_name(k) || !proto::is_consumer_version(v)) {
+      die("--consumer-version must be NAME=VERSION (a name like a channel's; a version of 1..64 "
+          "characters of [A-Za-z0-9._+-]): " +
+          cv);
+    }
+    cfg.consumers[k] = v;
+  }
+  if (cfg.consumers.size() > proto::kMaxConsumers) die("--consumer-version: at most 8 consumers");
   std::vector<std::string> consumer_argv = split_command(consumer);
   if (!consumer.empty() && (consumer_argv.empty() || consumer_argv[0].front() != '/')) {
     die("--consumer must start with an absolute path (no shell is used): " + consumer);
@@ -175,7 +198,7 @@ int main(int argc, char** argv) try {
   net::BeastClient& client = **made;
   std::unique_ptr<ProcessConsumerRunner> runner;
   if (!consumer_argv.empty()) runner = std::make_unique<ProcessConsumerRunner>(io, consumer_argv);
-  telemetry::ProcSystemInfo system;
+  telemetry::ProcSystemInfo system(boot_id_file);
 
   std::string fault_point;
   if (const char* f = std::getenv("RINGFENCE_AGENT_FAULT")) fault_point = f;

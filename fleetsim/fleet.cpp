@@ -44,7 +44,8 @@ enum class EvKind : std::uint8_t {
   RateCrash,
   CrashOnce,
   GoSilent,
-  Report
+  Report,
+  Recover
 };
 
 struct Ev {
@@ -59,6 +60,7 @@ struct ChannelState {
   std::int64_t version = 0;
   std::string state = "active";
   std::int64_t target = 0;         // a version being downloaded / applied
+  std::int64_t lkg = 0;            // last-known-good: the version active before this one
   std::set<std::int64_t> refused;  // versions this host failed to apply: not retried
   // Offers refused by the agent's acceptance rule, per signed manifest (like the agent's
   // refused list: the same version re-signed, e.g. as a rollback target, is a new offer).
@@ -71,6 +73,7 @@ struct Host {
   std::string boot_id;
   std::int64_t boot_ms = 0;
   proto::Labels labels;
+  proto::Labels consumers;  // consumer name -> version (--consumer-version mix), sent in heartbeats
   std::string etag;
   std::int64_t generation = 0;  // of the last desired state acted on (a lower one is a replay)
   std::int64_t heartbeat_s = 60;
@@ -93,6 +96,10 @@ struct Host {
   // A crash scheduled after an apply (crash:P): the version it is attributed to.
   std::string crash_channel;
   std::int64_t crash_version = 0;
+  // The version a silent boot loop is attributed to (silent:P): what the agent's crash-loop
+  // guard reverts when the host comes back.
+  std::string loop_channel;
+  std::int64_t loop_version = 0;
 };
 
 struct VersionStats {
@@ -103,6 +110,7 @@ struct VersionStats {
   std::int64_t crashes = 0;           // crashes attributed to this version (model or rate)
   std::int64_t went_silent = 0;       // hosts that went silent right after applying it
   std::int64_t rolled_back_from = 0;  // hosts that left it for a lower version
+  std::int64_t local_rollbacks = 0;   // hosts whose crash-loop guard reverted it
 };
 
 // Whether the fleet keeps the heartbeat rate the server asks for. The server counts a host as
@@ -123,6 +131,9 @@ struct Blob {
   enum class State { Fetching, Ready, Failed } state = State::Fetching;
   std::string data;
   std::optional<ConsumerResult> consumer;  // evaluated once, when model_from_content
+  // ... and once per consumer version of the hosts (the values that version supplies).
+  // A cache of a pure function of `data`: filled in on first use, hence mutable.
+  mutable std::map<long long, ConsumerVerdict> by_supplied;
   std::vector<std::function<void(const Blob*)>> waiters;
 };
 }  // namespace
@@ -147,6 +158,7 @@ struct Fleet::Impl {
   std::size_t enrolls_in_flight = 0;
   std::size_t enrolled = 0;
   std::size_t silent = 0;
+  std::size_t recovered = 0;  // boot-looping hosts brought back by their crash-loop guard
 
   std::unordered_map<std::string, Blob> blobs;
   SignatureCache verified_signatures;
@@ -256,6 +268,7 @@ struct Fleet::Impl {
                     site.c_str(), i);
       h.labels = {{"os", o},      {"os_version", version},   {"arch", arch},
                   {"site", site}, {"tenant", pick(tenants)}, {"hostname", hostname}};
+      for (const auto& [name, mix] : opt.consumer_versions) h.consumers[name] = pick(mix);
       h.long_poll = i < opt.long_poll_hosts;
       h.boot_id = uuid();
       h.boot_ms = now_ms() - jitter_ms(60'000, 30LL * 86'400'000);  // booted some time ago
@@ -338,6 +351,7 @@ struct Fleet::Impl {
 
   void dispatch(const Ev& e) {
     auto& h = hosts[e.host];
+    if (e.kind == EvKind::Recover) return recover(e.host);
     if (h.silent) return;
     switch (e.kind) {
       case EvKind::Enroll:
@@ -360,6 +374,8 @@ struct Fleet::Impl {
         break;
       case EvKind::Report:
         flush_reports(e.host);
+        break;
+      case EvKind::Recover:
         break;
     }
   }
@@ -634,11 +650,19 @@ struct Fleet::Impl {
                        verified_signatures) == OfferVerdict::Accept;
   }
 
-  Model model_for(const std::string& channel, std::int64_t version, const Blob& b) {
+  Model model_for(const Host& h, const std::string& channel, std::int64_t version, const Blob& b) {
     auto it = opt.models.find({channel, version});
     if (it != opt.models.end()) return it->second;
     if (opt.model_from_content && b.consumer) {
-      switch (b.consumer->verdict) {
+      auto verdict = b.consumer->verdict;
+      // The host's own consumer version decides when it names a number of values it supplies.
+      auto cv = h.consumers.find(opt.content_consumer);
+      if (auto n = cv == h.consumers.end() ? 0 : supplied_values(cv->second); n > 0) {
+        auto [slot, fresh] = b.by_supplied.try_emplace(n, ConsumerVerdict::Loads);
+        if (fresh) slot->second = evaluate_consumer(b.data, n).verdict;
+        verdict = slot->second;
+      }
+      switch (verdict) {
         case ConsumerVerdict::Loads:
           return Model{ModelKind::Healthy, 0};
         case ConsumerVerdict::Crashes:
@@ -676,7 +700,7 @@ struct Fleet::Impl {
                  json{{"reason", "signature, hash or manifest check failed"}}.dump());
       return;
     }
-    Model m = model_for(dc.channel, dc.version, *b);
+    Model m = model_for(h, dc.channel, dc.version, *b);
     vs.model = to_string(m);
     if (m.kind == ModelKind::ApplyFail && coin(m.value)) {
       ++vs.apply_failed;
@@ -687,12 +711,15 @@ struct Fleet::Impl {
     }
     std::int64_t previous = ch.version;
     if (previous > dc.version) ++versions[{dc.channel, previous}].rolled_back_from;
+    if (previous != 0 && previous != dc.version) ch.lkg = previous;  // as the agent keeps it
     ch.version = dc.version;
     ch.state = "active";
     ++vs.applied;
     add_report(i, proto::ReportKind::Applied, dc.channel, dc.version,
                json{{"previous", previous}, {"rollback", dc.rollback}}.dump());
     if (m.kind == ModelKind::Silent && coin(m.value)) {
+      h.loop_channel = dc.channel;
+      h.loop_version = dc.version;
       schedule(i, EvKind::GoSilent, jitter_ms(500, 2000));
     } else if (m.kind == ModelKind::Crash && coin(m.value)) {
       h.crash_channel = dc.channel;
@@ -720,6 +747,7 @@ struct Fleet::Impl {
     proto::Heartbeat hb;
     hb.boot_id = h.boot_id;
     hb.uptime_s = std::max<std::int64_t>(0, (now_ms() - h.boot_ms) / 1000);
+    hb.consumers = h.consumers;
     for (const auto& [name, ch] : h.channels) {
       if (ch.version > 0) hb.channels[name] = proto::ChannelStatus{ch.version, ch.state};
     }
@@ -908,8 +936,70 @@ struct Fleet::Impl {
     for (const auto& [name, ch] : h.channels) {
       if (ch.version > 0) ++versions[{name, ch.version}].went_silent;
     }
-    if (h.long_poll && h.lane) client.close_lane(h.lane);
+    if (h.long_poll && h.lane) {
+      client.close_lane(h.lane);
+      h.poll_in_flight = false;  // its callback is dropped with the lane
+    }
     h.lane = 0;
+    // The agent's crash-loop guard (agent/agent.cpp): every boot after the apply counts; at the
+    // K-th one it restores last-known-good before the consumer loads the content again. A boot
+    // of a looping host lasts about boot_loop_ms, so the host is back after ~K of them.
+    if (opt.crash_loop_k > 0 && !h.loop_channel.empty()) {
+      auto boot = std::max<std::int64_t>(1, opt.boot_loop_ms);
+      schedule(i, EvKind::Recover, opt.crash_loop_k * boot + jitter_ms(0, boot / 2));
+    }
+  }
+
+  // A boot-looping host whose guard tripped: last-known-good restored, the version quarantined
+  // locally (never applied again, even when offered), a new boot, and the reports the agent
+  // spooled meanwhile (the boot-loop crash and the local rollback) sent now that it is back.
+  void recover(std::uint32_t i) {
+    auto& h = hosts[i];
+    if (!h.silent || stopped || h.loop_channel.empty()) return;
+    h.silent = false;
+    --silent;
+    ++recovered;
+    auto channel = h.loop_channel;
+    auto bad = h.loop_version;
+    h.loop_channel.clear();
+    h.loop_version = 0;
+    auto& ch = h.channels[channel];
+    std::int64_t from = ch.version, to = ch.version;
+    if (ch.version == bad) {
+      to = ch.lkg != bad ? ch.lkg : 0;
+      ch.version = to;
+      ch.state = "active";
+      ch.lkg = 0;
+    }
+    ch.target = 0;
+    ch.refused.insert(bad);
+    ++versions[{channel, bad}].local_rollbacks;
+    if (from == bad && to != 0) ++versions[{channel, bad}].rolled_back_from;
+    std::string crashed_boot = h.boot_id;
+    h.boot_id = uuid();
+    h.boot_ms = now_ms();
+    json versions_json = json::object();
+    for (const auto& [name, c] : h.channels) versions_json[name] = c.version;
+    add_report(i, proto::ReportKind::Crash, channel, bad,
+               json{{"kind", "boot_loop"},
+                    {"host_rebooted", true},
+                    {"previous_boot_id", crashed_boot},
+                    {"failures", opt.crash_loop_k},
+                    {"uptime_s", 0},
+                    {"versions", versions_json}}
+                   .dump());
+    add_report(i, proto::ReportKind::LocalRollback, channel, bad,
+               json{{"reason", "crash_loop"},
+                    {"from", bad},
+                    {"to", to},
+                    {"failures", opt.crash_loop_k},
+                    {"quarantined", true}}
+                   .dump());
+    h.etag.clear();  // a whole new desired state: what it held before the loop is stale
+    if (h.long_poll) h.lane = client.open_lane();
+    if (h.enrolled && !h.poll_in_flight) poll(i);
+    schedule_heartbeat(i, jitter_ms(200, 1500));
+    schedule_rate_crash(i);
   }
 
   // ---------------------------------------------------------------- output
@@ -1000,6 +1090,7 @@ std::string Fleet::summary_json() const {
                         {"crashes", vs.crashes},
                         {"went_silent", vs.went_silent},
                         {"rolled_back_from", vs.rolled_back_from},
+                        {"local_rollbacks", vs.local_rollbacks},
                         {"ended_live", e.first},
                         {"ended_silent", e.second}});
   }
@@ -1014,6 +1105,7 @@ std::string Fleet::summary_json() const {
               {"enrolled", m.enrolled},
               {"live", m.enrolled - m.silent},
               {"silent_hosts", m.silent},
+              {"recovered_hosts", m.recovered},
               {"long_poll_hosts", long_polls},
               {"elapsed_s", static_cast<double>(m.now_ms()) / 1000.0},
               {"time_ms", unix_ms()},  // wall clock of this snapshot, comparable to the server's

@@ -12,8 +12,11 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "fleetsim/http_client.hpp"
 #include "fleetsim/model.hpp"
@@ -29,6 +32,18 @@ struct FleetOptions {
   bool model_from_content = false;
   double background_crash_rate = 0;  // crashes per host per hour, any version
   double heartbeat_scale = 1.0;      // multiplies the server's heartbeat/poll intervals
+  // The agent's crash-loop guard: a host that boot-loops silently (silent:P, or content the
+  // sample consumer crashes on) comes back after crash_loop_k boots of boot_loop_ms each, on its
+  // last-known-good content, and reports the crash and a local_rollback. 0 = never (it stays
+  // down for good).
+  int crash_loop_k = 2;
+  std::int64_t boot_loop_ms = 60'000;
+  // Consumer name -> the versions of it in the fleet with their weights; each host picks one
+  // per name and reports it in its heartbeats (validation against every version in the field).
+  std::map<std::string, std::vector<std::pair<std::string, double>>> consumer_versions;
+  // The consumer whose version (a number of values, fleetsim/sample_content.hpp) decides what
+  // --model-from-content does on each host; hosts without it use the content's own rule.
+  std::string content_consumer = "sensor";
   std::size_t enroll_concurrency = 64;
   std::uint64_t seed = 1;
 };

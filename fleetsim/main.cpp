@@ -6,6 +6,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -14,6 +15,8 @@
 #include "fleetsim/http_client.hpp"
 #include "fleetsim/model.hpp"
 #include "proto/fatal.hpp"
+#include "proto/ids.hpp"
+#include "proto/messages.hpp"
 #include "proto/tls_client.hpp"
 #include "proto/url.hpp"
 
@@ -80,6 +83,26 @@ int main(int argc, char** argv) try {
   cli.add_flag(
       "--model-from-content", opt.model_from_content,
       "The sample consumer's parser decides: content it would crash on boot-loops silently");
+  cli.add_option("--crash-loop-k", opt.crash_loop_k,
+                 "Boots of a silently boot-looping host before its agent's crash-loop guard "
+                 "restores last-known-good (0: it never comes back)")
+      ->envname("RINGFENCE_CRASH_LOOP_K")
+      ->check(CLI::Range(0, 100))
+      ->capture_default_str();
+  std::vector<std::string> consumer_specs;
+  cli.add_option("--consumer-version", consumer_specs,
+                 "NAME=VERSION[:WEIGHT]: a version of a consumer in the simulated fleet and its "
+                 "share (repeatable; each host runs one version per name)")
+      ->envname("RINGFENCE_CONSUMER_VERSION")
+      ->delimiter(',');
+  cli.add_option("--content-consumer", opt.content_consumer,
+                 "The consumer whose version decides --model-from-content per host")
+      ->capture_default_str();
+  double boot_loop_s = 60;
+  cli.add_option("--boot-loop-s", boot_loop_s, "Seconds one boot of a boot-looping host lasts")
+      ->envname("RINGFENCE_BOOT_LOOP_S")
+      ->check(CLI::Range(0.1, 86400.0))
+      ->capture_default_str();
   cli.add_option("--background-crash-rate", opt.background_crash_rate,
                  "Crashes per host per hour, every version")
       ->check(CLI::Range(0.0, 1e6));
@@ -112,6 +135,30 @@ int main(int argc, char** argv) try {
       ->capture_default_str();
   CLI11_PARSE(cli, argc, argv);
   long_poll_given = lp->count() > 0;
+  opt.boot_loop_ms = static_cast<std::int64_t>(boot_loop_s * 1000);
+  for (const auto& spec : consumer_specs) {
+    auto eq = spec.find('=');
+    auto colon = spec.find(':', eq == std::string::npos ? 0 : eq);
+    std::string name = spec.substr(0, eq);
+    std::string version = eq == std::string::npos ? "" : spec.substr(eq + 1, colon - eq - 1);
+    double weight = 1;
+    bool ok = eq != std::string::npos && ringfence::proto::is_name(name) &&
+              ringfence::proto::is_consumer_version(version);
+    if (ok && colon != std::string::npos) {
+      char* end = nullptr;
+      std::string w = spec.substr(colon + 1);
+      weight = std::strtod(w.c_str(), &end);
+      ok = !w.empty() && end == w.c_str() + w.size() && weight > 0 && weight <= 1e6;
+    }
+    if (!ok) {
+      std::fprintf(stderr,
+                   "fleetsim: --consumer-version must be NAME=VERSION[:WEIGHT] (a channel-style "
+                   "name, a version of [A-Za-z0-9._+-], a positive weight): %s\n",
+                   spec.c_str());
+      return 2;
+    }
+    opt.consumer_versions[name].emplace_back(version, weight);
+  }
 
   for (const auto& spec : model_specs) {
     auto m = ringfence::fleetsim::parse_model_spec(spec);

@@ -31,7 +31,17 @@ std::string_view to_string(ConsumerVerdict v) noexcept {
   return "refuses";
 }
 
-ConsumerResult evaluate_consumer(std::string_view text) {
+long long supplied_values(std::string_view version) {
+  if (version.empty() || version.size() > 4) return 0;
+  long long n = 0;
+  for (char c : version) {
+    if (c < '0' || c > '9') return 0;
+    n = n * 10 + (c - '0');
+  }
+  return n >= 1 && n <= static_cast<long long>(kMaxSampleValues) ? n : 0;
+}
+
+ConsumerResult evaluate_consumer(std::string_view text, long long supplied) {
   ConsumerResult r;
   json doc = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) return refuse(std::move(r), "content is not valid JSON");
@@ -80,8 +90,14 @@ ConsumerResult evaluate_consumer(std::string_view text) {
     }
     si.uses_field = uses->get<long long>();
     // The consumer's read: values[uses_field - 1]. It is out of bounds when the instance uses a
-    // field beyond the values it supplies — whatever the template declares.
-    if (si.uses_field > static_cast<long long>(si.values.size())) {
+    // field beyond the values supplied — whatever the template declares.
+    if (supplied > 0 && si.uses_field > supplied) {
+      r.verdict = ConsumerVerdict::Crashes;
+      add(r, where + " (id '" + si.id + "') uses field " + std::to_string(si.uses_field) +
+                 " but consumer version " + std::to_string(supplied) + " supplies only " +
+                 std::to_string(supplied) +
+                 " values: it would read past the end of its input array");
+    } else if (supplied == 0 && si.uses_field > static_cast<long long>(si.values.size())) {
       r.verdict = ConsumerVerdict::Crashes;
       add(r, where + " (id '" + si.id + "') uses field " + std::to_string(si.uses_field) +
                  " but supplies only " + std::to_string(si.values.size()) +

@@ -54,7 +54,15 @@ struct ConsumerResult {
 };
 
 // Parses `text` the way the consumer does and reports every problem (not just the first).
-ConsumerResult evaluate_consumer(std::string_view text);
+// `supplied`: the number of input values this consumer build supplies to every instance (its
+// version: sample-sensor 20 supplies 20, sample-sensor 21 supplies 21); an instance that uses a
+// field beyond them reads past the end of the consumer's input array. 0 = the values the
+// instance itself carries (the format's own rule).
+ConsumerResult evaluate_consumer(std::string_view text, long long supplied = 0);
+
+// A consumer version as the sample sensor understands it: the number of values it supplies,
+// 1..kMaxSampleValues; 0 when `version` is not such a number.
+long long supplied_values(std::string_view version);
 
 std::string_view to_string(ConsumerVerdict v) noexcept;
 

@@ -86,6 +86,8 @@ std::string_view to_string(ReportKind k) noexcept {
       return "local_rollback";
     case ReportKind::StaleDesiredState:
       return "stale_desired_state";
+    case ReportKind::AgentRestart:
+      return "agent_restart";
   }
   return "applied";
 }
@@ -96,6 +98,7 @@ std::optional<ReportKind> report_kind_from(std::string_view s) noexcept {
   if (s == "crash") return ReportKind::Crash;
   if (s == "local_rollback") return ReportKind::LocalRollback;
   if (s == "stale_desired_state") return ReportKind::StaleDesiredState;
+  if (s == "agent_restart") return ReportKind::AgentRestart;
   return std::nullopt;
 }
 
@@ -185,13 +188,26 @@ std::string encode(const DesiredState& m) {
   return out.dump();
 }
 
+bool is_consumer_version(std::string_view s) noexcept {
+  if (s.empty() || s.size() > kMaxConsumerVersionBytes) return false;
+  auto alnum = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+  };
+  if (!alnum(s.front())) return false;
+  for (char c : s) {
+    if (!alnum(c) && c != '.' && c != '_' && c != '+' && c != '-') return false;
+  }
+  return true;
+}
+
 std::string encode(const Heartbeat& m) {
   json chans = json::object();
   for (const auto& [name, st] : m.channels) {
     chans[name] = {{"version", st.version}, {"state", st.state}};
   }
-  return json{{"boot_id", m.boot_id}, {"uptime_s", m.uptime_s}, {"channels", std::move(chans)}}
-      .dump();
+  json out = {{"boot_id", m.boot_id}, {"uptime_s", m.uptime_s}, {"channels", std::move(chans)}};
+  if (!m.consumers.empty()) out["consumers"] = m.consumers;
+  return out.dump();
 }
 
 std::string encode(const std::vector<Report>& reports) {
@@ -357,6 +373,17 @@ class HeartbeatReader final : public nlohmann::json_sax<json> {
       RF_TRY(state, opt_string_field(c.state ? &*c.state : nullptr, "state", 32));
       m.channels[name] = ChannelStatus{version, state.value_or("active")};
     }
+    if (consumers_kind_ == Kind::Wrong || consumers_.size() > kMaxConsumers) {
+      return fail(Errc::InvalidArgument, "field 'consumers' must be an object of at most 8");
+    }
+    for (auto& [name, v] : consumers_) {
+      if (!is_name(name)) return fail(Errc::InvalidArgument, "invalid consumer name");
+      if (!v.is_string() || !is_consumer_version(v.get_ref<const std::string&>())) {
+        return fail(Errc::InvalidArgument,
+                    "a consumer version is 1..64 characters of [A-Za-z0-9._+-]");
+      }
+      m.consumers[name] = v.get<std::string>();
+    }
     return m;
   }
 
@@ -378,10 +405,13 @@ class HeartbeatReader final : public nlohmann::json_sax<json> {
     if (depth_ == 1) {
       key1_ = k;
       if (k != "boot_id" && k != "uptime_s" && k != "channels" && k != "desired_etag" &&
-          !unknown_) {
+          k != "consumers" && !unknown_) {
         unknown_ = Error{Errc::InvalidArgument, "unknown field '" + k.substr(0, 64) + "'",
                          "unknown_field"};
       }
+    } else if (depth_ == 2 && consumers_open_) {
+      key2_ = k;
+      consumers_[k] = json();  // a repeated consumer: the last one counts
     } else if (depth_ == 2) {
       auto& c = channels_[k];  // a repeated channel: the last one counts
       c = Channel{};
@@ -408,6 +438,8 @@ class HeartbeatReader final : public nlohmann::json_sax<json> {
     if (skip_) return true;
     if (depth_ == 1 && in_root_) {
       field1(std::move(v));
+    } else if (depth_ == 2 && consumers_open_) {
+      consumers_[key2_] = std::move(v);
     } else if (depth_ == 2 && channels_open_) {
       chan_->is_object = false;  // "c": 1
     } else if (depth_ == 3 && status_open_) {
@@ -421,6 +453,10 @@ class HeartbeatReader final : public nlohmann::json_sax<json> {
     if (key1_ == "channels") {
       channels_.clear();
       channels_kind_ = v.is_null() ? Kind::None : Kind::Wrong;
+    }
+    if (key1_ == "consumers") {
+      consumers_.clear();
+      consumers_kind_ = v.is_null() ? Kind::None : Kind::Wrong;
     }
   }
   void field3(json v) {
@@ -446,12 +482,21 @@ class HeartbeatReader final : public nlohmann::json_sax<json> {
         channels_kind_ = object ? Kind::Object : Kind::Wrong;
         channels_open_ = object;
         if (!object) skip_ = depth_;
+      } else if (key1_ == "consumers") {
+        consumers_.clear();
+        consumers_kind_ = object ? Kind::Object : Kind::Wrong;
+        consumers_open_ = object;
+        if (!object) skip_ = depth_;
       } else {
         // A container where a scalar belongs (or desired_etag's value, which is not read).
         json marker = object ? json::object() : json::array();
         field1(std::move(marker));
         skip_ = depth_;
       }
+    } else if (depth_ == 3 && consumers_open_) {
+      // A container where a version string belongs: refused in finish().
+      consumers_[key2_] = object ? json::object() : json::array();
+      skip_ = depth_;
     } else if (depth_ == 3 && channels_open_) {
       chan_->is_object = object;
       status_open_ = object;
@@ -466,7 +511,7 @@ class HeartbeatReader final : public nlohmann::json_sax<json> {
     if (skip_ == depth_) skip_ = 0;
     if (!skip_) {
       if (depth_ == 3) status_open_ = false;
-      if (depth_ == 2) channels_open_ = false;
+      if (depth_ == 2) channels_open_ = consumers_open_ = false;
       if (depth_ == 1) in_root_ = false;
     }
     --depth_;
@@ -476,13 +521,15 @@ class HeartbeatReader final : public nlohmann::json_sax<json> {
   int depth_ = 0;
   int skip_ = 0;  // > 0: inside a container opened at this depth whose contents are not read
   bool too_deep_ = false, root_object_ = false, in_root_ = false;
-  bool channels_open_ = false, status_open_ = false;
-  std::string key1_, key3_;
+  bool channels_open_ = false, status_open_ = false, consumers_open_ = false;
+  std::string key1_, key2_, key3_;
   std::optional<Error> unknown_;
   std::optional<json> boot_, uptime_;
   Kind channels_kind_ = Kind::None;
   std::map<std::string, Channel> channels_;
   Channel* chan_ = nullptr;
+  Kind consumers_kind_ = Kind::None;
+  std::map<std::string, json> consumers_;
 };
 }  // namespace
 

@@ -29,6 +29,8 @@ inline constexpr std::size_t kMaxReportsPerBatch = 256;
 inline constexpr std::size_t kMaxDetailBytes = 4096;
 inline constexpr std::size_t kMaxKnownBad = 4096;
 inline constexpr std::size_t kMaxKeySetBytes = 16 * 1024;
+inline constexpr std::size_t kMaxConsumers = 8;  // consumer versions in one heartbeat
+inline constexpr std::size_t kMaxConsumerVersionBytes = 64;
 
 using Labels = std::map<std::string, std::string>;
 
@@ -116,11 +118,28 @@ struct Heartbeat {
   std::string boot_id;
   std::int64_t uptime_s = 0;
   std::map<std::string, ChannelStatus> channels;
+  // The version of each content consumer on the host, by consumer name (is_name), e.g.
+  // {"sensor": "7.11.18110"}: what the server validates new releases against. At most
+  // kMaxConsumers; versions checked with is_consumer_version. Sent only when not empty.
+  std::map<std::string, std::string> consumers;
 };
+
+// A consumer version: 1..64 characters of [A-Za-z0-9._+-], starting with a letter or digit.
+bool is_consumer_version(std::string_view s) noexcept;
 
 // StaleDesiredState: the agent's desired state expired (or only expired ones arrive); it froze on
 // its current content. Evidence of nothing about a release: the gates ignore it.
-enum class ReportKind { Applied, ApplyFailed, Crash, LocalRollback, StaleDesiredState };
+// AgentRestart: the agent process died without a clean stop and came back on the same boot (same
+// boot id: the OOM killer, an administrator's kill, an agent upgrade). Kept as evidence and shown
+// on the rollout's timeline, never counted as a failure: the host and its content kept running.
+enum class ReportKind {
+  Applied,
+  ApplyFailed,
+  Crash,
+  LocalRollback,
+  StaleDesiredState,
+  AgentRestart
+};
 std::string_view to_string(ReportKind k) noexcept;
 std::optional<ReportKind> report_kind_from(std::string_view s) noexcept;
 

@@ -6,7 +6,7 @@
 namespace ringfence::agent::telemetry {
 
 std::string ProcSystemInfo::boot_id() {
-  std::ifstream in("/proc/sys/kernel/random/boot_id");
+  std::ifstream in(boot_id_file_);
   std::string id;
   if (!(in >> id) || id.size() > 64) return "unknown";
   return id;

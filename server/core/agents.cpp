@@ -36,7 +36,8 @@ store::HostRow host_row(const fleet::Host& h) {
           h.enrolled,
           h.last_seen_ms / 1000,
           chans.dump(),
-          static_cast<std::int64_t>(h.boot_id_hash)};
+          static_cast<std::int64_t>(h.boot_id_hash),
+          h.consumers ? json(*h.consumers).dump() : std::string("{}")};
 }
 
 Expected<proto::EnrollResponse> Service::enroll(const proto::EnrollRequest& req,
@@ -537,6 +538,12 @@ void Service::heartbeat(std::int64_t host, const proto::Heartbeat& sent, Ack don
       ++c;
     }
   }
+  // Consumer versions change rarely (a consumer upgrade): a change is stored like a channel's.
+  bool consumers_same = h.consumers ? *h.consumers == hb.consumers : hb.consumers.empty();
+  if (!consumers_same) {
+    h.consumers = hb.consumers.empty() ? nullptr : m.fleet.intern(hb.consumers);
+    same = false;
+  }
   if (!same) {
     h.channels.clear();
     for (const auto& [name, st] : hb.channels) {
@@ -599,9 +606,25 @@ Status Service::heartbeat(std::int64_t host, const proto::Heartbeat& hb) {
   return out.value_or(Status{});
 }
 
+void Service::Impl::agent_restarted(HostIndex i, const proto::Report& rep) {
+  const auto& h = fleet.at(i);
+  for (const auto& [id, r] : rollouts) {
+    if (!rollout::is_active(r.state) || !r.exposed.count(i)) continue;
+    json data = {{"host_id", h.id.str()},
+                 {"channel", r.channel},
+                 {"version", r.version},
+                 {"boot_id", rep.boot_id},
+                 {"counted_as_failure", false}};
+    (void)event("host:" + h.id.str(), "agent_restarted", r.id, data);
+  }
+}
+
 void Service::Impl::host_signal(HostIndex i, const std::string& channel, std::int64_t version,
                                 proto::ReportKind kind) {
-  if (kind == proto::ReportKind::StaleDesiredState) return;  // about the host's link, not a release
+  // About the host's link or the agent process, not a release: the gates ignore them.
+  if (kind == proto::ReportKind::StaleDesiredState || kind == proto::ReportKind::AgentRestart) {
+    return;
+  }
   auto now = clock.now_ms();
   for (auto& [id, r] : rollouts) {
     if (!rollout::is_active(r.state) || r.channel != channel) continue;
@@ -632,6 +655,7 @@ void Service::Impl::host_signal(HostIndex i, const std::string& channel, std::in
         mark_failed(r, e->second, false);
         break;
       case proto::ReportKind::StaleDesiredState:
+      case proto::ReportKind::AgentRestart:
         break;
     }
     evaluate(r);
@@ -696,6 +720,7 @@ void Service::reports(std::int64_t host, const std::vector<proto::Report>& repor
     ++m.reports_total;
     m.pending_reports.push_back({h.id.str(), r.boot_id, std::string(proto::to_string(r.kind)),
                                  r.time, r.channel, r.version, r.detail_json, now / 1000});
+    if (r.kind == proto::ReportKind::AgentRestart) m.agent_restarted(i, r);
     if (r.channel && r.version) {
       m.reattach(i, *r.channel, *r.version);
       m.host_signal(i, *r.channel, *r.version, r.kind);

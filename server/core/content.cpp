@@ -1,12 +1,15 @@
 // Service: channels, blobs, releases, policies.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <unordered_map>
 
 #include "proto/ids.hpp"
 #include "proto/json_fields.hpp"
 #include "proto/json_schema.hpp"
+#include "proto/messages.hpp"
 #include "proto/try.hpp"
 #include "server/core/impl.hpp"
 #include "server/validation/validator_command.hpp"
@@ -27,9 +30,127 @@ json channel_json(const Channel& c) {
             {"releases", c.releases.size()},
             {"created", c.created}};
   j["validator"] = c.validator ? *c.validator : json(nullptr);
+  j["consumer"] = c.consumer ? *c.consumer : json(nullptr);
   return j;
 }
+
+constexpr std::size_t kMaxConsumerVersionsChecked = 32;
+
+// The channel's "consumer" field: {"name": N, "min_hosts": 1, "versions": [...]}, normalized.
+Expected<json> parse_consumer(const json& v) {
+  RF_CHECK(proto::require_object(v, "consumer"));
+  RF_CHECK(proto::only_keys(v, {"name", "min_hosts", "versions"}));
+  RF_TRY(name, proto::get_string(v, "name", 63));
+  if (!proto::is_name(name)) {
+    return fail(Errc::InvalidArgument, "consumer name must match [a-z0-9][a-z0-9._-]{0,62}");
+  }
+  RF_TRY(min_hosts, proto::get_opt_int(v, "min_hosts", 1, 10'000'000));
+  json versions = json::array();
+  if (auto it = v.find("versions"); it != v.end() && !it->is_null()) {
+    if (!it->is_array() || it->size() > 16) {
+      return fail(Errc::InvalidArgument, "consumer versions must be an array of at most 16");
+    }
+    for (const auto& s : *it) {
+      if (!s.is_string() || !proto::is_consumer_version(s.get_ref<const std::string&>())) {
+        return fail(Errc::InvalidArgument,
+                    "a consumer version is 1..64 characters of [A-Za-z0-9._+-]");
+      }
+      versions.push_back(s);
+    }
+  }
+  return json{{"name", name}, {"min_hosts", min_hosts.value_or(1)}, {"versions", versions}};
+}
+
+// Runs the channel's validator once per consumer version that runs on at least min_hosts hosts
+// (plus the versions the channel lists), "{consumer_version}" replaced by the version. Returns
+// the per-version results; Unprocessable (validation_failed) naming every version that refuses
+// the content, or when there is no version to check against. Blocks for the commands: call
+// without the service lock.
+Expected<json> validate_per_consumer_version(const json& validator, const json& consumer,
+                                             const std::map<std::string, std::int64_t>& in_field,
+                                             const std::string& path) {
+  auto name = consumer["name"].get<std::string>();
+  auto min_hosts = consumer["min_hosts"].get<std::int64_t>();
+  std::vector<std::pair<std::string, std::int64_t>> versions;  // version, hosts
+  for (const auto& [v, n] : in_field) {
+    if (n >= min_hosts) versions.emplace_back(v, n);
+  }
+  for (const auto& v : consumer["versions"]) {
+    auto s = v.get<std::string>();
+    if (std::none_of(versions.begin(), versions.end(),
+                     [&](const auto& p) { return p.first == s; })) {
+      auto it = in_field.find(s);
+      versions.emplace_back(s, it == in_field.end() ? 0 : it->second);
+    }
+  }
+  auto refuse = [&](std::string message, json findings, json results) {
+    json details = {{"findings", std::move(findings)},
+                    {"consumer", name},
+                    {"min_hosts", min_hosts},
+                    {"consumer_versions", std::move(results)}};
+    return tl::unexpected(
+        Error{Errc::Unprocessable, std::move(message), "validation_failed", details.dump()});
+  };
+  if (versions.empty()) {
+    std::string msg = "no version of consumer '" + name + "' runs on at least " +
+                      std::to_string(min_hosts) +
+                      " hosts (agents report it with --consumer-version) and the channel lists "
+                      "none: there is nothing to validate the content against";
+    return refuse(msg, json::array({{{"path", ""}, {"message", msg}}}), json::array());
+  }
+  if (versions.size() > kMaxConsumerVersionsChecked) {
+    std::string msg = std::to_string(versions.size()) + " versions of consumer '" + name +
+                      "' reach the threshold of " + std::to_string(min_hosts) +
+                      " hosts; at most 32 are checked: raise the channel's consumer.min_hosts";
+    return refuse(msg, json::array({{{"path", ""}, {"message", msg}}}), json::array());
+  }
+  auto argv = validator["argv"].get<std::vector<std::string>>();
+  auto timeout = std::chrono::seconds(validator.value("timeout_s", 10));
+  json results = json::array();
+  json findings = json::array();
+  std::vector<std::string> failing;
+  for (const auto& [version, hosts] : versions) {
+    RF_TRY(res, validation::run_validator(validation::with_consumer_version(argv, version), path,
+                                          timeout));
+    results.push_back({{"version", version},
+                       {"hosts", hosts},
+                       {"passed", res.passed},
+                       {"exit_code", res.exit_code},
+                       {"timed_out", res.timed_out},
+                       {"output", res.output}});
+    if (!res.passed) {
+      failing.push_back(version);
+      findings.push_back({{"path", ""},
+                          {"message", "consumer '" + name + "' version " + version + " (on " +
+                                          std::to_string(hosts) + " hosts) refuses the content" +
+                                          (res.timed_out ? " (timed out)" : "")}});
+    }
+  }
+  if (!failing.empty()) {
+    std::string list;
+    for (const auto& v : failing) list += (list.empty() ? "" : ", ") + v;
+    return refuse("the validator command refused the content for consumer '" + name +
+                      "' version(s) " + list + ", still in the field",
+                  std::move(findings), std::move(results));
+  }
+  return json{{"name", name}, {"min_hosts", min_hosts}, {"versions", results}};
+}
 }  // namespace
+
+std::map<std::string, std::int64_t> Service::Impl::consumer_versions(
+    const std::string& name) const {
+  // Hosts share interned consumer maps: count per map, then per version.
+  std::unordered_map<const proto::Labels*, std::int64_t> per_set;
+  for (HostIndex i = 0; i < fleet.slots(); ++i) {
+    const auto& h = fleet.at(i);
+    if (!h.deleted && h.consumers) ++per_set[h.consumers.get()];
+  }
+  std::map<std::string, std::int64_t> out;
+  for (const auto& [set, n] : per_set) {
+    if (auto it = set->find(name); it != set->end()) out[it->second] += n;
+  }
+  return out;
+}
 
 json Service::Impl::release_json(const Release& r) const {
   return {{"channel", r.channel},
@@ -48,7 +169,10 @@ json Service::Impl::release_json(const Release& r) const {
 Status Service::Impl::persist_channel(const Channel& c) {
   std::optional<std::string> v;
   if (c.validator) v = c.validator->dump();
-  return store.put_channel({c.name, c.schema.dump(), v, c.max_bytes, c.stable_version, c.created});
+  std::optional<std::string> consumer;
+  if (c.consumer) consumer = c.consumer->dump();
+  return store.put_channel(
+      {c.name, c.schema.dump(), v, c.max_bytes, c.stable_version, c.created, consumer});
 }
 
 Status Service::Impl::persist_release(const Release& r) {
@@ -75,7 +199,7 @@ Expected<json> Service::get_channel(const std::string& name) const {
 
 Expected<json> Service::put_channel(const Principal& by, const std::string& name, const json& body,
                                     bool create_only) {
-  RF_CHECK(proto::only_keys(body, {"name", "schema", "validator", "max_bytes"}));
+  RF_CHECK(proto::only_keys(body, {"name", "schema", "validator", "max_bytes", "consumer"}));
   if (!proto::is_name(name))
     return fail(Errc::InvalidArgument, "channel name must match [a-z0-9][a-z0-9._-]{0,62}");
   if (auto n = body.find("name"); n != body.end() && (!n->is_string() || *n != name)) {
@@ -94,6 +218,24 @@ Expected<json> Service::put_channel(const Principal& by, const std::string& name
     RF_CHECK(validation::parse_command(*v));
     validator = *v;
   }
+  std::optional<json> consumer;
+  if (auto c = body.find("consumer"); c != body.end() && !c->is_null()) {
+    RF_TRY(parsed, parse_consumer(*c));
+    consumer = std::move(parsed);
+  }
+  // One without the other would check nothing per version (or run the command with the token
+  // itself as the version): refused rather than half-configured.
+  bool per_version = validator && validation::takes_consumer_version(
+                                      (*validator)["argv"].get<std::vector<std::string>>());
+  if (consumer && !per_version) {
+    return fail(Errc::InvalidArgument,
+                "a channel that names its consumer needs a validator command with "
+                "{consumer_version} in its argv");
+  }
+  if (per_version && !consumer) {
+    return fail(Errc::InvalidArgument,
+                "the validator command takes {consumer_version}: name the channel's consumer");
+  }
   RF_TRY(max_bytes, proto::get_opt_int(body, "max_bytes", 1, 256LL << 20));
   auto& m = *impl_;
   std::lock_guard lock(m.mu);
@@ -107,12 +249,15 @@ Expected<json> Service::put_channel(const Principal& by, const std::string& name
   c.name = name;
   c.schema = schema;
   c.validator = validator;
+  c.consumer = consumer;
   c.max_bytes = max_bytes.value_or(exists ? c.max_bytes : m.opt.default_max_bytes);
   if (!exists) c.created = m.now_s();
   RF_CHECK(m.store.transaction([&]() -> Status {
     RF_CHECK(m.persist_channel(c));
     RF_CHECK(m.event(by.name, exists ? "channel_updated" : "channel_created", std::nullopt,
-                     {{"name", name}, {"validator", validator ? *validator : json(nullptr)}}));
+                     {{"name", name},
+                      {"validator", validator ? *validator : json(nullptr)},
+                      {"consumer", consumer ? *consumer : json(nullptr)}}));
     return {};
   }));
   auto& slot = m.channels[name];
@@ -172,15 +317,19 @@ Expected<json> Service::create_release(const Principal& by, const std::string& c
   // Snapshot the channel's checks under the lock, validate without it (a validator command may
   // take seconds), then assign the version under the lock.
   json schema;
-  std::optional<json> validator;
+  std::optional<json> validator, consumer;
   std::int64_t max_bytes = 0;
+  // The consumer versions in the field the release is checked against: version -> hosts.
+  std::map<std::string, std::int64_t> in_field;
   {
     std::lock_guard lock(m.mu);
     auto it = m.channels.find(channel);
     if (it == m.channels.end()) return fail(Errc::NotFound, "no channel named '" + channel + "'");
     schema = it->second.schema;
     validator = it->second.validator;
+    consumer = it->second.consumer;
     max_bytes = it->second.max_bytes;
+    if (consumer && validator) in_field = m.consumer_versions((*consumer)["name"]);
   }
   RF_TRY(path, blob_path(sha));
   std::error_code ec;
@@ -204,7 +353,10 @@ Expected<json> Service::create_release(const Principal& by, const std::string& c
             proto::findings_json(findings)};
     return tl::unexpected(e);
   }
-  if (validator) {
+  if (validator && consumer) {
+    RF_TRY(per, validate_per_consumer_version(*validator, *consumer, in_field, path));
+    validation["consumers"] = std::move(per);
+  } else if (validator) {
     auto argv_json = (*validator)["argv"];
     std::vector<std::string> argv;
     for (const auto& a : argv_json) argv.push_back(a.get<std::string>());

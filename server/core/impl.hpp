@@ -62,6 +62,9 @@ struct Channel {
   std::string name;
   json schema = json::object();
   std::optional<json> validator;
+  // {"name": consumer, "min_hosts": N, "versions": [...]}: the validator command runs once per
+  // version of that consumer reported by at least N hosts (and for each listed version).
+  std::optional<json> consumer;
   std::int64_t max_bytes = 0;
   std::optional<std::int64_t> stable_version;
   std::int64_t created = 0;
@@ -357,6 +360,11 @@ struct Service::Impl {
   const Channel::Downgrade& downgrade_to(Channel& ch, const Release& target);
   void host_signal(HostIndex h, const std::string& channel, std::int64_t version,
                    proto::ReportKind kind);
+  // Consumer `name`'s versions as the live hosts last reported them: version -> hosts. O(hosts).
+  std::map<std::string, std::int64_t> consumer_versions(const std::string& name) const;
+  // An agent_restart report: an event on the timeline of every active rollout exposing the host
+  // (evidence an operator sees; the gates never count it).
+  void agent_restarted(HostIndex i, const proto::Report& rep);
   // ---- evidence trust (agents.cpp)
   // Whether host h's evidence counts for rollout r: always when evidence_min_age_s is 0, else
   // only when its credential holder was first in contact at least that long before r started.

@@ -148,6 +148,8 @@ Status Service::load() {
     host.enrolled = h.enrolled;
     host.last_seen_ms = h.last_seen * 1000;
     host.boot_id_hash = static_cast<std::uint64_t>(h.boot_hash);
+    if (auto consumers = labels_from_json(h.consumers_json); !consumers.empty())
+      host.consumers = m.fleet.intern(std::move(consumers));
     auto cj = json::parse(h.channels_json, nullptr, false);
     if (cj.is_object()) {
       for (auto it = cj.begin(); it != cj.end(); ++it) {
@@ -173,6 +175,7 @@ Status Service::load() {
     ch.name = c.name;
     ch.schema = json::parse(c.schema_json, nullptr, false);
     if (c.validator_json) ch.validator = json::parse(*c.validator_json, nullptr, false);
+    if (c.consumer_json) ch.consumer = json::parse(*c.consumer_json, nullptr, false);
     ch.max_bytes = c.max_bytes;
     ch.stable_version = c.stable_version;
     ch.created = c.created;
@@ -747,6 +750,7 @@ json Service::Impl::host_json(HostIndex i) const {
       {"track_record_since", h.trust_since_ms ? json(h.trust_since_ms / 1000) : json(nullptr)},
       {"reset", h.credential_hash.equals(fleet::Digest32{})},
       {"channels", chans},
+      {"consumers", h.consumers ? json(*h.consumers) : json::object()},
       {"exposed_to_rollouts", exposed}};
 }
 

@@ -68,6 +68,9 @@ struct Host {
   HostId id;
   Digest32 credential_hash;  // sha256 of the secret part of the credential
   std::shared_ptr<const proto::Labels> labels;  // interned: identical label sets are shared
+  // Consumer name -> version, as last reported (interned like labels; null = none reported).
+  // Host-chosen strings: shown per host and counted for validation, never /metrics labels.
+  std::shared_ptr<const proto::Labels> consumers;
   std::string tenant;
   std::string agent_version;
   std::uint32_t bucket = 0;

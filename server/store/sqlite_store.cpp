@@ -156,7 +156,7 @@ class SqliteStore final : public Store {
     {
       Stmt st(db_,
               "SELECT host_id, credential_hash, labels, tenant, pinned, agent_version, enrolled, "
-              "last_seen, channels, boot_hash FROM hosts");
+              "last_seen, channels, boot_hash, consumers FROM hosts");
       while (st.step() == SQLITE_ROW) {
         HostRow h;
         h.host_id = st.text(0);
@@ -169,6 +169,7 @@ class SqliteStore final : public Store {
         h.last_seen = st.i64(7);
         h.channels_json = st.text(8);
         h.boot_hash = st.i64(9);
+        h.consumers_json = st.text(10);
         s.hosts.push_back(std::move(h));
       }
     }
@@ -179,10 +180,11 @@ class SqliteStore final : public Store {
     }
     {
       Stmt st(db_,
-              "SELECT name, schema, validator, max_bytes, stable_version, created FROM channels");
+              "SELECT name, schema, validator, max_bytes, stable_version, created, consumer "
+              "FROM channels");
       while (st.step() == SQLITE_ROW) {
-        s.channels.push_back(
-            {st.text(0), st.text(1), st.opt_text(2), st.i64(3), st.opt_i64(4), st.i64(5)});
+        s.channels.push_back({st.text(0), st.text(1), st.opt_text(2), st.i64(3), st.opt_i64(4),
+                              st.i64(5), st.opt_text(6)});
       }
     }
     {
@@ -294,17 +296,17 @@ class SqliteStore final : public Store {
     return transaction([&]() -> Status {
       Stmt st(db_,
               "INSERT INTO hosts(host_id, credential_hash, labels, tenant, pinned, agent_version, "
-              "enrolled, last_seen, channels, boot_hash) VALUES(?,?,?,?,?,?,?,?,?,?) "
+              "enrolled, last_seen, channels, boot_hash, consumers) VALUES(?,?,?,?,?,?,?,?,?,?,?) "
               "ON CONFLICT(host_id) DO UPDATE SET credential_hash=excluded.credential_hash, "
               "labels=excluded.labels, tenant=excluded.tenant, pinned=excluded.pinned, "
               "agent_version=excluded.agent_version, last_seen=excluded.last_seen, "
               "channels=excluded.channels, boot_hash=CASE excluded.boot_hash WHEN 0 THEN "
-              "hosts.boot_hash ELSE excluded.boot_hash END");
+              "hosts.boot_hash ELSE excluded.boot_hash END, consumers=excluded.consumers");
       if (!st.ok()) return error("prepare");
       for (const auto& h : rows) {
         st.bind({h.host_id, h.credential_hash, h.labels_json, h.tenant,
                  std::int64_t{h.pinned ? 1 : 0}, h.agent_version, h.enrolled, h.last_seen,
-                 h.channels_json, h.boot_hash});
+                 h.channels_json, h.boot_hash, h.consumers_json});
         if (st.step() != SQLITE_DONE) return error("host write");
         st.reset();
       }
@@ -341,12 +343,12 @@ class SqliteStore final : public Store {
   }
   Status put_channel(const ChannelRow& r) override {
     return run(
-        "INSERT INTO channels(name, schema, validator, max_bytes, stable_version, created) "
-        "VALUES(?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET schema=excluded.schema, "
+        "INSERT INTO channels(name, schema, validator, max_bytes, stable_version, created, "
+        "consumer) VALUES(?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET schema=excluded.schema, "
         "validator=excluded.validator, max_bytes=excluded.max_bytes, "
-        "stable_version=excluded.stable_version",
+        "stable_version=excluded.stable_version, consumer=excluded.consumer",
         {r.name, r.schema_json, opt(r.validator_json), r.max_bytes, opt(r.stable_version),
-         r.created});
+         r.created, opt(r.consumer_json)});
   }
   Status put_release(const ReleaseRow& r) override {
     return run(

@@ -49,6 +49,7 @@ struct HostRow {
   // proto::fnv1a64 of the boot id it last reported; 0 = none (an upsert with 0 keeps the stored
   // one)
   std::int64_t boot_hash = 0;
+  std::string consumers_json = "{}";  // consumer name -> version it last reported
 };
 // A heartbeat that changed nothing but the time it was seen: only last_seen is written.
 struct HostSeenRow {
@@ -66,6 +67,7 @@ struct ChannelRow {
   std::int64_t max_bytes = 0;
   std::optional<std::int64_t> stable_version;
   std::int64_t created = 0;
+  std::optional<std::string> consumer_json;  // {"name","min_hosts","versions"}; none = no check
 };
 struct ReleaseRow {
   std::string channel;

@@ -183,13 +183,32 @@ Expected<ValidatorCommand> parse_command(const json& j) {
     c.argv.push_back(s);
   }
   const std::string& prog = c.argv[0];
-  if (prog.size() < 2 || prog[0] != '/' || prog.find(kFileToken) != std::string::npos) {
+  if (prog.size() < 2 || prog[0] != '/' || prog.find(kFileToken) != std::string::npos ||
+      prog.find(kConsumerVersionToken) != std::string::npos) {
     return fail(Errc::InvalidArgument,
                 "field 'argv' must start with the absolute path of the validator program");
   }
   RF_TRY(timeout, proto::get_opt_int(j, "timeout_s", 1, kMaxTimeout.count() / 1000));
   if (timeout) c.timeout = std::chrono::seconds(*timeout);
   return c;
+}
+
+bool takes_consumer_version(const std::vector<std::string>& argv) {
+  return std::any_of(argv.begin(), argv.end(), [](const std::string& a) {
+    return a.find(kConsumerVersionToken) != std::string::npos;
+  });
+}
+
+std::vector<std::string> with_consumer_version(std::vector<std::string> argv,
+                                               std::string_view version) {
+  for (std::size_t k = 1; k < argv.size(); ++k) {
+    auto& arg = argv[k];
+    for (auto pos = arg.find(kConsumerVersionToken); pos != std::string::npos;
+         pos = arg.find(kConsumerVersionToken, pos + version.size())) {
+      arg.replace(pos, kConsumerVersionToken.size(), version);
+    }
+  }
+  return argv;
 }
 
 json command_json(const ValidatorCommand& c) {

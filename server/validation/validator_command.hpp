@@ -29,6 +29,9 @@ inline constexpr std::size_t kMaxArgs = 64;
 inline constexpr std::size_t kMaxArgBytes = 4096;
 // The token replaced by the blob's path in any argument; without one the path is appended.
 inline constexpr std::string_view kFileToken = "{file}";
+// The token replaced by a consumer version when a channel names its consumer: the command is run
+// once per version in the field (server/core/content.cpp). Not allowed in argv[0].
+inline constexpr std::string_view kConsumerVersionToken = "{consumer_version}";
 
 // A validated command as configured on a channel (see parse_command()).
 struct ValidatorCommand {
@@ -54,6 +57,14 @@ struct CommandResult {
 // field, type or range is an InvalidArgument error naming the field. Does not look at the file
 // system (the executable may live on another machine).
 Expected<ValidatorCommand> parse_command(const nlohmann::json& j);
+
+// Whether any argument holds kConsumerVersionToken.
+bool takes_consumer_version(const std::vector<std::string>& argv);
+// argv with kConsumerVersionToken replaced by `version` in every argument after argv[0]. The
+// caller passes a checked version (proto::is_consumer_version: no shell or path metacharacters;
+// no shell runs anyway). Pure.
+std::vector<std::string> with_consumer_version(std::vector<std::string> argv,
+                                               std::string_view version);
 
 // The wire form of a command, accepted by parse_command().
 nlohmann::json command_json(const ValidatorCommand& c);

@@ -550,6 +550,53 @@ TEST_F(AgentIntegration, EnrollsDownloadsVerifiesAppliesAndHeartbeats) {
   EXPECT_FALSE(exists(dir_.path() + "/state/agent.running"));
 }
 
+// Issue 14: an agent killed (SIGKILL: the OOM killer, an administrator, an agent upgrade) right
+// after applying a release, on the same boot, used to report `crash` (`unclean_shutdown`); with
+// one host the absolute floor halted the rollout and quarantined a healthy release fleet-wide.
+// The restart is reported as its own kind, kept as evidence, and not counted by the gate.
+TEST_F(AgentIntegration, SigkillRightAfterApplyIsAnAgentRestartNotACrash) {
+  auto agent = start_agent();
+  ASSERT_TRUE(
+      eventually([&] { return agent_log().find("enrolled as host") != std::string::npos; }, 20s))
+      << agent_log();
+  // Default gate (the floor is on: one failure of one host is 100 %); the bake outlasts the kill.
+  auto v1 = create_release("rules v1, healthy\n").first;
+  ASSERT_GT(v1, 0);
+  start_rollout(v1, /*bake_s=*/8);
+  ASSERT_TRUE(eventually([&] { return content() == "rules v1, healthy\n"; }, 60s)) << agent_log();
+  agent.signal(SIGKILL);  // well under a second after the flip
+  auto st = agent.wait(10s);
+  ASSERT_TRUE(st && WIFSIGNALED(*st)) << agent_log();
+  ASSERT_TRUE(exists(dir_.path() + "/state/agent.running")) << "the kill left its marker";
+  auto again = start_agent();
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto s = http(port(), "GET", "/v1/rollouts/" + rollout_id_).j().value("state", "");
+        return s == "completed" || s == "halted" || s == "rolled_back" || s == "aborted";
+      },
+      90s))
+      << http(port(), "GET", "/v1/rollouts/" + rollout_id_).body << agent_log();
+  auto ro = http(port(), "GET", "/v1/rollouts/" + rollout_id_).j();
+  EXPECT_EQ(ro.value("state", ""), "completed") << ro.dump();
+  auto rel = http(port(), "GET", "/v1/channels/rules/releases/" + std::to_string(v1)).j();
+  EXPECT_EQ(rel.value("state", ""), "stable") << rel.dump();
+  EXPECT_EQ(content(), "rules v1, healthy\n");
+  // The restart is evidence the server kept (stored, and an event on the rollout's timeline),
+  // never a crash.
+  json rep;
+  ASSERT_TRUE(eventually(
+      [&] {
+        rep = server_report("agent_restart", v1);
+        return !rep.is_null();
+      },
+      30s))
+      << server_reports().dump() << agent_log();
+  EXPECT_EQ(rep["detail"].value("boot_id_changed", true), false) << rep.dump();
+  for (const auto& r : server_reports()) EXPECT_NE(r["kind"], "crash") << r.dump();
+  auto events = http(port(), "GET", "/v1/events?rollout=" + rollout_id_ + "&limit=500").body;
+  EXPECT_NE(events.find("agent_restarted"), std::string::npos) << events;
+}
+
 TEST_F(AgentIntegration, OperatorAbortSendsTheHostBackToTheLastGoodRelease) {
   auto agent = start_agent();
   release("v1, good\n");
@@ -582,9 +629,9 @@ TEST_F(AgentIntegration, KillDuringDownloadResumesWithRange) {
   ASSERT_TRUE(eventually([&] { return content().size() == big.size(); }, 60s)) << agent_log();
   EXPECT_EQ(content(), big);
   EXPECT_NE(agent_log().find("resuming download of rules"), std::string::npos) << agent_log();
-  // The kill is reported as a crash once the agent is back.
+  // The kill (same boot) is reported as an agent restart once the agent is back.
   EXPECT_TRUE(
-      eventually([&] { return agent_log().find("unclean_shutdown") != std::string::npos; }, 5s));
+      eventually([&] { return agent_log().find("agent_restart") != std::string::npos; }, 5s));
 }
 
 class SwapKill : public AgentIntegration, public ::testing::WithParamInterface<const char*> {};
@@ -596,9 +643,8 @@ TEST_P(SwapKill, LeavesOldOrNewContentNeverTorn) {
   first.signal(SIGTERM);
   ASSERT_TRUE(first.wait(10s));
   auto dying = start_agent({}, {{"RINGFENCE_AGENT_FAULT", GetParam()}});
-  // The restarted agent rightly reports the kill as a crash of the content it was activating; with
-  // the default gate that one host is 100 % failures and halts the rollout, which is not what this
-  // test is about (the content on disk is). So this rollout's gate tolerates it.
+  // The content on disk is what this test is about, not the gate: the rollout's gate tolerates
+  // whatever the restarted agent reports.
   release("new content, a little longer\n", 0, /*tolerant=*/true);
   auto status = dying.wait(90s);
   ASSERT_TRUE(status && WIFSIGNALED(*status)) << agent_log();
@@ -1015,9 +1061,16 @@ TEST_F(AgentIntegration, TamperedBlobStoreIsRefusedOnTheHash) {
 
 TEST_F(AgentIntegration, RestartLoopWithoutNetworkRestoresLastKnownGoodAndReportsLater) {
   // No consumer: the guard is healthy only after --healthy-after-s, far beyond this test, so
-  // every unclean start inside the window counts against the content last activated.
-  std::vector<std::string> flags = {"--crash-loop-k",    "2",   "--crash-loop-window-s", "600",
-                                    "--healthy-after-s", "3600"};
+  // every unclean start on a new boot inside the window counts against the content last
+  // activated. Each start below is a new boot of the host (a boot id file of its own).
+  std::string boot_file = dir_.path() + "/boot_id";
+  auto new_boot = [&](int n) {
+    std::ofstream(boot_file) << "0000000" << n << "-2222-4333-8444-555555555555\n";
+  };
+  new_boot(0);
+  std::vector<std::string> flags = {
+      "--crash-loop-k",    "2",    "--crash-loop-window-s", "600",
+      "--healthy-after-s", "3600", "--boot-id-file",        boot_file};
   auto agent = start_agent(flags);
   auto v1 = release("v1, last known good\n");
   ASSERT_TRUE(eventually([&] { return content() == "v1, last known good\n"; }, 60s)) << agent_log();
@@ -1035,6 +1088,7 @@ TEST_F(AgentIntegration, RestartLoopWithoutNetworkRestoresLastKnownGoodAndReport
 
   // K=2 starts, each killed shortly after it began (after its marker is on disk).
   for (int kill = 1; kill <= 2; ++kill) {
+    new_boot(kill);
     auto before = starts_logged();
     auto dying = start_agent(flags);
     ASSERT_TRUE(eventually([&] { return starts_logged() > before; }, 20s)) << agent_log();
@@ -1049,6 +1103,7 @@ TEST_F(AgentIntegration, RestartLoopWithoutNetworkRestoresLastKnownGoodAndReport
   }
 
   // The next start counts the second crash and restores v1 on its own, with no server.
+  new_boot(3);
   auto agent2 = start_agent(flags);
   ASSERT_TRUE(eventually(
       [&] {

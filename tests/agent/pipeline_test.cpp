@@ -85,6 +85,7 @@ TEST(Agent, AppliesVerifiedContentAndReportsIt) {
 
 TEST(Agent, HeartbeatFollowsTheServersCadence) {
   Harness h;
+  h.cfg.consumers = {{"sensor", "7.11"}};  // --consumer-version sensor=7.11
   h.boot_enrolled();
   h.api.ack_beats();
   EXPECT_EQ(h.clock.next_delay(), 60'000);
@@ -99,6 +100,7 @@ TEST(Agent, HeartbeatFollowsTheServersCadence) {
   EXPECT_EQ(h.api.beats.size(), 1u);
   EXPECT_EQ(h.api.beats[0].hb.boot_id, h.sys.boot);
   EXPECT_EQ(h.api.beats[0].hb.uptime_s, h.sys.uptime);
+  EXPECT_EQ(h.api.beats[0].hb.consumers, (std::map<std::string, std::string>{{"sensor", "7.11"}}));
 }
 
 // ---- verification refusals: each an apply_failed report, content untouched ----
@@ -405,7 +407,7 @@ TEST(Spool, ReportsWaitForTheServerAndAreSentOnce) {
   h.api.ack_reports(false);  // server down
   EXPECT_EQ(h.agent->spool().size(), 1u);
   h.restart();  // the agent dies too: the spool is on disk
-  EXPECT_EQ(h.agent->spool().size(), 2u) << "applied + crash(unclean_shutdown)";
+  EXPECT_EQ(h.agent->spool().size(), 2u) << "applied + agent_restart";
   // The first flush after the restart fails again; the retry after backoff succeeds.
   h.api.ack_reports(false);
   h.clock.advance(60'000);
@@ -415,7 +417,7 @@ TEST(Spool, ReportsWaitForTheServerAndAreSentOnce) {
   EXPECT_EQ(h.api.acked.size(), 2u);
   h.restart();
   h.api.ack_reports(true);
-  EXPECT_EQ(h.api.acked.size(), 3u) << "only the new crash report";
+  EXPECT_EQ(h.api.acked.size(), 3u) << "only the new agent_restart report";
 }
 
 // ---- backoff ----
@@ -495,16 +497,49 @@ TEST(Crash, UncleanShutdownIsReportedOnceAndCleanStopIsNot) {
   h.agent.reset();
   h.boot();
   EXPECT_TRUE(h.spooled(ReportKind::Crash).empty());
-  h.restart();
+  h.restart();  // same boot: the agent process died, not the host
+  EXPECT_TRUE(h.spooled(ReportKind::Crash).empty());
+  auto restarts = h.spooled(ReportKind::AgentRestart);
+  ASSERT_EQ(restarts.size(), 1u);
+  EXPECT_EQ(detail_field(restarts[0], "kind"), "agent_restart");
+  EXPECT_EQ(detail_field(restarts[0], "boot_id_changed"), "false");
+  h.sys.boot = "99999999-2222-4333-8444-555555555555";
+  h.restart();  // a new boot after an unclean shutdown: a crash
   auto crashes = h.spooled(ReportKind::Crash);
   ASSERT_EQ(crashes.size(), 1u);
   EXPECT_EQ(detail_field(crashes[0], "kind"), "unclean_shutdown");
-  h.sys.boot = "99999999-2222-4333-8444-555555555555";
+  EXPECT_EQ(detail_field(crashes[0], "host_rebooted"), "true");
+  EXPECT_EQ(crashes[0].boot_id, h.sys.boot);
+}
+
+// Issue 14: an agent killed again and again on the same boot while new content is on probation
+// is not a crash loop of that content: no crash report, no failure counted, no revert. The
+// restarts are reported (naming the content on probation) as their own kind.
+TEST(Crash, AgentRestartsOnTheSameBootAreNotCrashesOfTheContent) {
+  Harness h;
+  h.boot_enrolled();
+  h.apply(h.release("rules", 1, "good"));
+  h.apply(h.release("rules", 2, "new, on probation"), {}, false);
+  for (int k = 0; k < 3; ++k) {
+    h.clock.advance(1000);  // distinct report times (the spool dedups by time)
+    h.restart();
+  }
+  EXPECT_EQ(h.current("rules"), "new, on probation");
+  EXPECT_TRUE(h.spooled(ReportKind::Crash).empty());
+  EXPECT_TRUE(h.spooled(ReportKind::LocalRollback).empty());
+  EXPECT_TRUE(h.agent->persisted().quarantine.empty());
+  EXPECT_EQ(h.agent->persisted().guards.at("rules").failures, 0);
+  auto restarts = h.spooled(ReportKind::AgentRestart);
+  ASSERT_EQ(restarts.size(), 3u);
+  EXPECT_EQ(restarts[0].channel, std::optional<std::string>("rules"));
+  EXPECT_EQ(restarts[0].version, std::optional<std::int64_t>(2));
+  // The host itself dying is still counted: two new boots revert (K = 2).
+  h.sys.boot = "22222222-2222-4333-8444-555555555555";
   h.restart();
-  crashes = h.spooled(ReportKind::Crash);
-  ASSERT_EQ(crashes.size(), 2u);
-  EXPECT_EQ(detail_field(crashes[1], "host_rebooted"), "true");
-  EXPECT_EQ(crashes[1].boot_id, h.sys.boot);
+  h.sys.boot = "33333333-2222-4333-8444-555555555555";
+  h.restart();
+  EXPECT_EQ(h.current("rules"), "good");
+  EXPECT_EQ(h.spooled(ReportKind::LocalRollback).size(), 1u);
 }
 
 TEST(Crash, ConsumerCrashLoopRevertsToLastKnownGoodWithoutTheServer) {

@@ -20,7 +20,7 @@ using nlohmann::json;
 Expected<Heartbeat> reference_decode(std::string_view body) {
   RF_TRY(j, parse_json(body));
   RF_CHECK(require_object(j, "heartbeat"));
-  RF_CHECK(only_keys(j, {"boot_id", "uptime_s", "channels", "desired_etag"}));
+  RF_CHECK(only_keys(j, {"boot_id", "uptime_s", "channels", "desired_etag", "consumers"}));
   Heartbeat m;
   RF_TRY(boot, get_string(j, "boot_id", 64));
   RF_TRY(up, get_int(j, "uptime_s", 0, 100LL * 365 * 86400));
@@ -39,6 +39,19 @@ Expected<Heartbeat> reference_decode(std::string_view body) {
       m.channels[it.key()] = ChannelStatus{version, state.value_or("active")};
     }
   }
+  auto co = j.find("consumers");
+  if (co != j.end() && !co->is_null()) {
+    if (!co->is_object() || co->size() > kMaxConsumers) {
+      return fail(Errc::InvalidArgument, "field 'consumers' must be an object of at most 8");
+    }
+    for (auto it = co->begin(); it != co->end(); ++it) {
+      if (!is_name(it.key())) return fail(Errc::InvalidArgument, "invalid consumer name");
+      if (!it->is_string() || !is_consumer_version(it->get<std::string>())) {
+        return fail(Errc::InvalidArgument, "bad consumer version");
+      }
+      m.consumers[it.key()] = it->get<std::string>();
+    }
+  }
   return m;
 }
 
@@ -52,6 +65,7 @@ void expect_same(const std::string& body) {
   if (want) {
     EXPECT_EQ(got->boot_id, want->boot_id) << body;
     EXPECT_EQ(got->uptime_s, want->uptime_s) << body;
+    EXPECT_EQ(got->consumers, want->consumers) << body;
     ASSERT_EQ(got->channels.size(), want->channels.size()) << body;
     for (const auto& [name, c] : want->channels) {
       ASSERT_TRUE(got->channels.count(name)) << body;
@@ -72,6 +86,8 @@ const char* const kValid[] = {
     R"({"boot_id":"b","uptime_s":1,"channels":{"a":{"version":1},"b.c-d_e":{"version":0,"state":null}}})",
     R"({"boot_id":"b","uptime_s":1.0,"channels":{"c":{"version":2.0,"state":"staged","extra":[1,{"x":2}]}}})",
     R"({"boot_id":"b","uptime_s":1,"desired_etag":{"deep":[[[{"a":1}]]]}})",
+    R"({"boot_id":"b","uptime_s":1,"consumers":{"sensor":"7.11.18110","parser":"20"}})",
+    R"({"boot_id":"b","uptime_s":1,"consumers":null,"channels":{"c":{"version":1}}})",
 };
 
 TEST(HeartbeatDecode, AgreesWithTheDomReadingOnHostileBodies) {
@@ -117,6 +133,21 @@ TEST(HeartbeatDecode, AgreesWithTheDomReadingOnHostileBodies) {
       R"({"boot_id":"b","uptime_s":1,"channels":{"c":{"version":"x","version":4}}})",
       deep32, deep33, many, std::string(100000, '['), std::string(5000, '{'),
       R"({"boot_id":"b\u0000","uptime_s":1})", "{\"boot_id\":\"\xff\xfe\",\"uptime_s\":1}",
+      // Consumer versions: host-chosen strings, bounded in number, length and charset.
+      R"({"boot_id":"b","uptime_s":1,"consumers":[]})", R"({"boot_id":"b","uptime_s":1,"consumers":"20"})",
+      R"({"boot_id":"b","uptime_s":1,"consumers":{"sensor":20}})",
+      R"({"boot_id":"b","uptime_s":1,"consumers":{"sensor":["20"]}})",
+      R"({"boot_id":"b","uptime_s":1,"consumers":{"sensor":{"v":"20"}}})",
+      R"({"boot_id":"b","uptime_s":1,"consumers":{"sensor":""}})",
+      R"({"boot_id":"b","uptime_s":1,"consumers":{"sensor":"7 11"}})",
+      R"({"boot_id":"b","uptime_s":1,"consumers":{"sensor":"-7"}})",
+      R"({"boot_id":"b","uptime_s":1,"consumers":{"sensor":"7\n"}})",
+      R"({"boot_id":"b","uptime_s":1,"consumers":{"sensor":"{x}"}})",
+      R"({"boot_id":"b","uptime_s":1,"consumers":{"Bad Name":"1"}})",
+      R"({"boot_id":"b","uptime_s":1,"consumers":{"sensor":1,"sensor":"21"}})",
+      R"({"boot_id":"b","uptime_s":1,"consumers":{"sensor":"21"},"consumers":null})",
+      std::string(R"({"boot_id":"b","uptime_s":1,"consumers":{"s":")") + std::string(65, '7') + "\"}}",
+      R"({"boot_id":"b","uptime_s":1,"consumers":{"a":"1","b":"1","c":"1","d":"1","e":"1","f":"1","g":"1","h":"1","i":"1"}})",
   };
   for (const auto& h : hostile) expect_same(h);
 }
