@@ -107,6 +107,10 @@ struct StageRuntime {
   // Pacing: hosts of this stage confirmed (applied, not failed, heard from a heartbeat interval
   // after applying). Memory only: after a restart hosts confirm again with their next heartbeat.
   std::int64_t confirmed = 0;
+  // Pacing: exposed hosts without a track record that failed. Their failure is not evidence, so
+  // each gives its place in the window to another host (else a stage whose first wave is mostly
+  // fresh enrollees could neither pass nor halt).
+  std::int64_t replaced = 0;
   // Why the stage cannot progress ("" = it can): no live host in its ring, hosts waiting for the
   // budget or the pacing window, too few healthy hosts. Set by evaluate(); an event when it
   // changes.

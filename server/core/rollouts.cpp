@@ -310,8 +310,9 @@ bool Service::Impl::may_expose(Rollout& r, std::size_t s, HostIndex i, const fle
 
 std::int64_t Service::Impl::pace_window(const Rollout& r) const {
   const auto& p = r.plan[r.stage];
-  double w = static_cast<double>(p.pace_initial) +
-             p.pace_growth * static_cast<double>(r.stages[r.stage].confirmed);
+  const auto& st = r.stages[r.stage];
+  double w = static_cast<double>(p.pace_initial + st.replaced) +
+             p.pace_growth * static_cast<double>(st.confirmed);
   return w >= 9e15 ? std::numeric_limits<std::int64_t>::max() : static_cast<std::int64_t>(w);
 }
 
@@ -466,6 +467,8 @@ void Service::Impl::mark_failed(Rollout& r, Exposure& e, bool silent) {
     --r.stages[e.stage].confirmed;
   }
   if (!e.counted) {  // no track record: its failure is not evidence (see Impl::counts)
+    ++r.stages[e.stage].replaced;
+    if (e.stage == r.stage) pacing_opened = true;
     e.silent = silent;
     e.healthy = false;
     touch(r, e);
