@@ -325,7 +325,10 @@ void Service::Impl::build_pace_order(Rollout& r) {
   for (HostIndex i = 0; i < fleet.slots(); ++i) {
     const auto& h = fleet.at(i);
     if (h.deleted || h.pinned || !stage_covers(r, r.stage, h)) continue;
-    if (h.last_seen_ms < live_since && !r.exposed.count(i)) continue;
+    // Hosts an earlier stage exposed are not this stage's to pace (a "*" stage covers them too).
+    auto e = r.exposed.find(i);
+    if (e != r.exposed.end() && e->second.stage != r.stage) continue;
+    if (h.last_seen_ms < live_since && e == r.exposed.end()) continue;
     auto text = h.id.text();
     auto idh = proto::fnv1a64(std::string_view(text.data(), text.size()));
     order.emplace_back((static_cast<std::uint64_t>(h.bucket) << 40) | (idh >> 24), i);

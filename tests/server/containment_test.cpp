@@ -285,3 +285,24 @@ TEST_F(Containment, AStageWithTooFewLiveHostsForItsSampleSaysWhy) {
 
 }  // namespace
 }  // namespace ringfence::server::core
+
+namespace ringfence::server::core {
+namespace {
+using Containment2 = Harness;
+
+// The implicit final stage covers hosts earlier stages exposed too: its first wave is hosts new
+// to it, not places taken by those.
+TEST_F(Containment2, TheImplicitStagesFirstWaveIsNewHosts) {
+  const int n = 100;
+  fleet(0, n);
+  auto id = rollout(nlohmann::json::array(
+      {{{"ring", "rest"}, {"percent", 50}, {"bake_s", 12}, {"min_hosts", 1}}}));
+  ASSERT_TRUE(act(id, "start"));
+  for (int i = 0; i < 60 && get(id)["stage"] == 0; ++i) live_as_agents(4, 0, n);
+  ASSERT_EQ(get(id)["stage"], 1) << get(id).dump();
+  for (int h = 0; h < n; ++h) offered(h);
+  EXPECT_EQ(get(id)["stages"][1]["exposed"], 8) << get(id).dump();
+}
+
+}  // namespace
+}  // namespace ringfence::server::core
