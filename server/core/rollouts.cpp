@@ -1082,6 +1082,8 @@ Expected<json> Service::preview(const json& body) const {
           total ? 100.0 * static_cast<double>(cumulative) / static_cast<double>(total) : 0.0},
          {"earliest_start_s", earliest_s},
          {"approval", plan[s].manual ? "manual" : "auto"},
+         {"implicit", plan[s].implicit},
+         {"pacing", {{"initial", plan[s].pace_initial}, {"growth", plan[s].pace_growth}}},
          {"sample_hosts", sample}});
     earliest_s += plan[s].bake_s;
   }
