@@ -43,9 +43,19 @@ struct Stage {
 struct Model {
   std::int64_t fleet = 10000;
   std::vector<Stage> stages = {{"canary", 1}, {"early", 10}, {"broad", 50}};
-  double background = 0.005;     // per-host failure probability in a window, release or not
-  double window_s = 300;         // a failing host fails uniformly within this after its start
-  double apply_mean_s = 60;      // exposed host applies after an exponential delay, this mean
+  double background = 0.005;  // per-host failure probability in a window, release or not
+  double window_s = 300;      // a failing host fails uniformly within this after its start
+  // An offered host applies within about a second: the real agent holds a long poll and is
+  // answered the moment the stage lets it in (was: an exponential delay with a 60 s mean, which
+  // hid how much of a stage a lethal release reaches before the halt).
+  double apply_min_s = 0.2, apply_max_s = 1.0;
+  // Pacing (the server's slow start, StagePlan::pace_*): a stage offers its release to
+  // pace_initial hosts, and each host that applied and heartbeated a heartbeat interval later
+  // (confirmed) lets pace_growth more in; a confirmed host that fails takes its share back. A stage
+  // passes only once all its hosts were offered it. pace_initial 0 = off (all at the stage start).
+  // A host whose failure is not evidence (no track record) gives its place to another.
+  std::int64_t pace_initial = 8;
+  double pace_growth = 2;
   double heartbeat_s = 5;        // heartbeat interval while a rollout is live
   int silent_intervals = 3;      // silence for this many intervals = failure detected
   double healthy_window_s = 60;  // applied and fine this long = healthy
@@ -73,6 +83,8 @@ struct Release {
   bool good = false;        // a good release: report false halts against alpha
   double alpha = 0;         // gate alpha for this scenario (0 = the default)
   std::int64_t bake_s = 0;  // every stage's bake (0 = the default)
+  double report_s = -1;     // >= 0: a failure is detected this long after it (a crash report),
+                            // instead of by silence (k heartbeat intervals)
 };
 
 // ---- deterministic randomness: raw mt-free splitmix/xoshiro, no std distributions (their
@@ -122,7 +134,10 @@ enum class Ev : std::uint8_t {
   FailDetectedWasHealthy,
   ControlFail,
   BakeDone,
-  Hostile  // the hostile hosts' crash reports (trust off only), at t = 1 s
+  Hostile,    // the hostile hosts' crash reports (trust off only), at t = 1 s
+  Confirm,    // pacing: an applied host heartbeated a heartbeat interval later
+  Unconfirm,  // pacing: a confirmed host failed (detected)
+  Replace     // pacing: a host without a track record failed: not evidence, so it gives its place
 };
 
 struct Event {
@@ -150,6 +165,7 @@ struct RunResult {
   std::int64_t applied_at_halt = 0;  // in the halting stage
   std::int64_t failed_at_halt = 0;   // detected failures in the halting stage
   double completed_s = 0;            // when the last stage passed (the rollout completed)
+  std::vector<double> covered_s;     // per stage: from its start until every host was offered it
   std::string reason;
 };
 
@@ -199,30 +215,55 @@ RunResult run_rollout(const Model& m, const Release& r, const health::GateParams
 
   std::vector<health::StageCounts> sc(n);
   std::vector<double> started(n, 0);
+  std::vector<std::int64_t> offered(n, 0), confirmed(n, 0), replaced(n, 0), stage_hosts(n, 0);
+  out.covered_s.assign(n, -1);
   std::size_t cur = 0;
   std::int64_t control_failed = 0;
   std::vector<std::int64_t> control_failed_of(n + 1, 0);  // by the stage that will expose them
+  // One host of stage s offered the release at t0: its apply, health, failure and (pacing)
+  // confirmation.
+  auto offer_host = [&](std::size_t s, double t0) {
+    ++offered[s];
+    ++sc[s].exposed;
+    if (offered[s] == stage_hosts[s]) out.covered_s[s] = t0 - started[s];
+    const bool counts = counted();
+    const double apply = t0 + m.apply_min_s + rng.uniform() * (m.apply_max_s - m.apply_min_s);
+    const bool fails = rng.uniform() < r.fail_prob;
+    const double fail_at =
+        fails ? apply + (r.crash_on_apply ? 0.0 : rng.uniform() * m.window_s) : 0.0;
+    const double confirm_at = apply + m.heartbeat_s;
+    const bool confirms = m.pace_initial > 0 && (!fails || fail_at > confirm_at);
+    if (confirms) push(confirm_at, Ev::Confirm, s);
+    const double detect = r.report_s >= 0 ? r.report_s : m.detect_s();
+    if (confirms && fails) push(fail_at + detect, Ev::Unconfirm, s);
+    if (!counts) {  // exposed all the same; its signals are not evidence
+      if (fails && m.pace_initial > 0) push(fail_at + detect, Ev::Replace, s);
+      return;
+    }
+    push(apply, Ev::Apply, s);
+    const bool becomes_healthy = !fails || fail_at > apply + m.healthy_window_s;
+    if (becomes_healthy) push(apply + m.healthy_window_s, Ev::Healthy, s);
+    if (fails) {
+      push(fail_at + detect, becomes_healthy ? Ev::FailDetectedWasHealthy : Ev::FailDetected, s);
+    }
+  };
+  // Pacing: offer hosts of stage s up to its window (all of them without pacing).
+  auto open_window = [&](std::size_t s, double t) {
+    std::int64_t window = stage_hosts[s];
+    if (m.pace_initial > 0) {
+      const double w = static_cast<double>(m.pace_initial + replaced[s]) +
+                       m.pace_growth * static_cast<double>(confirmed[s]);
+      window = std::min<std::int64_t>(window, static_cast<std::int64_t>(w));
+    }
+    while (offered[s] < window) offer_host(s, t);
+  };
   auto start_stage = [&](std::size_t s, double t0) {
     started[s] = t0;
     control_failed -= control_failed_of[s];  // now on the release: out of the control cohort
     control_failed_of[s] = 0;
-    const std::int64_t hosts = upto[s] - (s > 0 ? upto[s - 1] : 0);
-    sc[s].exposed = hosts;
-    for (std::int64_t h = 0; h < hosts; ++h) {
-      const bool counts = counted();
-      const double apply = t0 + rng.exponential(m.apply_mean_s);
-      const bool fails = rng.uniform() < r.fail_prob;
-      const double fail_at =
-          fails ? apply + (r.crash_on_apply ? 0.0 : rng.uniform() * m.window_s) : 0.0;
-      if (!counts) continue;  // exposed all the same; its signals are not evidence
-      push(apply, Ev::Apply, s);
-      const bool becomes_healthy = !fails || fail_at > apply + m.healthy_window_s;
-      if (becomes_healthy) push(apply + m.healthy_window_s, Ev::Healthy, s);
-      if (fails) {
-        push(fail_at + m.detect_s(),
-             becomes_healthy ? Ev::FailDetectedWasHealthy : Ev::FailDetected, s);
-      }
-    }
+    stage_hosts[s] = upto[s] - (s > 0 ? upto[s - 1] : 0);
+    if (stage_hosts[s] == 0) out.covered_s[s] = 0;
+    open_window(s, t0);
     push(t0 + static_cast<double>(params.bake_s), Ev::BakeDone, s);
   };
   start_stage(0, 0);
@@ -253,6 +294,17 @@ RunResult run_rollout(const Model& m, const Release& r, const health::GateParams
       case Ev::BakeDone:
         if (e.stage != cur) continue;  // only the current stage's bake expiry is a signal
         break;
+      case Ev::Confirm:
+        ++confirmed[e.stage];
+        if (e.stage == cur) open_window(cur, e.t);
+        continue;  // no signal for the gate
+      case Ev::Unconfirm:
+        --confirmed[e.stage];
+        continue;
+      case Ev::Replace:
+        ++replaced[e.stage];
+        if (e.stage == cur) open_window(cur, e.t);
+        continue;
       case Ev::Hostile:  // without the trust rule: counted like anyone else, each host once
         sc[0].exposed += m.hostile_canary;
         sc[0].applied += m.hostile_canary;
@@ -304,6 +356,9 @@ RunResult run_rollout(const Model& m, const Release& r, const health::GateParams
       out.reason = d.reason;
       return out;
     }
+    if (d.verdict == health::Verdict::Pass && offered[cur] < stage_hosts[cur]) {
+      continue;  // the server passes a stage only once every host of it was offered the release
+    }
     if (d.verdict == health::Verdict::Pass) {
       if (cur + 1 == n) {  // the rollout completes: the release is stable, no gate any more
         out.completed_s = e.t;
@@ -349,6 +404,7 @@ struct Summary {
   std::int64_t stuck = 0;
   std::int64_t by_cumulative = 0, by_stage = 0;  // which test failed, over all halts
   std::vector<double> halt_time, applied_total, applied_at_halt, failed_at_halt, completed;
+  std::vector<std::vector<double>> covered;  // per stage: time to offer it to all its hosts
   std::string example_reason;
 };
 
@@ -378,6 +434,10 @@ Summary simulate(const Model& m, const Release& r, const health::GateParams& bas
       ++sum.stuck;
     } else {
       sum.completed.push_back(res.completed_s);
+      sum.covered.resize(res.covered_s.size());
+      for (std::size_t k = 0; k < res.covered_s.size(); ++k) {
+        if (res.covered_s[k] >= 0) sum.covered[k].push_back(res.covered_s[k]);
+      }
     }
     if (runs >= 200 && (i + 1) % step == 0) {
       std::fprintf(stderr, "  %-28s %lld/%lld runs\n", r.name, static_cast<long long>(i + 1),
@@ -421,7 +481,94 @@ void print_table(const std::vector<Summary>& results, const std::vector<std::str
 }
 
 void usage(const char* argv0) {
-  std::fprintf(stderr, "usage: %s [--runs N] [--seed S] [--quick]\n", argv0);
+  std::fprintf(stderr,
+               "usage: %s [--runs N] [--seed S] [--quick]\n"
+               "       %s --containment [--fleet N]... [--runs N] [--seed S]\n",
+               argv0, argv0);
+}
+
+// Exposure at halt against fleet size, with and without pacing (issue 14): a release that kills
+// every host it reaches, silently (found by silence) or with a crash report, on a plan of canary
+// 0.5 % -> 10 % -> 50 % -> 100 % (the whole fleet through a gate); and what pacing costs a good
+// release (time to offer each stage to all its hosts, time to complete).
+int containment(const std::vector<std::int64_t>& fleets, std::int64_t runs, std::uint64_t seed) {
+  const health::GateParams params;
+  const Release silent{"kills every host, silently", 1.0, true, Claim::HaltedInCanary};
+  Release crashing{"kills every host, crash report", 1.0, true, Claim::HaltedInCanary};
+  crashing.report_s = 2;
+  const Release good{"good (background only)", 0.005, false, Claim::None, true};
+  std::printf(
+      "# gate_eval --containment: seed %llu; plan canary 0.5%% -> 10%% -> 50%% -> 100%%;"
+      " gate defaults (bake %lld s, min_hosts %lld)\n",
+      static_cast<unsigned long long>(seed), static_cast<long long>(params.bake_s),
+      static_cast<long long>(params.min_hosts));
+  std::printf(
+      "# Applies 0.2-1.0 s after the offer; heartbeat 5 s; silence = 3 intervals;"
+      " crash report 2 s after the crash.\n\n");
+  std::printf(
+      "| fleet | release | pacing | runs | halted in canary | hosts applied at halt "
+      "(median / p95 / max) | time to halt s (median / p95) |\n");
+  std::printf("|---:|---|---|---:|---:|---:|---:|\n");
+  bool ok = true;
+  std::uint64_t scenario = 500;
+  for (std::int64_t fleet : fleets) {
+    for (bool pacing : {true, false}) {
+      for (const Release* r : {&silent, static_cast<const Release*>(&crashing)}) {
+        Model m;
+        m.fleet = fleet;
+        m.stages = {{"canary", 0.5}, {"early", 10}, {"broad", 50}, {"all", 100}};
+        m.pace_initial = pacing ? 8 : 0;
+        const std::int64_t n = fleet > 1'000'000 ? std::min<std::int64_t>(runs, 100) : runs;
+        Summary sum = simulate(m, *r, params, n, seed, ++scenario);
+        std::printf("| %lld | %s | %s | %lld | %lld | %.0f / %.0f / %.0f | %.1f / %.1f |\n",
+                    static_cast<long long>(fleet), r->name, pacing ? "8, x2" : "off",
+                    static_cast<long long>(n), static_cast<long long>(sum.halted_by_stage[0]),
+                    quantile(sum.applied_total, 0.5), quantile(sum.applied_total, 0.95),
+                    quantile(sum.applied_total, 1.0), quantile(sum.halt_time, 0.5),
+                    quantile(sum.halt_time, 0.95));
+        if (pacing && (sum.halted_by_stage[0] != n || quantile(sum.applied_total, 1.0) > 25)) {
+          ok = false;
+        }
+      }
+    }
+  }
+  std::printf(
+      "\nWhat pacing costs a good release (median seconds; stage k covered = from its start "
+      "until every\nhost of it was offered the release):\n\n");
+  std::printf(
+      "| fleet | pacing | runs | canary covered | early covered | broad covered | all "
+      "covered | completed | halted |\n");
+  std::printf("|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (std::int64_t fleet : fleets) {
+    for (bool pacing : {true, false}) {
+      Model m;
+      m.fleet = fleet;
+      m.stages = {{"canary", 0.5}, {"early", 10}, {"broad", 50}, {"all", 100}};
+      m.pace_initial = pacing ? 8 : 0;
+      const std::int64_t n =
+          std::max<std::int64_t>(1, std::min<std::int64_t>(runs, 2'000'000'000 / fleet / 100));
+      Summary sum = simulate(m, good, params, n, seed, ++scenario);
+      std::printf("| %lld | %s | %lld", static_cast<long long>(fleet), pacing ? "8, x2" : "off",
+                  static_cast<long long>(n));
+      for (std::size_t k = 0; k < 4; ++k) {
+        if (k < sum.covered.size() && !sum.covered[k].empty()) {
+          std::printf(" | %.0f", quantile(sum.covered[k], 0.5));
+        } else {
+          std::printf(" | -");
+        }
+      }
+      std::printf(
+          " | %s | %lld |\n",
+          sum.completed.empty()
+              ? "-"
+              : std::to_string(static_cast<long long>(quantile(sum.completed, 0.5))).c_str(),
+          static_cast<long long>(halted(sum)));
+    }
+  }
+  std::printf("\n%s\n", ok ? "OK: with pacing, a release that kills every host is halted in the "
+                             "canary with <= 25 hosts applied at every fleet size"
+                           : "FAILED: pacing did not hold a lethal release to <= 25 hosts");
+  return ok ? 0 : 1;
 }
 
 }  // namespace
@@ -431,10 +578,22 @@ int main(int argc, char** argv) {
   std::uint64_t seed = 1;
   bool quick = false;
   bool runs_set = false;
+  bool contain = false;
+  std::vector<std::int64_t> fleets;
   for (int i = 1; i < argc; ++i) {
     const char* a = argv[i];
     if (std::strcmp(a, "--quick") == 0) {
       quick = true;
+    } else if (std::strcmp(a, "--containment") == 0) {
+      contain = true;
+    } else if (std::strcmp(a, "--fleet") == 0 && i + 1 < argc) {
+      char* end = nullptr;
+      const long long v = std::strtoll(argv[++i], &end, 10);
+      if (end == argv[i] || *end != '\0' || v < 1000 || v > 100'000'000) {
+        usage(argv[0]);
+        return 2;
+      }
+      fleets.push_back(v);
     } else if ((std::strcmp(a, "--runs") == 0 || std::strcmp(a, "--seed") == 0) && i + 1 < argc) {
       char* end = nullptr;
       const unsigned long long v = std::strtoull(argv[++i], &end, 10);
@@ -461,6 +620,10 @@ int main(int argc, char** argv) {
     }
   }
   if (quick && !runs_set) runs = 50;
+  if (contain) {
+    if (fleets.empty()) fleets = {100'000, 8'500'000};
+    return containment(fleets, runs_set ? runs : 200, seed);
+  }
 
   const Model m;
   const health::GateParams params;  // the gate's defaults, as a policy gets them
@@ -492,9 +655,10 @@ int main(int argc, char** argv) {
       "#  The control cohort = hosts not yet exposed; its failures counted from rollout start,"
       " each host once,\n#  and dropped from it when that host is exposed (as the server does).\n");
   std::printf(
-      "#  A stage exposes its hosts at its start; each applies after an exponential delay"
-      " (mean %.0f s).\n",
-      m.apply_mean_s);
+      "#  An offered host applies %.1f-%.1f s later (long poll). Pacing: a stage offers %lld"
+      " hosts, then %g more\n#  per host confirmed (applied and heartbeating a heartbeat"
+      " interval later); it passes only once all\n#  its hosts were offered it.\n",
+      m.apply_min_s, m.apply_max_s, static_cast<long long>(m.pace_initial), m.pace_growth);
   std::printf(
       "#  Every host (on the release or not) fails with the background probability %.1f%%"
       " per window;\n",

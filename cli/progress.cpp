@@ -97,7 +97,21 @@ std::string summary_line(const json& r) {
   }
   if (r.contains("halt_reason")) s += " - " + str(r, "halt_reason");
   if (r.value("frozen_by_emergency_stop", false)) s += " [EMERGENCY STOP]";
+  if (auto b = blocked_text(r); !b.empty()) s += " - " + b;
   return s;
+}
+
+std::string blocked_text(const json& r) {
+  auto b = r.find("blocked");
+  if (b == r.end() || !b->is_object()) return "";
+  return "blocked (" + str(*b, "code") + "): " + str(*b, "message");
+}
+
+std::string pacing_text(const json& stage) {
+  auto p = stage.find("pacing");
+  if (p == stage.end() || !p->is_object() || !p->contains("window")) return "";
+  return "wave " + cell(p->value("window", json())) + "/" + cell(p->value("ranked_hosts", json())) +
+         " (" + cell(p->value("confirmed", json())) + " confirmed)";
 }
 
 std::vector<std::string> stage_lines(const json& r) {
@@ -118,6 +132,7 @@ std::vector<std::string> stage_lines(const json& r) {
                        " statistic=" + fmt("%.2f", number(g, "statistic")) + "/" +
                        fmt("%.2f", number(g, "upper")) + " rate=" + pct(number(g, "failure_rate")) +
                        "/" + pct(number(params, "max_failure_rate"));
+    if (auto p = pacing_text(s); !p.empty()) line += " pacing=" + p.substr(5, p.find(' ', 5) - 5);
     out.push_back(std::move(line));
   }
   return out;
@@ -136,6 +151,8 @@ std::vector<std::string> render_rollout(const json& r, const RenderOptions& o) {
       " v" + cell(r.value("version", json())) + "  " + paint(state_text(r), state_color, o.color) +
       (r.contains("halt_reason") ? "  " + str(r, "halt_reason") : "") +
       (r.value("frozen_by_emergency_stop", false) ? paint("  EMERGENCY STOP", kRed, o.color) : ""));
+  // A stage that cannot progress says why, right under the header.
+  if (auto b = blocked_text(r); !b.empty()) lines.push_back(paint("  " + b, kYellow, o.color));
   auto stages = r.value("stages", json::array());
   auto current = static_cast<std::size_t>(count(r, "stage"));
   bool started = state != "pending";
@@ -153,7 +170,8 @@ std::vector<std::string> render_rollout(const json& r, const RenderOptions& o) {
         std::to_string(count(s, "exposed")) + "  applied " + std::to_string(count(s, "applied")) +
         "  healthy " + paint(std::to_string(count(s, "healthy")), kGreen, o.color) + "  failed " +
         (count(s, "failed") ? paint(std::to_string(count(s, "failed")), kRed, o.color) : "0") +
-        "  silent " + std::to_string(count(s, "silent")));
+        "  silent " + std::to_string(count(s, "silent")) +
+        (here && !pacing_text(s).empty() ? "  " + pacing_text(s) : ""));
     std::string verdict = str(g, "verdict");
     const char* vcolor = verdict == "pass" ? kGreen : verdict == "fail" ? kRed : kDim;
     std::string gate =

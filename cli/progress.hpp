@@ -30,6 +30,12 @@ std::vector<std::string> stage_lines(const nlohmann::json& rollout);
 // The header as a plain line: "rollout 3 detections v7: running (baking), stage 1 of 3".
 std::string summary_line(const nlohmann::json& rollout);
 
+// Why the rollout's current stage cannot progress ("blocked (waiting_for_budget): 3 live hosts
+// wait for ..."), or "" when it can. Part of summary_line and render_rollout.
+std::string blocked_text(const nlohmann::json& rollout);
+// The current stage's pacing ("wave 24/300 (8 confirmed)"), or "" when not paced / not current.
+std::string pacing_text(const nlohmann::json& stage);
+
 // One line for an event: "10:15:03 #42 rollout_advance by gate: baking -> baking, stage 1 ...".
 std::string event_line(const nlohmann::json& event);
 

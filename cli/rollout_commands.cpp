@@ -56,6 +56,14 @@ void print_rollout(std::ostream& o, const json& r) {
            cell(g.value("verdict", json())), stat, rate});
   }
   t.print(o);
+  if (r.contains("waiting") && r["waiting"].is_string()) {
+    o << "waiting: " << r["waiting"].get<std::string>() << "\n";
+  }
+  auto stages = r.value("stages", json::array());
+  auto cur = static_cast<std::size_t>(r.value("stage", 0));
+  if (cur < stages.size()) {
+    if (auto p = pacing_text(stages[cur]); !p.empty()) o << "pacing: " << p << "\n";
+  }
 }
 
 int terminal_columns() {

@@ -280,9 +280,12 @@ function showRollout(r) {
   $('#detail-title').textContent = `Rollout #${r.id} · ${r.channel} v${r.version}`;
   $('#detail-state').replaceWith(Object.assign(stateBadge(r), { id: 'detail-state' }));
   const reason = $('#detail-reason');
-  const notes = [r.halt_reason, r.frozen_by_emergency_stop ? 'Frozen by the emergency stop.' : ''].filter(Boolean);
+  // A stage that cannot progress says why (the server's blocked code and sentence).
+  const blocked = r.blocked ? `Blocked (${r.blocked.code}): ${r.blocked.message}.` : '';
+  const notes = [r.halt_reason, r.frozen_by_emergency_stop ? 'Frozen by the emergency stop.' : '', blocked].filter(Boolean);
   reason.hidden = notes.length === 0;
   reason.textContent = notes.join(' ');
+  reason.classList.toggle('blocked', Boolean(blocked));
   updateActions(r);
   // Keep the selected rollout's row in the list as fresh as the detail.
   $(`#rollouts tr[data-rollout="${r.id}"]`)?.replaceWith(rolloutRow(r));
@@ -349,7 +352,11 @@ function updateStageCard(card, r, stage, i) {
   const limit = gate.params?.max_failure_rate;
   card.querySelector('.gate').textContent =
     `SPRT statistic ${fixed(gate.statistic)} of ${fixed(gate.upper)} · failure rate ${pct(gate.failure_rate)}` +
-    ` (limit ${pct(limit)}, baseline ${pct(gate.baseline)})` + (gate.reason ? ` — ${gate.reason}` : '');
+    ` (limit ${pct(limit)}, baseline ${pct(gate.baseline)})` + (gate.reason ? ` — ${gate.reason}` : '') +
+    (current && stage.pacing?.window !== undefined
+      ? ` · wave ${stage.pacing.window} of ${stage.pacing.ranked_hosts} hosts (${stage.pacing.confirmed} confirmed)`
+      : '') +
+    (stage.blocked ? ` · blocked: ${stage.blocked.message}` : '');
   const chart = state.charts.get(`${r.id}:${i}`);
   const series = state.series.get(`${r.id}:${i}`);
   if (chart && series) chart.setData(seriesData(series));

@@ -383,7 +383,8 @@ DesiredAnswer Service::Impl::compute_desired(HostIndex i, bool want_body) {
       } else if (r->state == State::Baking && !emergency && !r->halt_pending) {
         for (std::size_t s = 0; s <= r->stage; ++s) {
           if (stage_covers(*r, s, h)) {
-            if (!budget_allows(h)) break;  // the stage waits: visible in its exposed count
+            // Pacing and the budget: the stage waits (its blocked reason says why).
+            if (!may_expose(*r, s, i, h)) break;
             budget_take(h);
             expose(*r, i, s);  // counted, out of the control cohort, persisted
             chosen = &ch.releases[r->version];
@@ -449,6 +450,7 @@ Expected<std::optional<DesiredAnswer>> Service::desired(std::int64_t host,
     return fail(Errc::Unauthenticated, "unknown host");
   ++m.polls_total;
   m.first_contact(i);
+  m.note_returned(i);
   auto& h = m.fleet.at(i);
   h.last_seen_ms = m.clock.now_ms();
   auto probe = m.compute_desired(i, false);
@@ -496,6 +498,7 @@ void Service::heartbeat(std::int64_t host, const proto::Heartbeat& sent, Ack don
   if (i >= m.fleet.slots() || m.fleet.at(i).deleted)
     return done(fail(Errc::Unauthenticated, "unknown host"));
   m.first_contact(i);
+  m.note_returned(i);
   // Channel states the server never sent this host (made-up channels or versions) are dropped:
   // they would reach the host's record and /metrics. Copied only when something is dropped.
   std::optional<proto::Heartbeat> kept;
@@ -581,6 +584,7 @@ void Service::heartbeat(std::int64_t host, const proto::Heartbeat& sent, Ack don
       if (e->second.counted) ++r.stages[e->second.stage].counts.healthy;
       changed = true;
     }
+    if (running) m.note_alive(r, e->second, now);  // pacing: confirmed once alive a while
     if (changed || e->second.short_boots != short_boots) {
       evidence = true;
       m.touch(r, e->second);
@@ -797,6 +801,7 @@ Exposure& Service::Impl::expose(Rollout& r, HostIndex i, std::size_t stage) {
   e.host = i;
   e.stage = static_cast<std::uint8_t>(stage);
   ++r.stages[stage].counts.exposed;
+  r.waited_for_budget = false;
   note_exposed(r, i, e);  // counted (track record), out of the control cohort
   touch(r, e);
   return e;
@@ -824,12 +829,14 @@ Status Service::Impl::commit_batch() {
     }
     r.dirty_exposures.clear();
   }
+  auto budget = budget_rows();  // the budget the exposures took, in the same transaction
   Status st;
-  if (!pending_reports.empty() || !hosts.empty() || !exposures.empty()) {
+  if (!pending_reports.empty() || !hosts.empty() || !exposures.empty() || !budget.empty()) {
     st = store.transaction([&]() -> Status {
       if (!pending_reports.empty()) RF_CHECK(store.insert_reports(pending_reports));
       if (!hosts.empty()) RF_CHECK(store.upsert_hosts(hosts));
       if (!exposures.empty()) RF_CHECK(store.upsert_exposures(exposures));
+      if (!budget.empty()) RF_CHECK(store.put_budget(budget, clock.now_ms() / 60000 - 60));
       return {};
     });
     ++group_commits_total;
@@ -843,6 +850,7 @@ Status Service::Impl::commit_batch() {
     // Nothing of it is durable: all of it waits for the next attempt (tick, or the next batch).
     ++group_commit_failures_total;
     for (auto i : dirty) fleet.mark_dirty(i);
+    for (const auto& b : budget) budget_dirty.emplace(b.scope, b.minute);
     for (auto [r, i] : taken) {
       auto it = r->exposed.find(i);
       if (it != r->exposed.end()) touch(*r, it->second);
@@ -910,6 +918,11 @@ void Service::tick() {
       r.next_silence_scan_ms = next;
     }
     m.evaluate(r);  // also catches bake expiry
+  }
+  // Pacing windows that grew: parked polls of the hosts now let in are answered.
+  if (m.pacing_opened) {
+    m.pacing_opened = false;
+    m.notify_waiters();
   }
   m.retry_rollbacks();
   m.refresh_manifests();

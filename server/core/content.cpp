@@ -527,10 +527,13 @@ Expected<std::vector<StagePlan>> parse_stages(const json& stages) {
   std::vector<StagePlan> out;
   for (const auto& s : stages) {
     RF_CHECK(proto::require_object(s, "stage"));
-    RF_CHECK(proto::only_keys(s, {"ring", "percent", "bake_s", "min_hosts", "gate", "approval"}));
+    RF_CHECK(proto::only_keys(
+        s, {"ring", "percent", "bake_s", "min_hosts", "gate", "approval", "pacing", "implicit"}));
     StagePlan p;
     RF_TRY(ring, proto::get_string(s, "ring", 63));
-    if (!proto::is_name(ring)) return fail(Errc::InvalidArgument, "stage ring must be a ring name");
+    if (!proto::is_name(ring) && ring != kWholeFleetRing)
+      return fail(Errc::InvalidArgument, "stage ring must be a ring name (or \"*\": every host)");
+    RF_CHECK(parse_pacing(s, p));
     RF_TRY(percent, proto::get_opt_number(s, "percent", 0.01, 100));
     RF_TRY(bake, proto::get_opt_int(s, "bake_s", 0, 30 * 86400));
     RF_TRY(min_hosts, proto::get_opt_int(s, "min_hosts", 1, 10'000'000));
@@ -581,6 +584,8 @@ json stages_json(const std::vector<StagePlan>& plan) {
                    {"bake_s", p.bake_s},
                    {"min_hosts", p.min_hosts},
                    {"approval", p.manual ? "manual" : "auto"},
+                   {"pacing", {{"initial", p.pace_initial}, {"growth", p.pace_growth}}},
+                   {"implicit", p.implicit},
                    {"gate",
                     {{"alpha", p.gate.alpha},
                      {"beta", p.gate.beta},

@@ -86,7 +86,18 @@ struct StagePlan {
   std::int64_t min_hosts = 10;
   health::GateParams gate;
   bool manual = false;
+  // Pacing (slow start): the stage offers its release first to `pace_initial` of its hosts (the
+  // lowest by bucket, then by id hash: sticky), and every host that applied and spoke again a
+  // heartbeat interval later (confirmed) lets `pace_growth` more in. A release that kills its
+  // hosts confirms none, so it reaches pace_initial hosts whatever the stage's size.
+  std::int64_t pace_initial = 8;
+  double pace_growth = 2;
+  // Added by the server (not the policy): the last stage of every rollout covers the whole fleet
+  // through a gate; ring "*" = every host.
+  bool implicit = false;
 };
+
+inline constexpr const char* kWholeFleetRing = "*";
 
 struct StageRuntime {
   std::int64_t started_ms = 0;  // 0 = not started
@@ -96,6 +107,17 @@ struct StageRuntime {
   std::int64_t control_hosts = 0, control_failed = 0;  // the baseline of that decision
   std::string state =
       "waiting";  // waiting | baking | awaiting_approval | passed | failed | skipped
+  // Pacing: hosts of this stage confirmed (applied, not failed, heard from a heartbeat interval
+  // after applying). Memory only: after a restart hosts confirm again with their next heartbeat.
+  std::int64_t confirmed = 0;
+  // Pacing: exposed hosts without a track record that failed. Their failure is not evidence, so
+  // each gives its place in the window to another host (else a stage whose first wave is mostly
+  // fresh enrollees could neither pass nor halt).
+  std::int64_t replaced = 0;
+  // Why the stage cannot progress ("" = it can): no live host in its ring, hosts waiting for the
+  // budget or the pacing window, too few healthy hosts. Set by evaluate(); an event when it
+  // changes.
+  std::string blocked, blocked_reason;
 };
 
 // Per host per rollout. stage = index of the stage that exposed it. Persisted (the exposures
@@ -108,7 +130,8 @@ struct Exposure {
   bool counted = true;
   std::uint8_t short_boots = 0;  // new boot ids with a short uptime since applying
   bool applied = false, healthy = false, failed = false, silent = false;
-  bool queued = false;  // in its rollout's dirty_exposures, awaiting the next group commit
+  bool confirmed = false;  // pacing: spoke again a heartbeat interval after applying
+  bool queued = false;     // in its rollout's dirty_exposures, awaiting the next group commit
   std::int64_t applied_ms = 0;
 };
 
@@ -174,6 +197,18 @@ struct Rollout {
   std::int64_t counted_exposed = 0;
   std::vector<std::int64_t> trusted_by_ring;
   std::uint64_t trusted_version = ~0ull;
+  // Pacing order of the current stage: by HostIndex, the rank of each live covered host in the
+  // sticky order (kNoRank: not ranked, e.g. enrolled later; let in once the whole stage is open).
+  static constexpr std::uint32_t kNoRank = ~0u;
+  std::vector<std::uint32_t> pace_rank;
+  std::size_t pace_stage = ~std::size_t{0};  // the stage pace_rank was built for
+  std::int64_t pace_size = 0;                // ranked hosts
+  // Coverage of the current stage, checked at most once a second: live hosts it covers that are
+  // not exposed yet (-1 = not checked since the stage started), and why they wait.
+  std::int64_t uncovered_live = -1, covered_live = 0;
+  std::int64_t coverage_checked_ms = 0;
+  std::size_t coverage_stage = ~std::size_t{0};
+  bool waited_for_budget = false, waited_for_pacing = false;  // since the last coverage check
 };
 
 struct Waiter {
@@ -331,6 +366,41 @@ struct Service::Impl {
   bool stage_covers(const Rollout& r, std::size_t stage, const fleet::Host& h) const;
   bool budget_allows(const fleet::Host& h);
   void budget_take(const fleet::Host& h);
+  // Whether host i (covered by stage s of r, not exposed) may be exposed now: the stage's pacing
+  // window and the blast-radius budget. Records why not (for the stage's blocked reason).
+  bool may_expose(Rollout& r, std::size_t s, HostIndex i, const fleet::Host& h);
+  // Pacing: a heartbeat from an exposed host; confirms it once a heartbeat interval after
+  // applying (opens the window for more hosts).
+  void note_alive(Rollout& r, Exposure& e, std::int64_t now_ms);
+  void build_pace_order(Rollout& r);
+  // initial + growth * confirmed of the current stage (hosts of the sticky order it may reach).
+  std::int64_t pace_window(const Rollout& r) const;
+  // The current stage's blocked code and sentence from the last coverage check; an event
+  // (stage_blocked / stage_unblocked) when the code changes.
+  void update_blocked(Rollout& r);
+  // Recounts the current stage's live covered hosts not yet exposed (rate-limited to 1/s).
+  void check_coverage(Rollout& r, bool force);
+  // Whether a live, unpinned host is not exposed to r (the implicit final stage has work).
+  bool live_hosts_not_exposed(const Rollout& r) const;
+  // A host is live when heard from within this window (polls included).
+  std::int64_t live_window_ms() const {
+    return std::max<std::int64_t>(2 * opt.poll_s, 3 * opt.exposed_heartbeat_s) * 1000 + 5000;
+  }
+  bool pacing_opened = false;  // a window grew: parked polls are re-answered at the next tick
+  // Budget persistence: (scope, minute) counts changed since the last group commit.
+  std::set<std::pair<std::string, std::int64_t>> budget_dirty;
+  // The dirty (scope, minute) counts as rows for the next group commit (clears budget_dirty).
+  std::vector<store::BudgetRow> budget_rows();
+  // Reads the stored budget of the last hour back (load).
+  void restore_budget(const std::vector<store::BudgetRow>& rows);
+  // Restart grace: the hosts live before the restart (their stored last_seen within the live
+  // window of the newest one) are waited for.
+  void start_restart_grace();
+  // Restart grace: hosts live before the restart that have not spoken since (by HostIndex);
+  // silence counts again once all but 5 % of them are back (or restart_grace_s is over).
+  std::vector<bool> grace_waiting;
+  std::int64_t grace_left = 0, grace_total = 0;
+  void note_returned(HostIndex i);
   std::int64_t budget_used(const std::deque<std::pair<std::int64_t, std::int64_t>>& q) const;
   void evaluate(Rollout& r);
   Status halt(Rollout& r, const std::string& actor, const std::string& reason, json evidence,
@@ -402,6 +472,8 @@ struct Service::Impl {
 
 // JSON <-> plan
 Expected<std::vector<StagePlan>> parse_stages(const json& stages);
+// A stage's optional "pacing": {initial, growth} into p (rollouts.cpp).
+Status parse_pacing(const json& stage, StagePlan& p);
 json stages_json(const std::vector<StagePlan>& plan);
 // A host's store row, as memory has it (boot_hash included).
 store::HostRow host_row(const fleet::Host& h);

@@ -1,6 +1,7 @@
 // Service: rollouts, the controller (exposure, gates, halt and rollback), emergency stop.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "proto/ids.hpp"
 #include "proto/json_fields.hpp"
@@ -54,6 +55,16 @@ json Service::Impl::rollout_json(const Rollout& r) const {
     st["gate"]["params"] = params_json(p);
     st["gate"]["control_hosts"] = s.control_hosts;
     st["gate"]["control_failed"] = s.control_failed;
+    st["implicit"] = p.implicit;
+    json pacing = {
+        {"initial", p.pace_initial}, {"growth", p.pace_growth}, {"confirmed", s.confirmed}};
+    if (i == r.stage && r.pace_stage == r.stage && rollout::is_active(r.state)) {
+      pacing["window"] = std::min(pace_window(r), r.pace_size);
+      pacing["ranked_hosts"] = r.pace_size;
+    }
+    st["pacing"] = pacing;
+    st["blocked"] = s.blocked.empty() ? json(nullptr)
+                                      : json{{"code", s.blocked}, {"message", s.blocked_reason}};
     stages_out.push_back(std::move(st));
   }
   json j = {{"id", r.id},
@@ -69,6 +80,15 @@ json Service::Impl::rollout_json(const Rollout& r) const {
             {"created", r.created},
             {"updated", r.updated}};
   if (!r.halt_reason.empty()) j["halt_reason"] = r.halt_reason;
+  if (rollout::is_active(r.state) && r.stage < r.stages.size()) {
+    // Why the current stage has not passed yet (the gate's sentence) and, when it cannot
+    // progress on its own, why (blocked).
+    const auto& cs = r.stages[r.stage];
+    j["waiting"] = r.state == State::Baking ? json(cs.decision.reason) : json(nullptr);
+    j["blocked"] = cs.blocked.empty() ? json(nullptr)
+                                      : json{{"code", cs.blocked}, {"message", cs.blocked_reason}};
+    if (r.uncovered_live >= 0) j["not_offered_live_hosts"] = r.uncovered_live;
+  }
   if (r.first_apply_ms) j["first_apply"] = r.first_apply_ms;
   if (r.halted_ms) j["halted"] = r.halted_ms;
   if (emergency && rollout::is_active(r.state)) j["frozen_by_emergency_stop"] = true;
@@ -150,6 +170,7 @@ void Service::Impl::start_stage(Rollout& r, std::size_t stage) {
 
 bool Service::Impl::stage_covers(const Rollout& r, std::size_t stage, const fleet::Host& h) const {
   const auto& p = r.plan[stage];
+  if (p.ring == kWholeFleetRing) return h.bucket < 10000.0 * p.percent / 100.0;
   int ri = fleet.ring_index(p.ring);
   if (ri < 0 || h.ring != ri) return false;
   const auto& sel = fleet.rings()[static_cast<size_t>(ri)].selector;
@@ -191,7 +212,244 @@ void Service::Impl::budget_take(const fleet::Host& h) {
     ++q.back().second;
   };
   bump(budget_minutes);
-  if (!h.tenant.empty()) bump(tenant_minutes[h.tenant]);
+  budget_dirty.emplace("", minute);
+  if (!h.tenant.empty()) {
+    bump(tenant_minutes[h.tenant]);
+    budget_dirty.emplace("tenant:" + h.tenant, minute);
+  }
+}
+
+std::vector<store::BudgetRow> Service::Impl::budget_rows() {
+  std::vector<store::BudgetRow> out;
+  auto count = [](const std::deque<std::pair<std::int64_t, std::int64_t>>& q, std::int64_t m) {
+    for (const auto& [minute, n] : q) {
+      if (minute == m) return n;
+    }
+    return std::int64_t{0};
+  };
+  for (const auto& [scope, minute] : budget_dirty) {
+    if (scope.empty()) {
+      out.push_back({scope, minute, count(budget_minutes, minute)});
+    } else if (auto it = tenant_minutes.find(scope.substr(7)); it != tenant_minutes.end()) {
+      out.push_back({scope, minute, count(it->second, minute)});
+    }
+  }
+  budget_dirty.clear();
+  return out;
+}
+
+void Service::Impl::restore_budget(const std::vector<store::BudgetRow>& rows) {
+  auto minute = clock.now_ms() / 60000;
+  std::vector<store::BudgetRow> recent;
+  for (const auto& b : rows) {
+    if (b.minute > minute - 60 && b.hosts > 0) recent.push_back(b);
+  }
+  std::sort(recent.begin(), recent.end(),
+            [](const auto& a, const auto& b) { return a.minute < b.minute; });
+  budget_minutes.clear();
+  tenant_minutes.clear();
+  for (const auto& b : recent) {
+    auto& q = b.scope.empty() ? budget_minutes : tenant_minutes[b.scope.substr(7)];
+    if (b.scope.empty() || b.scope.rfind("tenant:", 0) == 0) q.emplace_back(b.minute, b.hosts);
+  }
+}
+
+void Service::Impl::start_restart_grace() {
+  std::int64_t newest = 0;
+  for (HostIndex i = 0; i < fleet.slots(); ++i) {
+    if (!fleet.at(i).deleted) newest = std::max(newest, fleet.at(i).last_seen_ms);
+  }
+  grace_waiting.assign(fleet.slots(), false);
+  grace_total = 0;
+  for (HostIndex i = 0; i < fleet.slots(); ++i) {
+    const auto& h = fleet.at(i);
+    if (h.deleted || h.last_seen_ms < newest - live_window_ms()) continue;
+    grace_waiting[i] = true;
+    ++grace_total;
+  }
+  grace_left = grace_total;
+}
+
+void Service::Impl::note_returned(HostIndex i) {
+  if (grace_left <= 0 || i >= grace_waiting.size() || !grace_waiting[i]) return;
+  grace_waiting[i] = false;
+  --grace_left;
+  // Back: all but 5 % of the hosts that were live before the restart (the rest may be the very
+  // hosts a release killed). Silence counts again from now: a host still silent is found so
+  // within the silence window, k heartbeat intervals.
+  if (grace_left * 20 > grace_total) return;
+  auto now = clock.now_ms();
+  if (silence_not_before_ms > now - 1000) {
+    silence_not_before_ms = now - 1000;  // silence_ms() adds this second back
+    for (auto& [id, r] : rollouts) r.next_silence_scan_ms = 0;
+    (void)event("controller", "restart_grace_over", std::nullopt,
+                {{"hosts_back", grace_total - grace_left}, {"hosts_live_before", grace_total}});
+  }
+  grace_left = 0;
+  grace_waiting.clear();
+}
+
+bool Service::Impl::may_expose(Rollout& r, std::size_t s, HostIndex i, const fleet::Host& h) {
+  if (s == r.stage) {
+    if (r.pace_stage != r.stage) build_pace_order(r);
+    auto window = pace_window(r);
+    if (window < r.pace_size) {
+      auto rank = i < r.pace_rank.size() ? r.pace_rank[i] : Rollout::kNoRank;
+      if (rank == Rollout::kNoRank || static_cast<std::int64_t>(rank) >= window) {
+        r.waited_for_pacing = true;
+        return false;
+      }
+    }
+  }
+  if (!budget_allows(h)) {
+    r.waited_for_budget = true;
+    return false;
+  }
+  return true;
+}
+
+std::int64_t Service::Impl::pace_window(const Rollout& r) const {
+  const auto& p = r.plan[r.stage];
+  const auto& st = r.stages[r.stage];
+  double w = static_cast<double>(p.pace_initial + st.replaced) +
+             p.pace_growth * static_cast<double>(st.confirmed);
+  return w >= 9e15 ? std::numeric_limits<std::int64_t>::max() : static_cast<std::int64_t>(w);
+}
+
+void Service::Impl::build_pace_order(Rollout& r) {
+  // The sticky order: the keyed bucket first (what a percent of a ring cuts by), then a hash of
+  // the host id; only hosts live now are ranked, so a wave is not spent on hosts that are away.
+  auto now = clock.now_ms();
+  auto live_since = now - live_window_ms();
+  std::vector<std::pair<std::uint64_t, HostIndex>> order;
+  for (HostIndex i = 0; i < fleet.slots(); ++i) {
+    const auto& h = fleet.at(i);
+    if (h.deleted || h.pinned || !stage_covers(r, r.stage, h)) continue;
+    // Hosts an earlier stage exposed are not this stage's to pace (a "*" stage covers them too).
+    auto e = r.exposed.find(i);
+    if (e != r.exposed.end() && e->second.stage != r.stage) continue;
+    if (h.last_seen_ms < live_since && e == r.exposed.end()) continue;
+    auto text = h.id.text();
+    auto idh = proto::fnv1a64(std::string_view(text.data(), text.size()));
+    order.emplace_back((static_cast<std::uint64_t>(h.bucket) << 40) | (idh >> 24), i);
+  }
+  std::sort(order.begin(), order.end());
+  r.pace_rank.assign(fleet.slots(), Rollout::kNoRank);
+  for (std::size_t k = 0; k < order.size(); ++k) {
+    r.pace_rank[order[k].second] = static_cast<std::uint32_t>(k);
+  }
+  r.pace_size = static_cast<std::int64_t>(order.size());
+  r.pace_stage = r.stage;
+}
+
+void Service::Impl::note_alive(Rollout& r, Exposure& e, std::int64_t now_ms) {
+  if (e.confirmed || !e.applied || e.failed) return;
+  if (now_ms - e.applied_ms < opt.exposed_heartbeat_s * 1000) return;
+  e.confirmed = true;
+  ++r.stages[e.stage].confirmed;
+  if (e.stage == r.stage) pacing_opened = true;
+}
+
+void Service::Impl::update_blocked(Rollout& r) {
+  auto& st = r.stages[r.stage];
+  const auto& p = r.plan[r.stage];
+  std::string code, message;
+  if (r.uncovered_live >= 0) {
+    bool budget_out = opt.budget_per_hour > 0 && budget_used(budget_minutes) >= opt.budget_per_hour;
+    std::int64_t could_be_healthy = r.covered_live - st.counts.failed;
+    if (r.covered_live == 0) {
+      code = "no_live_hosts";
+      message = "no live host in " +
+                (p.ring == kWholeFleetRing ? std::string("the fleet") : "ring '" + p.ring + "'") +
+                " is covered by this stage (none heard from in the last " +
+                std::to_string(live_window_ms() / 1000) + " s)";
+    } else if (r.uncovered_live > 0 && (budget_out || r.waited_for_budget)) {
+      code = "waiting_for_budget";
+      message = std::to_string(r.uncovered_live) +
+                " live hosts wait for the blast-radius budget (" +
+                std::to_string(budget_used(budget_minutes)) + " of " +
+                std::to_string(opt.budget_per_hour) + " hosts used in the last hour" +
+                (r.waited_for_budget && !budget_out ? ", or their tenant's budget" : "") + ")";
+    } else if (st.counts.healthy < p.min_hosts && could_be_healthy < p.min_hosts) {
+      code = "not_enough_hosts";
+      message = "the stage needs " + std::to_string(p.min_hosts) + " healthy hosts; only " +
+                std::to_string(std::max<std::int64_t>(could_be_healthy, 0)) +
+                " live hosts it covers could be (" + std::to_string(r.covered_live) + " live, " +
+                std::to_string(st.counts.failed) + " failed)";
+    }
+  }
+  if (code == st.blocked) {
+    st.blocked_reason = message;  // the figures move; the event says when the cause changes
+    return;
+  }
+  st.blocked = code;
+  st.blocked_reason = message;
+  json data = {{"stage", r.stage}, {"code", code}, {"message", message}};
+  (void)event("controller", code.empty() ? "stage_unblocked" : "stage_blocked", r.id, data);
+}
+
+bool Service::Impl::live_hosts_not_exposed(const Rollout& r) const {
+  auto live_since = clock.now_ms() - live_window_ms();
+  for (HostIndex i = 0; i < fleet.slots(); ++i) {
+    const auto& h = fleet.at(i);
+    if (!h.deleted && !h.pinned && h.last_seen_ms >= live_since && !r.exposed.count(i)) return true;
+  }
+  return false;
+}
+
+void Service::Impl::check_coverage(Rollout& r, bool force) {
+  auto now = clock.now_ms();
+  if (r.coverage_stage != r.stage) {
+    r.coverage_stage = r.stage;
+    r.uncovered_live = -1;
+    r.waited_for_budget = r.waited_for_pacing = false;
+  }
+  if (!force && r.uncovered_live >= 0 && now - r.coverage_checked_ms < 1000) return;
+  r.coverage_checked_ms = now;
+  auto live_since = now - live_window_ms();
+  // Ring index and bucket cut of every stage reached (a ring lookup per host would be slow).
+  struct Cut {
+    int ring;  // -2 = every ring
+    double cut;
+  };
+  std::vector<Cut> cuts;
+  for (std::size_t s = 0; s <= r.stage && s < r.plan.size(); ++s) {
+    const auto& p = r.plan[s];
+    if (p.ring == kWholeFleetRing) {
+      cuts.push_back({-2, 10000.0 * p.percent / 100.0});
+      continue;
+    }
+    int ri = fleet.ring_index(p.ring);
+    if (ri < 0) {
+      cuts.push_back({-1, 0});
+      continue;
+    }
+    const auto& sel = fleet.rings()[static_cast<std::size_t>(ri)].selector;
+    double lo = 0, hi = 10000;
+    if (sel.kind == fleet::Selector::Kind::Buckets) {
+      lo = sel.lo;
+      hi = sel.hi;
+    }
+    cuts.push_back({ri, lo + (hi - lo) * p.percent / 100.0});
+  }
+  std::int64_t uncovered = 0, stage_live = 0;
+  for (HostIndex i = 0; i < fleet.slots(); ++i) {
+    const auto& h = fleet.at(i);
+    if (h.deleted || h.pinned || h.last_seen_ms < live_since) continue;
+    bool covered = false, current = false;
+    for (std::size_t s = 0; s < cuts.size(); ++s) {
+      if ((cuts[s].ring == -2 || cuts[s].ring == h.ring) && h.bucket < cuts[s].cut) {
+        covered = true;
+        current = s == r.stage;
+        break;
+      }
+    }
+    if (!covered) continue;
+    if (current) ++stage_live;
+    if (!r.exposed.count(i)) ++uncovered;
+  }
+  r.uncovered_live = uncovered;
+  r.covered_live = stage_live;
 }
 
 void Service::Impl::mark_applied(Rollout& r, Exposure& e, std::int64_t when_ms) {
@@ -207,7 +465,13 @@ void Service::Impl::mark_applied(Rollout& r, Exposure& e, std::int64_t when_ms) 
 void Service::Impl::mark_failed(Rollout& r, Exposure& e, bool silent) {
   if (e.failed) return;
   e.failed = true;
+  if (e.confirmed) {  // the pacing window grows only on healthy evidence
+    e.confirmed = false;
+    --r.stages[e.stage].confirmed;
+  }
   if (!e.counted) {  // no track record: its failure is not evidence (see Impl::counts)
+    ++r.stages[e.stage].replaced;
+    if (e.stage == r.stage) pacing_opened = true;
     e.silent = silent;
     e.healthy = false;
     touch(r, e);
@@ -244,10 +508,17 @@ void Service::Impl::evaluate(Rollout& r) {
   std::int64_t reached_ring_hosts = 0;
   std::vector<int> reached;  // ring indices
   for (std::size_t i = 0; i <= r.stage; ++i) {
-    int ri = fleet.ring_index(r.plan[i].ring);
-    if (ri < 0 || std::find(reached.begin(), reached.end(), ri) != reached.end()) continue;
-    reached.push_back(ri);
-    reached_ring_hosts += static_cast<std::int64_t>(fleet.rings()[static_cast<size_t>(ri)].size);
+    std::vector<int> rings_of_stage;
+    if (r.plan[i].ring == kWholeFleetRing) {
+      for (std::size_t k = 0; k < fleet.rings().size(); ++k) rings_of_stage.push_back(int(k));
+    } else {
+      rings_of_stage.push_back(fleet.ring_index(r.plan[i].ring));
+    }
+    for (int ri : rings_of_stage) {
+      if (ri < 0 || std::find(reached.begin(), reached.end(), ri) != reached.end()) continue;
+      reached.push_back(ri);
+      reached_ring_hosts += static_cast<std::int64_t>(fleet.rings()[static_cast<size_t>(ri)].size);
+    }
   }
   health::StageCounts cum;
   for (std::size_t i = 0; i <= r.stage; ++i) {
@@ -302,7 +573,15 @@ void Service::Impl::evaluate(Rollout& r) {
   auto whole = health::evaluate(plan.gate, cum);
   auto decision = whole;
   if (whole.verdict != health::Verdict::Fail) {
-    auto stage = health::evaluate(plan.gate, cur);
+    // The implicit final stage asks for the sample its new hosts can give (it may add only a few
+    // hosts, e.g. a ring the plan reached at 99 %).
+    auto own_gate = plan.gate;
+    if (plan.implicit && r.state == State::Baking) {
+      check_coverage(r, false);
+      if (r.uncovered_live >= 0)
+        own_gate.min_hosts = std::clamp<std::int64_t>(r.covered_live, 1, own_gate.min_hosts);
+    }
+    auto stage = health::evaluate(own_gate, cur);
     decision = stage;
     if (stage.verdict == health::Verdict::Fail) {
       decision.reason = "stage " + std::to_string(r.stage) + " alone: " + stage.reason;
@@ -328,6 +607,20 @@ void Service::Impl::evaluate(Rollout& r) {
     if (halt(r, "gate", decision.reason, evidence, false)) r.halt_pending = false;
     return;
   }
+  // A gate that would pass still waits until every live host the stage covers was offered the
+  // release under the gate and the budget (pacing and budget hold hosts back; completion must not
+  // hand them the release ungated).
+  if (r.state == State::Baking) {
+    check_coverage(r, false);
+    if (decision.verdict == health::Verdict::Pass && r.uncovered_live != 0) {
+      decision.verdict = health::Verdict::Waiting;
+      decision.reason = "the gate passes, but " +
+                        std::to_string(std::max<std::int64_t>(r.uncovered_live, 0)) +
+                        " live hosts the stage covers have not been offered the release yet";
+      st.decision = decision;
+    }
+    update_blocked(r);
+  }
   if (decision.verdict != previous && decision.verdict == health::Verdict::Waiting) {
     (void)event("gate", "gate_waiting", r.id,
                 {{"stage", r.stage},
@@ -341,6 +634,10 @@ void Service::Impl::evaluate(Rollout& r) {
              {"gate", decision_json(decision)},
              {"params", params_json(plan)}};
   std::size_t next = r.stage + 1;
+  if (next + 1 == r.plan.size() && r.plan[next].implicit && !live_hosts_not_exposed(r)) {
+    next = r.plan.size();  // the implicit final stage would offer the release to nobody new
+    r.stages.back().state = "skipped";
+  }
   if (next >= r.plan.size()) {
     // Completed: the release becomes stable; the previous stable is superseded. The rollout and
     // the channel change in memory only once the store has both: a failed write (a full disk)
@@ -467,6 +764,18 @@ void Service::Impl::rebuild_known_bad() {
 
 // ---------------------------------------------------------------- API
 
+Status parse_pacing(const json& stage, StagePlan& p) {
+  auto it = stage.find("pacing");
+  if (it == stage.end() || it->is_null()) return {};
+  RF_CHECK(proto::require_object(*it, "pacing"));
+  RF_CHECK(proto::only_keys(*it, {"initial", "growth"}));
+  RF_TRY(initial, proto::get_opt_int(*it, "initial", 1, 100'000'000));
+  RF_TRY(growth, proto::get_opt_number(*it, "growth", 1, 100));
+  if (initial) p.pace_initial = *initial;
+  if (growth) p.pace_growth = *growth;
+  return {};
+}
+
 Expected<std::vector<StagePlan>> Service::Impl::plan_from(
     const json& body, const std::optional<std::string>& policy) const {
   bool has_stages = body.contains("stages");
@@ -483,9 +792,34 @@ Expected<std::vector<StagePlan>> Service::Impl::plan_from(
     plan = it->second;
   }
   for (const auto& st : plan) {
-    if (fleet.ring_index(st.ring) < 0) {
+    if (st.ring != kWholeFleetRing && fleet.ring_index(st.ring) < 0) {
       return fail(Errc::InvalidArgument, "stage ring '" + st.ring + "' does not exist");
     }
+  }
+  // No ungated exposure: when the release becomes stable, every host not on it yet gets it. So the
+  // plan must reach every host through a gate: every ring (or the whole fleet, ring "*") at 100 %.
+  // A plan that does not gets an implicit final stage over the whole fleet, with the last stage's
+  // bake, sample, gate and pacing (README: Rollouts).
+  bool whole = false;
+  std::vector<bool> ring_done(fleet.rings().size(), false);
+  for (const auto& st : plan) {
+    if (st.percent < 100) continue;
+    if (st.ring == kWholeFleetRing) whole = true;
+    int ri = fleet.ring_index(st.ring);
+    if (ri >= 0) ring_done[static_cast<std::size_t>(ri)] = true;
+  }
+  if (!whole && std::find(ring_done.begin(), ring_done.end(), false) != ring_done.end()) {
+    if (plan.size() >= 32) {
+      return fail(Errc::InvalidArgument,
+                  "the plan does not cover every host at 100 % and has no room for the implicit "
+                  "final stage (32 stages at most)");
+    }
+    StagePlan last = plan.back();
+    last.ring = kWholeFleetRing;
+    last.percent = 100;
+    last.manual = false;
+    last.implicit = true;
+    plan.push_back(std::move(last));
   }
   return plan;
 }
@@ -748,6 +1082,8 @@ Expected<json> Service::preview(const json& body) const {
           total ? 100.0 * static_cast<double>(cumulative) / static_cast<double>(total) : 0.0},
          {"earliest_start_s", earliest_s},
          {"approval", plan[s].manual ? "manual" : "auto"},
+         {"implicit", plan[s].implicit},
+         {"pacing", {{"initial", plan[s].pace_initial}, {"growth", plan[s].pace_growth}}},
          {"sample_hosts", sample}});
     earliest_s += plan[s].bake_s;
   }

@@ -346,10 +346,13 @@ Status Service::load() {
   m.retry_rollbacks();
   // The fleet could not talk to a stopped server: silence counts again once every agent has
   // had the time to come back (the stored last_seen may be from long ago).
+  // The grace ends early once the fleet is back (Impl::note_returned).
   for (const auto& [id, r] : m.rollouts) {
     if (rollout::is_active(r.state))
       m.silence_not_before_ms = m.clock.now_ms() + m.opt.restart_grace_s * 1000;
   }
+  if (m.silence_not_before_ms > m.clock.now_ms()) m.start_restart_grace();
+  m.restore_budget(snap.budget);
   m.resign_content();
   m.rebuild_known_bad();
   return {};

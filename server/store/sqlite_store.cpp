@@ -214,6 +214,10 @@ class SqliteStore final : public Store {
       while (st.step() == SQLITE_ROW) s.settings.emplace_back(st.text(0), st.text(1));
     }
     {
+      Stmt st(db_, "SELECT scope, minute, hosts FROM budget_usage");
+      while (st.step() == SQLITE_ROW) s.budget.push_back({st.text(0), st.i64(1), st.i64(2)});
+    }
+    {
       Stmt st(db_, "SELECT COALESCE(MAX(id), 0) FROM events");
       if (st.step() == SQLITE_ROW) s.last_event_id = st.i64(0);
     }
@@ -445,6 +449,18 @@ class SqliteStore final : public Store {
         st.reset();
       }
       return {};
+    });
+  }
+  Status put_budget(const std::vector<BudgetRow>& rows, std::int64_t drop_before) override {
+    return transaction([&]() -> Status {
+      Stmt st(db_, "INSERT OR REPLACE INTO budget_usage(scope, minute, hosts) VALUES(?,?,?)");
+      if (!st.ok()) return error("prepare");
+      for (const auto& b : rows) {
+        st.bind({b.scope, b.minute, b.hosts});
+        if (st.step() != SQLITE_DONE) return error("budget write");
+        st.reset();
+      }
+      return run("DELETE FROM budget_usage WHERE minute < ?", {drop_before});
     });
   }
   Expected<std::int64_t> prune_exposures(std::int64_t rollout, std::int64_t limit) override {

@@ -115,6 +115,14 @@ struct ExposureRow {
   std::int64_t short_boots = 0;
 };
 
+// Hosts newly exposed in one minute (the blast-radius budget): scope "" = every rollout,
+// "tenant:NAME" = one tenant's hosts.
+struct BudgetRow {
+  std::string scope;
+  std::int64_t minute = 0;  // unix s / 60
+  std::int64_t hosts = 0;
+};
+
 // Everything the server loads into memory at start.
 struct Snapshot {
   std::vector<TokenRow> tokens;
@@ -127,6 +135,7 @@ struct Snapshot {
   std::vector<RolloutRow> rollouts;
   std::vector<std::pair<std::string, std::string>> settings;
   std::vector<HostTrustRow> host_trust;
+  std::vector<BudgetRow> budget;  // every stored minute (the caller keeps the last hour)
   std::int64_t last_event_id = 0;
 };
 
@@ -187,6 +196,9 @@ class Store {
   // Deletes up to `limit` exposures of a finished rollout (nothing rebuilds from them any more);
   // returns how many it deleted (fewer than limit: none are left).
   virtual Expected<std::int64_t> prune_exposures(std::int64_t rollout, std::int64_t limit) = 0;
+  // Sets the budget counts of (scope, minute) rows (batch, one transaction) and deletes rows with a
+  // minute below `drop_before` (no budget window reaches them any more).
+  virtual Status put_budget(const std::vector<BudgetRow>& rows, std::int64_t drop_before) = 0;
 };
 
 // Opens (creating if needed) the SQLite database at path (":memory:" for tests), in WAL mode,

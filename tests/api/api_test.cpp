@@ -421,7 +421,10 @@ TEST_F(Api, ReleaseEngineerWalk) {
   auto preview = expect(
       c().post("/v1/rollouts/preview", kAdmin, {{"channel", "detections"}, {"policy", "std"}}), 200,
       "preview");
-  EXPECT_EQ(preview["stages"].size(), 3u);
+  // early at 50 % leaves hosts no stage reaches: an implicit final stage over the whole fleet.
+  ASSERT_EQ(preview["stages"].size(), 4u);
+  EXPECT_EQ(preview["stages"][3]["ring"], "*");
+  EXPECT_EQ(preview["stages"][3]["implicit"], true);
 
   auto ro = expect(c().post("/v1/rollouts", kAdmin,
                             {{"channel", "detections"}, {"version", 1}, {"policy", "std"}}),

@@ -159,7 +159,12 @@ TEST_F(CliTest, ReleaseEngineerSessionFromRingsToARunningRollout) {
   auto events = cli_json({"events", "list", "--rollout", std::to_string(id)});
   std::vector<std::string> kinds;
   for (const auto& e : events["events"]) kinds.push_back(e["kind"]);
-  EXPECT_EQ(kinds, (std::vector<std::string>{"rollout_created", "rollout_start"}));
+  // The canary ring has no host: the stage cannot progress, and says so.
+  EXPECT_EQ(kinds,
+            (std::vector<std::string>{"rollout_created", "rollout_start", "stage_blocked"}));
+  EXPECT_NE(show.out.find("blocked (no_live_hosts): no live host in ring 'canary'"),
+            std::string::npos)
+      << show.out;
 
   auto rels = cli({"releases", "list", "detections"});
   EXPECT_NE(rels.out.find("rolling"), std::string::npos) << rels.out;

@@ -123,6 +123,34 @@ TEST(Progress, StageLinesCarryCountsAndGate) {
   }
 }
 
+TEST(Progress, ABlockedStageSaysWhyAndAPacedStageShowsItsWave) {
+  json st = stage(8, 8, 0, 0);
+  st["pacing"] = {
+      {"initial", 8}, {"growth", 2}, {"confirmed", 3}, {"window", 14}, {"ranked_hosts", 300}};
+  json r = {{"id", 3},
+            {"channel", "detections"},
+            {"version", 7},
+            {"state", "running"},
+            {"phase", "baking"},
+            {"stage", 0},
+            {"blocked",
+             {{"code", "waiting_for_budget"}, {"message", "3 live hosts wait for the budget"}}},
+            {"stages", json::array({st})}};
+  EXPECT_EQ(summary_line(r),
+            "rollout 3 detections v7: running (baking), stage 0 of 1 - blocked "
+            "(waiting_for_budget): 3 live hosts wait for the budget");
+  EXPECT_EQ(pacing_text(st), "wave 14/300 (3 confirmed)");
+  EXPECT_NE(stage_lines(r)[0].find("pacing=14/300"), std::string::npos) << stage_lines(r)[0];
+  RenderOptions o;
+  o.columns = 200;
+  auto lines = render_rollout(r, o);
+  ASSERT_GE(lines.size(), 2u);
+  EXPECT_NE(lines[1].find("blocked (waiting_for_budget)"), std::string::npos) << lines[1];
+  EXPECT_NE(lines[2].find("wave 14/300"), std::string::npos) << lines[2];
+  r.erase("blocked");
+  EXPECT_EQ(blocked_text(r), "");
+}
+
 TEST(Progress, EventLinesAndEndStates) {
   json ev = {{"id", 42},        {"time", 1'700'000'000'000LL},
              {"actor", "gate"}, {"kind", "rollout_advance"},

@@ -703,7 +703,9 @@ TEST_F(Controller, WithNoControlCohortLeftTheBaselineIsTheFleetsOwnRate) {
   auto v1 = version_;
   make_stable(v1, 33);
   version_ = release("{\"rules\":[2]}");
-  auto id = rollout(two_stages(12, 1));
+  auto stages = two_stages(12, 1);
+  for (auto& st : stages) st["pacing"] = {{"initial", 1000}};  // one wave: everyone at once
+  auto id = rollout(stages);
   ASSERT_TRUE(act(id, "start"));
   for (int h = 0; h < 3; ++h) heartbeat(h, offered(h));
   for (int h = 3; h < 8; ++h) crash(h, v1);

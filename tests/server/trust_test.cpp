@@ -74,8 +74,12 @@ class Trust : public Harness {
       if (bucket(h) < 1000) canary.push_back(h);
     }
     warm_up(honest, static_cast<int>(kMinAge) + 60);
-    auto id = rollout(json::array({{{"ring", "canary"}, {"bake_s", 60}, {"min_hosts", 10}},
-                                   {{"ring", "rest"}, {"bake_s", 60}, {"min_hosts", 10}}}));
+    // Pacing off (one wave): the attack is fresh enrollees in the first wave; a paced stage ranks
+    // only the hosts live at its start, which keeps these out of it (Pacing tests).
+    json no_pacing = {{"initial", 100000}};
+    auto id = rollout(json::array(
+        {{{"ring", "canary"}, {"bake_s", 60}, {"min_hosts", 10}, {"pacing", no_pacing}},
+         {{"ring", "rest"}, {"bake_s", 60}, {"min_hosts", 10}, {"pacing", no_pacing}}}));
     EXPECT_TRUE(act(id, "start"));
     std::vector<int> hostile_in_canary;
     for (int k = 0; k < 300; ++k) {
