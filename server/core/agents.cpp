@@ -67,7 +67,16 @@ Expected<proto::EnrollResponse> Service::enroll(const proto::EnrollRequest& req,
   // the holder of its current credential (a takeover needs the operator's reset).
   auto existing = m.fleet.find(req.host_id);
   bool fresh = !existing || is_reset(m.fleet.at(*existing).credential_hash);
-  if (!fresh) {
+  // The same token again for a host whose credential was never used: the answer to its
+  // enrollment was lost (the agent saw a reset connection, a timeout, a crash before it stored
+  // the credential). It gets a new credential; the one it never received dies.
+  bool retry = false;
+  if (!fresh && authorization.empty()) {
+    auto u = m.unclaimed.find(*existing);
+    retry = u != m.unclaimed.end() && m.fleet.at(*existing).trust_since_ms == 0 &&
+            u->second == tok->name;
+  }
+  if (!fresh && !retry) {
     if (authorization.empty()) {
       ++m.refused.enroll_host_taken;
       return fail(Errc::Conflict,
@@ -146,6 +155,7 @@ Expected<proto::EnrollResponse> Service::enroll(const proto::EnrollRequest& req,
                      {{"host_id", req.host_id},
                       {"token", tok->name},
                       {"reenrolled", !fresh},
+                      {"answer_lost", retry},
                       {"tenant", h.tenant},
                       {"agent_version", req.agent_version}}));
     return {};
@@ -156,6 +166,11 @@ Expected<proto::EnrollResponse> Service::enroll(const proto::EnrollRequest& req,
     tok->allowance_ms = now_ms;
   }
   auto idx = m.fleet.upsert(std::move(h));
+  if (fresh || retry) {
+    m.unclaimed[idx] = tok->name;
+  } else {
+    m.unclaimed.erase(idx);
+  }
   ++m.enrolls_total;
   // A re-enrolled host's old parked polls end now (its old credential is gone): each gets its
   // answer (a 304) rather than being dropped, so no agent connection is left hanging.
@@ -225,6 +240,7 @@ bool Service::Impl::was_sent(HostIndex i, const std::string& channel, std::int64
 void Service::Impl::first_contact(HostIndex i) {
   auto& h = fleet.at(i);
   if (h.trust_since_ms != 0) return;
+  unclaimed.erase(i);
   h.trust_since_ms = clock.now_ms();
   pending_trust.push_back({h.id.str(), h.trust_since_ms, {}});
 }

@@ -343,6 +343,10 @@ struct Service::Impl {
   } refused;
   // Track records waiting for their batched write (first contact after enrollment).
   std::vector<store::HostTrustRow> pending_trust;
+  // Hosts enrolled whose credential has not been used yet, with the token that enrolled them:
+  // the same token may enroll such a host again without its credential (the enrollment's answer
+  // was lost on the way; the agent has nothing to prove itself with). Emptied by first contact.
+  std::unordered_map<HostIndex, std::string> unclaimed;
 
   // ---- helpers (called with mu held)
   std::int64_t now_s() const { return clock.now_ms() / 1000; }

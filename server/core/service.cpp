@@ -161,7 +161,12 @@ Status Service::load() {
     m.fleet.upsert(std::move(host));
   }
   for (const auto& t : snap.host_trust) {
-    if (auto i = m.fleet.find(t.host_id)) m.fleet.at(*i).trust_since_ms = t.since_ms;
+    auto i = m.fleet.find(t.host_id);
+    if (!i) continue;
+    m.fleet.at(*i).trust_since_ms = t.since_ms;
+    if (t.since_ms == 0 && !t.enroll_token.empty() && t.enroll_token.rfind("reset:", 0) != 0) {
+      m.unclaimed[*i] = t.enroll_token;
+    }
   }
   // The rows' strings were interleaved on the heap with long-lived allocations (SQLite's page
   // cache), so freeing them returns nothing to the system by itself: hand the free pages back
@@ -872,6 +877,7 @@ Expected<json> Service::reset_host(const Principal& by, const std::string& id, c
   }));
   // A first request the old holder made is no longer its track record.
   std::erase_if(m.pending_trust, [&](const store::HostTrustRow& t) { return t.host_id == id; });
+  m.unclaimed.erase(*i);
   m.fleet.upsert(std::move(h));
   // The old holder's parked polls end now (a 304; its next request is refused).
   auto range = m.waiters.equal_range(*i);
@@ -903,6 +909,7 @@ Status Service::delete_host(const Principal& by, const std::string& id) {
     it->second.reply(DesiredAnswer{true, it->second.etag, {}});
   }
   m.waiters.erase(*i);
+  m.unclaimed.erase(*i);
   m.fleet.remove(*i);
   return {};
 }

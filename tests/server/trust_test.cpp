@@ -125,8 +125,10 @@ class Trust : public Harness {
     make_stable(v1, 20 + honest_rest);
     auto v2 = release("{\"rules\":[2]}");
     auto id = rollout(
-        json::array({{{"ring", "canary"}, {"bake_s", 60}, {"min_hosts", 10}, {"gate", gate}},
-                     {{"ring", "rest"}, {"bake_s", 60}, {"min_hosts", 10}, {"gate", gate}}}),
+        json::array({{{"ring", "canary"}, {"bake_s", 60}, {"min_hosts", 10}, {"gate", gate},
+                      {"pacing", {{"initial", 100000}}}},
+                     {{"ring", "rest"}, {"bake_s", 60}, {"min_hosts", 10}, {"gate", gate},
+                      {"pacing", {{"initial", 100000}}}}}),
         v2);
     EXPECT_TRUE(act(id, "start"));
     std::vector<int> hostile;
@@ -144,7 +146,8 @@ class Trust : public Harness {
         if (v == v2 && h % 10 == 0) crash(h, v2);  // 10 % of the hosts on v2 crash
       }
       for (int h : hostile) {
-        auto v = hostile_take_v2 ? offered(h) : v1;
+        auto v = offered(h);  // they poll as agents do ...
+        if (!hostile_take_v2) v = v1;  // ... and may keep running v1 whatever they are offered
         heartbeat(h, v);
         if (v == v1) crash(h, v1);
       }
@@ -189,7 +192,8 @@ TEST_F(Trust, WithoutATrackRecordRuleOrCeilingFakeCrashesHideABadRelease) {
 // stage whose majority lies; the track record rule is what keeps fresh ones out.)
 TEST_F(Trust, WithoutTheCeilingEstablishedHostsPoisonTheBaseline) {
   auto id = poisoned_baseline({{"baseline_ceiling", 0.49}}, 600, false);
-  EXPECT_EQ(state(id), "completed") << "the attack no longer works: the test proves nothing";
+  EXPECT_EQ(state(id), "completed") << "the attack no longer works: the test proves nothing "
+                                    << get(id).dump();
 }
 
 TEST_F(Trust, EstablishedHostsCrashingOldVersionsCannotPoisonTheBaseline) {
@@ -281,6 +285,10 @@ TEST_F(Trust, ReEnrollmentNeedsTheCurrentCredentialOrAnOperatorsReset) {
   ASSERT_TRUE(site && other);
   auto real = service_->enroll({(*site)["token"], test_uuid(1), {{"os", "linux"}}, "1"});
   ASSERT_TRUE(real);
+  // The agent has used its credential (its first poll).
+  auto holder = service_->authenticate_host("Bearer " + real->credential);
+  ASSERT_TRUE(holder);
+  ASSERT_TRUE(service_->desired(*holder, "", 0, nullptr));
   // Any other token (or the same one) cannot take the id over without its credential.
   for (const auto& tok : {(*other)["token"], (*site)["token"]}) {
     auto take = service_->enroll({tok, test_uuid(1), {{"os", "evil"}}, "x"});
@@ -323,6 +331,44 @@ TEST_F(Trust, ReEnrollmentNeedsTheCurrentCredentialOrAnOperatorsReset) {
     }
   }
   EXPECT_EQ(by, (std::vector<std::string>{"site", "site", "other"}));
+}
+
+// The answer to an enrollment is lost (connection reset, agent killed before it stored the
+// credential): the agent, with nothing to prove itself, enrolls again with the same token. Until
+// the credential has been used, that token may enroll the id again (a new credential, no second
+// use of the token); another token may not, and once used only the credential or a reset can.
+TEST_F(Trust, AnEnrollmentWhoseAnswerWasLostCanBeRetriedWithTheSameToken) {
+  auto site = service_->create_enrollment_token(admin_, {{"name", "site"}, {"max_uses", 1}});
+  auto other = service_->create_enrollment_token(admin_, {{"name", "other"}});
+  ASSERT_TRUE(site && other);
+  auto lost = service_->enroll({(*site)["token"], test_uuid(7), {{"os", "linux"}}, "1"});
+  ASSERT_TRUE(lost);  // ... and never reaches the agent
+  auto taken = service_->enroll({(*other)["token"], test_uuid(7), {}, "1"});
+  ASSERT_FALSE(taken);
+  EXPECT_EQ(taken.error().code, "host_enrolled");
+  open();  // the retry may come after a server restart too
+  auto retry = service_->enroll({(*site)["token"], test_uuid(7), {{"os", "linux"}}, "1"});
+  ASSERT_TRUE(retry) << retry.error().message;
+  EXPECT_NE(retry->credential, lost->credential);
+  EXPECT_FALSE(service_->authenticate_host("Bearer " + lost->credential));
+  auto host = service_->authenticate_host("Bearer " + retry->credential);
+  ASSERT_TRUE(host);
+  auto toks = service_->list_enrollment_tokens();
+  for (const auto& t : toks["enrollment_tokens"]) {
+    if (t["name"] == "site") {
+      EXPECT_EQ(t["uses"], 1) << t.dump();  // one host, one use
+    }
+  }
+  bool lost_event = false;
+  for (const auto& e : events())
+    lost_event |= e["kind"] == "host_enrolled" && e["data"].value("answer_lost", false);
+  EXPECT_TRUE(lost_event);
+  // Once the credential is used, the same token is a takeover again.
+  ASSERT_TRUE(service_->desired(*host, "", 0, nullptr));
+  auto late = service_->enroll({(*site)["token"], test_uuid(7), {}, "1"});
+  ASSERT_FALSE(late);
+  EXPECT_EQ(late.error().code, "host_enrolled");
+  EXPECT_TRUE(service_->authenticate_host("Bearer " + retry->credential));
 }
 
 TEST_F(Trust, EnrollmentTokensHaveUsesARateATenantAndCanBeRevoked) {
