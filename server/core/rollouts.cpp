@@ -576,12 +576,22 @@ void Service::Impl::evaluate(Rollout& r) {
     // The implicit final stage asks for the sample its new hosts can give (it may add only a few
     // hosts, e.g. a ring the plan reached at 99 %).
     auto own_gate = plan.gate;
+    bool nobody_new = false;
     if (plan.implicit && r.state == State::Baking) {
       check_coverage(r, false);
       if (r.uncovered_live >= 0)
         own_gate.min_hosts = std::clamp<std::int64_t>(r.covered_live, 1, own_gate.min_hosts);
+      // The hosts it was started for went away (no live host is new to it, none waits to be
+      // offered it): there is nothing left to judge, and waiting would strand the rollout.
+      nobody_new = r.uncovered_live == 0 && r.covered_live == 0 && cur.applied == 0;
     }
     auto stage = health::evaluate(own_gate, cur);
+    if (nobody_new && stage.verdict == health::Verdict::Waiting) {
+      stage.verdict = health::Verdict::Pass;
+      stage.reason =
+          "pass: no live host is new to the final stage (hosts that return later get the release "
+          "as the stable one)";
+    }
     decision = stage;
     if (stage.verdict == health::Verdict::Fail) {
       decision.reason = "stage " + std::to_string(r.stage) + " alone: " + stage.reason;

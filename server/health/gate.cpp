@@ -94,8 +94,8 @@ std::string check_params(const GateParams& p) {
   if (!in_open(p.prior_rate, 0, 0.5)) {
     return format("prior_rate must be in (0, 0.5), got %g", p.prior_rate);
   }
-  if (!(p.baseline_ceiling >= p.baseline_floor && p.baseline_ceiling < 0.5)) {
-    return format("baseline_ceiling must be in [baseline_floor, 0.5), got %g", p.baseline_ceiling);
+  if (!in_open(p.baseline_ceiling, 0, 0.5)) {
+    return format("baseline_ceiling must be in (0, 0.5), got %g", p.baseline_ceiling);
   }
   if (!(p.prior_hosts >= 0) || !std::isfinite(p.prior_hosts)) {
     return format("prior_hosts must be a finite number >= 0, got %g", p.prior_hosts);
@@ -127,8 +127,10 @@ GateDecision evaluate(const GateParams& p, const StageCounts& counts) {
       (static_cast<double>(c.control_hosts) + p.prior_hosts);
   // prior_hosts == 0 with no control hosts gives 0/0: fall back to the prior itself.
   const double estimate = std::isfinite(control_estimate) ? control_estimate : p.prior_rate;
-  d.baseline_capped = estimate > p.baseline_ceiling;
-  d.baseline = std::clamp(estimate, p.baseline_floor, p.baseline_ceiling);
+  // A floor above the ceiling wins (a policy that raises the floor means it).
+  const double ceiling = std::max(p.baseline_floor, p.baseline_ceiling);
+  d.baseline_capped = estimate > ceiling;
+  d.baseline = std::clamp(estimate, p.baseline_floor, ceiling);
   d.failure_rate = c.n > 0 ? static_cast<double>(c.f) / static_cast<double>(c.n) : 0.0;
   d.statistic = mixture_llr(d.baseline, p.min_ratio, c.n, c.f);
 

@@ -76,7 +76,7 @@ struct GateParams {
   double baseline_floor = 0.002;   // lowest p0 used, whatever the control cohort shows
   double prior_rate = 0.01;        // baseline assumed before any control data ...
   double prior_hosts = 100;        // ... worth this many control hosts (pseudo-count, >= 0)
-  double baseline_ceiling = 0.05;  // highest p0 the control cohort can set (>= baseline_floor)
+  double baseline_ceiling = 0.05;  // highest p0 the control cohort can set (a higher floor wins)
   double max_failure_rate = 0.2;   // absolute floor: fail when failed/applied exceeds it ...
   std::int64_t min_hosts = 10;     // ... once this many hosts applied; also the pass sample
   std::int64_t bake_s = 300;       // the stage must bake at least this long before passing
@@ -113,7 +113,7 @@ struct GateDecision {
 };
 
 // Validates parameters: alpha, beta in (0, 0.5); min_ratio > 1 and finite; baseline_floor and
-// prior_rate in (0, 0.5); baseline_ceiling in [baseline_floor, 0.5); prior_hosts >= 0 and finite;
+// prior_rate in (0, 0.5); baseline_ceiling in (0, 0.5); prior_hosts >= 0 and finite;
 // max_failure_rate in (0, 1]; min_hosts >= 1; bake_s >= 0. NaN is rejected everywhere. Returns an
 // empty string when valid, else the first problem as a sentence naming the field (for a 400 answer
 // to the operator).

@@ -283,12 +283,18 @@ TEST(Gate, AControlCohortFullOfCrashersCannotExcuseARelease) {
 
 TEST(Gate, BaselineCeilingIsChecked) {
   GateParams p;
-  p.baseline_ceiling = 0.001;  // below the floor
-  EXPECT_NE(check_params(p).find("baseline_ceiling"), std::string::npos);
-  p.baseline_ceiling = 0.5;
-  EXPECT_NE(check_params(p).find("baseline_ceiling"), std::string::npos);
+  for (double bad : {0.0, -0.1, 0.5, std::nan("")}) {
+    p.baseline_ceiling = bad;
+    EXPECT_NE(check_params(p).find("baseline_ceiling"), std::string::npos) << bad;
+  }
   p.baseline_ceiling = 0.2;
   EXPECT_EQ(check_params(p), "");
+  // A floor above the ceiling wins: the baseline is the floor whatever the control says.
+  p.baseline_ceiling = 0.05;
+  p.baseline_floor = 0.3;
+  EXPECT_EQ(check_params(p), "");
+  EXPECT_DOUBLE_EQ(evaluate(p, counts(10, 0, 10, 600, 100, 90)).baseline, 0.3);
+  EXPECT_DOUBLE_EQ(evaluate(p, counts(10, 0, 10, 600, 100, 0)).baseline, 0.3);
 }
 
 // Ville's bound: under H0 with a known baseline, the chance that a good release EVER crosses the

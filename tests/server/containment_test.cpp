@@ -72,6 +72,39 @@ TEST_F(Containment, APlanOfOneSmallStageNeverOffersTheReleaseOutsideAGateOrTheBu
   EXPECT_LE(max_per_hour, 10);
 }
 
+// Found by crash.sigkill_consistency: the implicit final stage started for a host that was live
+// and not yet offered the release; that host went away, and the stage then waited forever
+// ("no live host ... is covered by this stage") - the rollout never completed.
+TEST_F(Containment, AnImplicitStageWhoseHostsWentAwayCompletes) {
+  fleet(0, 10);
+  auto id =
+      rollout(json::array({{{"ring", "rest"}, {"percent", 50}, {"bake_s", 8}, {"min_hosts", 1}}}));
+  ASSERT_TRUE(act(id, "start"));
+  // Every host polls and heartbeats until the first stage passes; the hosts it did not cover
+  // then go quiet (powered off) before the final stage has offered them anything.
+  std::vector<std::int64_t> on(10, 0);
+  for (int step = 0; step < 100 && get(id)["state"] == "running"; ++step) {
+    advance_s(4);
+    if (get(id)["stage"] != 0) break;  // the final stage started: nobody polls it
+    for (int h = 0; h < 10 && get(id)["stage"] == 0; ++h) {
+      on[static_cast<std::size_t>(h)] = offered(h);
+      heartbeat(h, on[static_cast<std::size_t>(h)]);
+    }
+  }
+  ASSERT_EQ(get(id)["stage"], 1) << get(id).dump();
+  std::vector<int> rest;  // the hosts on the release stay; the others are never heard from again
+  for (int h = 0; h < 10; ++h) {
+    if (on[static_cast<std::size_t>(h)] == version_) rest.push_back(h);
+  }
+  ASSERT_LT(rest.size(), 10u) << get(id).dump();
+  for (int step = 0; step < 60 && get(id)["state"] == "running"; ++step) {
+    advance_s(4);
+    for (int h : rest) heartbeat(h, version_);
+  }
+  EXPECT_EQ(get(id)["state"], "completed") << get(id).dump();
+  EXPECT_EQ(get(id)["stages"][1]["exposed"], 0) << get(id).dump();
+}
+
 TEST_F(Containment, APlanThatCoversEveryRingGetsNoImplicitStage) {
   fleet(3, 3);
   auto stages_of = [&](json stages) {
