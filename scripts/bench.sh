@@ -130,8 +130,11 @@ release() {  # CONTENT -> version
   api -X POST "$url/v1/channels/detections/releases" -d "{\"sha256\":\"$sha\",\"notes\":\"bench\"}" | field version
 }
 v1=$(release '{"rules":["r1","r2","r3"],"serial":1}')
-r1=$(api -X POST "$url/v1/rollouts" -d "{\"channel\":\"detections\",\"version\":$v1,\"stages\":[{\"ring\":\"all\",\"percent\":100,\"bake_s\":0,\"min_hosts\":1}]}" | field id)
+# (pacing off: one wave. A stage passes once every live host it covers has been offered the
+# release, and the seeded hosts count as live: each polls once, below.)
+r1=$(api -X POST "$url/v1/rollouts" -d "{\"channel\":\"detections\",\"version\":$v1,\"stages\":[{\"ring\":\"all\",\"percent\":100,\"bake_s\":0,\"min_hosts\":1,\"pacing\":{\"initial\":100000000}}]}" | field id)
 api -X POST "$url/v1/rollouts/$r1/start" -d '{}' >/dev/null
+"$load_bin" prime --port "${url##*:}" --creds "$work/creds.txt" --out "$work/hosts-r1.tsv" > "$work/prime-r1.json"
 # One host takes it and reports healthy (the server runs with --healthy-after-s 0): it passes.
 cred=$(head -1 "$work/creds.txt")
 curl -sS --fail-with-body -H "Authorization: Bearer $cred" "$url/v1/agent/desired" -o /dev/null
@@ -142,7 +145,7 @@ for _ in $(seq 100); do
 done
 [ "$(api "$url/v1/channels/detections" | field stable_version)" = "$v1" ] || fail "release $v1 did not become stable"
 v2=$(release '{"rules":["r1","r2","r3","r4"],"serial":2}')
-r2=$(api -X POST "$url/v1/rollouts" -d "{\"channel\":\"detections\",\"version\":$v2,\"stages\":[{\"ring\":\"all\",\"percent\":100,\"bake_s\":86400,\"min_hosts\":10000000}]}" | field id)
+r2=$(api -X POST "$url/v1/rollouts" -d "{\"channel\":\"detections\",\"version\":$v2,\"stages\":[{\"ring\":\"all\",\"percent\":100,\"bake_s\":86400,\"min_hosts\":10000000,\"pacing\":{\"initial\":100000000}}]}" | field id)
 api -X POST "$url/v1/rollouts/$r2/start" -d '{}' >/dev/null
 
 # Every host polls once (and is exposed to release 2); wrk gets each host's credential + ETag.

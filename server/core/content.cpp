@@ -538,6 +538,10 @@ Expected<std::vector<StagePlan>> parse_stages(const json& stages) {
     RF_TRY(bake, proto::get_opt_int(s, "bake_s", 0, 30 * 86400));
     RF_TRY(min_hosts, proto::get_opt_int(s, "min_hosts", 1, 10'000'000));
     RF_TRY(approval, proto::get_opt_string(s, "approval", 16));
+    // Set by the server on the final stage it adds (stored with the plan; a restart must not
+    // turn it into an ordinary stage whose min_hosts it may never reach).
+    RF_TRY(implicit, proto::get_opt_bool(s, "implicit"));
+    p.implicit = implicit.value_or(false);
     p.ring = ring;
     p.percent = percent.value_or(100);
     p.bake_s = bake.value_or(300);

@@ -581,9 +581,11 @@ void Service::Impl::evaluate(Rollout& r) {
       check_coverage(r, false);
       if (r.uncovered_live >= 0)
         own_gate.min_hosts = std::clamp<std::int64_t>(r.covered_live, 1, own_gate.min_hosts);
-      // The hosts it was started for went away (no live host is new to it, none waits to be
-      // offered it): there is nothing left to judge, and waiting would strand the rollout.
-      nobody_new = r.uncovered_live == 0 && r.covered_live == 0 && cur.applied == 0;
+      // It has offered the release to nobody and no live host waits to be offered it (the hosts
+      // it was started for went away, or the hosts it covers were all exposed by earlier stages
+      // before a ring change): there is nothing left to judge, and waiting would strand the
+      // rollout.
+      nobody_new = r.uncovered_live == 0 && cur.exposed == 0;
     }
     auto stage = health::evaluate(own_gate, cur);
     if (nobody_new && stage.verdict == health::Verdict::Waiting) {

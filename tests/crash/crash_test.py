@@ -552,8 +552,14 @@ def main():
                 check(t.failure is None, f"{t.__class__.__name__}: {t.failure}")
 
         # Every rollout ends: none is left baking forever.
-        until(lambda: all(r["state"] in FINAL for r in rollouts(server)), 90,
-              "every rollout to reach a final state")
+        try:
+            until(lambda: all(r["state"] in FINAL for r in rollouts(server)), 90,
+                  "every rollout to reach a final state")
+        except Failed:
+            for r in rollouts(server):  # what the stranded rollout says it waits for
+                if r["state"] not in FINAL:
+                    say(json.dumps(server.api("GET", f"/v1/rollouts/{r['id']}")[1])[:4000])
+            raise
         states = [(r["id"], r["version"], r["state"]) for r in rollouts(server)]
         for rid, v, state in states:
             check(v not in ledger.lethal or state != "completed", f"lethal rollout {rid} completed")

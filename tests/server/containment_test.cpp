@@ -105,6 +105,20 @@ TEST_F(Containment, AnImplicitStageWhoseHostsWentAwayCompletes) {
   EXPECT_EQ(get(id)["stages"][1]["exposed"], 0) << get(id).dump();
 }
 
+// Found by crash.sigkill_consistency: after a restart the implicit stage was read back as an
+// ordinary stage (its flag was stored, never read), kept min_hosts 3 with nobody new to sample,
+// and the rollout waited forever.
+TEST_F(Containment, TheImplicitStageIsStillImplicitAfterARestart) {
+  fleet(0, 10);
+  auto id =
+      rollout(json::array({{{"ring", "rest"}, {"percent", 50}, {"bake_s", 8}, {"min_hosts", 1}}}));
+  ASSERT_EQ(get(id)["stages"][1]["implicit"], true);
+  ASSERT_TRUE(act(id, "start"));
+  open();
+  EXPECT_EQ(get(id)["stages"][1]["implicit"], true) << get(id).dump();
+  EXPECT_EQ(get(id)["stages"][0]["implicit"], false);
+}
+
 TEST_F(Containment, APlanThatCoversEveryRingGetsNoImplicitStage) {
   fleet(3, 3);
   auto stages_of = [&](json stages) {
