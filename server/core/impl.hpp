@@ -231,6 +231,8 @@ struct Rollout {
   struct StratumCoverage {
     std::string name;
     std::int64_t live = 0, healthy = 0;
+    // The current stage's own exposures in it that count (a track record): applied, failed.
+    std::int64_t applied = 0, failed = 0;
   };
   std::vector<StratumCoverage> strata_cov;
   std::int64_t strata_total = 0;

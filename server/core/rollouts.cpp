@@ -94,7 +94,11 @@ json Service::Impl::rollout_json(const Rollout& r) const {
         for (const auto& c : r.strata_cov) {
           if (c.healthy >= p.strata.min_hosts) ++covered;
           if (per.size() < 20)
-            per.push_back({{"stratum", c.name}, {"live_hosts", c.live}, {"healthy", c.healthy}});
+            per.push_back({{"stratum", c.name},
+                           {"live_hosts", c.live},
+                           {"healthy", c.healthy},
+                           {"applied", c.applied},
+                           {"failed", c.failed}});
         }
         sj["strata"] = r.strata_total;
         sj["qualifying"] = r.strata_cov.size();
@@ -558,23 +562,35 @@ void Service::Impl::check_coverage(Rollout& r, bool force) {
   bool strata = !sp.strata.keys.empty();
   if (strata && r.pace_stage != r.stage) build_pace_order(r);
   int scope = sp.ring == kWholeFleetRing ? -2 : fleet.ring_index(sp.ring);
-  std::map<std::string, std::pair<std::int64_t, std::int64_t>> census;  // (live, healthy)
+  std::map<std::string, Rollout::StratumCoverage> census;
   bool rep_gone = false;
   std::int64_t uncovered = 0, stage_live = 0;
   for (HostIndex i = 0; i < fleet.slots(); ++i) {
     const auto& h = fleet.at(i);
     if (h.deleted || h.pinned) continue;
     bool rep = strata && i < r.strata_rep.size() && r.strata_rep[i];
-    if (h.last_seen_ms < live_since) {
-      // A host picked for a stratum that went away before it took the release: pick again.
-      if (rep && !r.exposed.count(i)) rep_gone = true;
-      continue;
-    }
+    bool live = h.last_seen_ms >= live_since;
     auto e = r.exposed.find(i);
     if (strata && (scope == -2 || h.ring == scope)) {
-      auto& c = census[stratum_of(h, sp.strata.keys)];
-      ++c.first;
-      if (e != r.exposed.end() && e->second.healthy && !e->second.failed) ++c.second;
+      // Failed hosts of this stage count whether live or not (a silent one is not).
+      bool mine = e != r.exposed.end() && e->second.stage == r.stage && e->second.counted &&
+                  (e->second.applied || e->second.failed);
+      if (live || mine) {
+        auto& c = census[stratum_of(h, sp.strata.keys)];
+        if (live) {
+          ++c.live;
+          if (e != r.exposed.end() && e->second.healthy && !e->second.failed) ++c.healthy;
+        }
+        if (mine) {
+          ++c.applied;
+          if (e->second.failed) ++c.failed;
+        }
+      }
+    }
+    if (!live) {
+      // A host picked for a stratum that went away before it took the release: pick again.
+      if (rep && e == r.exposed.end()) rep_gone = true;
+      continue;
     }
     bool covered = false, current = false;
     for (std::size_t s = 0; s < cuts.size(); ++s) {
@@ -592,9 +608,12 @@ void Service::Impl::check_coverage(Rollout& r, bool force) {
   r.uncovered_live = uncovered;
   r.covered_live = stage_live;
   r.strata_cov.clear();
-  r.strata_total = static_cast<std::int64_t>(census.size());
-  for (const auto& [name, c] : census) {
-    if (c.first >= sp.strata.min_size) r.strata_cov.push_back({name, c.first, c.second});
+  r.strata_total = 0;
+  for (auto& [name, c] : census) {
+    if (c.live > 0) ++r.strata_total;
+    if (c.live < sp.strata.min_size) continue;
+    c.name = name;
+    r.strata_cov.push_back(std::move(c));
   }
   if (rep_gone) r.pace_stage = ~std::size_t{0};  // rebuilt (sticky) at the next exposure
 }
@@ -734,6 +753,31 @@ void Service::Impl::evaluate(Rollout& r) {
       decision.reason = "stage " + std::to_string(r.stage) + " alone: " + stage.reason;
     } else {
       decision.statistic = whole.statistic;
+    }
+  }
+  if (decision.verdict != health::Verdict::Fail && !plan.strata.keys.empty()) {
+    // Each qualifying stratum is also judged alone (its hosts' failures would be diluted in a
+    // large stage: a release that kills one OS), by the SPRT only, at alpha / (qualifying strata)
+    // so the stage's false-halt bound holds (Bonferroni). Figures from the last coverage check.
+    check_coverage(r, false);
+    auto g = plan.gate;
+    g.alpha = plan.gate.alpha / static_cast<double>(std::max<std::size_t>(1, r.strata_cov.size()));
+    g.max_failure_rate = 1;  // no absolute floor on a few hosts
+    for (const auto& c : r.strata_cov) {
+      if (c.failed == 0) continue;
+      health::StageCounts sc;
+      sc.exposed = sc.applied = c.applied;
+      sc.failed = c.failed;
+      sc.healthy = c.applied - c.failed;
+      sc.control_hosts = cum.control_hosts;
+      sc.control_failed = cum.control_failed;
+      sc.elapsed_s = cur.elapsed_s;
+      auto d = health::evaluate(g, sc);
+      if (d.verdict != health::Verdict::Fail) continue;
+      decision = d;
+      decision.reason =
+          "stage " + std::to_string(r.stage) + ", stratum " + c.name + " alone: " + d.reason;
+      break;
     }
   }
   auto previous = st.decision.verdict;
