@@ -237,6 +237,15 @@ struct Rollout {
   std::vector<StratumCoverage> strata_cov;
   std::int64_t strata_total = 0;
   bool strata_blocked = false;
+  // Each host's stratum under the current stage's keys, as an index into stratum_names (by
+  // HostIndex; kNoStratum = not computed yet): the per-second coverage check must not build a
+  // string per host. Dropped when the stage or the fleet's membership (labels) changes.
+  static constexpr std::uint32_t kNoStratum = ~0u;
+  std::vector<std::uint32_t> stratum_ids;
+  std::vector<std::string> stratum_names;
+  std::unordered_map<std::string, std::uint32_t> stratum_index;
+  std::size_t strata_stage = ~std::size_t{0};
+  std::uint64_t strata_membership = ~0ull;
 };
 
 struct Waiter {
@@ -398,6 +407,8 @@ struct Service::Impl {
   bool stage_covers(const Rollout& r, std::size_t stage, const fleet::Host& h) const;
   // stage_covers, or host i was picked to cover a stratum of the current stage (strata).
   bool covers(const Rollout& r, std::size_t stage, HostIndex i) const;
+  // Host i's stratum under the current stage's strata keys (Rollout::stratum_ids, cached).
+  std::uint32_t stratum_id(Rollout& r, HostIndex i);
   bool budget_allows(const fleet::Host& h);
   void budget_take(const fleet::Host& h);
   // Whether host i (covered by stage s of r, not exposed) may be exposed now: the stage's pacing

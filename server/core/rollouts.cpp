@@ -236,6 +236,27 @@ std::uint64_t sticky_key(const fleet::Host& h) {
   return (static_cast<std::uint64_t>(h.bucket) << 40) | (idh >> 24);
 }
 
+std::uint32_t Service::Impl::stratum_id(Rollout& r, HostIndex i) {
+  if (r.strata_stage != r.stage || r.strata_membership != fleet.membership_version()) {
+    r.stratum_ids.clear();
+    r.stratum_names.clear();
+    r.stratum_index.clear();
+    r.strata_stage = r.stage;
+    r.strata_membership = fleet.membership_version();
+  }
+  if (r.stratum_ids.size() < fleet.slots())
+    r.stratum_ids.resize(fleet.slots(), Rollout::kNoStratum);
+  auto& id = r.stratum_ids[i];
+  if (id == Rollout::kNoStratum) {
+    auto name = stratum_of(fleet.at(i), r.plan[r.stage].strata.keys);
+    auto [it, fresh] = r.stratum_index.emplace(std::move(name),
+                                               static_cast<std::uint32_t>(r.stratum_names.size()));
+    if (fresh) r.stratum_names.push_back(it->first);
+    id = it->second;
+  }
+  return id;
+}
+
 bool Service::Impl::covers(const Rollout& r, std::size_t stage, HostIndex i) const {
   if (stage == r.stage && r.pace_stage == r.stage && i < r.strata_rep.size() && r.strata_rep[i])
     return true;
@@ -404,7 +425,7 @@ void Service::Impl::build_pace_order(Rollout& r) {
     std::int64_t live = 0, have = 0;  // live hosts in the ring; earlier stages' exposures on it
     std::vector<std::pair<std::uint64_t, HostIndex>> candidates;
   };
-  std::map<std::string, Stratum> by_name;
+  std::vector<Stratum> by_id;  // by stratum_id()
   std::vector<std::pair<std::uint64_t, HostIndex>> order;
   for (HostIndex i = 0; i < fleet.slots(); ++i) {
     const auto& h = fleet.at(i);
@@ -413,7 +434,9 @@ void Service::Impl::build_pace_order(Rollout& r) {
     bool live = h.last_seen_ms >= live_since;
     auto key = sticky_key(h);
     if (strata && (scope == -2 || h.ring == scope)) {
-      auto& st = by_name[stratum_of(h, p.strata.keys)];
+      auto sid = stratum_id(r, i);
+      if (by_id.size() <= sid) by_id.resize(sid + 1);
+      auto& st = by_id[sid];
       if (live) ++st.live;
       if (e != r.exposed.end() && e->second.stage != r.stage) {
         if (!e->second.failed) ++st.have;
@@ -435,7 +458,7 @@ void Service::Impl::build_pace_order(Rollout& r) {
     // Qualifying strata in the order of their first candidate (sticky, not alphabetical: the
     // first wave may be smaller than the number of strata).
     std::vector<std::vector<std::pair<std::uint64_t, HostIndex>>> picks;
-    for (auto& [name, st] : by_name) {
+    for (auto& st : by_id) {
       if (st.live < p.strata.min_size) continue;
       auto need = std::max<std::int64_t>(0, p.strata.min_hosts - st.have);
       if (need == 0 || st.candidates.empty()) continue;
@@ -562,7 +585,7 @@ void Service::Impl::check_coverage(Rollout& r, bool force) {
   bool strata = !sp.strata.keys.empty();
   if (strata && r.pace_stage != r.stage) build_pace_order(r);
   int scope = sp.ring == kWholeFleetRing ? -2 : fleet.ring_index(sp.ring);
-  std::map<std::string, Rollout::StratumCoverage> census;
+  std::vector<Rollout::StratumCoverage> census;  // by stratum_id()
   bool rep_gone = false;
   std::int64_t uncovered = 0, stage_live = 0;
   for (HostIndex i = 0; i < fleet.slots(); ++i) {
@@ -576,7 +599,9 @@ void Service::Impl::check_coverage(Rollout& r, bool force) {
       bool mine = e != r.exposed.end() && e->second.stage == r.stage && e->second.counted &&
                   (e->second.applied || e->second.failed);
       if (live || mine) {
-        auto& c = census[stratum_of(h, sp.strata.keys)];
+        auto sid = stratum_id(r, i);
+        if (census.size() <= sid) census.resize(sid + 1);
+        auto& c = census[sid];
         if (live) {
           ++c.live;
           if (e != r.exposed.end() && e->second.healthy && !e->second.failed) ++c.healthy;
@@ -609,12 +634,15 @@ void Service::Impl::check_coverage(Rollout& r, bool force) {
   r.covered_live = stage_live;
   r.strata_cov.clear();
   r.strata_total = 0;
-  for (auto& [name, c] : census) {
+  for (std::size_t sid = 0; sid < census.size(); ++sid) {
+    auto& c = census[sid];
     if (c.live > 0) ++r.strata_total;
     if (c.live < sp.strata.min_size) continue;
-    c.name = name;
+    c.name = r.stratum_names[sid];
     r.strata_cov.push_back(std::move(c));
   }
+  std::sort(r.strata_cov.begin(), r.strata_cov.end(),
+            [](const auto& a, const auto& b) { return a.name < b.name; });
   if (rep_gone) r.pace_stage = ~std::size_t{0};  // rebuilt (sticky) at the next exposure
 }
 
