@@ -440,7 +440,9 @@ void Service::Impl::build_pace_order(Rollout& r) {
       if (live) ++st.live;
       if (e != r.exposed.end() && e->second.stage != r.stage) {
         if (!e->second.failed) ++st.have;
-      } else if (live || e != r.exposed.end()) {
+      } else if (e == r.exposed.end() ? live : !e->second.failed) {
+        // A pick that failed is replaced by the next host of its stratum (its failure is the
+        // gate's evidence; the stratum still needs its healthy hosts).
         st.candidates.emplace_back(key, i);
       }
     }
@@ -612,6 +614,7 @@ void Service::Impl::check_coverage(Rollout& r, bool force) {
         }
       }
     }
+    if (rep && e != r.exposed.end() && e->second.failed) rep_gone = true;  // replaced
     if (!live) {
       // A host picked for a stratum that went away before it took the release: pick again.
       if (rep && e == r.exposed.end()) rep_gone = true;

@@ -199,6 +199,33 @@ TEST_F(Strata, AStageWhoseStratumCannotBeCoveredWaitsAndNamesIt) {
   EXPECT_NE(get(id)["stage"], 0) << get(id).dump();
 }
 
+// A pick that fails once (a background crash) is replaced by the next host of its stratum, so a
+// good release is not held forever by one unlucky host.
+TEST_F(Strata, AFailedPickIsReplacedAndAGoodReleasePasses) {
+  const int n = 200;
+  world(n, 0, 10);  // 20 win11 hosts
+  auto stages = canary(true, 2, 10);
+  stages[0]["percent"] = 5;
+  stages[0]["bake_s"] = 20;
+  auto id = rollout(stages);
+  ASSERT_TRUE(act(id, "start"));
+  int victim = -1;
+  for (int h = 0; h < n; ++h) {
+    auto v = offered(h);
+    heartbeat(h, v);
+    if (victim < 0 && rare_[h] && v == version_) victim = h;
+  }
+  ASSERT_GE(victim, 0) << "no win11 host in the first wave: " << get(id).dump();
+  crash(victim, version_);
+  for (int step = 0; step < 40 && get(id)["stage"] == 0; ++step) {
+    advance_s(4);
+    for (int h = 0; h < n; ++h) heartbeat(h, offered(h));
+  }
+  auto r = get(id);
+  EXPECT_EQ(r["state"], "running") << r.dump();
+  EXPECT_NE(r["stage"], 0) << "held by the failed pick: " << r.dump();
+}
+
 TEST_F(Strata, BadStrataAreRefusedNamingTheField) {
   world(20, 0);
   struct Case {
