@@ -63,6 +63,12 @@ void print_rollout(std::ostream& o, const json& r) {
   auto cur = static_cast<std::size_t>(r.value("stage", 0));
   if (cur < stages.size()) {
     if (auto p = pacing_text(stages[cur]); !p.empty()) o << "pacing: " << p << "\n";
+    auto st = stages[cur].value("strata", json());
+    if (st.is_object() && st.contains("qualifying")) {
+      o << "strata: " << cell(st.value("covered", json())) << " of "
+        << cell(st.value("qualifying", json())) << " qualifying strata covered ("
+        << cell(st.value("strata", json())) << " strata)\n";
+    }
   }
 }
 
@@ -219,6 +225,19 @@ void add_rollout_commands(CLI::App& app, Context& ctx) {
                cell(s.value("approval", json()))});
       }
       t.print(o);
+      // Strata coverage: per stage with strata, the qualifying strata and the hosts picked.
+      for (const auto& s : d.value("stages", json::array())) {
+        auto st = s.value("strata", json());
+        if (!st.is_object()) continue;
+        o << "stage " << cell(s["stage"]) << " strata: " << cell(st.value("qualifying", json()))
+          << " of " << cell(st.value("strata", json())) << " strata qualify\n";
+        for (const auto& one : st.value("coverage", json::array())) {
+          o << "  " << cell(one.value("stratum", json())) << ": "
+            << cell(one.value("live_hosts", json())) << " live, "
+            << one.value("picked_hosts", json::array()).size() << " picked"
+            << (one.value("qualifying", false) ? "" : " (too small to qualify)") << "\n";
+        }
+      }
       o << cell(d.value("fleet_hosts", json())) << " hosts in the fleet; earliest completion after "
         << cell(d.value("earliest_completion_s", json())) << "s\n";
     });

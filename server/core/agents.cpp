@@ -230,7 +230,7 @@ bool Service::Impl::was_sent(HostIndex i, const std::string& channel, std::int64
     // stage covers may hold it (reattach() records it again).
     if (rollout::is_active(r.state) && !fleet.at(i).pinned) {
       for (std::size_t s = 0; s <= r.stage && s < r.plan.size(); ++s) {
-        if (stage_covers(r, s, fleet.at(i))) return true;
+        if (covers(r, s, i)) return true;
       }
     }
   }
@@ -398,7 +398,9 @@ DesiredAnswer Service::Impl::compute_desired(HostIndex i, bool want_body) {
         chosen = &ch.releases[r->version];
       } else if (r->state == State::Baking && !emergency && !r->halt_pending) {
         for (std::size_t s = 0; s <= r->stage; ++s) {
-          if (stage_covers(*r, s, h)) {
+          // The current stage's strata picks are part of what it covers (made with its order).
+          if (s == r->stage && r->pace_stage != r->stage) build_pace_order(*r);
+          if (covers(*r, s, i)) {
             // Pacing and the budget: the stage waits (its blocked reason says why).
             if (!may_expose(*r, s, i, h)) break;
             budget_take(h);
@@ -805,7 +807,7 @@ void Service::Impl::reattach(HostIndex i, const std::string& channel, std::int64
   const auto& h = fleet.at(i);
   if (h.pinned) return;
   for (std::size_t s = 0; s <= r->stage && s < r->plan.size(); ++s) {
-    if (stage_covers(*r, s, h)) {
+    if (covers(*r, s, i)) {
       expose(*r, i, s);
       return;
     }

@@ -520,6 +520,51 @@ void Service::Impl::refresh_manifests() {
 
 // ---------------------------------------------------------------- policies
 
+Status parse_strata(const json& stage, StagePlan& p) {
+  auto it = stage.find("strata");
+  if (it == stage.end() || it->is_null()) return {};
+  // Every error names the field and says it is under "strata".
+  auto named = [](const Error& e) {
+    Error out = e;
+    out.message = "strata: " + out.message;
+    return tl::unexpected(out);
+  };
+  if (!it->is_object()) return fail(Errc::InvalidArgument, "field 'strata' must be an object");
+  if (auto st = proto::only_keys(*it, {"keys", "min_hosts_per_stratum", "min_stratum_size"}); !st)
+    return named(st.error());
+  auto k = it->find("keys");
+  if (k == it->end() || !k->is_array() || k->empty() || k->size() > 4) {
+    return fail(Errc::InvalidArgument, "field 'strata.keys' must be an array of 1 to 4 label keys");
+  }
+  StrataPlan out;
+  for (const auto& key : *k) {
+    if (!key.is_string() || !proto::is_label_key(key.get<std::string>())) {
+      return fail(Errc::InvalidArgument,
+                  "field 'strata.keys' holds an invalid label key (lower-case letter first, then "
+                  "[a-z0-9._-], at most 32)");
+    }
+    auto name = key.get<std::string>();
+    if (std::find(out.keys.begin(), out.keys.end(), name) != out.keys.end()) {
+      return fail(Errc::InvalidArgument, "field 'strata.keys' names '" + name + "' twice");
+    }
+    out.keys.push_back(std::move(name));
+  }
+  auto m = proto::get_opt_int(*it, "min_hosts_per_stratum", 1, 1000);
+  if (!m) return named(m.error());
+  auto size = proto::get_opt_int(*it, "min_stratum_size", 1, 10'000'000);
+  if (!size) return named(size.error());
+  if (*m) out.min_hosts = **m;
+  if (*size) out.min_size = **size;
+  if (out.min_hosts > out.min_size) {
+    return fail(Errc::InvalidArgument, "field 'strata.min_hosts_per_stratum' (" +
+                                           std::to_string(out.min_hosts) +
+                                           ") must not exceed 'strata.min_stratum_size' (" +
+                                           std::to_string(out.min_size) + ")");
+  }
+  p.strata = std::move(out);
+  return {};
+}
+
 Expected<std::vector<StagePlan>> parse_stages(const json& stages) {
   if (!stages.is_array() || stages.empty() || stages.size() > 32) {
     return fail(Errc::InvalidArgument, "stages must be an array of 1 to 32 stages");
@@ -527,13 +572,14 @@ Expected<std::vector<StagePlan>> parse_stages(const json& stages) {
   std::vector<StagePlan> out;
   for (const auto& s : stages) {
     RF_CHECK(proto::require_object(s, "stage"));
-    RF_CHECK(proto::only_keys(
-        s, {"ring", "percent", "bake_s", "min_hosts", "gate", "approval", "pacing", "implicit"}));
+    RF_CHECK(proto::only_keys(s, {"ring", "percent", "bake_s", "min_hosts", "gate", "approval",
+                                  "pacing", "implicit", "strata"}));
     StagePlan p;
     RF_TRY(ring, proto::get_string(s, "ring", 63));
     if (!proto::is_name(ring) && ring != kWholeFleetRing)
       return fail(Errc::InvalidArgument, "stage ring must be a ring name (or \"*\": every host)");
     RF_CHECK(parse_pacing(s, p));
+    RF_CHECK(parse_strata(s, p));
     RF_TRY(percent, proto::get_opt_number(s, "percent", 0.01, 100));
     RF_TRY(bake, proto::get_opt_int(s, "bake_s", 0, 30 * 86400));
     RF_TRY(min_hosts, proto::get_opt_int(s, "min_hosts", 1, 10'000'000));
@@ -599,6 +645,11 @@ json stages_json(const std::vector<StagePlan>& plan) {
                      {"prior_hosts", p.gate.prior_hosts},
                      {"baseline_ceiling", p.gate.baseline_ceiling},
                      {"max_failure_rate", p.gate.max_failure_rate}}}});
+    if (!p.strata.keys.empty()) {
+      out.back()["strata"] = {{"keys", p.strata.keys},
+                              {"min_hosts_per_stratum", p.strata.min_hosts},
+                              {"min_stratum_size", p.strata.min_size}};
+    }
   }
   return out;
 }

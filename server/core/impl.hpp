@@ -79,6 +79,17 @@ struct Channel {
   std::map<std::int64_t, Downgrade> downgrades;
 };
 
+// Stratified coverage of a stage (policy field "strata"): hosts are grouped by the values of up
+// to four label keys (a host without a key has the value "(none)" for it); every stratum with at
+// least `min_size` live hosts in the stage's ring (qualifying) must have `min_hosts` healthy hosts
+// on the release before the stage can pass, and those hosts are offered the release first
+// (pacing's first waves go round-robin over the qualifying strata).
+struct StrataPlan {
+  std::vector<std::string> keys;  // empty = no strata
+  std::int64_t min_hosts = 1;     // per qualifying stratum ("min_hosts_per_stratum")
+  std::int64_t min_size = 20;     // live hosts for a stratum to qualify ("min_stratum_size")
+};
+
 struct StagePlan {
   std::string ring;
   double percent = 100;
@@ -92,6 +103,7 @@ struct StagePlan {
   // hosts confirms none, so it reaches pace_initial hosts whatever the stage's size.
   std::int64_t pace_initial = 8;
   double pace_growth = 2;
+  StrataPlan strata;
   // Added by the server (not the policy): the last stage of every rollout covers the whole fleet
   // through a gate; ring "*" = every host.
   bool implicit = false;
@@ -209,6 +221,31 @@ struct Rollout {
   std::int64_t coverage_checked_ms = 0;
   std::size_t coverage_stage = ~std::size_t{0};
   bool waited_for_budget = false, waited_for_pacing = false;  // since the last coverage check
+  // Strata of the current stage (StrataPlan): by HostIndex, the hosts picked to cover a
+  // qualifying stratum (covered by the stage whatever its percent; ranked first by pacing),
+  // set with the pacing order.
+  std::vector<bool> strata_rep;
+  // From the last coverage check: every qualifying stratum with its live hosts in the stage's
+  // ring and its healthy hosts on the release; how many strata the ring has; whether the gate
+  // would have passed but for strata lacking healthy hosts.
+  struct StratumCoverage {
+    std::string name;
+    std::int64_t live = 0, healthy = 0;
+    // The current stage's own exposures in it that count (a track record): applied, failed.
+    std::int64_t applied = 0, failed = 0;
+  };
+  std::vector<StratumCoverage> strata_cov;
+  std::int64_t strata_total = 0;
+  bool strata_blocked = false;
+  // Each host's stratum under the current stage's keys, as an index into stratum_names (by
+  // HostIndex; kNoStratum = not computed yet): the per-second coverage check must not build a
+  // string per host. Dropped when the stage or the fleet's membership (labels) changes.
+  static constexpr std::uint32_t kNoStratum = ~0u;
+  std::vector<std::uint32_t> stratum_ids;
+  std::vector<std::string> stratum_names;
+  std::unordered_map<std::string, std::uint32_t> stratum_index;
+  std::size_t strata_stage = ~std::size_t{0};
+  std::uint64_t strata_membership = ~0ull;
 };
 
 struct Waiter {
@@ -368,6 +405,10 @@ struct Service::Impl {
   Status transition(Rollout& r, rollout::Event e, const std::string& actor, json data);
   void start_stage(Rollout& r, std::size_t stage);
   bool stage_covers(const Rollout& r, std::size_t stage, const fleet::Host& h) const;
+  // stage_covers, or host i was picked to cover a stratum of the current stage (strata).
+  bool covers(const Rollout& r, std::size_t stage, HostIndex i) const;
+  // Host i's stratum under the current stage's strata keys (Rollout::stratum_ids, cached).
+  std::uint32_t stratum_id(Rollout& r, HostIndex i);
   bool budget_allows(const fleet::Host& h);
   void budget_take(const fleet::Host& h);
   // Whether host i (covered by stage s of r, not exposed) may be exposed now: the stage's pacing
@@ -479,6 +520,13 @@ Expected<std::vector<StagePlan>> parse_stages(const json& stages);
 // A stage's optional "pacing": {initial, growth} into p (rollouts.cpp).
 Status parse_pacing(const json& stage, StagePlan& p);
 json stages_json(const std::vector<StagePlan>& plan);
+// A stage's optional "strata": {keys, min_hosts_per_stratum, min_stratum_size} into p.
+Status parse_strata(const json& stage, StagePlan& p);
+// The stratum of h under `keys`: "k1=v1,k2=v2" ("(none)" for a missing label; label values
+// cannot hold ',', '=' or '(' so the name is unambiguous).
+std::string stratum_of(const fleet::Host& h, const std::vector<std::string>& keys);
+// The sticky pseudo-random order of hosts (pacing, strata): keyed bucket, then id hash.
+std::uint64_t sticky_key(const fleet::Host& h);
 // A host's store row, as memory has it (boot_hash included).
 store::HostRow host_row(const fleet::Host& h);
 std::string sse_frame(const store::EventRow& row);

@@ -36,6 +36,25 @@ json params_json(const StagePlan& p) {
           {"min_ratio", p.gate.min_ratio}, {"max_failure_rate", p.gate.max_failure_rate},
           {"min_hosts", p.min_hosts},      {"bake_s", p.bake_s}};
 }
+// The qualifying strata of the current stage with fewer healthy hosts than the stage asks, as a
+// sentence naming the first ten ("" when every one is covered or the stage has no strata).
+std::string strata_missing(const Rollout& r) {
+  const auto& sp = r.plan[r.stage].strata;
+  if (sp.keys.empty()) return "";
+  std::string names;
+  std::size_t missing = 0;
+  for (const auto& c : r.strata_cov) {
+    if (c.healthy >= sp.min_hosts) continue;
+    if (++missing > 10) continue;
+    if (!names.empty()) names += "; ";
+    names += c.name + " (" + std::to_string(c.healthy) + " of " + std::to_string(sp.min_hosts) +
+             " healthy, " + std::to_string(c.live) + " live)";
+  }
+  if (missing == 0) return "";
+  if (missing > 10) names += "; and " + std::to_string(missing - 10) + " more";
+  return std::to_string(missing) + " of " + std::to_string(r.strata_cov.size()) +
+         " qualifying strata lack healthy hosts on the release: " + names;
+}
 }  // namespace
 
 json Service::Impl::rollout_json(const Rollout& r) const {
@@ -63,6 +82,33 @@ json Service::Impl::rollout_json(const Rollout& r) const {
       pacing["ranked_hosts"] = r.pace_size;
     }
     st["pacing"] = pacing;
+    if (!p.strata.keys.empty()) {
+      json sj = {{"keys", p.strata.keys},
+                 {"min_hosts_per_stratum", p.strata.min_hosts},
+                 {"min_stratum_size", p.strata.min_size}};
+      if (i == r.stage && rollout::is_active(r.state) && r.coverage_stage == r.stage &&
+          r.uncovered_live >= 0) {
+        // Coverage as of the last check (at most a second old while the stage bakes).
+        json per = json::array();
+        std::int64_t covered = 0;
+        for (const auto& c : r.strata_cov) {
+          if (c.healthy >= p.strata.min_hosts) ++covered;
+          if (per.size() < 20)
+            per.push_back({{"stratum", c.name},
+                           {"live_hosts", c.live},
+                           {"healthy", c.healthy},
+                           {"applied", c.applied},
+                           {"failed", c.failed}});
+        }
+        sj["strata"] = r.strata_total;
+        sj["qualifying"] = r.strata_cov.size();
+        sj["covered"] = covered;
+        sj["coverage"] = per;
+        auto missing = strata_missing(r);
+        sj["missing"] = missing.empty() ? json(nullptr) : json(missing);
+      }
+      st["strata"] = sj;
+    }
     st["blocked"] = s.blocked.empty() ? json(nullptr)
                                       : json{{"code", s.blocked}, {"message", s.blocked_reason}};
     stages_out.push_back(std::move(st));
@@ -166,6 +212,55 @@ void Service::Impl::start_stage(Rollout& r, std::size_t stage) {
   s.state = r.state == State::AwaitingApproval ? "awaiting_approval" : "baking";
   s.decision = {};
   s.decision.reason = "stage started";
+}
+
+std::string stratum_of(const fleet::Host& h, const std::vector<std::string>& keys) {
+  std::string out;
+  for (const auto& k : keys) {
+    if (!out.empty()) out += ',';
+    out += k;
+    out += '=';
+    const std::string* v = nullptr;
+    if (h.labels) {
+      if (auto it = h.labels->find(k); it != h.labels->end()) v = &it->second;
+    }
+    if (!v && k == "tenant" && !h.tenant.empty()) v = &h.tenant;
+    out += v ? *v : std::string("(none)");
+  }
+  return out;
+}
+
+std::uint64_t sticky_key(const fleet::Host& h) {
+  auto text = h.id.text();
+  auto idh = proto::fnv1a64(std::string_view(text.data(), text.size()));
+  return (static_cast<std::uint64_t>(h.bucket) << 40) | (idh >> 24);
+}
+
+std::uint32_t Service::Impl::stratum_id(Rollout& r, HostIndex i) {
+  if (r.strata_stage != r.stage || r.strata_membership != fleet.membership_version()) {
+    r.stratum_ids.clear();
+    r.stratum_names.clear();
+    r.stratum_index.clear();
+    r.strata_stage = r.stage;
+    r.strata_membership = fleet.membership_version();
+  }
+  if (r.stratum_ids.size() < fleet.slots())
+    r.stratum_ids.resize(fleet.slots(), Rollout::kNoStratum);
+  auto& id = r.stratum_ids[i];
+  if (id == Rollout::kNoStratum) {
+    auto name = stratum_of(fleet.at(i), r.plan[r.stage].strata.keys);
+    auto [it, fresh] = r.stratum_index.emplace(std::move(name),
+                                               static_cast<std::uint32_t>(r.stratum_names.size()));
+    if (fresh) r.stratum_names.push_back(it->first);
+    id = it->second;
+  }
+  return id;
+}
+
+bool Service::Impl::covers(const Rollout& r, std::size_t stage, HostIndex i) const {
+  if (stage == r.stage && r.pace_stage == r.stage && i < r.strata_rep.size() && r.strata_rep[i])
+    return true;
+  return stage_covers(r, stage, fleet.at(i));
 }
 
 bool Service::Impl::stage_covers(const Rollout& r, std::size_t stage, const fleet::Host& h) const {
@@ -319,26 +414,77 @@ std::int64_t Service::Impl::pace_window(const Rollout& r) const {
 void Service::Impl::build_pace_order(Rollout& r) {
   // The sticky order: the keyed bucket first (what a percent of a ring cuts by), then a hash of
   // the host id; only hosts live now are ranked, so a wave is not spent on hosts that are away.
+  // With strata, the hosts picked to cover the qualifying strata come first, round-robin over
+  // the strata, so the first waves reach every stratum (still sticky inside each stratum).
   auto now = clock.now_ms();
   auto live_since = now - live_window_ms();
+  const auto& p = r.plan[r.stage];
+  bool strata = !p.strata.keys.empty();
+  int scope = p.ring == kWholeFleetRing ? -2 : fleet.ring_index(p.ring);
+  struct Stratum {
+    std::int64_t live = 0, have = 0;  // live hosts in the ring; earlier stages' exposures on it
+    std::vector<std::pair<std::uint64_t, HostIndex>> candidates;
+  };
+  std::vector<Stratum> by_id;  // by stratum_id()
   std::vector<std::pair<std::uint64_t, HostIndex>> order;
   for (HostIndex i = 0; i < fleet.slots(); ++i) {
     const auto& h = fleet.at(i);
-    if (h.deleted || h.pinned || !stage_covers(r, r.stage, h)) continue;
-    // Hosts an earlier stage exposed are not this stage's to pace (a "*" stage covers them too).
+    if (h.deleted || h.pinned) continue;
     auto e = r.exposed.find(i);
+    bool live = h.last_seen_ms >= live_since;
+    auto key = sticky_key(h);
+    if (strata && (scope == -2 || h.ring == scope)) {
+      auto sid = stratum_id(r, i);
+      if (by_id.size() <= sid) by_id.resize(sid + 1);
+      auto& st = by_id[sid];
+      if (live) ++st.live;
+      if (e != r.exposed.end() && e->second.stage != r.stage) {
+        if (!e->second.failed) ++st.have;
+      } else if (e == r.exposed.end() ? live : !e->second.failed) {
+        // A pick that failed is replaced by the next host of its stratum (its failure is the
+        // gate's evidence; the stratum still needs its healthy hosts).
+        st.candidates.emplace_back(key, i);
+      }
+    }
+    if (!stage_covers(r, r.stage, h)) continue;
+    // Hosts an earlier stage exposed are not this stage's to pace (a "*" stage covers them too).
     if (e != r.exposed.end() && e->second.stage != r.stage) continue;
-    if (h.last_seen_ms < live_since && e == r.exposed.end()) continue;
-    auto text = h.id.text();
-    auto idh = proto::fnv1a64(std::string_view(text.data(), text.size()));
-    order.emplace_back((static_cast<std::uint64_t>(h.bucket) << 40) | (idh >> 24), i);
+    if (!live && e == r.exposed.end()) continue;
+    order.emplace_back(key, i);
   }
   std::sort(order.begin(), order.end());
   r.pace_rank.assign(fleet.slots(), Rollout::kNoRank);
-  for (std::size_t k = 0; k < order.size(); ++k) {
-    r.pace_rank[order[k].second] = static_cast<std::uint32_t>(k);
+  r.strata_rep.assign(strata ? fleet.slots() : 0, false);
+  std::uint32_t rank = 0;
+  if (strata) {
+    // Qualifying strata in the order of their first candidate (sticky, not alphabetical: the
+    // first wave may be smaller than the number of strata).
+    std::vector<std::vector<std::pair<std::uint64_t, HostIndex>>> picks;
+    for (auto& st : by_id) {
+      if (st.live < p.strata.min_size) continue;
+      auto need = std::max<std::int64_t>(0, p.strata.min_hosts - st.have);
+      if (need == 0 || st.candidates.empty()) continue;
+      auto n = std::min<std::size_t>(static_cast<std::size_t>(need), st.candidates.size());
+      std::partial_sort(st.candidates.begin(), st.candidates.begin() + static_cast<long>(n),
+                        st.candidates.end());
+      st.candidates.resize(n);
+      picks.push_back(std::move(st.candidates));
+    }
+    std::sort(picks.begin(), picks.end(),
+              [](const auto& a, const auto& b) { return a.front() < b.front(); });
+    for (std::size_t round = 0; round < static_cast<std::size_t>(p.strata.min_hosts); ++round) {
+      for (const auto& pk : picks) {
+        if (round >= pk.size()) continue;
+        auto i = pk[round].second;
+        r.strata_rep[i] = true;
+        r.pace_rank[i] = rank++;
+      }
+    }
   }
-  r.pace_size = static_cast<std::int64_t>(order.size());
+  for (const auto& [key, i] : order) {
+    if (r.pace_rank[i] == Rollout::kNoRank) r.pace_rank[i] = rank++;
+  }
+  r.pace_size = static_cast<std::int64_t>(rank);
   r.pace_stage = r.stage;
 }
 
@@ -376,6 +522,9 @@ void Service::Impl::update_blocked(Rollout& r) {
                 std::to_string(std::max<std::int64_t>(could_be_healthy, 0)) +
                 " live hosts it covers could be (" + std::to_string(r.covered_live) + " live, " +
                 std::to_string(st.counts.failed) + " failed)";
+    } else if (r.strata_blocked) {
+      code = "strata_not_covered";
+      message = strata_missing(r);
     }
   }
   if (code == st.blocked) {
@@ -432,10 +581,45 @@ void Service::Impl::check_coverage(Rollout& r, bool force) {
     }
     cuts.push_back({ri, lo + (hi - lo) * p.percent / 100.0});
   }
+  // Strata of the current stage: live hosts and healthy hosts on the release per stratum of the
+  // stage's ring (exposed by any stage so far).
+  const auto& sp = r.plan[r.stage];
+  bool strata = !sp.strata.keys.empty();
+  if (strata && r.pace_stage != r.stage) build_pace_order(r);
+  int scope = sp.ring == kWholeFleetRing ? -2 : fleet.ring_index(sp.ring);
+  std::vector<Rollout::StratumCoverage> census;  // by stratum_id()
+  bool rep_gone = false;
   std::int64_t uncovered = 0, stage_live = 0;
   for (HostIndex i = 0; i < fleet.slots(); ++i) {
     const auto& h = fleet.at(i);
-    if (h.deleted || h.pinned || h.last_seen_ms < live_since) continue;
+    if (h.deleted || h.pinned) continue;
+    bool rep = strata && i < r.strata_rep.size() && r.strata_rep[i];
+    bool live = h.last_seen_ms >= live_since;
+    auto e = r.exposed.find(i);
+    if (strata && (scope == -2 || h.ring == scope)) {
+      // Failed hosts of this stage count whether live or not (a silent one is not).
+      bool mine = e != r.exposed.end() && e->second.stage == r.stage && e->second.counted &&
+                  (e->second.applied || e->second.failed);
+      if (live || mine) {
+        auto sid = stratum_id(r, i);
+        if (census.size() <= sid) census.resize(sid + 1);
+        auto& c = census[sid];
+        if (live) {
+          ++c.live;
+          if (e != r.exposed.end() && e->second.healthy && !e->second.failed) ++c.healthy;
+        }
+        if (mine) {
+          ++c.applied;
+          if (e->second.failed) ++c.failed;
+        }
+      }
+    }
+    if (rep && e != r.exposed.end() && e->second.failed) rep_gone = true;  // replaced
+    if (!live) {
+      // A host picked for a stratum that went away before it took the release: pick again.
+      if (rep && e == r.exposed.end()) rep_gone = true;
+      continue;
+    }
     bool covered = false, current = false;
     for (std::size_t s = 0; s < cuts.size(); ++s) {
       if ((cuts[s].ring == -2 || cuts[s].ring == h.ring) && h.bucket < cuts[s].cut) {
@@ -444,12 +628,25 @@ void Service::Impl::check_coverage(Rollout& r, bool force) {
         break;
       }
     }
+    if (!covered && rep) covered = current = true;
     if (!covered) continue;
     if (current) ++stage_live;
-    if (!r.exposed.count(i)) ++uncovered;
+    if (e == r.exposed.end()) ++uncovered;
   }
   r.uncovered_live = uncovered;
   r.covered_live = stage_live;
+  r.strata_cov.clear();
+  r.strata_total = 0;
+  for (std::size_t sid = 0; sid < census.size(); ++sid) {
+    auto& c = census[sid];
+    if (c.live > 0) ++r.strata_total;
+    if (c.live < sp.strata.min_size) continue;
+    c.name = r.stratum_names[sid];
+    r.strata_cov.push_back(std::move(c));
+  }
+  std::sort(r.strata_cov.begin(), r.strata_cov.end(),
+            [](const auto& a, const auto& b) { return a.name < b.name; });
+  if (rep_gone) r.pace_stage = ~std::size_t{0};  // rebuilt (sticky) at the next exposure
 }
 
 void Service::Impl::mark_applied(Rollout& r, Exposure& e, std::int64_t when_ms) {
@@ -601,6 +798,31 @@ void Service::Impl::evaluate(Rollout& r) {
       decision.statistic = whole.statistic;
     }
   }
+  if (decision.verdict != health::Verdict::Fail && !plan.strata.keys.empty()) {
+    // Each qualifying stratum is also judged alone (its hosts' failures would be diluted in a
+    // large stage: a release that kills one OS), by the SPRT only, at alpha / (qualifying strata)
+    // so the stage's false-halt bound holds (Bonferroni). Figures from the last coverage check.
+    check_coverage(r, false);
+    auto g = plan.gate;
+    g.alpha = plan.gate.alpha / static_cast<double>(std::max<std::size_t>(1, r.strata_cov.size()));
+    g.max_failure_rate = 1;  // no absolute floor on a few hosts
+    for (const auto& c : r.strata_cov) {
+      if (c.failed == 0) continue;
+      health::StageCounts sc;
+      sc.exposed = sc.applied = c.applied;
+      sc.failed = c.failed;
+      sc.healthy = c.applied - c.failed;
+      sc.control_hosts = cum.control_hosts;
+      sc.control_failed = cum.control_failed;
+      sc.elapsed_s = cur.elapsed_s;
+      auto d = health::evaluate(g, sc);
+      if (d.verdict != health::Verdict::Fail) continue;
+      decision = d;
+      decision.reason =
+          "stage " + std::to_string(r.stage) + ", stratum " + c.name + " alone: " + d.reason;
+      break;
+    }
+  }
   auto previous = st.decision.verdict;
   st.decision = decision;
   st.control_hosts = cum.control_hosts;
@@ -624,12 +846,21 @@ void Service::Impl::evaluate(Rollout& r) {
   // hand them the release ungated).
   if (r.state == State::Baking) {
     check_coverage(r, false);
+    r.strata_blocked = false;
     if (decision.verdict == health::Verdict::Pass && r.uncovered_live != 0) {
       decision.verdict = health::Verdict::Waiting;
       decision.reason = "the gate passes, but " +
                         std::to_string(std::max<std::int64_t>(r.uncovered_live, 0)) +
                         " live hosts the stage covers have not been offered the release yet";
       st.decision = decision;
+    }
+    if (decision.verdict == health::Verdict::Pass) {
+      if (auto missing = strata_missing(r); !missing.empty()) {
+        decision.verdict = health::Verdict::Waiting;
+        decision.reason = "the gate passes, but " + missing;
+        st.decision = decision;
+        r.strata_blocked = true;
+      }
     }
     update_blocked(r);
   }
@@ -1068,9 +1299,64 @@ Expected<json> Service::preview(const json& body) const {
   json stages = json::array();
   std::int64_t cumulative = 0, earliest_s = 0, total = static_cast<std::int64_t>(m.fleet.live());
   std::vector<bool> counted(m.fleet.slots(), false);
+  auto live_since = m.clock.now_ms() - m.live_window_ms();
   for (std::size_t s = 0; s < plan.size(); ++s) {
     std::int64_t n = 0, pinned = 0;
     json sample = json::array();
+    // Strata: the hosts a rollout would pick first for each qualifying stratum (the same sticky
+    // order build_pace_order uses), counted as this stage's hosts.
+    json strata = nullptr;
+    std::vector<HostIndex> picked;
+    if (const auto& sp = plan[s].strata; !sp.keys.empty()) {
+      int scope = plan[s].ring == kWholeFleetRing ? -2 : m.fleet.ring_index(plan[s].ring);
+      struct Stratum {
+        std::int64_t live = 0, have = 0;
+        std::vector<std::pair<std::uint64_t, HostIndex>> candidates;
+      };
+      std::map<std::string, Stratum> by_name;
+      for (HostIndex i = 0; i < m.fleet.slots(); ++i) {
+        const auto& h = m.fleet.at(i);
+        if (h.deleted || h.pinned || h.last_seen_ms < live_since) continue;
+        if (scope != -2 && h.ring != scope) continue;
+        auto& st = by_name[stratum_of(h, sp.keys)];
+        ++st.live;
+        if (counted[i]) {
+          ++st.have;  // an earlier stage reaches it
+        } else {
+          st.candidates.emplace_back(sticky_key(h), i);
+        }
+      }
+      json per = json::array();
+      std::int64_t qualifying = 0;
+      for (auto& [name, st] : by_name) {
+        bool q = st.live >= sp.min_size;
+        json ids = json::array();
+        if (q) {
+          ++qualifying;
+          auto need = static_cast<std::size_t>(std::max<std::int64_t>(0, sp.min_hosts - st.have));
+          auto k = std::min(need, st.candidates.size());
+          std::partial_sort(st.candidates.begin(), st.candidates.begin() + static_cast<long>(k),
+                            st.candidates.end());
+          for (std::size_t j = 0; j < k; ++j) {
+            picked.push_back(st.candidates[j].second);
+            if (ids.size() < 5) ids.push_back(m.fleet.at(st.candidates[j].second).id.str());
+          }
+        }
+        if (per.size() < 20 && (q || per.size() < 10)) {
+          per.push_back({{"stratum", name},
+                         {"live_hosts", st.live},
+                         {"qualifying", q},
+                         {"reached_by_earlier_stages", st.have},
+                         {"picked_hosts", ids}});
+        }
+      }
+      strata = {{"keys", sp.keys},
+                {"min_hosts_per_stratum", sp.min_hosts},
+                {"min_stratum_size", sp.min_size},
+                {"strata", by_name.size()},
+                {"qualifying", qualifying},
+                {"coverage", per}};
+    }
     for (HostIndex i = 0; i < m.fleet.slots(); ++i) {
       const auto& h = m.fleet.at(i);
       if (h.deleted || counted[i] || !m.stage_covers(probe, s, h)) continue;
@@ -1081,6 +1367,12 @@ Expected<json> Service::preview(const json& body) const {
       counted[i] = true;
       ++n;
       if (sample.size() < 20) sample.push_back(h.id.str());
+    }
+    for (auto i : picked) {
+      if (counted[i]) continue;
+      counted[i] = true;
+      ++n;
+      if (sample.size() < 20) sample.push_back(m.fleet.at(i).id.str());
     }
     cumulative += n;
     stages.push_back(
@@ -1096,7 +1388,8 @@ Expected<json> Service::preview(const json& body) const {
          {"approval", plan[s].manual ? "manual" : "auto"},
          {"implicit", plan[s].implicit},
          {"pacing", {{"initial", plan[s].pace_initial}, {"growth", plan[s].pace_growth}}},
-         {"sample_hosts", sample}});
+         {"sample_hosts", sample},
+         {"strata", strata}});
     earliest_s += plan[s].bake_s;
   }
   return json{{"fleet_hosts", total}, {"stages", stages}, {"earliest_completion_s", earliest_s}};

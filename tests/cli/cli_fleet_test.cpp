@@ -178,6 +178,15 @@ TEST_F(CliFleetTest, RolloutAndEventTables) {
   expect_table({"events", "list"}, R"(rollout_created)");
 }
 
+TEST_F(CliFleetTest, PreviewShowsStrataCoverage) {
+  auto plan = dir_->path() + "/strata-plan.json";
+  std::ofstream(plan) << R"([{"ring":"all","percent":10,"strata":{"keys":["os"],)"
+                      << R"("min_hosts_per_stratum":2,"min_stratum_size":2}}])";
+  expect_table(
+      {"rollouts", "preview", "--channel", "detections", "--stages-file", plan},
+      R"(stage 0 strata: [1-9]\d* of [1-9]\d* strata qualify\n  os=\S+: \d+ live, [12] picked)");
+}
+
 TEST_F(CliFleetTest, AdminTables) {
   expect_table({"tokens", "list"}, R"(NAME)");
   expect_table({"emergency-stop", "status"}, R"(.)");
