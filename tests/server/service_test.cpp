@@ -591,8 +591,10 @@ TEST_F(ServiceApi, EventsCarryActorAndReasonAndPageByCursor) {
 
 TEST_F(ServiceApi, AStreamResumedFarBehindReplaysEverythingItMissed) {
   std::int64_t cursor = 0;
-  for (const auto& e : (*service_->list_events(std::nullopt, 0, 100000))["events"])
-    cursor = e["id"];
+  // Held in a local: a range-for over a member of the temporary read freed memory (ASan).
+  auto listed = service_->list_events(std::nullopt, 0, 100000);
+  ASSERT_TRUE(listed);
+  for (const auto& e : (*listed)["events"]) cursor = e["id"];
   // More events than one replay page (1000).
   for (int i = 0; i < 1200; ++i) {
     ASSERT_TRUE(service_->put_ring(admin_, "r" + std::to_string(i % 3),
