@@ -160,22 +160,27 @@ ng="$work/nginx"; mkdir -p "$ng/html" "$ng/tmp"
 chmod 755 "$work" "$ng" "$ng/html"  # run as root, nginx's worker reads the file as nobody
 cp "$work/desired.json" "$ng/html/desired.json"
 nport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$ng/nginx.conf" <<NGX
+# nginx_conf DIR "HTTP-LEVEL DIRECTIVES" "SERVER BLOCK" > DIR/nginx.conf: one worker, keep-alive, no log
+nginx_conf() {
+  cat <<NGX
 worker_processes 1;
 daemon off;
-pid $ng/nginx.pid;
-error_log $ng/error.log;
+pid $1/nginx.pid;
+error_log $1/error.log;
 events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 100000000;
   keepalive_timeout 60s;
-  client_body_temp_path $ng/tmp; proxy_temp_path $ng/tmp; fastcgi_temp_path $ng/tmp;
-  uwsgi_temp_path $ng/tmp; scgi_temp_path $ng/tmp;
+  client_body_temp_path $1/tmp; proxy_temp_path $1/tmp; fastcgi_temp_path $1/tmp;
+  uwsgi_temp_path $1/tmp; scgi_temp_path $1/tmp;
   types { application/json json; }
-  server { listen 127.0.0.1:$nport; root $ng/html; }
+  $2
+  $3
 }
 NGX
+}
+nginx_conf "$ng" "" "server { listen 127.0.0.1:$nport; root $ng/html; }" > "$ng/nginx.conf"
 nginx -c "$ng/nginx.conf" -p "$ng" &
 pids+=($!)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$nport/desired.json" -o /dev/null && break; sleep 0.05; done
@@ -295,26 +300,10 @@ PY
   ngt="$work/nginx-tls"; mkdir -p "$ngt/tmp"
   chmod 755 "$ngt"; chmod 644 "$tl/srv.key"  # nginx reads it before dropping to nobody
   ntport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  cat > "$ngt/nginx.conf" <<NGX
-worker_processes 1;
-daemon off;
-pid $ngt/nginx.pid;
-error_log $ngt/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 100000000;
-  keepalive_timeout 60s;
-  client_body_temp_path $ngt/tmp; proxy_temp_path $ngt/tmp; fastcgi_temp_path $ngt/tmp;
-  uwsgi_temp_path $ngt/tmp; scgi_temp_path $ngt/tmp;
-  types { application/json json; }
-  ssl_protocols TLSv1.2 TLSv1.3;
-  ssl_session_tickets on;
-  ssl_session_cache shared:SSL:10m;
-  server { listen 127.0.0.1:$ntport ssl; root $ng/html;
-           ssl_certificate $tl/chain.pem; ssl_certificate_key $tl/srv.key; }
-}
-NGX
+  nginx_conf "$ngt" \
+    "ssl_protocols TLSv1.2 TLSv1.3; ssl_session_tickets on; ssl_session_cache shared:SSL:10m;" \
+    "server { listen 127.0.0.1:$ntport ssl; root $ng/html; ssl_certificate $tl/chain.pem; ssl_certificate_key $tl/srv.key; }" \
+    > "$ngt/nginx.conf"
   nginx -c "$ngt/nginx.conf" -p "$ngt" &
   pids+=($!)
   for _ in $(seq 100); do
