@@ -629,14 +629,20 @@ Status Service::heartbeat(std::int64_t host, const proto::Heartbeat& hb) {
 }
 
 void Service::Impl::agent_restarted(HostIndex i, const proto::Report& rep) {
+  // What one host says must not flood the audit trail (reports are allowed 600 a minute, and
+  // resent until acknowledged): the first few restarts per exposure are events, the rest counted.
+  constexpr std::uint8_t kRestartEvents = 3;
   const auto& h = fleet.at(i);
-  for (const auto& [id, r] : rollouts) {
-    if (!rollout::is_active(r.state) || !r.exposed.count(i)) continue;
-    json data = {{"host_id", h.id.str()},
-                 {"channel", r.channel},
-                 {"version", r.version},
-                 {"boot_id", rep.boot_id},
-                 {"counted_as_failure", false}};
+  for (auto& [id, r] : rollouts) {
+    if (!rollout::is_active(r.state)) continue;
+    auto e = r.exposed.find(i);
+    if (e == r.exposed.end()) continue;
+    if (e->second.restarts < 255) ++e->second.restarts;
+    if (e->second.restarts > kRestartEvents) continue;
+    json data = {{"host_id", h.id.str()},          {"channel", r.channel},
+                 {"version", r.version},           {"boot_id", rep.boot_id},
+                 {"restarts", e->second.restarts}, {"counted_as_failure", false}};
+    if (e->second.restarts == kRestartEvents) data["more_not_logged"] = true;
     (void)event("host:" + h.id.str(), "agent_restarted", r.id, data);
   }
 }

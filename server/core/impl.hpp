@@ -142,8 +142,9 @@ struct Exposure {
   bool counted = true;
   std::uint8_t short_boots = 0;  // new boot ids with a short uptime since applying
   bool applied = false, healthy = false, failed = false, silent = false;
-  bool confirmed = false;  // pacing: spoke again a heartbeat interval after applying
-  bool queued = false;     // in its rollout's dirty_exposures, awaiting the next group commit
+  bool confirmed = false;     // pacing: spoke again a heartbeat interval after applying
+  std::uint8_t restarts = 0;  // agent_restart reports while exposed (saturates); events bounded
+  bool queued = false;        // in its rollout's dirty_exposures, awaiting the next group commit
   std::int64_t applied_ms = 0;
 };
 

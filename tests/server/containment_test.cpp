@@ -119,6 +119,31 @@ TEST_F(Containment, TheImplicitStageIsStillImplicitAfterARestart) {
   EXPECT_EQ(get(id)["stages"][0]["implicit"], false);
 }
 
+// An agent restart is shown, never counted; and what one host says cannot flood the audit trail:
+// every agent_restart report used to write an event per rollout (600 a minute per host at the
+// report rate limit, and again for every resend).
+TEST_F(Containment, AgentRestartsAreShownNotCountedAndBoundedPerExposure) {
+  fleet(3, 3);
+  auto id = rollout(two_stages(600, 3));
+  ASSERT_TRUE(act(id, "start"));
+  ASSERT_EQ(offered(0), version_);
+  heartbeat(0, version_);
+  auto restarted = [&] {
+    int n = 0;
+    for (const auto& e : events(id)) n += e["kind"] == "agent_restarted";
+    return n;
+  };
+  for (int k = 0; k < 50; ++k) {
+    proto::Report r{
+        proto::ReportKind::AgentRestart, clock_.now_ms() + k, "det", version_, "b1", "{}"};
+    ASSERT_TRUE(service_->reports(hosts_[0], {r}));
+  }
+  EXPECT_GE(restarted(), 1);
+  EXPECT_LE(restarted(), 3) << "one host's reports flooded the events";
+  EXPECT_EQ(get(id)["stages"][0]["failed"], 0);
+  EXPECT_EQ(get(id)["state"], "running");
+}
+
 TEST_F(Containment, APlanThatCoversEveryRingGetsNoImplicitStage) {
   fleet(3, 3);
   auto stages_of = [&](json stages) {
