@@ -21,8 +21,8 @@ int hex_value(char c) noexcept {
 constexpr char kHex[] = "0123456789abcdef";
 
 [[noreturn]] void invariant_failed(const char* what, std::string_view value) {
-  std::fprintf(stderr, "ringfence: fleet registry: %s: '%.*s'\n", what, static_cast<int>(value.size()),
-               value.data());
+  std::fprintf(stderr, "ringfence: fleet registry: %s: '%.*s'\n", what,
+               static_cast<int>(value.size()), value.data());
   std::abort();
 }
 
@@ -164,6 +164,12 @@ std::shared_ptr<const proto::Labels> Registry::intern(proto::Labels labels) {
   }
   auto sp = std::make_shared<const proto::Labels>(labels);
   interned_[std::move(labels)] = sp;
+  // Amortised O(1): the expired entries go once the table has doubled (hosts change consumer
+  // versions by heartbeat; a table that only grew would be memory any host could claim).
+  if (interned_.size() > 2 * interned_after_sweep_ + 16) {
+    std::erase_if(interned_, [](const auto& kv) { return kv.second.expired(); });
+    interned_after_sweep_ = interned_.size();
+  }
   return sp;
 }
 

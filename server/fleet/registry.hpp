@@ -66,7 +66,7 @@ struct ChannelRun {
 // characters).
 struct Host {
   HostId id;
-  Digest32 credential_hash;  // sha256 of the secret part of the credential
+  Digest32 credential_hash;                     // sha256 of the secret part of the credential
   std::shared_ptr<const proto::Labels> labels;  // interned: identical label sets are shared
   // Consumer name -> version, as last reported (interned like labels; null = none reported).
   // Host-chosen strings: shown per host and counted for validation, never /metrics labels.
@@ -77,9 +77,9 @@ struct Host {
   int ring = -1;  // index into rings(), -1 when no ring matches (no rings defined)
   bool pinned = false;
   bool deleted = false;
-  bool dirty = false;  // changed since the last flush: set through Registry::mark_dirty
-  bool seen_queued = false;  // last_seen awaits its write: set through Registry::mark_seen
-  std::int64_t enrolled = 0;    // unix s
+  bool dirty = false;         // changed since the last flush: set through Registry::mark_dirty
+  bool seen_queued = false;   // last_seen awaits its write: set through Registry::mark_seen
+  std::int64_t enrolled = 0;  // unix s
   std::int64_t last_seen_ms = 0;
   // The last reported boot id, as proto::fnv1a64 of its text (only compared for "rebooted");
   // 0 = none reported yet.
@@ -118,8 +118,10 @@ class Registry {
   std::size_t slots() const noexcept { return hosts_.size(); }  // including deleted slots
   std::size_t live() const noexcept { return live_; }
 
-  // Interns a label set (tenant is also a label: "tenant").
+  // Interns a label set (tenant is also a label: "tenant"). Sets no host holds any more are
+  // forgotten (swept whenever the table has doubled since the last sweep).
   std::shared_ptr<const proto::Labels> intern(proto::Labels labels);
+  std::size_t interned_count() const noexcept { return interned_.size(); }
 
   // Rings sorted by rank (then name). The last ring catches every host no other ring matches.
   const std::vector<Ring>& rings() const noexcept { return rings_; }
@@ -163,10 +165,11 @@ class Registry {
   std::vector<HostIndex> free_;
   proto::BucketKey bucket_key_{};
   std::uint64_t membership_version_ = 0;
-  std::deque<HostIndex> dirty_;   // FIFO of mark_dirty(); may hold stale entries
-  std::deque<HostIndex> seen_;    // FIFO of mark_seen(); may hold stale entries
+  std::deque<HostIndex> dirty_;  // FIFO of mark_dirty(); may hold stale entries
+  std::deque<HostIndex> seen_;   // FIFO of mark_seen(); may hold stale entries
   std::vector<Ring> rings_;
   std::map<proto::Labels, std::weak_ptr<const proto::Labels>> interned_;
+  std::size_t interned_after_sweep_ = 0;
 };
 
 }  // namespace ringfence::server::fleet

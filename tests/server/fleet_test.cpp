@@ -11,7 +11,8 @@ namespace {
 using nlohmann::json;
 
 TEST(LabelExpression, ParsesEveryClauseForm) {
-  auto c = parse_label_expression("os=windows,site in (fra1, ams2),arch!=arm64,tier notin (a,b),gpu,!legacy");
+  auto c = parse_label_expression(
+      "os=windows,site in (fra1, ams2),arch!=arm64,tier notin (a,b),gpu,!legacy");
   ASSERT_TRUE(c) << c.error().message;
   ASSERT_EQ(c->size(), 6u);
   EXPECT_EQ((*c)[0].op, LabelClause::Op::Eq);
@@ -25,8 +26,7 @@ TEST(LabelExpression, ParsesEveryClauseForm) {
 
 TEST(LabelExpression, RefusesMalformedInput) {
   for (const char* bad : {"", "os=", "=windows", "site in (fra1", "site in fra1)", "a in ((b))",
-                          "os=win,,site=x", "OS=windows", "os=bad value", "site in ()",
-                          "os=a)b"}) {
+                          "os=win,,site=x", "OS=windows", "os=bad value", "site in ()", "os=a)b"}) {
     EXPECT_FALSE(parse_label_expression(bad)) << bad;
   }
   EXPECT_FALSE(parse_label_expression(std::string(3000, 'a')));
@@ -50,11 +50,11 @@ TEST(Selector, MatchesByLabelsBucketsAndHosts) {
 }
 
 TEST(Selector, RefusesBadShapes) {
-  for (const auto& bad : {json::object(), json{{"buckets", {5, 5}}}, json{{"buckets", {-1, 10}}},
-                          json{{"buckets", {0, 10001}}}, json{{"buckets", {1}}},
-                          json{{"hosts", {"not-a-uuid"}}}, json{{"labels", 7}},
-                          json{{"labels", "a=b"}, {"buckets", {0, 1}}}, json{{"color", "red"}},
-                          json::array()}) {
+  for (const auto& bad :
+       {json::object(), json{{"buckets", {5, 5}}}, json{{"buckets", {-1, 10}}},
+        json{{"buckets", {0, 10001}}}, json{{"buckets", {1}}}, json{{"hosts", {"not-a-uuid"}}},
+        json{{"labels", 7}}, json{{"labels", "a=b"}, {"buckets", {0, 1}}}, json{{"color", "red"}},
+        json::array()}) {
     EXPECT_FALSE(parse_selector(bad)) << bad.dump();
   }
 }
@@ -71,7 +71,8 @@ std::string uuid(int i) {
 
 TEST(Registry, RankOrderLastRingCatchesEveryoneAndMembershipFollowsChanges) {
   Registry r;
-  r.set_rings({ring("rest", 5, {{"buckets", {0, 1}}}), ring("canary", 0, {{"labels", "site=fra1"}})});
+  r.set_rings(
+      {ring("rest", 5, {{"buckets", {0, 1}}}), ring("canary", 0, {{"labels", "site=fra1"}})});
   ASSERT_EQ(r.rings()[0].name, "canary");  // sorted by rank
   for (int i = 0; i < 100; ++i) {
     Host h;
@@ -196,6 +197,15 @@ TEST(Registry, IdenticalLabelSetsAreShared) {
   EXPECT_NE(a.get(), r.intern({{"os", "windows"}}).get());
 }
 
+// Consumer versions come from heartbeats and are interned like labels: a host that reports a
+// new made-up version on every heartbeat must not grow the table with sets nobody holds.
+TEST(Registry, SetsNobodyHoldsAreForgotten) {
+  Registry r;
+  auto held = r.intern({{"os", "linux"}});
+  for (int i = 0; i < 10000; ++i) (void)r.intern({{"sensor", std::to_string(i)}});
+  EXPECT_LE(r.interned_count(), 64u);
+  EXPECT_EQ(held.get(), r.intern({{"os", "linux"}}).get());  // a held set stays shared
+}
 
 TEST(LabelExpression, TrimsSpacesAndKeepsValues) {
   auto c = parse_label_expression(" os = windows , site in ( fra1 , ams2 ) ");
@@ -208,12 +218,12 @@ TEST(LabelExpression, TrimsSpacesAndKeepsValues) {
 
 TEST(LabelExpression, RefusesBadKeysValuesAndSizes) {
   for (const std::string& bad :
-       {std::string("1os=a"), std::string("o s=a"), std::string("os=a=b"),
-        std::string("os!=a!b"), std::string("site in (a,,b)"), std::string("site in (a b)"),
-        std::string("site notin ()"), std::string("site in a,b"), std::string("!"),
-        std::string("!!os"), std::string("os=" + std::string(129, 'v')),
-        std::string(std::string(33, 'k') + "=v"), std::string(","), std::string("os=a,"),
-        std::string("site in (a,(b))"), std::string("site in (a))")}) {
+       {std::string("1os=a"), std::string("o s=a"), std::string("os=a=b"), std::string("os!=a!b"),
+        std::string("site in (a,,b)"), std::string("site in (a b)"), std::string("site notin ()"),
+        std::string("site in a,b"), std::string("!"), std::string("!!os"),
+        std::string("os=" + std::string(129, 'v')), std::string(std::string(33, 'k') + "=v"),
+        std::string(","), std::string("os=a,"), std::string("site in (a,(b))"),
+        std::string("site in (a))")}) {
     EXPECT_FALSE(parse_label_expression(bad)) << bad;
   }
   // At most 32 clauses, at most 256 values in a set, at most 2048 bytes.
@@ -235,7 +245,8 @@ TEST(Selector, EveryLabelOperatorMatches) {
     EXPECT_TRUE(s) << e;
     return *s;
   };
-  const std::map<std::string, std::string> win = {{"os", "windows"}, {"site", "fra1"}, {"gpu", "yes"}};
+  const std::map<std::string, std::string> win = {
+      {"os", "windows"}, {"site", "fra1"}, {"gpu", "yes"}};
   const std::map<std::string, std::string> lin = {{"os", "linux"}, {"site", "iad1"}};
   EXPECT_TRUE(sel("os=windows").matches("x", 0, win));
   EXPECT_FALSE(sel("os=windows").matches("x", 0, lin));
@@ -271,23 +282,25 @@ TEST(Selector, BucketRangesAreHalfOpenAndBounded) {
   EXPECT_TRUE(mid->matches("x", 100, {}));
   EXPECT_TRUE(mid->matches("x", 199, {}));
   EXPECT_FALSE(mid->matches("x", 200, {}));
-  for (const auto& bad : {json{{"buckets", {0.5, 10}}}, json{{"buckets", {"0", "10"}}},
-                          json{{"buckets", {10, 5}}}, json{{"buckets", {0, 10, 20}}},
-                          json{{"buckets", json::object()}}}) {
+  for (const auto& bad :
+       {json{{"buckets", {0.5, 10}}}, json{{"buckets", {"0", "10"}}}, json{{"buckets", {10, 5}}},
+        json{{"buckets", {0, 10, 20}}}, json{{"buckets", json::object()}}}) {
     EXPECT_FALSE(parse_selector(bad)) << bad.dump();
   }
 }
 
 TEST(Selector, HostListsAreStrictAndRoundTrip) {
   EXPECT_TRUE(parse_selector(json{{"hosts", json::array()}}));
-  EXPECT_FALSE(parse_selector(json{{"hosts", {"00000000-0000-4000-8000-00000000000A"}}}));  // upper case
+  EXPECT_FALSE(
+      parse_selector(json{{"hosts", {"00000000-0000-4000-8000-00000000000A"}}}));  // upper case
   EXPECT_FALSE(parse_selector(json{{"hosts", {7}}}));
   EXPECT_FALSE(parse_selector(json{{"hosts", "00000000-0000-4000-8000-000000000001"}}));
   json big = json::array();
   for (int i = 0; i < 10001; ++i) big.push_back("00000000-0000-4000-8000-000000000001");
   EXPECT_FALSE(parse_selector(json{{"hosts", big}}));
-  for (const auto& j : {json{{"hosts", {"00000000-0000-4000-8000-000000000001"}}},
-                        json{{"labels", "os=windows,site in (fra1,ams2)"}}, json{{"buckets", {5, 77}}}}) {
+  for (const auto& j :
+       {json{{"hosts", {"00000000-0000-4000-8000-000000000001"}}},
+        json{{"labels", "os=windows,site in (fra1,ams2)"}}, json{{"buckets", {5, 77}}}}) {
     auto s = parse_selector(j);
     ASSERT_TRUE(s);
     EXPECT_EQ(json::parse(selector_json(*s)), j);
@@ -341,7 +354,8 @@ TEST(Registry, BucketsFollowTheInstallationKey) {
   // The bucket is keyed (proto/bucket.hpp): setting the key recomputes every host's bucket and
   // its bucket-range ring; hosts added later use the key too.
   Registry r;
-  r.set_rings({ring("low", 0, {{"buckets", {0, 5000}}}), ring("rest", 1, {{"buckets", {0, 10000}}})});
+  r.set_rings(
+      {ring("low", 0, {{"buckets", {0, 5000}}}), ring("rest", 1, {{"buckets", {0, 10000}}})});
   for (int i = 0; i < 200; ++i) {
     Host h;
     h.id = uuid(i);
