@@ -406,6 +406,17 @@ struct Service::Impl {
   Status transition(Rollout& r, rollout::Event e, const std::string& actor, json data);
   void start_stage(Rollout& r, std::size_t stage);
   bool stage_covers(const Rollout& r, std::size_t stage, const fleet::Host& h) const;
+  // What a stage covers, for scans over the fleet: hosts of `ring` (kEveryRing: all; kNoRing: a
+  // ring that no longer exists) whose bucket is below `cut`.
+  struct StageCut {
+    static constexpr int kEveryRing = -2, kNoRing = -1;
+    int ring = kNoRing;
+    double cut = 0;
+    bool covers(const fleet::Host& h) const {
+      return (ring == kEveryRing || (ring != kNoRing && h.ring == ring)) && h.bucket < cut;
+    }
+  };
+  StageCut stage_cut(const StagePlan& p) const;
   // stage_covers, or host i was picked to cover a stratum of the current stage (strata).
   bool covers(const Rollout& r, std::size_t stage, HostIndex i) const;
   // Host i's stratum under the current stage's strata keys (Rollout::stratum_ids, cached).

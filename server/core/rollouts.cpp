@@ -263,11 +263,10 @@ bool Service::Impl::covers(const Rollout& r, std::size_t stage, HostIndex i) con
   return stage_covers(r, stage, fleet.at(i));
 }
 
-bool Service::Impl::stage_covers(const Rollout& r, std::size_t stage, const fleet::Host& h) const {
-  const auto& p = r.plan[stage];
-  if (p.ring == kWholeFleetRing) return h.bucket < 10000.0 * p.percent / 100.0;
+Service::Impl::StageCut Service::Impl::stage_cut(const StagePlan& p) const {
+  if (p.ring == kWholeFleetRing) return {StageCut::kEveryRing, 10000.0 * p.percent / 100.0};
   int ri = fleet.ring_index(p.ring);
-  if (ri < 0 || h.ring != ri) return false;
+  if (ri < 0) return {};
   const auto& sel = fleet.rings()[static_cast<size_t>(ri)].selector;
   // percent of the ring by bucket: relative to a bucket ring's own range, else of all buckets.
   double lo = 0, hi = 10000;
@@ -275,8 +274,11 @@ bool Service::Impl::stage_covers(const Rollout& r, std::size_t stage, const flee
     lo = sel.lo;
     hi = sel.hi;
   }
-  double cut = lo + (hi - lo) * p.percent / 100.0;
-  return h.bucket < cut;
+  return {ri, lo + (hi - lo) * p.percent / 100.0};
+}
+
+bool Service::Impl::stage_covers(const Rollout& r, std::size_t stage, const fleet::Host& h) const {
+  return stage_cut(r.plan[stage]).covers(h);
 }
 
 std::int64_t Service::Impl::budget_used(
@@ -557,30 +559,9 @@ void Service::Impl::check_coverage(Rollout& r, bool force) {
   r.coverage_checked_ms = now;
   auto live_since = now - live_window_ms();
   // Ring index and bucket cut of every stage reached (a ring lookup per host would be slow).
-  struct Cut {
-    int ring;  // -2 = every ring
-    double cut;
-  };
-  std::vector<Cut> cuts;
-  for (std::size_t s = 0; s <= r.stage && s < r.plan.size(); ++s) {
-    const auto& p = r.plan[s];
-    if (p.ring == kWholeFleetRing) {
-      cuts.push_back({-2, 10000.0 * p.percent / 100.0});
-      continue;
-    }
-    int ri = fleet.ring_index(p.ring);
-    if (ri < 0) {
-      cuts.push_back({-1, 0});
-      continue;
-    }
-    const auto& sel = fleet.rings()[static_cast<std::size_t>(ri)].selector;
-    double lo = 0, hi = 10000;
-    if (sel.kind == fleet::Selector::Kind::Buckets) {
-      lo = sel.lo;
-      hi = sel.hi;
-    }
-    cuts.push_back({ri, lo + (hi - lo) * p.percent / 100.0});
-  }
+  std::vector<StageCut> cuts;
+  for (std::size_t s = 0; s <= r.stage && s < r.plan.size(); ++s)
+    cuts.push_back(stage_cut(r.plan[s]));
   // Strata of the current stage: live hosts and healthy hosts on the release per stratum of the
   // stage's ring (exposed by any stage so far).
   const auto& sp = r.plan[r.stage];
@@ -622,7 +603,7 @@ void Service::Impl::check_coverage(Rollout& r, bool force) {
     }
     bool covered = false, current = false;
     for (std::size_t s = 0; s < cuts.size(); ++s) {
-      if ((cuts[s].ring == -2 || cuts[s].ring == h.ring) && h.bucket < cuts[s].cut) {
+      if (cuts[s].covers(h)) {
         covered = true;
         current = s == r.stage;
         break;
