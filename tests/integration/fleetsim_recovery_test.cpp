@@ -2,15 +2,12 @@
 // a lethal release is brought back by its agent's crash-loop guard (K short boots, then
 // last-known-good, a local_rollback report), so after the halt a new good release finds live
 // canary hosts and progresses. Real ringfence-server, real fleetsim, loopback, port 0.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "tests/http/http_client.hpp"
 #include "tests/support/process.hpp"
 
 namespace ringfence::fleetsim {
@@ -28,37 +25,17 @@ struct Reply {
   json body;
 };
 
-// A blocking HTTP/1.1 request to the operator API (Connection: close, no chunked bodies: the
-// server sends Content-Length for JSON).
+// One request to the operator API on a fresh connection (the suite's raw test client).
 Reply call(int port, const std::string& method, const std::string& target,
            const std::string& body = "", const std::string& type = "application/json") {
-  Reply out;
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<std::uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  timeval tv{10, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(fd);
-    return out;
-  }
-  std::string req = method + " " + target +
-                    " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: Bearer " +
-                    kAdmin + "\r\nContent-Type: " + type +
-                    "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
-  (void)::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
-  std::string resp;
-  char buf[8192];
-  for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;)
-    resp.append(buf, static_cast<std::size_t>(n));
-  ::close(fd);
-  if (resp.size() < 12) return out;
-  out.status = std::stoi(resp.substr(9, 3));
-  auto end = resp.find("\r\n\r\n");
-  if (end != std::string::npos) out.body = json::parse(resp.substr(end + 4), nullptr, false);
-  return out;
+  auto r = testing::request_once(
+      static_cast<std::uint16_t>(port),
+      method + " " + target +
+          " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: Bearer " + kAdmin +
+          "\r\nContent-Type: " + type + "\r\nContent-Length: " + std::to_string(body.size()) +
+          "\r\n\r\n" + body);
+  if (!r) return {};
+  return {r->status, json::parse(r->body, nullptr, false)};
 }
 
 class FleetsimRecovery : public ::testing::Test {
