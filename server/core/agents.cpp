@@ -185,11 +185,14 @@ Expected<proto::EnrollResponse> Service::enroll(const proto::EnrollRequest& req,
 
 // ---------------------------------------------------------------- evidence trust
 
-bool Service::Impl::counts(const Rollout& r, const fleet::Host& h) const {
+bool Service::Impl::had_track_record(const fleet::Host& h, std::int64_t at_ms) const {
   if (opt.evidence_min_age_s <= 0) return true;
-  auto start = r.stages.empty() ? 0 : r.stages[0].started_ms;
-  return h.trust_since_ms > 0 && start > 0 &&
-         h.trust_since_ms + opt.evidence_min_age_s * 1000 <= start;
+  return h.trust_since_ms > 0 && at_ms > 0 &&
+         h.trust_since_ms + opt.evidence_min_age_s * 1000 <= at_ms;
+}
+
+bool Service::Impl::counts(const Rollout& r, const fleet::Host& h) const {
+  return had_track_record(h, r.stages.empty() ? 0 : r.stages[0].started_ms);
 }
 
 void Service::Impl::note_exposed(Rollout& r, HostIndex i, Exposure& e) {

@@ -140,10 +140,13 @@ Expected<json> validate_per_consumer_version(const json& validator, const json& 
 std::map<std::string, std::int64_t> Service::Impl::consumer_versions(
     const std::string& name) const {
   // Hosts share interned consumer maps: count per map, then per version.
+  // Only hosts with a track record speak for the field (like their crash evidence): else one
+  // fresh enrollee reporting a made-up version would get every release refused.
   std::unordered_map<const proto::Labels*, std::int64_t> per_set;
+  auto now = clock.now_ms();
   for (HostIndex i = 0; i < fleet.slots(); ++i) {
     const auto& h = fleet.at(i);
-    if (!h.deleted && h.consumers) ++per_set[h.consumers.get()];
+    if (!h.deleted && h.consumers && had_track_record(h, now)) ++per_set[h.consumers.get()];
   }
   std::map<std::string, std::int64_t> out;
   for (const auto& [set, n] : per_set) {

@@ -487,7 +487,8 @@ struct Service::Impl {
   const Channel::Downgrade& downgrade_to(Channel& ch, const Release& target);
   void host_signal(HostIndex h, const std::string& channel, std::int64_t version,
                    proto::ReportKind kind);
-  // Consumer `name`'s versions as the live hosts last reported them: version -> hosts. O(hosts).
+  // Consumer `name`'s versions as hosts with a track record last reported them: version -> hosts.
+  // O(hosts).
   std::map<std::string, std::int64_t> consumer_versions(const std::string& name) const;
   // An agent_restart report: an event on the timeline of every active rollout exposing the host
   // (evidence an operator sees; the gates never count it).
@@ -495,6 +496,8 @@ struct Service::Impl {
   // ---- evidence trust (agents.cpp)
   // Whether host h's evidence counts for rollout r: always when evidence_min_age_s is 0, else
   // only when its credential holder was first in contact at least that long before r started.
+  // Evidence trust: the host was first in contact at least evidence_min_age_s before at_ms.
+  bool had_track_record(const fleet::Host& h, std::int64_t at_ms) const;
   bool counts(const Rollout& r, const fleet::Host& h) const;
   // Called once when host i is exposed to r (its Exposure just created).
   void note_exposed(Rollout& r, HostIndex i, Exposure& e);

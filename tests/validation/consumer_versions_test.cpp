@@ -110,6 +110,27 @@ TEST_F(ConsumerVersions, AVersionBelowTheThresholdIsNotCheckedAndListedVersionsA
   EXPECT_NE(refused.error().message.find("20"), std::string::npos) << refused.error().message;
 }
 
+// Consumer versions are what hosts say: like their crash evidence, they count only from hosts
+// with a track record, or one fresh enrollee reporting a made-up version would get every release
+// of the channel refused (the validator does not know that version).
+TEST_F(ConsumerVersions, FreshEnrolleesDoNotDecideWhichVersionsAreChecked) {
+  evidence_min_age_s_ = 600;
+  open();
+  ASSERT_TRUE(make_channel({{"name", "sensor"}, {"min_hosts", 1}}));
+  for (int t = 0; t < 660; t += 60) {
+    for (int h = 0; h < 4; ++h) runs(h, "21");
+    advance_s(60);
+  }
+  add_host(4, "rest");
+  runs(4, "0-made-up");
+  auto rel = create(sample("v1-good.json"));
+  ASSERT_TRUE(rel) << rel.error().message << " " << rel.error().details_json;
+  auto checked = (*rel)["validation"]["consumers"]["versions"];
+  ASSERT_EQ(checked.size(), 1u) << checked.dump();
+  EXPECT_EQ(checked[0]["version"], "21");
+  EXPECT_EQ(checked[0]["hosts"], 4);
+}
+
 TEST_F(ConsumerVersions, NoVersionToCheckAgainstIsARefusalNotAPass) {
   ASSERT_TRUE(make_channel({{"name", "sensor"}}));
   auto rel = create(sample("v1-good.json"));
