@@ -59,6 +59,15 @@ if(RINGFENCE_SANITIZE)
     add_compile_options(-g1)
   endif()
   add_link_options(-fsanitize=${RINGFENCE_SANITIZE})
+  if("undefined" IN_LIST _rf_sanitizers)
+    # The vptr check alone may print and go on, but halt_on_error=1 (sanitizer-env.sh) still stops
+    # on it everywhere. The exception is one test: UBSan probes an object's vtable through pipe(2)
+    # on a type-cache miss, so in a process with every fd in use the probe fails and a live object
+    # is reported as "invalid vptr". http.ServerProcess.AtTheFdLimitAcceptBacksOffAndRecovers
+    # exhausts the server's fds on purpose and runs it with halt_on_error=0, then checks that
+    # every report it printed is that one.
+    add_compile_options(-fsanitize-recover=vptr)
+  endif()
   if("undefined" IN_LIST _rf_sanitizers AND CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
     # gcc leaves this out of "undefined" (clang includes it): a double out of an int's range
     # converted to it, e.g. a JSON number 1e300 read as an integer field.
