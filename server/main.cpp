@@ -1,6 +1,7 @@
 // ringfence-server: flags / config file / environment, logging, then the App.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -13,6 +14,9 @@
 #include "server/app.hpp"
 #include "server/keys_command.hpp"
 
+#ifndef RINGFENCE_VERSION
+#define RINGFENCE_VERSION "0.0.0"
+#endif
 #ifndef RINGFENCE_DEFAULT_WEB_DIR
 #define RINGFENCE_DEFAULT_WEB_DIR ""
 #endif
@@ -36,6 +40,7 @@ int main(int argc, char** argv) try {
   cli.set_config("--config", config_from_env,
                  "TOML/INI config file with any of these options (env RINGFENCE_CONFIG)",
                  !config_from_env.empty());
+  cli.set_version_flag("--version", std::string("ringfence-server ") + RINGFENCE_VERSION);
   std::string log_level = "info";
   auto& c = cfg.core;
   cli.add_option("--data-dir", cfg.data_dir, "Data directory (database, blobs, keys)")
@@ -210,6 +215,10 @@ int main(int argc, char** argv) try {
   auto colon = cfg.listen.rfind(':');
   std::printf("listening on %s:%u\n", cfg.listen.substr(0, colon).c_str(), unsigned{*port});
   std::fflush(stdout);
+  // Under systemd (Type=notify) the unit is started once the socket listens and the store is
+  // loaded; a no-op anywhere else (no NOTIFY_SOCKET).
+  sd_notifyf(0, "READY=1\nSTATUS=listening on %s:%u", cfg.listen.substr(0, colon).c_str(),
+             unsigned{*port});
   app.run();
   spdlog::info("stopped");
   return 0;
