@@ -7,14 +7,17 @@
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 
 #include "agent/agent.hpp"
 #include "agent/net/beast_client.hpp"
 #include "agent/runtime/asio_clock.hpp"
+#include "agent/runtime/systemd_notify.hpp"
 #include "proto/fatal.hpp"
 #include "proto/ids.hpp"
 #include "proto/messages.hpp"
@@ -42,6 +45,12 @@ int main(int argc, char** argv) try {
   using namespace ringfence::agent;
 
   CLI::App app{"ringfence-agent: applies staged content updates with a local safety net"};
+  // As the server: RINGFENCE_CONFIG names the default file (the package's unit passes --config).
+  const char* env_config = std::getenv("RINGFENCE_CONFIG");
+  std::string config_from_env = env_config ? env_config : "";
+  app.set_config("--config", config_from_env,
+                 "TOML/INI config file with any of these options (env RINGFENCE_CONFIG)",
+                 !config_from_env.empty());
   std::string server, token, state_dir, content_dir, key_file, consumer, log_level = "info";
   std::vector<std::string> labels;
   Config cfg;
@@ -120,7 +129,14 @@ int main(int argc, char** argv) try {
       ->envname("RINGFENCE_LOG_LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   app.set_version_flag("--version", std::string(kAgentVersion));
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // Every configuration error exits 2, so that the unit's RestartPreventExitStatus=2 leaves an
+    // unconfigured agent stopped (with this line in the journal) instead of restarting it.
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
 
   auto logger = spdlog::create<spdlog::sinks::stderr_sink_st>("agent");
   logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
@@ -216,10 +232,26 @@ int main(int argc, char** argv) try {
   stop_signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     spdlog::info("signal {}: shutting down", sig);
+    notify_systemd("STOPPING=1");
     agent.stop();
     io.stop();
   });
   if (auto st = agent.start(); !st) die("cannot start: " + st.error().message);
+  // Under systemd: ready once started, and a watchdog ping from this loop at half the interval
+  // (WatchdogSec=): a loop that stops turning gets the agent restarted.
+  notify_systemd("READY=1");
+  boost::asio::steady_timer watchdog(io);
+  std::function<void()> ping;
+  if (auto every = systemd_watchdog_interval()) {
+    ping = [&, half = *every / 2] {
+      notify_systemd("WATCHDOG=1");
+      watchdog.expires_after(half);
+      watchdog.async_wait([&](const boost::system::error_code& ec) {
+        if (!ec) ping();
+      });
+    };
+    ping();
+  }
   io.run();
   return 0;
 } catch (...) {

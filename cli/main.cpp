@@ -1,6 +1,7 @@
 // ringfence: the operators' command-line client. Parses `ringfence [globals] <noun> <verb> ...`,
 // then runs the chosen action against the server. Exit codes: see cli/api.hpp (Exit).
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <iostream>
 
 #include "cli/api.hpp"
@@ -45,6 +46,14 @@ int main(int argc, char** argv) try {
                "allow http:// to a server that is not on this machine")
       ->envname("RINGFENCE_ALLOW_PLAINTEXT");
   app.set_version_flag("--version", "ringfence 0.1.0");
+  // The package's /etc/ringfence/cli.conf (server URL, CA file) when it exists;
+  // RINGFENCE_CLI_CONFIG or --config name another. The command line wins over the file, the file
+  // over the environment (CLI11 reads the file first), so the shipped file sets nothing until an
+  // admin edits it.
+  const char* env_config = std::getenv("RINGFENCE_CLI_CONFIG");
+  app.set_config("--config", env_config ? env_config : "/etc/ringfence/cli.conf",
+                 "TOML/INI file with any of the global options (env RINGFENCE_CLI_CONFIG)",
+                 env_config != nullptr);
 
   add_fleet_commands(app, ctx);
   add_content_commands(app, ctx);

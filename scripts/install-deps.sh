@@ -10,6 +10,7 @@ build_pkgs=(
   build-essential cmake ninja-build ccache pkg-config
   libboost1.81-dev nlohmann-json3-dev libsqlite3-dev libspdlog-dev libsodium-dev
   libexpected-dev libcli11-dev libssl-dev libpq-dev libhowardhinnant-date-dev libsystemd-dev
+  help2man                            # man pages of the Debian packages, made from --help
 )
 test_pkgs=(
   libgtest-dev libgmock-dev json-schema-test-suite python3 curl prometheus
@@ -17,7 +18,7 @@ test_pkgs=(
   openssl testssl.sh haproxy          # TLS tests: certificates made in the test, the scanner, a proxy
   postgresql-15 libpq-dev             # the PostgreSQL store's tests (initdb into a temp dir)
   clang libfuzzer-14-dev              # libFuzzer targets (short runs in the suite)
-  lintian                             # the Debian packages' checks
+  lintian systemd                     # the Debian packages' checks (systemd-analyze verify)
 )
 demo_pkgs=(
   python3   # scripts/scenarios.py (standard library only) drives the demo

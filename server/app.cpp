@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -313,6 +314,8 @@ void App::run() {
                                                                       int sig) {
     if (ec) return;
     bool again = m.shutting_down.exchange(true);
+    // systemd (Type=notify): the service is stopping, not failing.
+    if (!again) sd_notify(0, "STOPPING=1");
     if (again || m.cfg.shutdown_grace_s <= 0) {
       spdlog::info("signal {}: shutting down", sig);
       return stop();  // a grace timer still pending is harmless: stop() runs once
@@ -332,6 +335,8 @@ void App::run() {
   std::function<void(boost::system::error_code, int)> on_hup = [&](boost::system::error_code ec,
                                                                    int) {
     if (ec || stopped) return;
+    // systemctl reload waits for READY=1 after RELOADING=1 (what the unit's ExecReload sends).
+    sd_notify(0, "RELOADING=1");
     if (m.cfg.tls_cert.empty()) {
       spdlog::info("SIGHUP: no TLS certificate to reload");
     } else if (auto st = m.http->reload_tls(); !st) {
@@ -339,6 +344,7 @@ void App::run() {
     } else {
       spdlog::info("SIGHUP: reloaded the TLS certificate from {}", m.cfg.tls_cert);
     }
+    sd_notify(0, "READY=1");
     hup.async_wait(on_hup);
   };
   hup.async_wait(on_hup);

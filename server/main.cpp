@@ -1,6 +1,7 @@
 // ringfence-server: flags / config file / environment, logging, then the App.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -12,7 +13,11 @@
 #include "proto/fatal.hpp"
 #include "server/app.hpp"
 #include "server/keys_command.hpp"
+#include "server/logging.hpp"
 
+#ifndef RINGFENCE_VERSION
+#define RINGFENCE_VERSION "0.0.0"
+#endif
 #ifndef RINGFENCE_DEFAULT_WEB_DIR
 #define RINGFENCE_DEFAULT_WEB_DIR ""
 #endif
@@ -36,7 +41,15 @@ int main(int argc, char** argv) try {
   cli.set_config("--config", config_from_env,
                  "TOML/INI config file with any of these options (env RINGFENCE_CONFIG)",
                  !config_from_env.empty());
+  cli.set_version_flag("--version", std::string("ringfence-server ") + RINGFENCE_VERSION);
   std::string log_level = "info";
+  std::string log_format = "text";
+  cli.add_option("--log-format", log_format,
+                 "Log lines as text or as one JSON object per line (time, level, message and "
+                 "fields: request_id, method, path, status, bytes, duration_us, remote)")
+      ->envname("RINGFENCE_LOG_FORMAT")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
   auto& c = cfg.core;
   cli.add_option("--data-dir", cfg.data_dir, "Data directory (database, blobs, keys)")
       ->envname("RINGFENCE_DATA_DIR")
@@ -105,7 +118,8 @@ int main(int argc, char** argv) try {
       ->envname("RINGFENCE_SHUTDOWN_GRACE_S")
       ->check(CLI::Range(0, 3600))
       ->capture_default_str();
-  cli.add_flag("!--no-access-log", cfg.access_log, "Do not log every request")
+  cli.add_flag("--access-log,!--no-access-log", cfg.access_log,
+               "Log every request (the default), or not")
       ->envname("RINGFENCE_NO_ACCESS_LOG");
   cli.add_option("--log-level", log_level, "trace|debug|info|warn|error")
       ->envname("RINGFENCE_LOG_LEVEL")
@@ -192,6 +206,8 @@ int main(int argc, char** argv) try {
   }
 
   auto logger = spdlog::stderr_color_mt("ringfence");
+  logger->set_formatter(ringfence::server::logging::make_formatter(
+      *ringfence::server::logging::parse_format(log_format)));
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(log_level));
   spdlog::flush_every(std::chrono::seconds(1));
@@ -210,6 +226,10 @@ int main(int argc, char** argv) try {
   auto colon = cfg.listen.rfind(':');
   std::printf("listening on %s:%u\n", cfg.listen.substr(0, colon).c_str(), unsigned{*port});
   std::fflush(stdout);
+  // Under systemd (Type=notify) the unit is started once the socket listens and the store is
+  // loaded; a no-op anywhere else (no NOTIFY_SOCKET).
+  sd_notifyf(0, "READY=1\nSTATUS=listening on %s:%u", cfg.listen.substr(0, colon).c_str(),
+             unsigned{*port});
   app.run();
   spdlog::info("stopped");
   return 0;

@@ -104,7 +104,7 @@ std::string openapi_document(const http::Router& router) {
        {{"error",
          {{"type", "object"},
           {"required", {"code", "message"}},
-          {"properties", {{"code", {{"type", "string"}}}, {"message", {{"type", "string"}}}, {"details", {{"type", "object"}}}}}}}}}};
+          {"properties", {{"code", {{"type", "string"}}}, {"message", {{"type", "string"}}}, {"details", {{"type", "object"}}}, {"request_id", {{"type", "string"}, {"description", "the request's X-Request-Id, to quote in a report"}}}}}}}}}};
   json paths = json::object();
   for (const auto& r : router.routes()) {
     std::string method(http::to_string(r.method));

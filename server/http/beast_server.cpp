@@ -48,6 +48,7 @@
 #include <boost/beast/http/status.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -62,6 +63,7 @@
 #include <unordered_set>
 
 #include "server/http/server.hpp"
+#include "server/logging.hpp"
 
 namespace ringfence::server::http {
 namespace {
@@ -234,6 +236,21 @@ std::optional<Error> check_request_head(std::string_view raw, const bhttp::reque
 
 bool bodiless_status(int status) { return status < 200 || status == 204 || status == 304; }
 
+constexpr char kBase62[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+
+// A client's X-Request-Id is kept when it is short and plain (it is echoed in a header and a JSON
+// string unescaped); anything else gets an id of ours.
+bool usable_request_id(std::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  for (char c : id) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != ':' &&
+        c != '-') {
+      return false;
+    }
+  }
+  return true;
+}
+
 // What the server-wide parts (sweeper, stop(), the session set) need of a session, whatever its
 // stream type.
 class SessionBase : public std::enable_shared_from_this<SessionBase> {
@@ -281,6 +298,23 @@ struct HttpServer::Impl {
   std::atomic<std::uint64_t> upload_space_used{0};
   AtomicStats stats;
   std::uint64_t upload_salt = 0;
+  // Request ids: 4 random base-62 characters per process, a dot, then a counter in base 62
+  // ("k3Zq.1a"): distinct across replicas in practice, and at most 15 characters until the
+  // 62^10-th request, so the std::string holding one never allocates (short-string buffer).
+  std::string request_id_prefix;
+  std::atomic<std::uint64_t> request_seq{0};
+  std::string make_request_id() {
+    auto n = request_seq.fetch_add(1, std::memory_order_relaxed) + 1;
+    char digits[12];
+    int len = 0;
+    do {
+      digits[len++] = kBase62[n % 62];
+      n /= 62;
+    } while (n);
+    std::string id = request_id_prefix;
+    while (len) id += digits[--len];
+    return id;
+  }
   std::string upload_dir;
   std::mutex mu;
   std::unordered_set<SessionBase*>
@@ -309,6 +343,8 @@ struct HttpServer::Impl {
                                     : net::any_io_executor(net::make_strand(io))) {
     std::random_device rd;
     upload_salt = (std::uint64_t{rd()} << 32) ^ rd();
+    for (int k = 0; k < 4; ++k) request_id_prefix += kBase62[rd() % 62];
+    request_id_prefix += '.';
     upload_dir =
         opt.upload_dir.empty() ? std::filesystem::temp_directory_path().string() : opt.upload_dir;
     auto shortest = std::min(opt.read_timeout, opt.write_timeout);
@@ -420,6 +456,7 @@ class Session final : public SessionBase {
     std::string upload_path;            // removed after the reply unless the handler adopted it
     std::uint64_t upload_reserved = 0;  // upload space held until upload_path is gone
     Method method = Method::Get;
+    std::string request_id;
     std::string log_path;
     std::chrono::steady_clock::time_point started{};
   };
@@ -723,6 +760,8 @@ class Session final : public SessionBase {
     s.ready = true;
     s.log_path = "-";
     s.method = Method::Other;
+    // Refused at its head (before_body): that request's id; refused unread: a new one.
+    s.request_id = head_req_.request_id.empty() ? srv_->make_request_id() : head_req_.request_id;
     s.started = started_;
     queue_.push_back(std::move(s));
     if (!writing_) write_front();
@@ -809,6 +848,7 @@ class Session final : public SessionBase {
     slot.id = next_id_++;
     slot.head = req.method == Method::Head;
     slot.method = req.method;
+    slot.request_id = req.request_id;
     if (opt().access_log) {
       slot.log_path = req.path.substr(0, 200);
       slot.started = started_;
@@ -857,6 +897,8 @@ class Session final : public SessionBase {
       }
       req.headers.emplace_back(std::move(lower), std::string(f.value()));
     }
+    auto given = req.header("x-request-id");
+    req.request_id = usable_request_id(given) ? std::string(given) : srv_->make_request_id();
   }
 
   // ---------------------------------------------------------------- writing
@@ -886,6 +928,9 @@ class Session final : public SessionBase {
       h += "\r\n";
     }
     if (opt().date_header) h += date_line();
+    h += "X-Request-Id: ";
+    h += s.request_id;
+    h += "\r\n";
     if (!r.content_type.empty()) {
       h += "Content-Type: ";
       h += r.content_type;
@@ -921,6 +966,7 @@ class Session final : public SessionBase {
     bytes_ = 0;
     if (s.resp.stream) return start_stream(s);
     if (s.resp.file && !s.head) return send_file(s);
+    add_request_id_to_error(s);
     std::uint64_t length = s.resp.file ? s.resp.file->length : s.resp.body.size();
     format_head(s, length, true);
     head_ += "\r\n";
@@ -957,12 +1003,41 @@ class Session final : public SessionBase {
     write_front();  // the next reply, if it is ready
   }
 
+  // An error body in API.md's shape, {"error":{...}}, gets "request_id" inside "error", so that
+  // a client can quote it (the transport sees every error, whoever made it: Response::error()
+  // has no request).
+  static void add_request_id_to_error(Slot& s) {
+    std::string& b = s.resp.body;
+    static constexpr std::string_view kHead = "{\"error\":{";
+    if (s.resp.status < 400 || s.resp.content_type != "application/json" || b.size() < 12 ||
+        b.compare(0, kHead.size(), kHead) != 0 || b.compare(b.size() - 2, 2, "}}") != 0 ||
+        b.find("\"request_id\"") != std::string::npos) {
+      return;
+    }
+    std::string add = ",\"request_id\":\"" + s.request_id + "\"";
+    if (b.size() == kHead.size() + 2) add.erase(0, 1);  // {"error":{}}
+    b.insert(b.size() - 2, add);
+  }
+
   void log_access(const Slot& s) {
     if (!opt().access_log) return;
     auto us = std::chrono::duration_cast<std::chrono::microseconds>(
                   std::chrono::steady_clock::now() - s.started)
                   .count();
-    spdlog::info("{} {} {} {} {}us", to_string(s.method), s.log_path, s.resp.status, bytes_, us);
+    std::string message(to_string(s.method));
+    message += ' ';
+    message += s.log_path;
+    message += ' ';
+    message += std::to_string(s.resp.status);
+    logging::Fields()
+        .add("request_id", s.request_id)
+        .add("method", to_string(s.method))
+        .add("path", s.log_path)
+        .add("status", s.resp.status)
+        .add("bytes", static_cast<std::int64_t>(bytes_))
+        .add("duration_us", static_cast<std::int64_t>(us))
+        .add("remote", remote_)
+        .log(spdlog::level::info, message);
   }
 
   // ---------------------------------------------------------------- file regions

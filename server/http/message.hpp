@@ -28,6 +28,9 @@ struct Request {
   std::string body;       // in-memory body (JSON routes), at most the JSON body limit
   std::string body_file;  // set instead of body for streamed uploads: a temp file to adopt or drop
   std::string remote;     // peer address, for logs
+  // The client's X-Request-Id when it is 1..64 characters of [A-Za-z0-9._:-], else one the
+  // transport made (unique in this process). Echoed as X-Request-Id and in error bodies.
+  std::string request_id;
   // TLS: the client presented a certificate that chains to TlsOptions::client_ca_file.
   bool client_cert_verified = false;
   std::vector<std::string> params;  // path parameters, filled by the router in pattern order

@@ -12,13 +12,16 @@ ServerProcess::ServerProcess(const std::vector<std::string>& extra,
   data_dir_ = dir_.path() + "/data";
   log_path_ = dir_.path() + "/server.log";
   std::vector<std::string> argv = prefix;
-  for (const std::string& a :
-       {built_program("server/ringfence-server"), std::string("--data-dir"), data_dir_,
-        std::string("--no-web"), std::string("--no-access-log")}) {
+  for (const std::string& a : {built_program("server/ringfence-server"), std::string("--data-dir"),
+                               data_dir_, std::string("--no-web")}) {
     argv.push_back(a);
   }
-  bool has_listen = false;
-  for (const auto& a : extra) has_listen |= a == "--listen";
+  bool has_listen = false, access_log = false;
+  for (const auto& a : extra) {
+    has_listen |= a == "--listen";
+    access_log |= a == "--access-log";
+  }
+  if (!access_log) argv.push_back("--no-access-log");
   if (!has_listen) {
     argv.push_back("--listen");
     argv.push_back("127.0.0.1:0");

@@ -16,6 +16,7 @@ inline constexpr const char* kAdminToken = "rf_test_admin_token_0123456789abcdef
 class ServerProcess {
  public:
   // Starts `prefix... ringfence-server --data-dir D --listen 127.0.0.1:0 --no-access-log extra...`
+  // (--no-access-log unless extra has --access-log)
   // and waits for its "listening on" line; port() is 0 when it did not come.
   explicit ServerProcess(const std::vector<std::string>& extra = {},
                          const std::vector<std::string>& prefix = {},
