@@ -19,6 +19,7 @@ test_pkgs=(
   postgresql-15 libpq-dev             # the PostgreSQL store's tests (initdb into a temp dir)
   clang libfuzzer-14-dev              # libFuzzer targets (short runs in the suite)
   lintian systemd                     # the Debian packages' checks (systemd-analyze verify)
+  python3-feedparser                  # the release-notes feeds read by a real feed parser
 )
 demo_pkgs=(
   python3   # scripts/scenarios.py (standard library only) drives the demo

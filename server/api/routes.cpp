@@ -8,6 +8,7 @@
 #include "proto/ids.hpp"
 #include "proto/json_fields.hpp"
 #include "proto/messages.hpp"
+#include "server/api/feeds.hpp"
 
 namespace ringfence::server::api {
 namespace {
@@ -289,6 +290,56 @@ void register_routes(http::Router& router, core::Service& svc, const RequestMetr
   R.open(Method::Get, "/v1/signing-key", [&S](Request&, Reply reply) {
     reply(ok_json(json{{"algorithm", "ed25519"}, {"public_key", S.signing_public_key()}}));
   });
+  // ---- release notes as Atom feeds: public when an admin says so, else any API token
+  auto feed_reply = [&S](Request& req, Reply& reply, const std::optional<std::string>& channel) {
+    if (!S.release_feeds_public()) {
+      auto p = S.authenticate(req.header("authorization"));
+      if (!p) return reply(Response::error(p.error()));
+    }
+    std::vector<json> releases;
+    std::vector<std::string> channels;
+    if (channel) {
+      channels.push_back(*channel);
+    } else {
+      json all = S.list_channels();  // (a range-for over a temporary's member would dangle)
+      for (const auto& c : all["channels"]) channels.push_back(c.value("name", ""));
+    }
+    for (const auto& ch : channels) {
+      auto list = S.list_releases(ch);
+      if (!list) return reply(Response::error(list.error()));
+      for (auto& r : (*list)["releases"]) releases.push_back(std::move(r));
+    }
+    FeedSource src;
+    src.title = channel ? "Ringfence releases: " + *channel : "Ringfence releases";
+    src.self_path = channel ? "/v1/channels/" + *channel + "/releases.atom" : "/v1/releases.atom";
+    src.id = "tag:ringfence,2026:feed/" + (channel ? *channel : std::string("*"));
+    Response r;
+    r.content_type = "application/atom+xml; charset=utf-8";
+    r.body = atom_feed(src, std::move(releases));
+    reply(std::move(r));
+  };
+  R.open(Method::Get, "/v1/releases.atom",
+         [feed_reply](Request& req, Reply reply) { feed_reply(req, reply, std::nullopt); });
+  R.open(Method::Get, "/v1/channels/{ch}/releases.atom", [feed_reply](Request& req, Reply reply) {
+    auto n = name_param(req, 0, "channel name");
+    if (!n) return reply(Response::error(n.error()));
+    feed_reply(req, reply, *n);
+  });
+  R.op(Method::Get, "/v1/settings/release-feeds", Role::Viewer,
+       [&S](Request&, const Principal&, Reply& reply) {
+         reply(ok_json(json{{"public", S.release_feeds_public()}}));
+       });
+  R.op(Method::Put, "/v1/settings/release-feeds", Role::Admin,
+       [&S](Request& req, const Principal& p, Reply& reply) {
+         auto b = body_object(req);
+         if (!b) return reply(Response::error(b.error()));
+         if (!b->contains("public") || !(*b)["public"].is_boolean() || b->size() != 1) {
+           return reply(Response::error(
+               {Errc::InvalidArgument, "the body must be {\"public\": true|false}"}));
+         }
+         reply(result(S.set_release_feeds_public(p, (*b)["public"].get<bool>())));
+       });
+
   // ---- keys: public facts (the key set carries its own root signatures); reload is admin
   R.open(Method::Get, "/v1/keys", [&S](Request&, Reply reply) { reply(ok_json(S.keys())); });
   R.op(Method::Post, "/v1/keys/reload", Role::Admin,

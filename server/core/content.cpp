@@ -166,7 +166,8 @@ json Service::Impl::release_json(const Release& r) const {
           {"signature", r.signature},
           {"key_id", r.key_id},
           {"validation", r.validation},
-          {"created", r.created}};
+          {"created", r.created},
+          {"updated", r.updated ? r.updated : r.created}};
 }
 
 Status Service::Impl::persist_channel(const Channel& c) {
@@ -178,10 +179,11 @@ Status Service::Impl::persist_channel(const Channel& c) {
       {c.name, c.schema.dump(), v, c.max_bytes, c.stable_version, c.created, consumer});
 }
 
-Status Service::Impl::persist_release(const Release& r) {
+Status Service::Impl::persist_release(Release& r) {
+  r.updated = std::max(now_s(), r.created);
   return store.put_release({r.channel, r.version, r.sha256, r.size, r.notes,
                             std::string(to_string(r.state)), proto::canonical_bytes(r.manifest),
-                            r.signature, r.validation.dump(), r.created});
+                            r.signature, r.validation.dump(), r.created, r.updated});
 }
 
 json Service::list_channels() const {
@@ -421,6 +423,26 @@ Expected<json> Service::list_releases(const std::string& channel) const {
   json out = json::array();
   for (const auto& [v, r] : it->second.releases) out.push_back(m.release_json(r));
   return json{{"releases", out}};
+}
+
+bool Service::release_feeds_public() const {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  return m.release_feeds_public;
+}
+
+Expected<json> Service::set_release_feeds_public(const Principal& by, bool on) {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  if (m.release_feeds_public != on) {
+    RF_CHECK(m.store.transaction([&]() -> Status {
+      RF_CHECK(m.store.put_setting("release_feeds", json{{"public", on}}.dump()));
+      RF_CHECK(m.event(by.name, "release_feeds_changed", std::nullopt, {{"public", on}}));
+      return {};
+    }));
+    m.release_feeds_public = on;
+  }
+  return json{{"public", m.release_feeds_public}};
 }
 
 Expected<json> Service::get_release(const std::string& channel, std::int64_t version) const {

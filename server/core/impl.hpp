@@ -56,6 +56,7 @@ struct Release {
   std::string key_id;  // the content key that made `signature` (found again at load)
   json validation = json::object();
   std::int64_t created = 0;
+  std::int64_t updated = 0;  // the last change written (persist_release sets it)
 };
 
 struct Channel {
@@ -299,6 +300,7 @@ struct Service::Impl {
   std::map<std::int64_t, Rollout> rollouts;
   std::int64_t next_rollout_id = 1;
   bool emergency = false;
+  bool release_feeds_public = false;  // setting "release_feeds": the Atom feeds need no token
   std::string emergency_reason;
   std::uint64_t desired_generation = 0;
   // Silence is evidence only once hosts could have spoken to this process: until then (its
@@ -392,7 +394,8 @@ struct Service::Impl {
                                std::optional<std::int64_t> rollout, json data);
   Status persist_rollout(const Rollout& r);
   Status persist_channel(const Channel& c);
-  Status persist_release(const Release& r);
+  // Writes the release with updated = now (every write is a change: a state, a signature).
+  Status persist_release(Release& r);
   json rollout_json(const Rollout& r) const;
   json release_json(const Release& r) const;
   json host_json(HostIndex i) const;

@@ -213,6 +213,7 @@ Status Service::load() {
       }
     }
     rel.validation = json::parse(r.validation_json, nullptr, false);
+    rel.updated = r.updated ? r.updated : r.created;
     rel.created = r.created;
     cit->second.releases[r.version] = std::move(rel);
   }
@@ -266,6 +267,9 @@ Status Service::load() {
     m.rollouts[r.id] = std::move(ro);
   }
   for (const auto& [k, v] : snap.settings) {
+    if (k == "release_feeds") {
+      m.release_feeds_public = json::parse(v, nullptr, false).value("public", false);
+    }
     if (k == "emergency_stop") {
       auto j = json::parse(v, nullptr, false);
       m.emergency = j.value("on", false);

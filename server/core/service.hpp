@@ -153,6 +153,10 @@ class Service {
   Expected<nlohmann::json> create_release(const Principal& by, const std::string& channel,
                                           const nlohmann::json& body);
   Expected<nlohmann::json> list_releases(const std::string& channel) const;
+  // The release-notes feeds (/v1/releases.atom): readable without a token when public. Setting
+  // it is an admin's decision, stored and logged as an event; returns {"public": bool}.
+  bool release_feeds_public() const;
+  Expected<nlohmann::json> set_release_feeds_public(const Principal& by, bool on);
   Expected<nlohmann::json> get_release(const std::string& channel, std::int64_t version) const;
   Expected<nlohmann::json> quarantine_release(const Principal& by, const std::string& channel,
                                               std::int64_t version, const std::string& reason);

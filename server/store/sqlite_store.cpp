@@ -190,10 +190,10 @@ class SqliteStore final : public Store {
     {
       Stmt st(db_,
               "SELECT channel, version, sha256, size, notes, state, manifest, signature, "
-              "validation, created FROM releases ORDER BY channel, version");
+              "validation, created, updated FROM releases ORDER BY channel, version");
       while (st.step() == SQLITE_ROW) {
         s.releases.push_back({st.text(0), st.i64(1), st.text(2), st.i64(3), st.text(4), st.text(5),
-                              st.text(6), st.text(7), st.text(8), st.i64(9)});
+                              st.text(6), st.text(7), st.text(8), st.i64(9), st.i64(10)});
       }
     }
     {
@@ -357,11 +357,11 @@ class SqliteStore final : public Store {
   Status put_release(const ReleaseRow& r) override {
     return run(
         "INSERT INTO releases(channel, version, sha256, size, notes, state, manifest, signature, "
-        "validation, created) VALUES(?,?,?,?,?,?,?,?,?,?) ON CONFLICT(channel, version) DO UPDATE "
-        "SET state=excluded.state, manifest=excluded.manifest, signature=excluded.signature, "
-        "notes=excluded.notes",
+        "validation, created, updated) VALUES(?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(channel, version) "
+        "DO UPDATE SET state=excluded.state, manifest=excluded.manifest, "
+        "signature=excluded.signature, notes=excluded.notes, updated=excluded.updated",
         {r.channel, r.version, r.sha256, r.size, r.notes, r.state, r.manifest_json, r.signature,
-         r.validation_json, r.created});
+         r.validation_json, r.created, r.updated ? r.updated : r.created});
   }
   Status put_policy(const PolicyRow& r) override {
     return run(

@@ -76,6 +76,7 @@ struct ReleaseRow {
   std::int64_t size = 0;
   std::string notes, state, manifest_json, signature, validation_json = "{}";
   std::int64_t created = 0;
+  std::int64_t updated = 0;  // unix s of the last change (0: as created)
 };
 struct PolicyRow {
   std::string name, stages_json;
