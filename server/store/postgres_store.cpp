@@ -120,14 +120,13 @@ class PgConnection {
   // Connects with the defaults below, which the conninfo may override; then sets up the session.
   static Expected<std::unique_ptr<PgConnection>> open(const std::string& conninfo) {
     // Earlier keywords are overridden by what the expanded conninfo ("dbname") sets.
-    const char* keys[] = {"connect_timeout",
-                          "application_name",
-                          "keepalives_idle",
-                          "keepalives_interval",
-                          "keepalives_count",
-                          "dbname",
-                          nullptr};
-    const char* vals[] = {"10", "ringfence-server", "30", "10", "3", conninfo.c_str(), nullptr};
+    // A database that vanishes without closing the connection (a dead host, a partition) is
+    // noticed in bounded time: keepalives when idle, tcp_user_timeout (ms) when data is unacked.
+    const char* keys[] = {
+        "connect_timeout",  "application_name", "keepalives_idle", "keepalives_interval",
+        "keepalives_count", "tcp_user_timeout", "dbname",          nullptr};
+    const char* vals[] = {"10",    "ringfence-server", "30",   "10", "3",
+                          "30000", conninfo.c_str(),   nullptr};
     PGconn* c = PQconnectdbParams(keys, vals, 1);
     auto conn = std::make_unique<PgConnection>(c, redact_conninfo(conninfo));
     if (c == nullptr || PQstatus(c) != CONNECTION_OK) {

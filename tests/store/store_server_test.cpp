@@ -170,6 +170,30 @@ TEST(ServerOnPostgres, KeepsWhatTheApiMadeAcrossRestartsWhicheverWayTheStoreIsNa
   EXPECT_FALSE(std::filesystem::exists(data + "/ringfence.db"));
 }
 
+TEST(ServerOnPostgres, ADatabaseOutageFailsWritesWith503AndTheServerGoesOnAfterIt) {
+  testing::PostgresCluster pg;
+  testing::TempDir dir;
+  Server s(dir.path() + "/data", {"--store", pg.url()});
+  ASSERT_GT(s.wait_listening(), 0) << s.log();
+  Client c(s.port());
+  auto ring = [&](const std::string& name) {
+    return c.post("/v1/rings", kAdmin,
+                  {{"name", name}, {"rank", 0}, {"selector", {{"buckets", {0, 100}}}}});
+  };
+  expect(ring("before"), 201, "ring before the outage");
+  pg.stop("fast");
+  auto during = ring("during");
+  EXPECT_EQ(during.status, 503) << during.body;
+  EXPECT_TRUE(during.is_error_shape()) << during.raw;
+  EXPECT_EQ(c.get("/v1/rings/during", kAdmin).status, 404) << "memory ran ahead of the store";
+  EXPECT_EQ(c.get("/v1/rings/before", kAdmin).status, 200) << "reads are served from memory";
+  pg.start();
+  expect(ring("after"), 201, "ring after the outage");
+  EXPECT_EQ(pg.psql("SELECT string_agg(name, ',' ORDER BY name) FROM rings"), "after,before");
+  auto st = s.terminate();
+  EXPECT_TRUE(st && WIFEXITED(*st) && WEXITSTATUS(*st) == 0) << s.log();
+}
+
 TEST(ServerOnPostgres, ServersStartingTogetherOnAnEmptyDatabaseMigrateItOnce) {
   testing::PostgresCluster pg;
   testing::TempDir dir;
