@@ -1,10 +1,14 @@
 # Generates a C++ source holding every migrations/NNNN_name.sql, in order.
-# Invoked at build time: cmake -DSRC_DIR=... -DOUT=... -P embed_migrations.cmake
+# Invoked at build time: cmake -DSRC_DIR=... -DOUT=... [-DFUNC=name] -P embed_migrations.cmake
+# FUNC names the generated accessor (default embedded_migrations: the SQLite ones).
+if(NOT FUNC)
+  set(FUNC embedded_migrations)
+endif()
 file(GLOB files "${SRC_DIR}/[0-9][0-9][0-9][0-9]_*.sql")
 list(SORT files)
-set(body "// Generated from migrations/*.sql by cmake/embed_migrations.cmake. Do not edit.\n")
+set(body "// Generated from the migration files (${FUNC}) by cmake/embed_migrations.cmake. Do not edit.\n")
 string(APPEND body "#include \"server/store/migrations.hpp\"\n\nnamespace ringfence::server::store {\n")
-string(APPEND body "const std::vector<Migration>& embedded_migrations() {\n  static const std::vector<Migration> kAll = {\n")
+string(APPEND body "const std::vector<Migration>& ${FUNC}() {\n  static const std::vector<Migration> kAll = {\n")
 foreach(f ${files})
   get_filename_component(name ${f} NAME_WE)
   string(SUBSTRING ${name} 0 4 num)

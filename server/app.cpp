@@ -193,6 +193,23 @@ struct App::Impl {
   }
 };
 
+namespace {
+// --store: absent or "sqlite" = the embedded database in the data dir; a postgres:// URL = the
+// shared PostgreSQL store. The URL is never logged or echoed with its password.
+Expected<std::unique_ptr<store::Store>> open_store(const AppConfig& cfg) {
+  if (store::is_postgres_url(cfg.store)) {
+    spdlog::info("store: PostgreSQL at {}", store::redact_conninfo(cfg.store));
+    return store::open_postgres(cfg.store, store::embedded_postgres_migrations());
+  }
+  if (!cfg.store.empty() && cfg.store != "sqlite") {
+    return fail(Errc::InvalidArgument,
+                "--store must be \"sqlite\" or a postgres:// (postgresql://) URL");
+  }
+  spdlog::info("store: SQLite at {}/ringfence.db", cfg.data_dir);
+  return store::open_sqlite(cfg.data_dir + "/ringfence.db", store::embedded_migrations());
+}
+}  // namespace
+
 App::App(AppConfig config) : impl_(std::make_unique<Impl>()) { impl_->cfg = std::move(config); }
 App::~App() = default;
 
@@ -205,7 +222,7 @@ Expected<std::uint16_t> App::start() {
   for (const auto& e : fs::directory_iterator(m.cfg.data_dir + "/uploads", ec))
     fs::remove(e.path(), ec);
   RF_TRY(key, load_or_create_key(m.cfg.data_dir));
-  RF_TRY(store, store::open_sqlite(m.cfg.data_dir + "/ringfence.db", store::embedded_migrations()));
+  RF_TRY(store, open_store(m.cfg));
   m.store = std::move(store);
   m.cfg.core.data_dir = m.cfg.data_dir;
   m.service = std::make_unique<core::Service>(*m.store, m.clock, key, m.cfg.core);

@@ -13,6 +13,9 @@ namespace ringfence::server {
 
 struct AppConfig {
   std::string data_dir;
+  // "" or "sqlite": SQLite in data_dir; "postgres://..." / "postgresql://...": PostgreSQL (the
+  // data dir still holds the signing key, blobs and uploads).
+  std::string store;
   std::string listen = "127.0.0.1:8080";
   int threads = 1;
   std::uint64_t upload_limit = 256ull << 20;

@@ -54,6 +54,10 @@ int main(int argc, char** argv) try {
   cli.add_option("--data-dir", cfg.data_dir, "Data directory (database, blobs, keys)")
       ->envname("RINGFENCE_DATA_DIR")
       ->required();
+  cli.add_option("--store", cfg.store,
+                 "Where state is stored: \"sqlite\" (default: ringfence.db in --data-dir) or a "
+                 "postgres://user:password@host:port/db URL (PostgreSQL, shared by replicas)")
+      ->envname("RINGFENCE_STORE");
   cli.add_option("--listen", cfg.listen, "host:port to listen on; port 0 picks a free one")
       ->envname("RINGFENCE_LISTEN")
       ->capture_default_str();

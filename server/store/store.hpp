@@ -1,6 +1,7 @@
 #pragma once
 // The storage interface: rows in, rows out. The server keeps its hot state in memory and writes
-// through this interface; only store/ knows SQL. SqliteStore is the embedded default.
+// through this interface; only store/ knows SQL. SqliteStore is the embedded default; PostgresStore
+// (--store postgres://...) is the shared one.
 //
 // Threading: a Store is used by one thread at a time (the server serialises access under its
 // state mutex). Every mutating call is durable (committed) when it returns success; errors are
@@ -207,6 +208,27 @@ class Store {
 // migration is refused with a clear message (Errc::Unavailable).
 Expected<std::unique_ptr<Store>> open_sqlite(const std::string& path,
                                              const std::vector<Migration>& migrations);
+
+// Connects to PostgreSQL (conninfo: a postgres:// or postgresql:// URL, or libpq key=value pairs)
+// and applies the given migrations (migrations/postgres/, embedded_postgres_migrations()), each in
+// one transaction with its row in schema_version, under a session advisory lock so that replicas
+// starting together migrate once (the others wait, then find nothing to do). A database whose
+// schema_version is newer than the newest migration is refused (Errc::Unavailable,
+// "schema_too_new"); an unreachable server is Errc::Unavailable with libpq's message and the
+// conninfo without its password.
+// Differences from SQLite, within the Store contract: the first statement that fails inside a
+// transaction fails the whole transaction (PostgreSQL aborts it) even if fn goes on and succeeds;
+// integrity violations are Errc::Conflict (code "conflict"). A lost connection makes operations
+// fail with Errc::Unavailable; the next operation outside a transaction reconnects.
+Expected<std::unique_ptr<Store>> open_postgres(const std::string& conninfo,
+                                               const std::vector<Migration>& migrations);
+
+// True for "postgres://..." and "postgresql://..." (what --store accepts besides "sqlite").
+bool is_postgres_url(const std::string& s);
+
+// conninfo with its password (URL userinfo, ?password=, password=...) replaced by "***": for logs
+// and messages.
+std::string redact_conninfo(const std::string& conninfo);
 
 // The user_version of an open SQLite file (for tests and diagnostics).
 Expected<int> sqlite_user_version(const std::string& path);
