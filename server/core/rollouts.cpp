@@ -88,17 +88,25 @@ json Service::Impl::rollout_json(const Rollout& r) const {
                  {"min_stratum_size", p.strata.min_size}};
       if (i == r.stage && rollout::is_active(r.state) && r.coverage_stage == r.stage &&
           r.uncovered_live >= 0) {
-        // Coverage as of the last check (at most a second old while the stage bakes).
+        // Coverage as of the last check (at most a second old while the stage bakes). The list
+        // is cut at 20: the missing strata first (by name), then the covered ones, so what an
+        // operator must act on is never cut off behind strata that are fine.
         json per = json::array();
         std::int64_t covered = 0;
         for (const auto& c : r.strata_cov) {
           if (c.healthy >= p.strata.min_hosts) ++covered;
-          if (per.size() < 20)
+        }
+        for (bool want : {false, true}) {
+          for (const auto& c : r.strata_cov) {
+            bool ok = c.healthy >= p.strata.min_hosts;
+            if (ok != want || per.size() >= 20) continue;
             per.push_back({{"stratum", c.name},
                            {"live_hosts", c.live},
                            {"healthy", c.healthy},
                            {"applied", c.applied},
-                           {"failed", c.failed}});
+                           {"failed", c.failed},
+                           {"covered", ok}});
+          }
         }
         sj["strata"] = r.strata_total;
         sj["qualifying"] = r.strata_cov.size();
