@@ -141,7 +141,10 @@ json Service::Impl::rollout_json(const Rollout& r) const {
     j["waiting"] = r.state == State::Baking ? json(cs.decision.reason) : json(nullptr);
     j["blocked"] = cs.blocked.empty() ? json(nullptr)
                                       : json{{"code", cs.blocked}, {"message", cs.blocked_reason}};
-    if (r.uncovered_live >= 0) j["not_offered_live_hosts"] = r.uncovered_live;
+    if (r.uncovered_live >= 0) {
+      j["not_offered_live_hosts"] = r.uncovered_live;
+      j["not_taking_updates_hosts"] = r.not_taking_updates;
+    }
   }
   if (r.first_apply_ms) j["first_apply"] = r.first_apply_ms;
   if (r.halted_ms) j["halted"] = r.halted_ms;
@@ -551,7 +554,9 @@ bool Service::Impl::live_hosts_not_exposed(const Rollout& r) const {
   auto live_since = clock.now_ms() - live_window_ms();
   for (HostIndex i = 0; i < fleet.slots(); ++i) {
     const auto& h = fleet.at(i);
-    if (!h.deleted && !h.pinned && h.last_seen_ms >= live_since && !r.exposed.count(i)) return true;
+    if (!h.deleted && !h.pinned && h.last_seen_ms >= live_since && !r.exposed.count(i) &&
+        takes_updates(i, clock.now_ms()))
+      return true;
   }
   return false;
 }
@@ -578,7 +583,8 @@ void Service::Impl::check_coverage(Rollout& r, bool force) {
   int scope = sp.ring == kWholeFleetRing ? -2 : fleet.ring_index(sp.ring);
   std::vector<Rollout::StratumCoverage> census;  // by stratum_id()
   bool rep_gone = false;
-  std::int64_t uncovered = 0, stage_live = 0;
+  std::int64_t uncovered = 0, stage_live = 0, not_polling_n = 0;
+  std::vector<std::string> not_polling;  // the first ten ids
   for (HostIndex i = 0; i < fleet.slots(); ++i) {
     const auto& h = fleet.at(i);
     if (h.deleted || h.pinned) continue;
@@ -619,11 +625,32 @@ void Service::Impl::check_coverage(Rollout& r, bool force) {
     }
     if (!covered && rep) covered = current = true;
     if (!covered) continue;
+    if (e == r.exposed.end() && !takes_updates(i, now)) {
+      // Live (it heartbeats) but not asking for its desired state: it can never be offered
+      // the release, and waiting for it would hold the stage open for good.
+      if (not_polling.size() < 10) not_polling.push_back(h.id.str());
+      ++not_polling_n;
+      continue;
+    }
     if (current) ++stage_live;
     if (e == r.exposed.end()) ++uncovered;
   }
   r.uncovered_live = uncovered;
   r.covered_live = stage_live;
+  r.not_taking_updates = not_polling_n;
+  if (not_polling_n > 0 && r.not_taking_updates_stage != r.stage) {
+    // Once per stage: the hosts it stopped waiting for (the first ten).
+    r.not_taking_updates_stage = r.stage;
+    json data = {{"stage", r.stage},
+                 {"hosts", not_polling_n},
+                 {"host_ids", not_polling},
+                 {"message", std::to_string(not_polling_n) +
+                                 " live hosts the stage covers have not asked for their desired "
+                                 "state in " +
+                                 std::to_string(poll_bound_ms() / 1000) +
+                                 " s: not taking updates, not waited for"}};
+    (void)event("controller", "hosts_not_taking_updates", r.id, data);
+  }
   r.strata_cov.clear();
   r.strata_total = 0;
   for (std::size_t sid = 0; sid < census.size(); ++sid) {
