@@ -282,7 +282,11 @@ function showRollout(r) {
   const reason = $('#detail-reason');
   // A stage that cannot progress says why (the server's blocked code and sentence).
   const blocked = r.blocked ? `Blocked (${r.blocked.code}): ${r.blocked.message}.` : '';
-  const notes = [r.halt_reason, r.frozen_by_emergency_stop ? 'Frozen by the emergency stop.' : '', blocked].filter(Boolean);
+  // Live hosts that heartbeat but never ask for their desired state: the stage does not wait for them.
+  const deaf = r.not_taking_updates_hosts > 0
+    ? `${r.not_taking_updates_hosts} live host${r.not_taking_updates_hosts === 1 ? '' : 's'} not taking updates (no poll within the poll bound; not waited for).`
+    : '';
+  const notes = [r.halt_reason, r.frozen_by_emergency_stop ? 'Frozen by the emergency stop.' : '', blocked, deaf].filter(Boolean);
   reason.hidden = notes.length === 0;
   reason.textContent = notes.join(' ');
   reason.classList.toggle('blocked', Boolean(blocked));

@@ -69,6 +69,9 @@ function startServer() {
     '--data-dir', join(dataDir, 'data'), '--listen', '127.0.0.1:0', '--web-dir', webDir,
     '--no-access-log', '--healthy-after-s', '1', '--exposed-heartbeat-s', '1',
     '--evidence-min-age-s', '0',
+    // Polls every second, long polls of at most 2 s: a host that heartbeats but never polls is
+    // "not taking updates" after 3 x 2 + 5 = 11 s (the strata part below shows it).
+    '--poll-s', '1', '--max-long-poll-s', '2',
   ], { env: { ...process.env, RINGFENCE_ADMIN_TOKEN: ADMIN }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => { stderr = (stderr + d).slice(-4000); });
@@ -313,6 +316,10 @@ async function main() {
     const summary = await page.textContent(`${strata} .strata-summary`);
     check('the strata summary counts the covered strata', summary.includes('1 of 2 qualifying strata covered'), summary);
     check('the strata keys are named', (await page.textContent(`${strata} .strata-head`)).includes('Strata by os'));
+    // The two windows hosts heartbeat and never poll: after the poll bound the rollout says so.
+    await until('the rollout to report hosts not taking updates',
+      () => page.textContent('#detail-reason').then((t) => t.includes('2 live hosts not taking updates')), 30000);
+    check('hosts that never poll are reported as not taking updates', true);
     await page.screenshot({ path: join(artifacts, 'dashboard-strata.png'), fullPage: true });
   } finally {
     clearInterval(windowsTimer);
