@@ -445,6 +445,9 @@ void Service::Impl::build_pace_order(Rollout& r) {
     if (h.deleted || h.pinned) continue;
     auto e = r.exposed.find(i);
     bool live = h.last_seen_ms >= live_since;
+    // A host not taking updates (it never polls) is neither ranked nor picked: a place in a wave
+    // given to it would never be used, and a first wave of such hosts would never grow.
+    bool deaf = e == r.exposed.end() && !takes_updates(i, now);
     auto key = sticky_key(h);
     if (strata && (scope == -2 || h.ring == scope)) {
       auto sid = stratum_id(r, i);
@@ -453,7 +456,7 @@ void Service::Impl::build_pace_order(Rollout& r) {
       if (live) ++st.live;
       if (e != r.exposed.end() && e->second.stage != r.stage) {
         if (!e->second.failed) ++st.have;
-      } else if (e == r.exposed.end() ? live : !e->second.failed) {
+      } else if (e == r.exposed.end() ? live && !deaf : !e->second.failed) {
         // A pick that failed is replaced by the next host of its stratum (its failure is the
         // gate's evidence; the stratum still needs its healthy hosts).
         st.candidates.emplace_back(key, i);
@@ -462,7 +465,7 @@ void Service::Impl::build_pace_order(Rollout& r) {
     if (!stage_covers(r, r.stage, h)) continue;
     // Hosts an earlier stage exposed are not this stage's to pace (a "*" stage covers them too).
     if (e != r.exposed.end() && e->second.stage != r.stage) continue;
-    if (!live && e == r.exposed.end()) continue;
+    if ((!live || deaf) && e == r.exposed.end()) continue;
     order.emplace_back(key, i);
   }
   std::sort(order.begin(), order.end());
@@ -627,9 +630,12 @@ void Service::Impl::check_coverage(Rollout& r, bool force) {
     if (!covered) continue;
     if (e == r.exposed.end() && !takes_updates(i, now)) {
       // Live (it heartbeats) but not asking for its desired state: it can never be offered
-      // the release, and waiting for it would hold the stage open for good.
+      // the release, and waiting for it would hold the stage open for good. Ranked by pacing
+      // while it still polled: the order is made again without it (build_pace_order).
       if (not_polling.size() < 10) not_polling.push_back(h.id.str());
       ++not_polling_n;
+      if (r.pace_stage == r.stage && i < r.pace_rank.size() && r.pace_rank[i] != Rollout::kNoRank)
+        rep_gone = true;
       continue;
     }
     if (current) ++stage_live;

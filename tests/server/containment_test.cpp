@@ -379,6 +379,46 @@ TEST_F(Containment, AHostThatHeartbeatsButNeverPollsIsReportedAndDoesNotHoldTheS
   EXPECT_EQ(get(id)["state"], "completed") << get(id).dump();
 }
 
+// The same host ranked first by pacing: a wave of one whose only place is taken by a host that
+// never polls would never be offered to anybody, no host would ever confirm, and the wave would
+// never grow. A host not taking updates gives its place in the pacing order up.
+TEST_F(Containment, AHostThatNeverPollsDoesNotTakeAPlaceInTheFirstWave) {
+  fleet(4, 2);
+  json stages = json::array({{{"ring", "canary"},
+                              {"bake_s", 12},
+                              {"min_hosts", 1},
+                              {"pacing", {{"initial", 1}, {"growth", 1}}}},
+                             {{"ring", "rest"}, {"bake_s", 12}, {"min_hosts", 1}}});
+  // Which canary host the sticky order puts first: the one a first rollout offers its wave to.
+  auto probe = rollout(stages);
+  ASSERT_TRUE(act(probe, "start"));
+  int first = -1;
+  for (int h = 0; h < 4; ++h) {
+    if (offered(h) == version_) first = h;
+  }
+  ASSERT_GE(first, 0);
+  ASSERT_TRUE(act(probe, "abort", {{"reason", "probe"}}));
+  version_ = release("{\"rules\":[2]}");
+  // That host stops polling (it still heartbeats) for longer than the poll bound.
+  auto step = [&] {
+    advance_s(4);
+    for (int h = 0; h < 6; ++h) {
+      if (h == first) {
+        heartbeat(h, 1);
+      } else {
+        heartbeat(h, offered(h) == version_ ? version_ : 1);
+      }
+    }
+  };
+  for (int t = 0; t < 200; t += 4) step();
+  auto id = rollout(stages);
+  ASSERT_TRUE(act(id, "start"));
+  for (int t = 0; t < 300 && get(id)["stage"] == 0; t += 4) step();
+  auto r = get(id);
+  EXPECT_EQ(r["stages"][0]["state"], "passed") << r.dump();
+  EXPECT_EQ(r["stages"][0]["exposed"], 3) << r.dump();
+}
+
 TEST_F(Containment, AStageWithTooFewLiveHostsForItsSampleSaysWhy) {
   fleet(2, 3);
   auto id = rollout(two_stages(12, 3));  // min_hosts 3, the canary has 2
