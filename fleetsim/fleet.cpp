@@ -167,6 +167,8 @@ struct Fleet::Impl {
   HeartbeatStats hb;
   std::int64_t behind_checked_ms = 0, behind_overrun = 0, behind_expired = 0;
   std::int64_t crashes = 0, background_crashes = 0;
+  double background_factor = 1;       // background_rise while the rise is on (set_background_rise)
+  std::int64_t rise_changed_ms = -1;  // when it last changed (-1: never)
 
   // ---------------------------------------------------------------- helpers
   std::int64_t now_ms() const {
@@ -854,7 +856,7 @@ struct Fleet::Impl {
 
   // ---------------------------------------------------------------- crashes
   double crash_rate_per_hour(const Host& h) const {
-    double rate = opt.background_crash_rate;
+    double rate = opt.background_crash_rate * background_factor;
     for (const auto& [name, ch] : h.channels) {
       auto it = opt.models.find({name, ch.version});
       if (it != opt.models.end() && it->second.kind == ModelKind::CrashRate)
@@ -893,6 +895,16 @@ struct Fleet::Impl {
       x -= it->second.value;
     }
     crash(i, channel, version, channel.empty() ? "background" : "rate");
+  }
+
+  void set_background_rise(bool on) {
+    double factor = on ? opt.background_rise : 1.0;
+    if (factor == background_factor) return;
+    background_factor = factor;
+    rise_changed_ms = now_ms();
+    for (std::uint32_t i = 0; i < hosts.size(); ++i) {
+      if (hosts[i].enrolled && !hosts[i].silent) schedule_rate_crash(i);
+    }
   }
 
   void crash(std::uint32_t i, const std::string& channel, std::int64_t version, const char* cause) {
@@ -1035,6 +1047,8 @@ Fleet::~Fleet() = default;
 
 void Fleet::start() { impl_->start(); }
 
+void Fleet::set_background_rise(bool on) { impl_->set_background_rise(on); }
+
 void Fleet::stop() {
   impl_->stopped = true;
   impl_->timer.cancel();
@@ -1111,6 +1125,10 @@ std::string Fleet::summary_json() const {
               {"time_ms", unix_ms()},  // wall clock of this snapshot, comparable to the server's
               {"crashes", m.crashes},
               {"background_crashes", m.background_crashes},
+              {"background_crash_rate_per_hour", m.opt.background_crash_rate * m.background_factor},
+              {"background_rise_on", m.background_factor != 1.0},
+              {"background_rise_changed_ms",
+               m.rise_changed_ms < 0 ? json(nullptr) : json(m.rise_changed_ms)},
               {"channels", channels},
               {"versions", versions},
               {"requests", req},

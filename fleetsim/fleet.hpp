@@ -31,7 +31,10 @@ struct FleetOptions {
   ModelTable models;
   bool model_from_content = false;
   double background_crash_rate = 0;  // crashes per host per hour, any version
-  double heartbeat_scale = 1.0;      // multiplies the server's heartbeat/poll intervals
+  // What set_background_factor(true) multiplies the background by: a fleet-wide rise that has
+  // nothing to do with any release (a bad OS patch, a heat wave in one data centre).
+  double background_rise = 5;
+  double heartbeat_scale = 1.0;  // multiplies the server's heartbeat/poll intervals
   // The agent's crash-loop guard: a host that boot-loops silently (silent:P, or content the
   // sample consumer crashes on) comes back after crash_loop_k boots of boot_loop_ms each, on its
   // last-known-good content, and reports the crash and a local_rollback. 0 = never (it stays
@@ -59,6 +62,11 @@ class Fleet {
   void start();
   // Stops scheduling; requests in flight are abandoned by the caller's HttpClient::shutdown().
   void stop();
+
+  // Turns the fleet-wide background rise on (background_crash_rate x background_rise) or off.
+  // Every live host's next background crash is drawn again at the new rate (the exponential is
+  // memoryless, so this is exact), from now on.
+  void set_background_rise(bool on);
 
   // One progress line (no newline).
   std::string status_line() const;

@@ -106,6 +106,12 @@ int main(int argc, char** argv) try {
   cli.add_option("--background-crash-rate", opt.background_crash_rate,
                  "Crashes per host per hour, every version")
       ->check(CLI::Range(0.0, 1e6));
+  cli.add_option("--background-rise", opt.background_rise,
+                 "Factor on --background-crash-rate while the fleet-wide rise is on: SIGUSR1 "
+                 "turns it on, SIGUSR2 off (a rise that no release causes)")
+      ->envname("RINGFENCE_BACKGROUND_RISE")
+      ->check(CLI::Range(0.0, 1000.0))
+      ->capture_default_str();
   auto* lp = cli.add_option("--long-poll", long_poll,
                             "Hosts holding a long poll each (default: all, up to 10000)");
   cli.add_option("--long-poll-wait", opt.long_poll_wait_s, "wait= seconds of every long poll")
@@ -201,6 +207,8 @@ int main(int argc, char** argv) try {
               opt.long_poll_hosts, server.c_str(), static_cast<unsigned long long>(opt.seed));
   std::fflush(stdout);
 
+  // SIGUSR1/SIGUSR2: the fleet-wide background rise on/off (below).
+  asio::signal_set rise_signals(io, SIGUSR1, SIGUSR2);
   bool ok = true;
   auto finish = [&]() {
     fleet.stop();
@@ -211,6 +219,7 @@ int main(int argc, char** argv) try {
       ok = false;
     }
     client->shutdown();
+    rise_signals.cancel();
     io.stop();
   };
 
@@ -218,6 +227,18 @@ int main(int argc, char** argv) try {
   signals.async_wait([&](const boost::system::error_code& ec, int) {
     if (!ec) finish();
   });
+  // The fleet-wide background rise, switched from outside (scripts/scenarios.py, the rise during
+  // a good release) at a moment the caller chooses.
+  std::function<void()> await_rise = [&]() {
+    rise_signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+      if (ec) return;
+      fleet.set_background_rise(sig == SIGUSR1);
+      std::printf("fleetsim: background rise %s\n", sig == SIGUSR1 ? "on" : "off");
+      std::fflush(stdout);
+      await_rise();
+    });
+  };
+  await_rise();
   asio::steady_timer end_timer(io);
   if (duration_s > 0) {
     end_timer.expires_after(std::chrono::milliseconds(static_cast<long long>(duration_s * 1000)));

@@ -12,6 +12,11 @@ asserts the outcome, printing the timeline (from /v1/events and /v1/rollouts/{id
   crash      a release that crashes hosts (with crash reports) is halted within seconds
   rise5x     a 5x crash-rate rise over the background is caught before it leaves the first rings
   noise      rise5x's control: the same background and policy, a healthy release completes
+  bgrise     a healthy release while the whole fleet's background crash rate rises 5x (fleetsim
+             --background-rise, switched on by SIGUSR1 a few seconds into the rollout): nothing
+             the release did; the outcome (completed, or halted and why) is reported
+  bgnormal   bgrise's control: the same fleet, background and policy without the rise; a healthy
+             release must complete (a halt is a false halt)
   incident   the 21-field release is refused (422) by sample-sensor's check (and by the pinned
              schema); with the validator off it is caught by the canary
   demo       (for scripts/demo.sh) one fleet: a good rollout, then the 21-field release
@@ -19,6 +24,9 @@ asserts the outcome, printing the timeline (from /v1/events and /v1/rollouts/{id
              heartbeat rate fleetsim keeps, false silences, CPU and RSS (bench/RESULTS.md)
 
   scripts/scenarios.py --build-dir build --hosts 300 --scenario good,silent   (or all)
+  scripts/scenarios.py --build-dir build --hosts 3000 --scenario noise --runs 20
+      (each scenario --runs times, seeds --seed, --seed+1, ...; a RESULT table at the end:
+      halted / completed, hosts exposed at the halt, first apply -> halt)
 
 Every scenario ends with a SUMMARY line: hosts exposed (count, % of fleet), time from first
 apply to halt, time from the halt until all live exposed hosts were back on stable, and the same
@@ -453,7 +461,15 @@ def summary(name, r, fleet_hosts, back_at, fleet):
             f"first apply -> all live exposed hosts back on stable {from_first}; "
             f"silent hosts {s.get('silent_hosts', 0)}, crashes {s.get('crashes', 0)}")
     say(line)
+    RESULTS.append({"name": name, "state": r["state"], "stage": r["stage"],
+                    "ring": r["stages"][r["stage"]]["ring"], "exposed": exposed,
+                    "to_halt_s": (halt - first) / 1000 if first and halt else None,
+                    "halt_reason": r.get("halt_reason", "")})
     return line
+
+
+# Every SUMMARY of this invocation, for the --runs table.
+RESULTS = []
 
 
 # --------------------------------------------------------------------------- the scenarios
@@ -597,6 +613,83 @@ def scenario_noise(args, workdir):
         check(r["state"] == "completed", f"the healthy release ended {r['state']}, not completed")
     finally:
         env.close()
+
+
+def background_rate_per_s(fleet, seconds):
+    """Background crashes per second the fleet reports over the next `seconds` (its status file)."""
+    a = fleet.status() or {}
+    t = time.time()
+    time.sleep(seconds)
+    b = fleet.status() or {}
+    return (b.get("background_crashes", 0) - a.get("background_crashes", 0)) / (time.time() - t)
+
+
+def scenario_bgrise(args, workdir, rise=True):
+    """A healthy release while the whole fleet's background crash rate rises 5x (every host, on
+    the release or not: nothing the release did). The rise starts --rise-after s into the
+    rollout (SIGUSR1 to fleetsim) and lasts until the end.
+
+    Policy 'staged' with the gate's defaults (baseline_ceiling 5 %, max_failure_rate 20 %), bakes
+    of 15/15/10 s, and a background of --bg-rate crashes per host per hour (default 0.6: about
+    1 % of hosts crash within a stage's minute, the 0.5 %-per-window regime of bench/gate_eval;
+    noise's 36/h would have 90 % of hosts crash within a stage once risen 5x, which says nothing).
+
+    The gate compares the release's hosts with the control cohort (the hosts not on it), whose
+    failures count from the start of the rollout: a rise that hits both raises both, and the aim
+    is no halt. Once the control cohort's rate passes baseline_ceiling the gate errs towards
+    halting (server/health/gate.hpp); a halt is then reported with its reason. Asserts that the
+    rise happened (fleetsim's background rate is 5x) and that the rollout reached
+    an end, not that it completed (the --runs table counts the halts).
+
+    rise=False (scenario bgnormal) is its control experiment: the same fleet, background, policy
+    and release without the rise; a halt there is a false halt and fails the scenario."""
+    b = args.bg_rate
+    name = "bgrise" if rise else "bgnormal"
+    env = Env(args, workdir, background=b, bake=(15, 15, 10), fleet_extra=["--background-rise", "5"])
+    try:
+        before = background_rate_per_s(env.fleet, 3)
+        rel = release(env.api, CHANNEL, content("v2-good.json", f"{name}-2"), f"healthy ({name})")
+        r = env.api.post("/v1/rollouts", {"channel": CHANNEL, "version": rel["version"], "policy": "staged"})
+        t0 = time.time()
+        say(f"--- healthy release, {'a fleet-wide 5x rise' if rise else 'normal background'}: rollout "
+            f"{r['id']} with policy 'staged'; background {before:.2f} crashes/s ({b:g}/host/h)")
+        env.api.post(f"/v1/rollouts/{r['id']}/start")
+        tl = Timeline(env.api, r["id"], t0)
+        risen = None
+        while True:
+            r = tl.poll()
+            if finished(r):
+                break
+            if rise and risen is None and time.time() - t0 >= args.rise_after:
+                env.fleet.proc.send_signal(signal.SIGUSR1)
+                risen = time.time()
+                say(f"  {tl.stamp()} background rise on: every host's crash rate x5")
+            check(time.time() - t0 < 300, f"rollout {r['id']} still {r['state']} after 300 s: "
+                  f"{r.get('blocked') or r.get('waiting')}")
+            time.sleep(0.5)
+        during = background_rate_per_s(env.fleet, 5)
+        fs = env.fleet.status() or {}
+        say(f"  background {before:.2f} crashes/s before the rollout, {during:.2f} at its end; fleetsim's "
+            f"rate now {fs.get('background_crash_rate_per_hour')}/host/h, {fs.get('background_crashes')} "
+            f"background crashes in all")
+        summary(name, r, args.hosts, None, env.fleet)
+        if r["state"] != "completed":
+            say(f"  the healthy release was halted: {r.get('halt_reason', '?')}")
+        if rise:
+            check(risen is not None, "the rollout ended before the rise was switched on")
+            # fleetsim's own figure (exact); the measured rates above are Poisson counts over a
+            # few seconds, shown, not asserted.
+            check(fs.get("background_rise_on") is True
+                  and abs(fs.get("background_crash_rate_per_hour", 0) - 5 * b) < 1e-9 * max(b, 1),
+                  f"fleetsim's background did not rise 5x: {fs.get('background_crash_rate_per_hour')}")
+        else:
+            check(r["state"] == "completed", f"the healthy release ended {r['state']} (a false halt)")
+    finally:
+        env.close()
+
+
+def scenario_bgnormal(args, workdir):
+    scenario_bgrise(args, workdir, rise=False)
 
 
 def scenario_incident(args, workdir):
@@ -791,10 +884,43 @@ SCENARIOS = {
     "crash": scenario_crash,
     "rise5x": scenario_rise5x,
     "noise": scenario_noise,
+    "bgrise": scenario_bgrise,
+    "bgnormal": scenario_bgnormal,
     "incident": scenario_incident,
     "demo": scenario_demo,
     "scale": scenario_scale,
 }
+
+
+def print_runs_table(args):
+    """The --runs table: per SUMMARY name, how many runs halted / completed, the hosts exposed at
+    the halt and the time from the first apply to the halt (median / max over the halted runs)."""
+    def med(xs):
+        xs = sorted(xs)
+        return xs[len(xs) // 2] if xs else None
+
+    say("")
+    say(f"RESULT ({args.hosts} hosts, {args.runs} runs per scenario, seeds {args.seed - args.runs + 1}.."
+        f"{args.seed})")
+    say("| scenario | hosts | runs | halted | completed | other | halted in | exposed at halt (median / max) "
+        "| first apply -> halt s (median / max) |")
+    say("|---|---:|---:|---:|---:|---:|---|---:|---:|")
+    for name in dict.fromkeys(x["name"] for x in RESULTS):
+        rs = [x for x in RESULTS if x["name"] == name]
+        halted_runs = [x for x in rs if x["state"] in ("rolled_back", "aborted")]
+        done = [x for x in rs if x["state"] == "completed"]
+        rings = ", ".join(f"{k} {v}" for k, v in sorted(
+            {ring: sum(1 for x in halted_runs if x["ring"] == ring) for ring in
+             {x["ring"] for x in halted_runs}}.items())) or "-"
+        exp = [x["exposed"] for x in halted_runs]
+        took = [x["to_halt_s"] for x in halted_runs if x["to_halt_s"] is not None]
+        say(f"| {name} | {args.hosts} | {len(rs)} | {len(halted_runs)} | {len(done)} | "
+            f"{len(rs) - len(halted_runs) - len(done)} | {rings} | "
+            + (f"{med(exp)} / {max(exp)}" if exp else "-") + " | "
+            + (f"{med(took):.1f} / {max(took):.1f}" if took else "-") + " |")
+    for x in RESULTS:
+        if x["state"] in ("rolled_back", "aborted") and x["name"] in ("noise", "bgrise", "bgnormal", "good"):
+            say(f"  {x['name']} run {x.get('run')} (seed {x.get('seed')}): halted: {x['halt_reason']}")
 
 
 def main():
@@ -810,6 +936,13 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--background-rate", type=float, default=36.0,
                    help="rise5x scenario: background crashes per host per hour (compressed time)")
+    p.add_argument("--bg-rate", type=float, default=0.6,
+                   help="bgrise/bgnormal: background crashes per host per hour before the rise")
+    p.add_argument("--rise-after", type=float, default=5.0,
+                   help="bgrise: seconds into the rollout when the fleet-wide rise starts")
+    p.add_argument("--runs", type=int, default=1,
+                   help="run each scenario this many times (seeds --seed, --seed+1, ...) and print a "
+                        "RESULT table")
     p.add_argument("--long-poll", type=int, help="scale: hosts holding long polls (fleetsim's default)")
     p.add_argument("--connections", type=int, default=32, help="scale: fleetsim's pooled connections")
     p.add_argument("--bake", default="30,30,90",
@@ -840,24 +973,33 @@ def main():
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, on_stop_signal)
     failed = []
+    seed0 = args.seed
     for name in names:
-        workdir = tempfile.mkdtemp(prefix=f"ringfence-{name}-")
-        say(f"===== scenario {name} ({args.hosts} hosts; logs in {workdir})")
-        try:
-            SCENARIOS[name](args, workdir)
-            say(f"===== scenario {name}: PASSED")
-        except ScenarioFailed as e:
-            say(f"===== scenario {name}: FAILED: {e}")
-            failed.append(name)
-            args.keep_dirs = True
-        except Stopped as e:
-            stop_all()
-            say(f"===== scenario {name}: stopped by {e}; its server and fleet are stopped")
-            sys.exit(128 + e.signum)
-        finally:
-            stop_all()
-            if not args.keep_dirs:
-                shutil.rmtree(workdir, ignore_errors=True)
+        for run in range(args.runs):
+            args.seed = seed0 + run
+            workdir = tempfile.mkdtemp(prefix=f"ringfence-{name}-")
+            label = f"{name} (run {run + 1} of {args.runs}, seed {args.seed})" if args.runs > 1 else name
+            say(f"===== scenario {label} ({args.hosts} hosts; logs in {workdir})")
+            before = len(RESULTS)
+            try:
+                SCENARIOS[name](args, workdir)
+                say(f"===== scenario {label}: PASSED")
+            except ScenarioFailed as e:
+                say(f"===== scenario {label}: FAILED: {e}")
+                failed.append(label)
+                args.keep_dirs = True
+            except Stopped as e:
+                stop_all()
+                say(f"===== scenario {label}: stopped by {e}; its server and fleet are stopped")
+                sys.exit(128 + e.signum)
+            finally:
+                stop_all()
+                if not args.keep_dirs:
+                    shutil.rmtree(workdir, ignore_errors=True)
+            for res in RESULTS[before:]:
+                res["run"], res["seed"] = run + 1, args.seed
+    if args.runs > 1:
+        print_runs_table(args)
     if failed:
         sys.exit(f"failed: {', '.join(failed)}")
 

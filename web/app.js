@@ -282,7 +282,11 @@ function showRollout(r) {
   const reason = $('#detail-reason');
   // A stage that cannot progress says why (the server's blocked code and sentence).
   const blocked = r.blocked ? `Blocked (${r.blocked.code}): ${r.blocked.message}.` : '';
-  const notes = [r.halt_reason, r.frozen_by_emergency_stop ? 'Frozen by the emergency stop.' : '', blocked].filter(Boolean);
+  // Live hosts that heartbeat but never ask for their desired state: the stage does not wait for them.
+  const deaf = r.not_taking_updates_hosts > 0
+    ? `${r.not_taking_updates_hosts} live host${r.not_taking_updates_hosts === 1 ? '' : 's'} not taking updates (no poll within the poll bound; not waited for).`
+    : '';
+  const notes = [r.halt_reason, r.frozen_by_emergency_stop ? 'Frozen by the emergency stop.' : '', blocked, deaf].filter(Boolean);
   reason.hidden = notes.length === 0;
   reason.textContent = notes.join(' ');
   reason.classList.toggle('blocked', Boolean(blocked));
@@ -329,6 +333,7 @@ function buildStageCards(r) {
           el('dd', { class: `count-${k}`, text: '0' }),
         ])),
       el('p', { class: 'gate' }),
+      el('section', { class: 'strata', hidden: true }),
       el('div', { class: 'stage-chart' }));
     return card;
   });
@@ -357,9 +362,54 @@ function updateStageCard(card, r, stage, i) {
       ? ` · wave ${stage.pacing.window} of ${stage.pacing.ranked_hosts} hosts (${stage.pacing.confirmed} confirmed)`
       : '') +
     (stage.blocked ? ` · blocked: ${stage.blocked.message}` : '');
+  updateStrata(card.querySelector('.strata'), stage);
   const chart = state.charts.get(`${r.id}:${i}`);
   const series = state.series.get(`${r.id}:${i}`);
   if (chart && series) chart.setData(seriesData(series));
+}
+
+// Stratified coverage of a stage with strata: which strata (label values) it must cover, how many
+// live hosts each has and how many are healthy on the release, which are still missing. The
+// server sends the per-stratum figures for the current stage of an active rollout only (missing
+// strata first, at most 20); other stages show their strata keys.
+function updateStrata(box, stage) {
+  const st = stage.strata;
+  box.hidden = !st;
+  if (!st) return;
+  const need = st.min_hosts_per_stratum ?? 1;
+  const keys = (st.keys || []).join(', ');
+  const head = el('p', { class: 'strata-head' },
+    el('strong', { text: `Strata by ${keys}` }),
+    el('span', { text: ` · ${need} healthy host${need === 1 ? '' : 's'} per stratum of at least ${st.min_stratum_size ?? '-'} live hosts` }));
+  if (!Array.isArray(st.coverage)) {
+    box.replaceChildren(head);
+    return;
+  }
+  const qualifying = st.qualifying ?? st.coverage.length;
+  const summary = el('p', {
+    class: `strata-summary${st.covered < qualifying ? ' missing' : ''}`,
+    text: `${st.covered} of ${qualifying} qualifying strata covered` +
+      (st.strata > qualifying ? ` (${st.strata - qualifying} more too small to qualify)` : ''),
+  });
+  const rows = st.coverage.map((c) => {
+    const covered = c.covered ?? (c.healthy >= need);
+    return el('tr', { class: covered ? 'covered' : 'missing', 'data-stratum': c.stratum },
+      el('td', { text: c.stratum }),
+      el('td', { class: 'num live-hosts', text: String(c.live_hosts ?? 0) }),
+      el('td', { class: 'num healthy', text: `${c.healthy ?? 0} of ${need}` }),
+      el('td', { class: 'num', text: String(c.failed ?? 0) }),
+      el('td', { class: 'status', text: covered ? 'covered' : 'missing' }));
+  });
+  const table = el('table', { class: 'strata-table' },
+    el('thead', {}, el('tr', {},
+      el('th', { text: 'stratum' }),
+      ...['live hosts', 'healthy on release', 'failed'].map((t) => el('th', { class: 'num', text: t })),
+      el('th', { text: '' }))),
+    el('tbody', {}, ...rows));
+  const more = qualifying > st.coverage.length
+    ? [el('p', { class: 'strata-more', text: `${qualifying - st.coverage.length} more strata not listed` })]
+    : [];
+  box.replaceChildren(head, summary, table, ...more);
 }
 
 // ---------------------------------------------------------------- charts

@@ -474,6 +474,8 @@ Expected<std::optional<DesiredAnswer>> Service::desired(std::int64_t host,
   m.note_returned(i);
   auto& h = m.fleet.at(i);
   h.last_seen_ms = m.clock.now_ms();
+  if (m.polled_ms.size() <= i) m.polled_ms.resize(std::max<std::size_t>(i + 1, m.fleet.slots()));
+  m.polled_ms[i] = h.last_seen_ms;  // it takes updates (Impl::takes_updates)
   auto probe = m.compute_desired(i, false);
   if (!if_none_match.empty() && if_none_match == probe.etag) {
     if (wait_s > 0) {

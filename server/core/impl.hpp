@@ -220,6 +220,10 @@ struct Rollout {
   // Coverage of the current stage, checked at most once a second: live hosts it covers that are
   // not exposed yet (-1 = not checked since the stage started), and why they wait.
   std::int64_t uncovered_live = -1, covered_live = 0;
+  // Live hosts it covers that are not exposed and have not polled within poll_bound_ms(): not
+  // waited for; reported once per stage (hosts_not_taking_updates) in the stage below.
+  std::int64_t not_taking_updates = 0;
+  std::size_t not_taking_updates_stage = ~std::size_t{0};
   std::int64_t coverage_checked_ms = 0;
   std::size_t coverage_stage = ~std::size_t{0};
   bool waited_for_budget = false, waited_for_pacing = false;  // since the last coverage check
@@ -279,7 +283,7 @@ struct HostSigned {
 
 struct Service::Impl {
   Impl(store::Store& s, const Clock& c, proto::KeyPair k, Options o)
-      : store(s), clock(c), key(k), opt(std::move(o)) {
+      : store(s), clock(c), key(k), opt(std::move(o)), started_ms(c.now_ms()) {
     // Until load() reads the key files, the first key signs everything.
     keys.content_id = keys.desired_id = proto::key_id(k.public_key);
     keys.online[keys.content_id] = k;
@@ -311,6 +315,11 @@ struct Service::Impl {
   std::unordered_map<std::string, std::shared_ptr<const SharedDesired>> body_cache;
   std::uint64_t body_cache_generation = ~0ull;
   std::vector<HostSigned> host_signed;
+  // When this process started, and when each host last asked for its desired state (a poll, or
+  // the start of a long poll), by HostIndex (grown on demand; 0 = not since started_ms). Not
+  // persisted: after a restart every host gets a full poll bound to poll again.
+  std::int64_t started_ms = 0;
+  std::vector<std::int64_t> polled_ms;
   std::int64_t last_generation = 0;
   struct Pick {
     const std::string* channel;
@@ -445,6 +454,19 @@ struct Service::Impl {
   // A host is live when heard from within this window (polls included).
   std::int64_t live_window_ms() const {
     return std::max<std::int64_t>(2 * opt.poll_s, 3 * opt.exposed_heartbeat_s) * 1000 + 5000;
+  }
+  // A live host that has not asked for its desired state within this bound is "not taking
+  // updates" (a broken or hostile agent that only heartbeats): a stage stops waiting to offer it
+  // the release (it could never be offered it) and reports it. silence_intervals of the longest
+  // gap between two polls of a working agent (its poll interval, or a long poll held to the end).
+  std::int64_t poll_bound_ms() const {
+    return opt.silence_intervals * std::max(opt.poll_s, opt.max_long_poll_s) * 1000 + 5000;
+  }
+  // Whether host i asked for its desired state within poll_bound_ms() of now (or this process
+  // started less than that ago, or it holds a long poll now).
+  bool takes_updates(HostIndex i, std::int64_t now) const {
+    auto since = i < polled_ms.size() ? std::max(polled_ms[i], started_ms) : started_ms;
+    return now - since <= poll_bound_ms() || waiters.count(i) > 0;
   }
   bool pacing_opened = false;  // a window grew: parked polls are re-answered at the next tick
   // Budget persistence: (scope, minute) counts changed since the last group commit.

@@ -88,17 +88,25 @@ json Service::Impl::rollout_json(const Rollout& r) const {
                  {"min_stratum_size", p.strata.min_size}};
       if (i == r.stage && rollout::is_active(r.state) && r.coverage_stage == r.stage &&
           r.uncovered_live >= 0) {
-        // Coverage as of the last check (at most a second old while the stage bakes).
+        // Coverage as of the last check (at most a second old while the stage bakes). The list
+        // is cut at 20: the missing strata first (by name), then the covered ones, so what an
+        // operator must act on is never cut off behind strata that are fine.
         json per = json::array();
         std::int64_t covered = 0;
         for (const auto& c : r.strata_cov) {
           if (c.healthy >= p.strata.min_hosts) ++covered;
-          if (per.size() < 20)
+        }
+        for (bool want : {false, true}) {
+          for (const auto& c : r.strata_cov) {
+            bool ok = c.healthy >= p.strata.min_hosts;
+            if (ok != want || per.size() >= 20) continue;
             per.push_back({{"stratum", c.name},
                            {"live_hosts", c.live},
                            {"healthy", c.healthy},
                            {"applied", c.applied},
-                           {"failed", c.failed}});
+                           {"failed", c.failed},
+                           {"covered", ok}});
+          }
         }
         sj["strata"] = r.strata_total;
         sj["qualifying"] = r.strata_cov.size();
@@ -133,7 +141,10 @@ json Service::Impl::rollout_json(const Rollout& r) const {
     j["waiting"] = r.state == State::Baking ? json(cs.decision.reason) : json(nullptr);
     j["blocked"] = cs.blocked.empty() ? json(nullptr)
                                       : json{{"code", cs.blocked}, {"message", cs.blocked_reason}};
-    if (r.uncovered_live >= 0) j["not_offered_live_hosts"] = r.uncovered_live;
+    if (r.uncovered_live >= 0) {
+      j["not_offered_live_hosts"] = r.uncovered_live;
+      j["not_taking_updates_hosts"] = r.not_taking_updates;
+    }
   }
   if (r.first_apply_ms) j["first_apply"] = r.first_apply_ms;
   if (r.halted_ms) j["halted"] = r.halted_ms;
@@ -434,6 +445,9 @@ void Service::Impl::build_pace_order(Rollout& r) {
     if (h.deleted || h.pinned) continue;
     auto e = r.exposed.find(i);
     bool live = h.last_seen_ms >= live_since;
+    // A host not taking updates (it never polls) is neither ranked nor picked: a place in a wave
+    // given to it would never be used, and a first wave of such hosts would never grow.
+    bool deaf = e == r.exposed.end() && !takes_updates(i, now);
     auto key = sticky_key(h);
     if (strata && (scope == -2 || h.ring == scope)) {
       auto sid = stratum_id(r, i);
@@ -442,7 +456,7 @@ void Service::Impl::build_pace_order(Rollout& r) {
       if (live) ++st.live;
       if (e != r.exposed.end() && e->second.stage != r.stage) {
         if (!e->second.failed) ++st.have;
-      } else if (e == r.exposed.end() ? live : !e->second.failed) {
+      } else if (e == r.exposed.end() ? live && !deaf : !e->second.failed) {
         // A pick that failed is replaced by the next host of its stratum (its failure is the
         // gate's evidence; the stratum still needs its healthy hosts).
         st.candidates.emplace_back(key, i);
@@ -451,7 +465,7 @@ void Service::Impl::build_pace_order(Rollout& r) {
     if (!stage_covers(r, r.stage, h)) continue;
     // Hosts an earlier stage exposed are not this stage's to pace (a "*" stage covers them too).
     if (e != r.exposed.end() && e->second.stage != r.stage) continue;
-    if (!live && e == r.exposed.end()) continue;
+    if ((!live || deaf) && e == r.exposed.end()) continue;
     order.emplace_back(key, i);
   }
   std::sort(order.begin(), order.end());
@@ -543,7 +557,9 @@ bool Service::Impl::live_hosts_not_exposed(const Rollout& r) const {
   auto live_since = clock.now_ms() - live_window_ms();
   for (HostIndex i = 0; i < fleet.slots(); ++i) {
     const auto& h = fleet.at(i);
-    if (!h.deleted && !h.pinned && h.last_seen_ms >= live_since && !r.exposed.count(i)) return true;
+    if (!h.deleted && !h.pinned && h.last_seen_ms >= live_since && !r.exposed.count(i) &&
+        takes_updates(i, clock.now_ms()))
+      return true;
   }
   return false;
 }
@@ -570,7 +586,8 @@ void Service::Impl::check_coverage(Rollout& r, bool force) {
   int scope = sp.ring == kWholeFleetRing ? -2 : fleet.ring_index(sp.ring);
   std::vector<Rollout::StratumCoverage> census;  // by stratum_id()
   bool rep_gone = false;
-  std::int64_t uncovered = 0, stage_live = 0;
+  std::int64_t uncovered = 0, stage_live = 0, not_polling_n = 0;
+  std::vector<std::string> not_polling;  // the first ten ids
   for (HostIndex i = 0; i < fleet.slots(); ++i) {
     const auto& h = fleet.at(i);
     if (h.deleted || h.pinned) continue;
@@ -611,11 +628,35 @@ void Service::Impl::check_coverage(Rollout& r, bool force) {
     }
     if (!covered && rep) covered = current = true;
     if (!covered) continue;
+    if (e == r.exposed.end() && !takes_updates(i, now)) {
+      // Live (it heartbeats) but not asking for its desired state: it can never be offered
+      // the release, and waiting for it would hold the stage open for good. Ranked by pacing
+      // while it still polled: the order is made again without it (build_pace_order).
+      if (not_polling.size() < 10) not_polling.push_back(h.id.str());
+      ++not_polling_n;
+      if (r.pace_stage == r.stage && i < r.pace_rank.size() && r.pace_rank[i] != Rollout::kNoRank)
+        rep_gone = true;
+      continue;
+    }
     if (current) ++stage_live;
     if (e == r.exposed.end()) ++uncovered;
   }
   r.uncovered_live = uncovered;
   r.covered_live = stage_live;
+  r.not_taking_updates = not_polling_n;
+  if (not_polling_n > 0 && r.not_taking_updates_stage != r.stage) {
+    // Once per stage: the hosts it stopped waiting for (the first ten).
+    r.not_taking_updates_stage = r.stage;
+    json data = {{"stage", r.stage},
+                 {"hosts", not_polling_n},
+                 {"host_ids", not_polling},
+                 {"message", std::to_string(not_polling_n) +
+                                 " live hosts the stage covers have not asked for their desired "
+                                 "state in " +
+                                 std::to_string(poll_bound_ms() / 1000) +
+                                 " s: not taking updates, not waited for"}};
+    (void)event("controller", "hosts_not_taking_updates", r.id, data);
+  }
   r.strata_cov.clear();
   r.strata_total = 0;
   for (std::size_t sid = 0; sid < census.size(); ++sid) {

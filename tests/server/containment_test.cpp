@@ -342,6 +342,83 @@ TEST_F(Containment, AStageWaitingForTheBudgetSaysWhy) {
   EXPECT_EQ(r["not_offered_live_hosts"], 3);
 }
 
+// Noticed last session: a host that heartbeats but never asks for its desired state (a broken
+// agent, or a hostile enrolled one) is live and can never be offered the release, so the stage,
+// which passes only once every live host it covers was offered it, waited for it forever. Now a
+// live host not heard polling for the poll bound (silence_intervals x the longest poll interval)
+// is reported as not taking updates and no longer waited for; before the bound it is.
+TEST_F(Containment, AHostThatHeartbeatsButNeverPollsIsReportedAndDoesNotHoldTheStageOpen) {
+  fleet(3, 3);
+  auto id = rollout(two_stages(12, 1));
+  ASSERT_TRUE(act(id, "start"));
+  // Host 0 heartbeats on the old version and never polls; the others poll and run what they get.
+  auto step = [&] {
+    advance_s(4);
+    heartbeat(0, 0);
+    for (int h = 1; h < 6; ++h) heartbeat(h, offered(h));
+  };
+  for (int t = 0; t < 60; t += 4) step();  // past the 12 s bake, within one poll interval
+  auto r = get(id);
+  ASSERT_EQ(r["stage"], 0) << "a host may be between two polls: the stage waits for it";
+  EXPECT_EQ(r["not_offered_live_hosts"], 1) << r.dump();
+  EXPECT_FALSE(has_event(events(id), "hosts_not_taking_updates"));
+  for (int t = 0; t < 400 && get(id)["stage"] == 0; t += 4) step();
+  r = get(id);
+  EXPECT_EQ(r["stages"][0]["state"], "passed") << r.dump();
+  EXPECT_EQ(r["stages"][0]["exposed"], 2) << "host 0 was never offered it";
+  json ev;
+  for (const auto& e : events(id)) {
+    if (e["kind"] == "hosts_not_taking_updates" && e["data"]["stage"] == 0) ev = e;
+  }
+  ASSERT_FALSE(ev.is_null()) << events(id).dump();
+  EXPECT_EQ(ev["data"]["stage"], 0);
+  EXPECT_EQ(ev["data"]["hosts"], 1);
+  EXPECT_EQ(ev["data"]["host_ids"], json::array({test_uuid(0)})) << ev.dump();
+  // It is never handed the release by its stage; it gets what it is offered when it polls.
+  for (int t = 0; t < 200 && get(id)["state"] != "completed"; t += 4) step();
+  EXPECT_EQ(get(id)["state"], "completed") << get(id).dump();
+}
+
+// The same host ranked first by pacing: a wave of one whose only place is taken by a host that
+// never polls would never be offered to anybody, no host would ever confirm, and the wave would
+// never grow. A host not taking updates gives its place in the pacing order up.
+TEST_F(Containment, AHostThatNeverPollsDoesNotTakeAPlaceInTheFirstWave) {
+  fleet(4, 2);
+  json stages = json::array({{{"ring", "canary"},
+                              {"bake_s", 12},
+                              {"min_hosts", 1},
+                              {"pacing", {{"initial", 1}, {"growth", 1}}}},
+                             {{"ring", "rest"}, {"bake_s", 12}, {"min_hosts", 1}}});
+  // Which canary host the sticky order puts first: the one a first rollout offers its wave to.
+  auto probe = rollout(stages);
+  ASSERT_TRUE(act(probe, "start"));
+  int first = -1;
+  for (int h = 0; h < 4; ++h) {
+    if (offered(h) == version_) first = h;
+  }
+  ASSERT_GE(first, 0);
+  ASSERT_TRUE(act(probe, "abort", {{"reason", "probe"}}));
+  version_ = release("{\"rules\":[2]}");
+  // That host stops polling (it still heartbeats) for longer than the poll bound.
+  auto step = [&] {
+    advance_s(4);
+    for (int h = 0; h < 6; ++h) {
+      if (h == first) {
+        heartbeat(h, 1);
+      } else {
+        heartbeat(h, offered(h) == version_ ? version_ : 1);
+      }
+    }
+  };
+  for (int t = 0; t < 200; t += 4) step();
+  auto id = rollout(stages);
+  ASSERT_TRUE(act(id, "start"));
+  for (int t = 0; t < 300 && get(id)["stage"] == 0; t += 4) step();
+  auto r = get(id);
+  EXPECT_EQ(r["stages"][0]["state"], "passed") << r.dump();
+  EXPECT_EQ(r["stages"][0]["exposed"], 3) << r.dump();
+}
+
 TEST_F(Containment, AStageWithTooFewLiveHostsForItsSampleSaysWhy) {
   fleet(2, 3);
   auto id = rollout(two_stages(12, 3));  // min_hosts 3, the canary has 2

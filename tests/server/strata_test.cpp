@@ -189,6 +189,14 @@ TEST_F(Strata, AStageWhoseStratumCannotBeCoveredWaitsAndNamesIt) {
   EXPECT_EQ(cov["strata"], 2) << cov.dump();
   EXPECT_EQ(cov["qualifying"], 2);
   EXPECT_EQ(cov["covered"], 1);
+  // Per stratum, whether it is covered, the missing ones first (the dashboard shows the list,
+  // which is cut at 20: a missing stratum must not be cut off behind covered ones).
+  ASSERT_EQ(cov["coverage"].size(), 2u) << cov.dump();
+  EXPECT_EQ(cov["coverage"][0]["stratum"], "os=" + kRare) << cov.dump();
+  EXPECT_EQ(cov["coverage"][0]["covered"], false) << cov.dump();
+  EXPECT_EQ(cov["coverage"][0]["live_hosts"], 20) << cov.dump();
+  EXPECT_EQ(cov["coverage"][1]["stratum"], "os=linux-6") << cov.dump();
+  EXPECT_EQ(cov["coverage"][1]["covered"], true) << cov.dump();
   bool event = false;
   for (const auto& e : events(id)) {
     if (e["kind"] == "stage_blocked" && e["data"]["code"] == "strata_not_covered") event = true;

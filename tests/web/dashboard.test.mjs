@@ -2,7 +2,8 @@
 // playwright-core. Starts ringfence-server with --web-dir, seeds rings, a policy and two
 // rollouts through the API, simulates a few agents over the agent API so the first rollout
 // advances, then signs in, watches the stage counters change, aborts the second rollout through
-// its button and the confirmation dialog, checks the charts and the live timeline, and saves
+// its button and the confirmation dialog, checks the charts, the live timeline and a strata stage's
+// per-stratum coverage, and saves
 // screenshots under the build dir. Prints "web: N passed, M failed"; exits non-zero on failure.
 //
 //   RINGFENCE_BIN_DIR=build node tests/web/dashboard.test.mjs
@@ -68,6 +69,9 @@ function startServer() {
     '--data-dir', join(dataDir, 'data'), '--listen', '127.0.0.1:0', '--web-dir', webDir,
     '--no-access-log', '--healthy-after-s', '1', '--exposed-heartbeat-s', '1',
     '--evidence-min-age-s', '0',
+    // Polls every second, long polls of at most 2 s: a host that heartbeats but never polls is
+    // "not taking updates" after 3 x 2 + 5 = 11 s (the strata part below shows it).
+    '--poll-s', '1', '--max-long-poll-s', '2',
   ], { env: { ...process.env, RINGFENCE_ADMIN_TOKEN: ADMIN }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => { stderr = (stderr + d).slice(-4000); });
@@ -105,15 +109,15 @@ async function call(base, method, path, body, token = ADMIN, raw = false) {
 // ---------------------------------------------------------------- simulated agents
 
 // Hosts that enroll, poll their desired state, "apply" it at once and heartbeat healthily.
-async function enrollHosts(base, n) {
-  const { token } = await call(base, 'POST', '/v1/enrollment-tokens', { name: 'web-test' });
+async function enrollHosts(base, n, os = 'linux') {
+  const { token } = await call(base, 'POST', '/v1/enrollment-tokens', { name: `web-test-${os}` });
   const hosts = [];
   for (let i = 0; i < n; i++) {
     const hostId = randomUUID();
     const res = await fetch(`${base}/v1/agent/enroll`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ enrollment_token: token, host_id: hostId, labels: { os: 'linux' }, agent_version: 'web-test' }),
+      body: JSON.stringify({ enrollment_token: token, host_id: hostId, labels: { os }, agent_version: 'web-test' }),
     });
     if (!res.ok) throw new Error(`enroll: HTTP ${res.status} ${await res.text()}`);
     const { credential } = await res.json();
@@ -272,6 +276,54 @@ async function main() {
   await until('the timeline to show the abort live', () => page.locator('#events li[data-kind="rollout_abort"]').count());
   await until('the rollouts list to show the abort', () => page.textContent(`#rollouts tr[data-rollout="${ids['sensor-config']}"]`).then((t) => t.includes('aborted')));
   check('the action buttons follow the state', (await page.isDisabled('#action-pause')) && (await page.isDisabled('#action-abort')));
+
+  // Stratified coverage: a stage with strata on "os" over the whole fleet. The six simulated
+  // agents (os=linux) take the release; two os=windows hosts heartbeat but never take it, so
+  // the stage shows os=linux covered and os=windows missing, with their live hosts.
+  const windows = await enrollHosts(base, 2, 'windows');
+  const heartbeatOnly = () => Promise.all(windows.map((h) => fetch(`${base}/v1/agent/heartbeat`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${h.credential}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ boot_id: h.bootId, uptime_s: 600, channels: {} }),
+  })));
+  await heartbeatOnly();
+  const windowsTimer = setInterval(() => heartbeatOnly().catch(() => {}), 400);
+  try {
+    await call(base, 'POST', '/v1/policies', {
+      name: 'by-os',
+      stages: [{ ring: '*', percent: 100, bake_s: 3600, min_hosts: 1,
+        strata: { keys: ['os'], min_hosts_per_stratum: 1, min_stratum_size: 1 } }],
+    });
+    await call(base, 'POST', '/v1/channels', { name: 'strata-test' });
+    const blob = await call(base, 'POST', '/v1/blobs', '{"channel":"strata-test","rules":[4]}', ADMIN, true);
+    const rel = await call(base, 'POST', '/v1/channels/strata-test/releases', { sha256: blob.sha256, notes: 'strata' });
+    const ro = await call(base, 'POST', '/v1/rollouts', { channel: 'strata-test', version: rel.version, policy: 'by-os' });
+    await call(base, 'POST', `/v1/rollouts/${ro.id}/start`, {});
+    await until('the rollouts list to show the strata rollout', () => page.locator(`#rollouts tr[data-rollout="${ro.id}"]`).count());
+    await page.click(`#rollouts tr[data-rollout="${ro.id}"]`);
+    await page.waitForSelector(`#detail-title:has-text("#${ro.id}")`);
+    const strata = '#stages [data-stage="0"] .strata';
+    await until('the stage to show os=linux covered', () => page.locator(`${strata} tr.covered[data-stratum="os=linux"]`).count());
+    const row = async (name) => ({
+      live: await page.textContent(`${strata} tr[data-stratum="${name}"] td.live-hosts`),
+      healthy: await page.textContent(`${strata} tr[data-stratum="${name}"] td.healthy`),
+      status: await page.textContent(`${strata} tr[data-stratum="${name}"] td.status`),
+    });
+    const linux = await row('os=linux');
+    check('a stratum covered by the stage is shown with its live hosts', linux.live === '6' && linux.status === 'covered' && linux.healthy.endsWith('of 1'), JSON.stringify(linux));
+    const win = await row('os=windows');
+    check('a stratum the stage does not cover yet is shown as missing', win.live === '2' && win.healthy === '0 of 1' && win.status === 'missing', JSON.stringify(win));
+    const summary = await page.textContent(`${strata} .strata-summary`);
+    check('the strata summary counts the covered strata', summary.includes('1 of 2 qualifying strata covered'), summary);
+    check('the strata keys are named', (await page.textContent(`${strata} .strata-head`)).includes('Strata by os'));
+    // The two windows hosts heartbeat and never poll: after the poll bound the rollout says so.
+    await until('the rollout to report hosts not taking updates',
+      () => page.textContent('#detail-reason').then((t) => t.includes('2 live hosts not taking updates')), 30000);
+    check('hosts that never poll are reported as not taking updates', true);
+    await page.screenshot({ path: join(artifacts, 'dashboard-strata.png'), fullPage: true });
+  } finally {
+    clearInterval(windowsTimer);
+  }
 
   // Back to the first rollout for the final picture: stages, charts, the timeline.
   await page.click(`#rollouts tr[data-rollout="${ids.detections}"]`);
