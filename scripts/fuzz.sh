@@ -50,19 +50,31 @@ fi
 logs="$build/fuzz-logs"
 mkdir -p "$logs"
 failed=0
-declare -A execs rate cov corpus secs cpu status
+declare -A execs rate cov ft corpus secs cpu status
 for t in "${targets[@]}"; do
   bin="$build/tests/fuzz/fuzz_$t"
   work="$build/fuzz-corpus/$t"
   art="$build/fuzz-artifacts/$t/"
   mkdir -p "$work" "$art"
-  echo "=== fuzz_$t: $what ==="
+  # Per-target flags from the build (tests/fuzz/CMakeLists.txt): the input size bound and ASan
+  # options, the same the fuzz.<target> smoke tests use.
+  max_len=()
+  asan="${ASAN_OPTIONS:-}"
+  if [ -f "$bin.flags" ]; then
+    ml=$(sed -n 's/^max_len=//p' "$bin.flags")
+    extra=$(sed -n 's/^asan_extra=//p' "$bin.flags")
+    [ -n "$ml" ] && max_len=(-max_len="$ml")
+    read -r -a more <<<"$(sed -n 's/^flags=//p' "$bin.flags")"
+    max_len+=("${more[@]}")
+    [ -n "$extra" ] && asan="$asan:$extra"
+  fi
+  echo "=== fuzz_$t: $what ${max_len[*]} ==="
   t0=$(date +%s)
   set +e
   # CPU seconds beside the wall time: on a shared machine the wall-clock rate says more about
   # the neighbours than about the target.
   TIMEFORMAT='%U %S'
-  { time "$bin" "${limit[@]}" -timeout=20 -rss_limit_mb=2048 -print_final_stats=1 \
+  { time ASAN_OPTIONS="$asan" "$bin" "${limit[@]}" "${max_len[@]}" -timeout=20 -rss_limit_mb=2048 -print_final_stats=1 \
       -artifact_prefix="$art" "$work" "$root/tests/fuzz/corpus/$t" >"$logs/$t.log" 2>&1 ; } \
     2>"$logs/$t.cpu"
   rc=$?
@@ -72,6 +84,7 @@ for t in "${targets[@]}"; do
   execs[$t]=$(sed -n 's/^stat::number_of_executed_units: *//p' "$logs/$t.log" | tail -n 1)
   rate[$t]=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$logs/$t.log" | tail -n 1)
   cov[$t]=$(grep -oE 'cov: [0-9]+' "$logs/$t.log" | tail -n 1 | cut -d' ' -f2)
+  ft[$t]=$(grep -oE 'ft: [0-9]+' "$logs/$t.log" | tail -n 1 | cut -d' ' -f2)
   corpus[$t]=$(find "$work" -type f | wc -l)
   if [ $rc -ne 0 ]; then
     status[$t]="CRASH (rc $rc)"
@@ -85,12 +98,13 @@ done
 
 echo
 echo "=== fuzz runs: $what per target (log: $logs/<target>.log) ==="
-printf '%-16s %-14s %12s %8s %8s %10s %12s %7s %7s\n' target result executions wall_s cpu_s \
-  exec/s exec/cpu_s cov corpus
+printf '%-16s %-14s %12s %8s %8s %10s %12s %7s %7s %7s\n' target result executions wall_s cpu_s \
+  exec/s exec/cpu_s cov ft corpus
 for t in "${targets[@]}"; do
   per_cpu='?'
   if [ -n "${execs[$t]:-}" ] && [ "${cpu[$t]:-0}" -gt 0 ]; then per_cpu=$(( execs[$t] / cpu[$t] )); fi
-  printf '%-16s %-14s %12s %8s %8s %10s %12s %7s %7s\n' "$t" "${status[$t]}" "${execs[$t]:-?}" \
-    "${secs[$t]}" "${cpu[$t]:-?}" "${rate[$t]:-?}" "$per_cpu" "${cov[$t]:-?}" "${corpus[$t]}"
+  printf '%-16s %-14s %12s %8s %8s %10s %12s %7s %7s %7s\n' "$t" "${status[$t]}" "${execs[$t]:-?}" \
+    "${secs[$t]}" "${cpu[$t]:-?}" "${rate[$t]:-?}" "$per_cpu" "${cov[$t]:-?}" "${ft[$t]:-?}" \
+    "${corpus[$t]}"
 done
 exit $failed

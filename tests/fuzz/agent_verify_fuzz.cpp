@@ -36,9 +36,7 @@ struct Keys {
     crypto_sign_seed_keypair(other.public_key.data(), other.secret_key.data(), seed);
     trusted_set = proto::implicit_key_set(trusted.public_key);
     other_set = proto::implicit_key_set(other.public_key);
-    const char* tmp = std::getenv("TMPDIR");
-    blob_path = std::string(tmp && *tmp ? tmp : "/tmp") + "/ringfence-fuzz-blob-" +
-                std::to_string(::getpid());
+    blob_path = fuzz::scratch_dir() + "/ringfence-fuzz-blob-" + std::to_string(::getpid());
   }
   ~Keys() { ::unlink(blob_path.c_str()); }
 };
@@ -63,6 +61,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   for (const auto& kb : desired->known_bad) known_bad.insert({kb.channel, kb.version});
   if (!desired->channels.empty()) quarantined.insert({desired->channels.front().channel, active});
 
+  bool blob_written = false;
   for (auto entry : desired->channels) {
     bool signed_by_us = mode & 1;
     if (signed_by_us) {
@@ -86,9 +85,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     ctx.keys = &k.other_set;
     RF_FUZZ_CHECK(!agent::content::verify_entry(entry, ctx));
 
-    {
+    if (!blob_written) {  // the same bytes for every entry: one write per input
       std::ofstream out(k.blob_path, std::ios::binary | std::ios::trunc);
       out.write(blob.data(), static_cast<std::streamsize>(blob.size()));
+      blob_written = true;
     }
     proto::Manifest m = entry.manifest;
     if (mode & 2) {

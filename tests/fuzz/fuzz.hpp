@@ -3,10 +3,13 @@
 // build (RINGFENCE_FUZZ, clang) libFuzzer drives it, in every other build replay_main.cpp runs it
 // over the seed corpus, so the corpus (with every input that once crashed) is a regression test.
 
+#include <unistd.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <string_view>
 #include <utility>
 
@@ -23,6 +26,16 @@ namespace ringfence::fuzz {
   do {                                               \
     if (!(cond)) ::ringfence::fuzz::violated(#cond); \
   } while (0)
+
+// Where a target keeps the files it must write per input: $TMPDIR when set, else /dev/shm when
+// it is a writable directory (a RAM file system: a write per input costs no disk I/O and no
+// journal), else /tmp.
+inline std::string scratch_dir() {
+  const char* tmp = std::getenv("TMPDIR");
+  if (tmp && *tmp) return tmp;
+  if (::access("/dev/shm", W_OK | X_OK) == 0) return "/dev/shm";
+  return "/tmp";
+}
 
 // Splits an input into the part before the first `sep` and the part after (the whole input and
 // "" when there is no separator): lets one corpus file carry two texts, e.g. schema and document.
