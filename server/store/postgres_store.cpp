@@ -364,12 +364,13 @@ class PostgresStore final : public Store {
     }
     {
       RF_TRY(r, conn_->exec("SELECT channel, version, sha256, size, notes, state, manifest, "
-                            "signature, validation, created FROM releases ORDER BY channel, "
-                            "version",
+                            "signature, validation, created, updated FROM releases ORDER BY "
+                            "channel, version",
                             {}));
       for (int i = 0; i < r.size(); ++i) {
         s.releases.push_back({r.text(i, 0), r.i64(i, 1), r.text(i, 2), r.i64(i, 3), r.text(i, 4),
-                              r.text(i, 5), r.text(i, 6), r.text(i, 7), r.text(i, 8), r.i64(i, 9)});
+                              r.text(i, 5), r.text(i, 6), r.text(i, 7), r.text(i, 8), r.i64(i, 9),
+                              r.i64(i, 10)});
       }
     }
     {
@@ -532,11 +533,12 @@ class PostgresStore final : public Store {
   Status put_release(const ReleaseRow& r) override {
     return run(
         "INSERT INTO releases(channel, version, sha256, size, notes, state, manifest, signature, "
-        "validation, created) VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+        "validation, created, updated) VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
         "ON CONFLICT(channel, version) DO UPDATE SET state = excluded.state, "
-        "manifest = excluded.manifest, signature = excluded.signature, notes = excluded.notes",
+        "manifest = excluded.manifest, signature = excluded.signature, notes = excluded.notes, "
+        "updated = excluded.updated",
         {r.channel, r.version, r.sha256, r.size, r.notes, r.state, r.manifest_json, r.signature,
-         r.validation_json, r.created});
+         r.validation_json, r.created, r.updated ? r.updated : r.created});
   }
   Status put_policy(const PolicyRow& r) override {
     return run(
