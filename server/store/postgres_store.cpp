@@ -266,7 +266,10 @@ class PgConnection {
 
   Expected<Rows> check(Result r, const char* what) {
     auto s = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
-    if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) return Rows(std::move(r));
+    // EMPTY_QUERY: a script of comments only (a migration twin with nothing to do here).
+    if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK || s == PGRES_EMPTY_QUERY) {
+      return Rows(std::move(r));
+    }
     if (!r) return connection_error(what);
     return error_of(r.get(), what);
   }

@@ -96,6 +96,11 @@ TEST(PostgresMigrator, AFailedStepLeavesNothingHalfApplied) {
   steps[1].sql = "CREATE TABLE b(x BIGINT);";
   ASSERT_TRUE(open_postgres(pg.url(), steps));
   EXPECT_EQ(pg.psql("SELECT max(version) FROM schema_version"), "2");
+  // A twin with nothing to do on PostgreSQL (comments only) is applied and recorded.
+  steps.push_back({3, "0003_sqlite_only", "-- nothing to do on PostgreSQL\n"});
+  auto s3 = open_postgres(pg.url(), steps);
+  ASSERT_TRUE(s3) << s3.error().message;
+  EXPECT_EQ(pg.psql("SELECT max(version) FROM schema_version"), "3");
 }
 
 TEST(PostgresMigrator, ReplicasOpeningTogetherOnAnEmptyDatabaseMigrateOnce) {
