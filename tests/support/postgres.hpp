@@ -46,7 +46,8 @@ class PostgresCluster {
   // The server's log so far (for failure messages).
   std::string log() const;
 
-  // Where the PostgreSQL binaries are looked for.
+  // Where the PostgreSQL binaries are looked for: RINGFENCE_PG_BIN, else
+  // /usr/lib/postgresql/15/bin.
   static std::string bin_dir();
 
  private:
