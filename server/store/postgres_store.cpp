@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <cstring>
 #include <regex>
 #include <string>
@@ -150,15 +151,26 @@ class PgConnection {
       PQclear(PQexec(c_, "ROLLBACK"));
       if (PQtransactionStatus(c_) == PQTRANS_IDLE) return {};
     }
+    // Reconnecting blocks (up to connect_timeout) whoever called: while the database stays away,
+    // at most one attempt per kReconnectEvery, the calls in between fail at once.
+    auto now = std::chrono::steady_clock::now();
+    if (now < next_reconnect_) {
+      return fail(Errc::Unavailable,
+                  "PostgreSQL at " + redacted_ + " is unreachable: " + last_reconnect_error_,
+                  "storage_unavailable");
+    }
     prepared_.clear();
     broken_ = false;
     PQreset(c_);
     if (PQstatus(c_) != CONNECTION_OK) {
+      next_reconnect_ = std::chrono::steady_clock::now() + kReconnectEvery;
+      last_reconnect_error_ = trimmed(PQerrorMessage(c_));
       return fail(Errc::Unavailable,
                   "lost the connection to PostgreSQL at " + redacted_ +
-                      " and cannot reconnect: " + trimmed(PQerrorMessage(c_)),
+                      " and cannot reconnect: " + last_reconnect_error_,
                   "storage_unavailable");
     }
+    next_reconnect_ = {};
     return setup_session();
   }
 
@@ -254,7 +266,10 @@ class PgConnection {
 
   Expected<Rows> check(Result r, const char* what) {
     auto s = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
-    if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) return Rows(std::move(r));
+    // EMPTY_QUERY: a script of comments only (a migration twin with nothing to do here).
+    if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK || s == PGRES_EMPTY_QUERY) {
+      return Rows(std::move(r));
+    }
     if (!r) return connection_error(what);
     return error_of(r.get(), what);
   }
@@ -279,9 +294,13 @@ class PgConnection {
                 "storage_unavailable");
   }
 
+  static constexpr auto kReconnectEvery = std::chrono::milliseconds(500);
+
   PGconn* c_;
   std::string redacted_;
   bool broken_ = false;
+  std::chrono::steady_clock::time_point next_reconnect_{};  // no attempt before this
+  std::string last_reconnect_error_;
   std::unordered_map<std::string, std::string> prepared_;  // SQL text -> statement name
 };
 
@@ -303,8 +322,20 @@ class PostgresStore final : public Store {
     return {};
   }
 
+  // One consistent snapshot: at depth 0 the reads share a read-only REPEATABLE READ transaction
+  // (another writer's commit lands wholly before or after it).
   Expected<Snapshot> load() override {
-    RF_CHECK(enter());
+    if (depth_ > 0) return load_rows();
+    RF_CHECK(conn_->ensure());
+    RF_CHECK(conn_->script("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"));
+    auto s = load_rows();
+    auto end = conn_->script(s ? "COMMIT" : "ROLLBACK");
+    if (s && !end) return tl::unexpected(end.error());
+    return s;
+  }
+
+ private:
+  Expected<Snapshot> load_rows() {
     Snapshot s;
     {
       RF_TRY(r, conn_->exec("SELECT name, role, hash, created FROM api_tokens", {}));
@@ -402,6 +433,7 @@ class PostgresStore final : public Store {
     return s;
   }
 
+ public:
   Status transaction(const std::function<Status()>& fn) override {
     if (depth_ > 0) {
       ++depth_;

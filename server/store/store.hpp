@@ -219,7 +219,9 @@ Expected<std::unique_ptr<Store>> open_sqlite(const std::string& path,
 // Differences from SQLite, within the Store contract: the first statement that fails inside a
 // transaction fails the whole transaction (PostgreSQL aborts it) even if fn goes on and succeeds;
 // integrity violations are Errc::Conflict (code "conflict"). A lost connection makes operations
-// fail with Errc::Unavailable; the next operation outside a transaction reconnects.
+// fail with Errc::Unavailable; the next operation outside a transaction reconnects (while the
+// database stays away, at most one blocking attempt every 0.5 s; the calls between fail at once).
+// load() reads one consistent snapshot (a read-only REPEATABLE READ transaction).
 Expected<std::unique_ptr<Store>> open_postgres(const std::string& conninfo,
                                                const std::vector<Migration>& migrations);
 

@@ -1,11 +1,12 @@
 #pragma once
-// A Service on a real SQLite store in a temp dir (blobs in the same dir), a fake clock and no
-// sockets: simulated hosts enroll, poll their desired state, heartbeat and report, and the test
-// moves time forward and calls tick() the way the App's timer does.
+// A Service on a real SQLite store (or PostgreSQL, see open()) in a temp dir (blobs in the same
+// dir), a fake clock and no sockets: simulated hosts enroll, poll their desired state, heartbeat
+// and report, and the test moves time forward and calls tick() the way the App's timer does.
 
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -14,6 +15,7 @@
 
 #include "proto/signing.hpp"
 #include "server/core/service.hpp"
+#include "tests/support/postgres.hpp"
 #include "tests/support/process.hpp"
 
 namespace ringfence::server::core {
@@ -32,7 +34,13 @@ class Harness : public ::testing::Test {
   void open(Options opt = {}) {
     service_.reset();
     store_.reset();
-    auto s = store::open_sqlite(dir_.path() + "/r.db", store::embedded_migrations());
+    // RINGFENCE_TEST_STORE=postgres runs the same tests on a PostgreSQL the harness starts (not
+    // in CI: a cluster per test; the DiskFull tests only bite SQLite, a file of this process).
+    const char* backend = std::getenv("RINGFENCE_TEST_STORE");
+    bool on_postgres = backend && std::string(backend) == "postgres";
+    if (on_postgres && !pg_) pg_ = std::make_unique<testing::PostgresCluster>();
+    auto s = on_postgres ? store::open_postgres(pg_->url(), store::embedded_postgres_migrations())
+                         : store::open_sqlite(dir_.path() + "/r.db", store::embedded_migrations());
     ASSERT_TRUE(s) << s.error().message;
     store_ = std::move(*s);
     opt.data_dir = dir_.path();
@@ -60,8 +68,10 @@ class Harness : public ::testing::Test {
   // carry ring=canary. Channel "det" with release 1 ({"rules":[1]}).
   void fleet(int canary, int rest, Options opt = {}) {
     if (opt.budget_per_hour || opt.tenant_budget_per_hour) open(opt);
-    ASSERT_TRUE(service_->put_ring(admin_, "canary", {{"rank", 0}, {"selector", {{"labels", "ring=canary"}}}}, true));
-    ASSERT_TRUE(service_->put_ring(admin_, "rest", {{"rank", 1}, {"selector", {{"buckets", {0, 10000}}}}}, true));
+    ASSERT_TRUE(service_->put_ring(admin_, "canary",
+                                   {{"rank", 0}, {"selector", {{"labels", "ring=canary"}}}}, true));
+    ASSERT_TRUE(service_->put_ring(admin_, "rest",
+                                   {{"rank", 1}, {"selector", {{"buckets", {0, 10000}}}}}, true));
     for (int i = 0; i < canary + rest; ++i) add_host(i, i < canary ? "canary" : "rest");
     ASSERT_TRUE(service_->put_channel(admin_, "det", {{"name", "det"}}, true));
     version_ = release("{\"rules\":[1]}");
@@ -98,7 +108,8 @@ class Harness : public ::testing::Test {
 
   std::int64_t rollout(json stages, std::int64_t version = 0) {
     auto r = service_->create_rollout(
-        admin_, {{"channel", "det"}, {"version", version ? version : version_}, {"stages", stages}});
+        admin_,
+        {{"channel", "det"}, {"version", version ? version : version_}, {"stages", stages}});
     EXPECT_TRUE(r) << r.error().message;
     return r ? (*r)["id"].get<std::int64_t>() : 0;
   }
@@ -131,7 +142,8 @@ class Harness : public ::testing::Test {
     auto c = offered_channel(h);
     return c.is_null() ? 0 : c["version"].get<std::int64_t>();
   }
-  void heartbeat(int h, std::int64_t version, const std::string& boot = "b1", std::int64_t up = 100) {
+  void heartbeat(int h, std::int64_t version, const std::string& boot = "b1",
+                 std::int64_t up = 100) {
     proto::Heartbeat hb{boot, up, {}};
     if (version) hb.channels["det"] = {version, "active"};
     ASSERT_TRUE(service_->heartbeat(hosts_[static_cast<size_t>(h)], hb));
@@ -176,6 +188,7 @@ class Harness : public ::testing::Test {
   FakeClock clock_;
   proto::KeyPair key_;
   Options options_;
+  std::unique_ptr<testing::PostgresCluster> pg_;  // RINGFENCE_TEST_STORE=postgres only
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<Service> service_;
   Principal admin_{"admin", Role::Admin};
@@ -187,7 +200,8 @@ class Harness : public ::testing::Test {
   std::int64_t evidence_min_age_s_ = 0;
 };
 
-inline nlohmann::json two_stages(std::int64_t bake = 60, int min_hosts = 3, const char* approval = "auto") {
+inline nlohmann::json two_stages(std::int64_t bake = 60, int min_hosts = 3,
+                                 const char* approval = "auto") {
   return nlohmann::json::array(
       {{{"ring", "canary"}, {"bake_s", bake}, {"min_hosts", min_hosts}},
        {{"ring", "rest"}, {"bake_s", bake}, {"min_hosts", min_hosts}, {"approval", approval}}});

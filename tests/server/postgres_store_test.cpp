@@ -5,11 +5,14 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <map>
 #include <thread>
 
 #include "proto/try.hpp"
 #include "server/store/store.hpp"
 #include "tests/support/postgres.hpp"
+#include "tests/support/process.hpp"
 
 namespace ringfence::server::store {
 namespace {
@@ -93,6 +96,11 @@ TEST(PostgresMigrator, AFailedStepLeavesNothingHalfApplied) {
   steps[1].sql = "CREATE TABLE b(x BIGINT);";
   ASSERT_TRUE(open_postgres(pg.url(), steps));
   EXPECT_EQ(pg.psql("SELECT max(version) FROM schema_version"), "2");
+  // A twin with nothing to do on PostgreSQL (comments only) is applied and recorded.
+  steps.push_back({3, "0003_sqlite_only", "-- nothing to do on PostgreSQL\n"});
+  auto s3 = open_postgres(pg.url(), steps);
+  ASSERT_TRUE(s3) << s3.error().message;
+  EXPECT_EQ(pg.psql("SELECT max(version) FROM schema_version"), "3");
 }
 
 TEST(PostgresMigrator, ReplicasOpeningTogetherOnAnEmptyDatabaseMigrateOnce) {
@@ -183,8 +191,15 @@ TEST(PostgresStore, ALostConnectionFailsTheOperationAndTheNextOneReconnects) {
   ASSERT_FALSE(down);
   EXPECT_EQ(down.error().errc, Errc::Unavailable);
   EXPECT_FALSE(st.load());
+  // Down, reconnecting is not retried more than twice a second: the calls in between fail fast.
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 20; ++i) EXPECT_FALSE(st.put_setting("d", "x"));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
   pg.start();
-  ASSERT_TRUE(st.transaction([&]() -> Status { return st.put_setting("c", "5"); }));
+  // Back: within the retry interval the store works again.
+  EXPECT_TRUE(testing::eventually(
+      [&] { return bool(st.transaction([&]() -> Status { return st.put_setting("c", "5"); })); },
+      std::chrono::seconds(3)));
   auto snap = st.load();
   ASSERT_TRUE(snap);
   std::map<std::string, std::string> settings(snap->settings.begin(), snap->settings.end());

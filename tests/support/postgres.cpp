@@ -10,6 +10,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <stdexcept>
 
@@ -26,23 +27,25 @@ std::string slurp(const std::string& path) {
   return ss.str();
 }
 
-// A port the kernel considers free right now (another process may still take it before the
-// cluster binds: start() retries on a new one).
+// A loopback port free right now, below the kernel's ephemeral range (32768-60999 by default):
+// a restart reuses the cluster's port, and on a box where other tests hold thousands of loopback
+// connections an ephemeral port is soon some client's local port. Another process may still take
+// it before the cluster binds: start() then retries on a new one.
 std::uint16_t free_loopback_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw std::runtime_error("socket() failed");
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof a;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+  static std::mt19937 rng(std::random_device{}());
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    auto port = static_cast<std::uint16_t>(std::uniform_int_distribution<int>(20000, 32767)(rng));
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw std::runtime_error("socket() failed");
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
     ::close(fd);
-    throw std::runtime_error("cannot find a free loopback port");
+    if (ok) return port;
   }
-  ::close(fd);
-  return ntohs(a.sin_port);
+  throw std::runtime_error("cannot find a free loopback port in 20000-32767");
 }
 
 // Runs argv to completion (deadline); true when it exited with status 0. Its stdout in `out`,
@@ -99,6 +102,12 @@ PostgresCluster::PostgresCluster() {
                            "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"},
                           out)) {
     throw std::runtime_error("initdb failed:\n" + out);
+  }
+  {
+    // Crash recovery (after stop("immediate")) first fsyncs every file of the data directory one
+    // by one, seconds on a slow disk; one syncfs() does the same job.
+    std::ofstream conf(data_dir() + "/postgresql.conf", std::ios::app);
+    conf << "\nrecovery_init_sync_method = syncfs\n";
   }
   start();
   try {

@@ -39,13 +39,15 @@ class PostgresCluster {
   // pg_ctl stop -m <mode> ("fast", or "immediate": the server's processes quit at once, as in a
   // crash, and the next start runs crash recovery). Throws when it does not stop.
   void stop(const std::string& mode = "fast");
-  // pg_ctl start again on the same port and data. Throws when it does not come up.
+  // pg_ctl start again on the same data and port (a new port only when another process took it
+  // meanwhile: url() changes then). Throws when it does not come up.
   void start();
   bool running() const noexcept { return running_; }
   // The server's log so far (for failure messages).
   std::string log() const;
 
-  // Where the PostgreSQL binaries are looked for.
+  // Where the PostgreSQL binaries are looked for: RINGFENCE_PG_BIN, else
+  // /usr/lib/postgresql/15/bin.
   static std::string bin_dir();
 
  private:
