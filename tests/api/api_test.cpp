@@ -22,16 +22,12 @@
 namespace ringfence::apitest {
 namespace {
 using nlohmann::json;
+using ringfence::testing::read_file;
 using namespace std::chrono_literals;
 
 const std::string kAdmin = "api-test-admin-token-0123456789";
 const std::string kHost1 = "0e3b7a2c-1111-4222-8333-444455556666";
 const std::string kHost2 = "0e3b7a2c-1111-4222-8333-444455556667";
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
 std::string trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
@@ -85,7 +81,7 @@ class Api : public ::testing::Test {
     server_ = std::make_unique<Server>(
         data(), std::map<std::string, std::string>{{"RINGFENCE_ADMIN_TOKEN", kAdmin}},
         std::move(extra));
-    ASSERT_GT(server_->port(), 0) << "server did not start; log: " << slurp(data() + ".log");
+    ASSERT_GT(server_->port(), 0) << "server did not start; log: " << read_file(data() + ".log");
     c_ = std::make_unique<Client>(server_->port());
   }
   std::string data() const { return dir_.path() + "/data"; }
@@ -190,7 +186,7 @@ TEST_F(Api, HealthReadinessAndSigningKey) {
   EXPECT_EQ(ready["status"], "ready");
   auto key = expect(c().get("/v1/signing-key", ""), 200, "signing key");
   EXPECT_EQ(key["algorithm"], "ed25519");
-  EXPECT_EQ(key["public_key"], trim(slurp(data() + "/signing.pub")));
+  EXPECT_EQ(key["public_key"], trim(read_file(data() + "/signing.pub")));
   EXPECT_TRUE(proto::parse_public_key(key["public_key"].get<std::string>()));
   EXPECT_EQ(file_mode(data() + "/signing.key"), 0600u);
 }
@@ -1282,7 +1278,7 @@ TEST_F(Api, CredentialsAndRoles) {
       c().post("/v1/rollouts", rel, {{"channel", "det"}, {"version", 1}, {"policy", "std"}}).status,
       201);
   // Tokens are stored hashed: the database file never holds the secret.
-  auto db = slurp(data() + "/ringfence.db") + slurp(data() + "/ringfence.db-wal");
+  auto db = read_file(data() + "/ringfence.db") + read_file(data() + "/ringfence.db-wal");
   EXPECT_EQ(db.find(viewer), std::string::npos);
   EXPECT_EQ(db.find(kAdmin), std::string::npos);
 }
@@ -1428,7 +1424,7 @@ TEST(ApiProcess, RingfenceConfigNamesTheConfigFile) {
   auto data = dir.path() + "/data";
   {
     Server s(data, {{"RINGFENCE_ADMIN_TOKEN", kAdmin}, {"RINGFENCE_CONFIG", conf}});
-    ASSERT_GT(s.port(), 0) << slurp(data + ".log");
+    ASSERT_GT(s.port(), 0) << read_file(data + ".log");
     Client c(s.port());
     auto big =
         c.request("POST", "/v1/blobs", kAdmin, std::string(4096, 'x'), "application/octet-stream");
@@ -1447,8 +1443,8 @@ TEST(ApiProcess, RingfenceConfigNamesTheConfigFile) {
   auto st = p.wait(10s);
   ASSERT_TRUE(st);
   EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) != 0);
-  EXPECT_NE(slurp(dir.path() + "/err.log").find(missing), std::string::npos)
-      << slurp(dir.path() + "/err.log");
+  EXPECT_NE(read_file(dir.path() + "/err.log").find(missing), std::string::npos)
+      << read_file(dir.path() + "/err.log");
 }
 
 TEST(ApiProcess, WithoutAnEnvTokenTheAdminTokenIsWritten0600) {
@@ -1457,11 +1453,11 @@ TEST(ApiProcess, WithoutAnEnvTokenTheAdminTokenIsWritten0600) {
   std::string tok;
   {
     Server s(data, {{"RINGFENCE_ADMIN_TOKEN", ""}});
-    ASSERT_GT(s.port(), 0) << slurp(data + ".log");
+    ASSERT_GT(s.port(), 0) << read_file(data + ".log");
     auto path = data + "/admin.token";
     EXPECT_EQ(file_mode(path), 0600u);
     EXPECT_EQ(file_mode(data + "/signing.key"), 0600u);
-    tok = trim(slurp(path));
+    tok = trim(read_file(path));
     ASSERT_GE(tok.size(), 16u);
     Client c(s.port());
     EXPECT_EQ(c.get("/v1/tokens", tok).status, 200);
@@ -1474,7 +1470,7 @@ TEST(ApiProcess, WithoutAnEnvTokenTheAdminTokenIsWritten0600) {
   Server again(data, {{"RINGFENCE_ADMIN_TOKEN", ""}});
   ASSERT_GT(again.port(), 0);
   EXPECT_EQ(Client(again.port()).get("/v1/tokens", tok).status, 200);
-  EXPECT_EQ(trim(slurp(data + "/admin.token")), tok);
+  EXPECT_EQ(trim(read_file(data + "/admin.token")), tok);
 }
 
 TEST(ApiProcess, TheDashboardServesItsFixedFilesOnlyWithAWebDir) {
@@ -1489,7 +1485,7 @@ TEST(ApiProcess, TheDashboardServesItsFixedFilesOnlyWithAWebDir) {
   std::ofstream(dir.path() + "/secret.txt") << "not served";
   auto data = dir.path() + "/data";
   Server s(data, {{"RINGFENCE_ADMIN_TOKEN", kAdmin}}, {"--web-dir", web});
-  ASSERT_GT(s.port(), 0) << slurp(data + ".log");
+  ASSERT_GT(s.port(), 0) << read_file(data + ".log");
   Client c(s.port());
   struct File {
     const char* route;
@@ -1535,8 +1531,8 @@ TEST(ApiProcess, WithoutAWebDirTheRepoDashboardIsServedUnlessDisabled) {
   ASSERT_GT(plain.port(), 0);
   auto index = Client(plain.port()).get("/", "");
   EXPECT_EQ(index.status, 200);
-  EXPECT_EQ(index.body, slurp(repo_web + "/index.html"));
-  EXPECT_EQ(Client(plain.port()).get("/app.js", "").body, slurp(repo_web + "/app.js"));
+  EXPECT_EQ(index.body, read_file(repo_web + "/index.html"));
+  EXPECT_EQ(Client(plain.port()).get("/app.js", "").body, read_file(repo_web + "/app.js"));
   // Disabled by an empty --web-dir, by --no-web, or by RINGFENCE_NO_WEB.
   const std::vector<std::pair<std::vector<std::string>, std::map<std::string, std::string>>> off = {
       {{"--web-dir", ""}, {}}, {{"--no-web"}, {}}, {{}, {{"RINGFENCE_NO_WEB", "1"}}}};
@@ -1545,7 +1541,7 @@ TEST(ApiProcess, WithoutAWebDirTheRepoDashboardIsServedUnlessDisabled) {
     auto with_env = env;
     with_env["RINGFENCE_ADMIN_TOKEN"] = kAdmin;
     Server s(d.path() + "/data", with_env, flags);
-    ASSERT_GT(s.port(), 0) << slurp(d.path() + "/data.log");
+    ASSERT_GT(s.port(), 0) << read_file(d.path() + "/data.log");
     EXPECT_EQ(Client(s.port()).get("/", "").status, 404) << (flags.empty() ? "env" : flags[0]);
     EXPECT_EQ(Client(s.port()).get("/v1/signing-key", "").status, 200);
   }
@@ -1561,7 +1557,7 @@ TEST(ApiProcess, BadStartUpIsOneClearLineAndExitCode1) {
   auto st = p.wait(10s);
   ASSERT_TRUE(st);
   EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) != 0);
-  EXPECT_NE(slurp(dir.path() + "/err.log").find("ringfence-server:"), std::string::npos);
+  EXPECT_NE(read_file(dir.path() + "/err.log").find("ringfence-server:"), std::string::npos);
   // A malformed listen address too.
   auto q = testing::Process::start({testing::built_program("server/ringfence-server"), "--data-dir",
                                     dir.path() + "/d2", "--listen", "nonsense"},

@@ -20,18 +20,12 @@
 namespace ringfence::apitest {
 namespace {
 using nlohmann::json;
+using ringfence::testing::read_file;
 using namespace std::chrono_literals;
 
 const std::string kAdmin = "store-test-admin-token-0123456789";
 const std::string kHost = "0e3b7a2c-1111-4222-8333-444455556666";
 const std::string kPassword = "s3cret-pw";
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // A URL with a password (trust auth on loopback ignores it): it must never be logged.
 std::string url_with_password(const testing::PostgresCluster& pg) {
@@ -74,7 +68,7 @@ class Server {
   std::optional<int> wait_exit(std::chrono::milliseconds deadline = 30s) {
     return proc_.wait(deadline);
   }
-  std::string log() const { return slurp(log_path_); }
+  std::string log() const { return read_file(log_path_); }
 
  private:
   std::string log_path_;

@@ -14,18 +14,13 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "tests/support/process.hpp"
+
 namespace ringfence::testing {
 namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // A loopback port free right now, below the kernel's ephemeral range (32768-60999 by default):
 // a restart reuses the cluster's port, and on a box where other tests hold thousands of loopback
@@ -58,7 +53,7 @@ bool run(const std::vector<std::string>& argv, const std::string& scratch, std::
   auto st = p.wait(deadline);
   p.drain();
   out = p.output();
-  (err ? *err : out) += slurp(err_path);
+  (err ? *err : out) += read_file(err_path);
   return st && WIFEXITED(*st) && WEXITSTATUS(*st) == 0;
 }
 
@@ -192,6 +187,6 @@ std::string PostgresCluster::psql(const std::string& sql, const std::string& db)
   return out;
 }
 
-std::string PostgresCluster::log() const { return slurp(dir_.path() + "/pg.log"); }
+std::string PostgresCluster::log() const { return read_file(dir_.path() + "/pg.log"); }
 
 }  // namespace ringfence::testing

@@ -10,6 +10,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <stdexcept>
 
 extern char** environ;
@@ -171,6 +173,11 @@ std::string built_program(const std::string& relative) {
   const char* dir = std::getenv("RINGFENCE_BIN_DIR");
   std::string base = dir ? dir : ".";
   return base + "/" + relative;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 }  // namespace ringfence::testing

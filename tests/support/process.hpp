@@ -76,4 +76,7 @@ bool eventually(Pred pred, std::chrono::milliseconds deadline = std::chrono::sec
 // Path of a built program, from the RINGFENCE_BIN_DIR the CMake test sets, e.g. "server/ringfence-server".
 std::string built_program(const std::string& relative);
 
+// The whole file as bytes; empty when it cannot be read.
+std::string read_file(const std::string& path);
+
 }  // namespace ringfence::testing

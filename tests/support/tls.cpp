@@ -12,16 +12,11 @@
 #include <fstream>
 #include <sstream>
 
+#include "tests/support/process.hpp"
+
 namespace ringfence::testing {
 namespace {
 using namespace std::chrono_literals;
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 bool write_file(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -68,7 +63,7 @@ int run_command(const std::vector<std::string>& argv, std::string* output) {
   auto p = Process::start(resolved, {}, err_path);
   auto st = p.wait(60s);
   p.drain();
-  if (output) *output += p.output() + slurp(err_path);
+  if (output) *output += p.output() + read_file(err_path);
   ::unlink(err_path.c_str());
   return st && WIFEXITED(*st) ? WEXITSTATUS(*st) : -1;
 }
@@ -143,7 +138,7 @@ std::optional<Pki::Leaf> Pki::issue(const std::string& name, const std::vector<s
     error_ = "openssl ca failed: " + out;
     return std::nullopt;
   }
-  write_file(leaf.combined, slurp(leaf.cert) + slurp(leaf.key));
+  write_file(leaf.combined, read_file(leaf.cert) + read_file(leaf.key));
   return leaf;
 }
 
@@ -160,7 +155,7 @@ std::optional<Pki::Leaf> Pki::self_signed(const std::string& name,
     error_ = "openssl req -x509 failed: " + out;
     return std::nullopt;
   }
-  write_file(leaf.combined, slurp(leaf.cert) + slurp(leaf.key));
+  write_file(leaf.combined, read_file(leaf.cert) + read_file(leaf.key));
   return leaf;
 }
 
@@ -210,7 +205,7 @@ Haproxy::Haproxy(const std::string& dir, const Options& o) {
     }
     proc_ = Process::start({"/usr/sbin/haproxy", "-db", "-f", base + ".cfg"}, env, base + ".log");
     ok_ = eventually([&] { return !proc_.running() || accepts(port_); }, 20s) && proc_.running();
-    if (!ok_) error_ = "haproxy did not start: " + slurp(base + ".log");
+    if (!ok_) error_ = "haproxy did not start: " + read_file(base + ".log");
   }
 }
 
