@@ -38,8 +38,11 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -71,14 +74,28 @@ constexpr std::int64_t kMaxLongPollS = 1;
 // with RST so a million connections leave no TIME_WAIT.
 std::string send_and_read(std::uint16_t port, std::string_view bytes,
                           const std::function<void()>& on_idle = {}, int deadline_ms = 3000) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) fuzz::violated("socket() failed");
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+  // A client-side shortage (no free local port or buffer) is retried for a while, on a new
+  // socket each time; a refusal, or a shortage that lasts, stops the run with the reason (errno)
+  // in the report.
+  int fd = -1;
+  for (int attempt = 0;; ++attempt) {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) fuzz::violated("socket() failed");
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) break;
+    int err = errno;
+    ::close(fd);
+    if ((err == EADDRNOTAVAIL || err == EAGAIN || err == ENOBUFS) && attempt < 200) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      continue;
+    }
+    std::fprintf(stderr, "fuzz: connect to 127.0.0.1:%u failed: %s\n", static_cast<unsigned>(port),
+                 std::strerror(err));
     fuzz::violated("the server stopped accepting connections");
+  }
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   std::size_t sent = 0;
