@@ -144,30 +144,11 @@ struct App::Impl {
   std::unique_ptr<boost::asio::steady_timer> ticker;
   std::atomic<bool> shutting_down{false};  // from the first SIGINT/SIGTERM on: /readyz is 503
 
-  // The credential a route with a body needs, checked on its head before the body is read (so a
-  // stranger cannot make the server read or store anything): host credentials on /v1/agent/*
-  // (enroll carries its token in the body), an API token elsewhere, the release role for blob
-  // uploads. Unrouted requests pass: the router answers them 404/405 after a bounded read.
+  // Checked on a request's head before its body is read: the client certificate (below), then
+  // the credential its route needs (api::credential_before_body).
   std::optional<http::Response> check_before_body(const http::Request& head) const {
     if (auto refused = check_client_cert(head)) return refused;
-    const auto* route = router.find(head.method, head.path);
-    if (!route) return std::nullopt;
-    std::string_view pattern = route->pattern;
-    auto auth = head.header("authorization");
-    if (pattern.rfind("/v1/agent/", 0) == 0) {
-      if (pattern == "/v1/agent/enroll") return std::nullopt;
-      auto host = service->authenticate_host(auth);
-      if (!host) return http::Response::error(host.error());
-      return std::nullopt;
-    }
-    auto p = service->authenticate(auth);
-    if (!p) return http::Response::error(p.error());
-    if (pattern == "/v1/blobs" && p->role < core::Role::Release) {
-      return http::Response::error(Error{
-          Errc::PermissionDenied, "uploading blobs needs the release role; token '" + p->name +
-                                      "' has " + std::string(core::to_string(p->role))});
-    }
-    return std::nullopt;
+    return api::credential_before_body(router, *service, head);
   }
 
   // With --agent-client-ca, /v1/agent/* needs a client certificate from that CA (on top of the

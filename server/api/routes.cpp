@@ -252,6 +252,28 @@ class EarlyStream {
 
 }  // namespace
 
+std::optional<Response> credential_before_body(const http::Router& router, core::Service& svc,
+                                               const Request& head) {
+  const auto* route = router.find(head.method, head.path);
+  if (!route) return std::nullopt;
+  std::string_view pattern = route->pattern;
+  auto auth = head.header("authorization");
+  if (pattern.rfind("/v1/agent/", 0) == 0) {
+    if (pattern == "/v1/agent/enroll") return std::nullopt;
+    auto host = svc.authenticate_host(auth);
+    if (!host) return Response::error(host.error());
+    return std::nullopt;
+  }
+  auto p = svc.authenticate(auth);
+  if (!p) return Response::error(p.error());
+  if (pattern == "/v1/blobs" && p->role < Role::Release) {
+    return Response::error(
+        Error{Errc::PermissionDenied, "uploading blobs needs the release role; token '" + p->name +
+                                          "' has " + std::string(core::to_string(p->role))});
+  }
+  return std::nullopt;
+}
+
 void register_routes(http::Router& router, core::Service& svc, const RequestMetrics& requests,
                      ApiOptions options) {
   Routes R(router, svc);

@@ -3,6 +3,7 @@
 // Request into a Response by calling the Service; no transport code here.
 
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "server/api/metrics.hpp"
@@ -23,6 +24,14 @@ void register_routes(http::Router& router, core::Service& svc, const RequestMetr
 
 // The OpenAPI 3 document describing every route (served at /v1/openapi.json).
 std::string openapi_document(const http::Router& router);
+
+// The credential a routed request with a body needs, checked on its head before the body is read
+// (so a stranger cannot make the server read or store anything): a host credential on
+// /v1/agent/* (enroll carries its token in the body), an API token elsewhere, the release role for
+// blob uploads. nullopt = go on (unrouted requests too: the router answers them 404/405 after a
+// bounded read); else the refusal to send. Thread-safe as the Service's authenticate calls are.
+std::optional<http::Response> credential_before_body(const http::Router& router, core::Service& svc,
+                                                     const http::Request& head);
 
 // /metrics in Prometheus text exposition format: the request figures, then the core's.
 std::string prometheus_text(core::Service& svc, const RequestMetrics& requests);

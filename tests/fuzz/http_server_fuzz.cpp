@@ -224,25 +224,9 @@ struct Server {
     credential = en["credential"].get<std::string>();
   }
 
-  // The App's check before any body is read (server/app.cpp, check_before_body; no client
-  // certificates here): agent routes need a host credential, the rest a token, uploads the
-  // release role. Runs on the I/O thread.
+  // The App's check before any body is read (server/app.cpp: no client certificates here).
   std::optional<http::Response> before_body(const http::Request& head) const {
-    const auto* route = router.find(head.method, head.path);
-    if (!route) return std::nullopt;
-    std::string_view pattern = route->pattern;
-    auto auth = head.header("authorization");
-    if (pattern.rfind("/v1/agent/", 0) == 0) {
-      if (pattern == "/v1/agent/enroll") return std::nullopt;
-      if (auto host = service->authenticate_host(auth); !host)
-        return http::Response::error(host.error());
-      return std::nullopt;
-    }
-    auto p = service->authenticate(auth);
-    if (!p) return http::Response::error(p.error());
-    if (pattern == "/v1/blobs" && p->role < core::Role::Release)
-      return http::Response::error(Error{Errc::PermissionDenied, "uploading blobs needs release"});
-    return std::nullopt;
+    return api::credential_before_body(router, *service, head);
   }
 
   // Time passes on the server's loop, as the App's ticker makes it pass.
