@@ -180,7 +180,10 @@ Status Service::Impl::persist_channel(const Channel& c) {
 }
 
 Status Service::Impl::persist_release(Release& r) {
-  r.updated = std::max(now_s(), r.created);
+  if (r.updated_state != r.state) {
+    r.updated = std::max(now_s(), r.created);
+    r.updated_state = r.state;
+  }
   return store.put_release({r.channel, r.version, r.sha256, r.size, r.notes,
                             std::string(to_string(r.state)), proto::canonical_bytes(r.manifest),
                             r.signature, r.validation.dump(), r.created, r.updated});

@@ -56,7 +56,10 @@ struct Release {
   std::string key_id;  // the content key that made `signature` (found again at load)
   json validation = json::object();
   std::int64_t created = 0;
-  std::int64_t updated = 0;  // the last change written (persist_release sets it)
+  // When a reader last saw it change (its state): the release feeds' <updated>. persist_release
+  // stamps it when `state` differs from `updated_state`; a re-signed manifest is no change.
+  std::int64_t updated = 0;
+  std::optional<ReleaseState> updated_state;
 };
 
 struct Channel {
@@ -403,7 +406,7 @@ struct Service::Impl {
                                std::optional<std::int64_t> rollout, json data);
   Status persist_rollout(const Rollout& r);
   Status persist_channel(const Channel& c);
-  // Writes the release with updated = now (every write is a change: a state, a signature).
+  // Writes the release; `updated` = now when its state changed since it was last stamped.
   Status persist_release(Release& r);
   json rollout_json(const Rollout& r) const;
   json release_json(const Release& r) const;

@@ -214,6 +214,7 @@ Status Service::load() {
     }
     rel.validation = json::parse(r.validation_json, nullptr, false);
     rel.updated = r.updated ? r.updated : r.created;
+    rel.updated_state = rel.state;
     rel.created = r.created;
     cit->second.releases[r.version] = std::move(rel);
   }

@@ -76,6 +76,25 @@ TEST_F(DesiredSigning, EveryAnswerIsSignedForItsHostAndVerifiesWithTheAgentsRule
   EXPECT_EQ(st.error().code, "wrong_host");
 }
 
+// A release's `updated` (the release feeds' <updated>) moves when what a reader sees changes (its
+// state), not when its manifest is signed again half way to expiry: every offered release is
+// re-signed every manifest_ttl_s / 2, and each one bounced to the top of the feeds.
+TEST_F(DesiredSigning, ReSigningAManifestIsNotAChangeOfTheRelease) {
+  fleet(1, 1);
+  auto before = *service_->get_release("det", version_);
+  clock_.advance_ms(Options{}.manifest_ttl_s * 500 + 1000);
+  service_->tick();
+  auto after = *service_->get_release("det", version_);
+  ASSERT_NE(after["manifest"]["expires"], before["manifest"]["expires"]) << "re-signed";
+  EXPECT_EQ(after["updated"], before["updated"]);
+  ASSERT_TRUE(service_->quarantine_release(admin_, "det", version_, "bad"));
+  EXPECT_GT((*service_->get_release("det", version_))["updated"].get<std::int64_t>(),
+            before["updated"].get<std::int64_t>());
+  open();  // and the stored value is the same one
+  EXPECT_GT((*service_->get_release("det", version_))["updated"].get<std::int64_t>(),
+            before["updated"].get<std::int64_t>());
+}
+
 TEST_F(DesiredSigning, SignedOncePerChangeNotPerPollAndTheGenerationOnlyGrows) {
   fleet(1, 1);
   auto first = decoded(0);
